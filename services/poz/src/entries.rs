@@ -1,0 +1,495 @@
+//! The typed bodies of zone entries, one per zone type, and revocations.
+
+use crate::codec::{
+    read_sorted_list, read_str8, valid_str8, write_str8, Codec, DecodeError, Reader,
+};
+use crate::hash::{tag, tagged_hash, Hash32};
+use crate::wire_enum;
+use crate::Error;
+use serde::Serialize;
+
+/// Largest handle, in bytes.
+pub const MAX_HANDLE: usize = 64;
+
+/// Identity Zone entry: a signed link from a provider's record to a user's.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct IdentityBinding {
+    /// The provider's record ID (original master hash); its identity
+    /// delegation keys sign the binding.
+    pub issuer: Hash32,
+    /// The user's record ID.
+    pub subject: Hash32,
+    /// The handle, as issued, within the issuer's namespace.
+    pub handle: String,
+    /// Milliseconds since the Unix epoch.
+    pub issued_at: u64,
+    /// Milliseconds since the Unix epoch; 0 means no expiry.
+    pub expires_at: u64,
+}
+
+impl IdentityBinding {
+    pub fn new(
+        issuer: Hash32,
+        subject: Hash32,
+        handle: &str,
+        issued_at: u64,
+        expires_at: u64,
+    ) -> Result<Self, Error> {
+        if handle.is_empty() || handle.len() > MAX_HANDLE || !valid_str8(handle) {
+            return Err(Error::InvalidText { field: "handle" });
+        }
+        if expires_at != 0 && expires_at <= issued_at {
+            return Err(Error::InvalidExpiry);
+        }
+        Ok(IdentityBinding {
+            issuer,
+            subject,
+            handle: handle.to_owned(),
+            issued_at,
+            expires_at,
+        })
+    }
+
+    /// Whether the binding is outside its validity at `now` (ms).
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires_at != 0 && now >= self.expires_at
+    }
+}
+
+impl Codec for IdentityBinding {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.issuer.encode(out);
+        self.subject.encode(out);
+        write_str8(out, &self.handle);
+        out.extend_from_slice(&self.issued_at.to_be_bytes());
+        out.extend_from_slice(&self.expires_at.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let issuer = Hash32::read(r)?;
+        let subject = Hash32::read(r)?;
+        let at = r.offset();
+        let handle = read_str8(r, "binding.handle")?;
+        if handle.is_empty() || handle.len() > MAX_HANDLE {
+            return Err(DecodeError::InvalidValue {
+                field: "binding.handle_length",
+                offset: at,
+                value: handle.len() as u64,
+            });
+        }
+        let issued_at = r.u64("binding.issued_at")?;
+        let expires_at = r.u64("binding.expires_at")?;
+        if expires_at != 0 && expires_at <= issued_at {
+            return Err(DecodeError::InvalidValue {
+                field: "binding.expires_at",
+                offset: r.offset() - 8,
+                value: expires_at,
+            });
+        }
+        Ok(IdentityBinding {
+            issuer,
+            subject,
+            handle,
+            issued_at,
+            expires_at,
+        })
+    }
+}
+
+wire_enum! {
+    /// Why an entry was revoked.
+    RevocationReason(u8) {
+        UNSPECIFIED = 0x00 => "unspecified",
+        KEY_COMPROMISE = 0x01 => "key-compromise",
+        SUPERSEDED = 0x02 => "superseded",
+        ACCOUNT_CLOSED = 0x03 => "account-closed",
+        POLICY = 0x04 => "policy",
+    }
+}
+
+/// A revocation (entry kind REVOKE) of an earlier entry of the same zone,
+/// signed under the deny threshold.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Revocation {
+    /// The revoked entry's digest (`SignedEntry::digest`).
+    pub target: Hash32,
+    pub revoked_at: u64,
+    pub reason: RevocationReason,
+}
+
+impl Codec for Revocation {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.target.encode(out);
+        out.extend_from_slice(&self.revoked_at.to_be_bytes());
+        out.push(self.reason.0);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let target = Hash32::read(r)?;
+        let revoked_at = r.u64("revocation.revoked_at")?;
+        let at = r.offset();
+        let reason = RevocationReason(r.u8("revocation.reason")?);
+        if !reason.is_known() {
+            return Err(DecodeError::InvalidValue {
+                field: "revocation.reason",
+                offset: at,
+                value: reason.0 as u64,
+            });
+        }
+        Ok(Revocation {
+            target,
+            revoked_at,
+            reason,
+        })
+    }
+}
+
+/// Email Zone entry: an inbox addressed by GUID, delivered by a MAIL service.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Inbox {
+    pub guid: [u8; 16],
+    pub name: String,
+    /// Hash of a MAIL service in the Service Zone.
+    pub mail_service: Hash32,
+}
+
+impl Codec for Inbox {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.guid);
+        write_str8(out, &self.name);
+        self.mail_service.encode(out);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Inbox {
+            guid: r.array::<16>("inbox.guid")?,
+            name: read_str8(r, "inbox.name")?,
+            mail_service: Hash32::read(r)?,
+        })
+    }
+}
+
+/// One member of an Auth Zone trust group.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TrustMember {
+    pub key_idx: u8,
+    pub value: u8,
+}
+
+impl Codec for TrustMember {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[self.key_idx, self.value]);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let key_idx = r.u8("trust_member.key_idx")?;
+        let value = r.u8("trust_member.value")?;
+        if value == 0 || value > 100 {
+            return Err(r.invalid("trust_member.value", value as u64));
+        }
+        Ok(TrustMember { key_idx, value })
+    }
+}
+
+wire_enum! {
+    /// The two kinds of Auth Zone entry.
+    AuthEntryType(u8) {
+        TRUST_GROUP = 0x01 => "trust-group",
+        REVOCATION_SERVICE = 0x02 => "revocation-service",
+    }
+}
+
+/// Auth Zone entry.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum AuthEntry {
+    /// Keys that may log in on the record's behalf: members' values sum to
+    /// at least 100 for a login to be accepted.
+    TrustGroup {
+        group_id: u8,
+        name: String,
+        members: Vec<TrustMember>,
+    },
+    /// Where relying parties check a key's revocation in real time: the
+    /// hash of a REVOCATION service in the Service Zone.
+    RevocationService { service: Hash32 },
+}
+
+impl Codec for AuthEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            AuthEntry::TrustGroup {
+                group_id,
+                name,
+                members,
+            } => {
+                out.push(AuthEntryType::TRUST_GROUP.0);
+                out.push(*group_id);
+                write_str8(out, name);
+                out.push(members.len() as u8);
+                for m in members {
+                    m.encode(out);
+                }
+            }
+            AuthEntry::RevocationService { service } => {
+                out.push(AuthEntryType::REVOCATION_SERVICE.0);
+                service.encode(out);
+            }
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.offset();
+        match AuthEntryType(r.u8("auth_entry.type")?) {
+            AuthEntryType::TRUST_GROUP => {
+                let group_id = r.u8("trust_group.group_id")?;
+                let name = read_str8(r, "trust_group.name")?;
+                let n = r.u8("trust_group.member_count")? as usize;
+                let members =
+                    read_sorted_list(r, n, "trust_group.members", |m: &TrustMember| m.key_idx)?;
+                Ok(AuthEntry::TrustGroup {
+                    group_id,
+                    name,
+                    members,
+                })
+            }
+            AuthEntryType::REVOCATION_SERVICE => Ok(AuthEntry::RevocationService {
+                service: Hash32::read(r)?,
+            }),
+            other => Err(DecodeError::InvalidValue {
+                field: "auth_entry.type",
+                offset: at,
+                value: other.0 as u64,
+            }),
+        }
+    }
+}
+
+wire_enum! {
+    /// What a service is for.
+    ServiceType(u8) {
+        POZ_QUERY = 0x01 => "poz_query",
+        POZ_SUBMIT = 0x02 => "poz_submit",
+        HTTPS = 0x03 => "https",
+        MAIL = 0x04 => "mail",
+        FEED = 0x05 => "feed",
+        REVOCATION = 0x06 => "revocation",
+        CUSTOM = 0x07 => "custom",
+    }
+}
+
+wire_enum! {
+    Transport(u8) {
+        TCP = 0x01 => "tcp",
+        UDP = 0x02 => "udp",
+    }
+}
+
+wire_enum! {
+    Encryption(u8) {
+        NONE = 0x00 => "none",
+        TLS = 0x01 => "tls",
+        NOISE_NK = 0x02 => "noise_nk",
+    }
+}
+
+/// "No CA key": the host's TLS certificate chains to the public PKI only.
+pub const NO_CA_KEY: u8 = 0xFF;
+
+/// One host of a service pool.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PoolHost {
+    pub hostname: String,
+    pub port: u16,
+    pub transport: Transport,
+    pub encryption: Encryption,
+    /// The host's own X25519 static key (Noise NK), when it has one: fleet
+    /// servers do, because the record's master keys stay in the HSM.
+    pub server_key: Option<[u8; 32]>,
+    /// Index of the record key that signed the host's TLS certificate, or
+    /// `NO_CA_KEY`.
+    pub ca_key_idx: u8,
+    /// MX-style: lower is tried first.
+    pub priority: u16,
+    /// MX-style: share among hosts of equal priority.
+    pub weight: u16,
+}
+
+impl Codec for PoolHost {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.hostname);
+        out.extend_from_slice(&self.port.to_be_bytes());
+        out.push(self.transport.0);
+        out.push(self.encryption.0);
+        match &self.server_key {
+            Some(k) => {
+                out.push(1);
+                out.extend_from_slice(k);
+            }
+            None => out.push(0),
+        }
+        out.push(self.ca_key_idx);
+        out.extend_from_slice(&self.priority.to_be_bytes());
+        out.extend_from_slice(&self.weight.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.offset();
+        let hostname = read_str8(r, "pool_host.hostname")?;
+        if hostname.is_empty() {
+            return Err(r.layout("pool_host.hostname", "empty hostname"));
+        }
+        let _ = at;
+        let port = r.u16("pool_host.port")?;
+        if port == 0 {
+            return Err(r.invalid("pool_host.port", 0));
+        }
+        let transport = Transport(r.u8("pool_host.transport")?);
+        if !transport.is_known() {
+            return Err(r.invalid("pool_host.transport", transport.0 as u64));
+        }
+        let encryption = Encryption(r.u8("pool_host.encryption")?);
+        if !encryption.is_known() {
+            return Err(r.invalid("pool_host.encryption", encryption.0 as u64));
+        }
+        let server_key = match r.u8("pool_host.server_key_present")? {
+            0 => None,
+            1 => Some(r.array::<32>("pool_host.server_key")?),
+            v => return Err(r.invalid("pool_host.server_key_present", v as u64)),
+        };
+        let ca_key_idx = r.u8("pool_host.ca_key_idx")?;
+        let priority = r.u16("pool_host.priority")?;
+        let weight = r.u16("pool_host.weight")?;
+        Ok(PoolHost {
+            hostname,
+            port,
+            transport,
+            encryption,
+            server_key,
+            ca_key_idx,
+            priority,
+            weight,
+        })
+    }
+}
+
+/// Service Zone entry.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ServiceEntry {
+    pub service_type: ServiceType,
+    pub name: String,
+    pub pool: Vec<PoolHost>,
+}
+
+impl ServiceEntry {
+    /// The handle other zones use for this service. It covers the whole
+    /// entry, so changing a host changes the hash and every reference to it
+    /// must be re-signed: a provider cannot quietly swap servers.
+    pub fn service_hash(&self) -> Hash32 {
+        tagged_hash(tag::SERVICE_HASH, &[&self.to_bytes()])
+    }
+
+    /// Hosts in the order a client tries them: by priority, then weight
+    /// (heaviest first) as a deterministic stand-in for weighted choice.
+    pub fn hosts_by_preference(&self) -> Vec<&PoolHost> {
+        let mut v: Vec<&PoolHost> = self.pool.iter().collect();
+        v.sort_by_key(|h| (h.priority, std::cmp::Reverse(h.weight)));
+        v
+    }
+}
+
+/// A pool of up to 255 hosts; at least one.
+impl Codec for ServiceEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.service_type.0);
+        write_str8(out, &self.name);
+        out.push(self.pool.len() as u8);
+        for h in &self.pool {
+            h.encode(out);
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let service_type = ServiceType(r.u8("service.type")?);
+        if !service_type.is_known() {
+            return Err(r.invalid("service.type", service_type.0 as u64));
+        }
+        let name = read_str8(r, "service.name")?;
+        let n = r.u8("service.pool_count")? as usize;
+        if n == 0 {
+            return Err(r.layout("service.pool", "a service needs at least one host"));
+        }
+        // Hosts keep the order their author gave (it carries no meaning
+        // beyond presentation) but may not repeat.
+        let mut pool: Vec<PoolHost> = Vec::with_capacity(n.min(r.left()));
+        for _ in 0..n {
+            let at = r.offset();
+            let h = PoolHost::read(r)?;
+            if pool
+                .iter()
+                .any(|p| p.hostname == h.hostname && p.port == h.port)
+            {
+                return Err(DecodeError::Layout {
+                    field: "service.pool",
+                    offset: at,
+                    reason: "duplicate host",
+                });
+            }
+            pool.push(h);
+        }
+        Ok(ServiceEntry {
+            service_type,
+            name,
+            pool,
+        })
+    }
+}
+
+/// Feed Zone entry: a named feed published through a FEED service.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FeedEntry {
+    pub name: String,
+    pub feed_service: Hash32,
+}
+
+impl Codec for FeedEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.name);
+        self.feed_service.encode(out);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(FeedEntry {
+            name: read_str8(r, "feed.name")?,
+            feed_service: Hash32::read(r)?,
+        })
+    }
+}
+
+/// A decoded zone-entry body.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum EntryBody {
+    Binding(IdentityBinding),
+    Feed(FeedEntry),
+    Inbox(Inbox),
+    Auth(AuthEntry),
+    Service(ServiceEntry),
+    Revocation(Revocation),
+}
+
+impl EntryBody {
+    /// Decodes `body` as the type its zone and kind say it is.
+    pub fn decode(
+        zone: crate::zone::ZoneType,
+        kind: crate::zone::EntryKind,
+        body: &[u8],
+    ) -> Result<EntryBody, DecodeError> {
+        use crate::zone::{EntryKind, ZoneType};
+        if kind == EntryKind::REVOKE {
+            return Revocation::from_bytes(body).map(EntryBody::Revocation);
+        }
+        match zone {
+            ZoneType::IDENTITY => IdentityBinding::from_bytes(body).map(EntryBody::Binding),
+            ZoneType::FEED => FeedEntry::from_bytes(body).map(EntryBody::Feed),
+            ZoneType::EMAIL => Inbox::from_bytes(body).map(EntryBody::Inbox),
+            ZoneType::AUTH => AuthEntry::from_bytes(body).map(EntryBody::Auth),
+            ZoneType::SERVICE => ServiceEntry::from_bytes(body).map(EntryBody::Service),
+            other => Err(DecodeError::InvalidValue {
+                field: "entry.zone_type",
+                offset: 0,
+                value: other.0 as u64,
+            }),
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The Public Key Map (section 0x0000), signatures, and signing keys.
+//!
+//! Every other section refers to a key by its zero-based index in this map.
+//! Because an index alone says nothing about *which* key it names, every
+//! digest that is signed or hashed into a chain also covers the key IDs the
+//! indices resolve to (see `MasterZone::key_binding`), so swapping the map
+//! under a signed zone breaks its hash and its signatures.
+
+use crate::codec::{read_sorted_list, Codec, DecodeError, Reader};
+use crate::hash::{tag, tagged_hash, Hash32};
+use ed25519_dalek::Signer as _;
+use zeroize::Zeroizing;
+
+/// Declares a wire enum as a newtype over its integer, with named constants,
+/// so unknown values still decode, round-trip and print in hex; validation
+/// decides separately whether a value is acceptable where it stands.
+#[macro_export]
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident($int:ty) { $($(#[$cm:meta])* $konst:ident = $val:expr => $text:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub $int);
+        impl $name {
+            $($(#[$cm])* pub const $konst: $name = $name($val);)*
+            /// The standard's name for this value, if it is a known one.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 { $($val => Some($text),)* _ => None }
+            }
+            pub fn is_known(self) -> bool { self.name().is_some() }
+            /// Parses a name as `name()` prints it (case-insensitive).
+            pub fn from_name(s: &str) -> Option<$name> {
+                $(if s.eq_ignore_ascii_case($text) { return Some($name($val)); })*
+                None
+            }
+        }
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.name() {
+                    Some(n) => write!(f, "{}", n),
+                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
+                }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self, f)
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// The algorithm of a public key in the key map.
+    KeyType(u8) {
+        ED25519 = 0x01 => "ed25519",
+    }
+}
+
+wire_enum! {
+    /// How a signature is made.
+    SigType(u8) {
+        /// Ed25519 over the 32-byte tagged digest of the signed object.
+        ED25519 = 0x01 => "ed25519",
+    }
+}
+
+/// Ed25519 public key length.
+pub const ED25519_PUBLIC_LEN: usize = 32;
+/// Ed25519 signature length.
+pub const ED25519_SIG_LEN: usize = 64;
+/// Largest public key or signature value the format accepts (bytes); keeps
+/// a hostile u16 length from meaning anything.
+pub const MAX_KEY_OR_SIG_LEN: usize = 1024;
+/// Keys are addressed by a u8 index.
+pub const MAX_KEYS: usize = 255;
+
+/// The SHA3-256 identifier of a public key.
+pub type KeyId = Hash32;
+
+/// One entry of the Public Key Map.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PublicKey {
+    pub key_type: KeyType,
+    pub bytes: Vec<u8>,
+}
+
+impl PublicKey {
+    pub fn ed25519(vk: &ed25519_dalek::VerifyingKey) -> Self {
+        PublicKey {
+            key_type: KeyType::ED25519,
+            bytes: vk.to_bytes().to_vec(),
+        }
+    }
+
+    /// `SHA3-256(tag ‖ key_type ‖ key bytes)`.
+    pub fn id(&self) -> KeyId {
+        tagged_hash(tag::KEY_ID, &[&[self.key_type.0], &self.bytes])
+    }
+
+    /// The Ed25519 verifying key, if this is a well-formed Ed25519 key.
+    pub fn ed25519_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
+        if self.key_type != KeyType::ED25519 {
+            return None;
+        }
+        let a: [u8; 32] = self.bytes.as_slice().try_into().ok()?;
+        ed25519_dalek::VerifyingKey::from_bytes(&a).ok()
+    }
+
+    /// Verifies `sig` over `digest` under this key.
+    pub fn verify(&self, digest: &Hash32, sig: &Signature) -> bool {
+        if sig.sig_type != SigType::ED25519 || sig.data.len() != ED25519_SIG_LEN {
+            return false;
+        }
+        let Some(vk) = self.ed25519_key() else {
+            return false;
+        };
+        let Ok(bytes) = <[u8; 64]>::try_from(sig.data.as_slice()) else {
+            return false;
+        };
+        let s = ed25519_dalek::Signature::from_bytes(&bytes);
+        // verify_strict refuses small-order keys and non-canonical R, so one
+        // message/key pair has exactly one accepted signature.
+        vk.verify_strict(&digest.0, &s).is_ok()
+    }
+}
+
+impl Codec for PublicKey {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.key_type.0);
+        out.extend_from_slice(&(self.bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.bytes);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.offset();
+        let key_type = KeyType(r.u8("public_key.key_type")?);
+        if !key_type.is_known() {
+            return Err(DecodeError::InvalidValue {
+                field: "public_key.key_type",
+                offset: at,
+                value: key_type.0 as u64,
+            });
+        }
+        let len = r.u16("public_key.length")? as usize;
+        if len != ED25519_PUBLIC_LEN {
+            return Err(r.invalid("public_key.length", len as u64));
+        }
+        let bytes = r.take(len, "public_key.bytes")?.to_vec();
+        Ok(PublicKey { key_type, bytes })
+    }
+}
+
+/// Section 0x0000: the record's public keys, addressed by index.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct PublicKeyMap {
+    pub keys: Vec<PublicKey>,
+}
+
+impl PublicKeyMap {
+    pub fn get(&self, idx: u8) -> Option<&PublicKey> {
+        self.keys.get(idx as usize)
+    }
+
+    /// The index of the key with this ID.
+    pub fn index_of(&self, id: &KeyId) -> Option<u8> {
+        self.keys
+            .iter()
+            .position(|k| &k.id() == id)
+            .map(|i| i as u8)
+    }
+
+    /// Appends a key (keys are never removed or reordered: indices used by
+    /// earlier revisions in the zone history must keep naming the same key).
+    /// Returns the existing index if the key is already present.
+    pub fn add(&mut self, key: PublicKey) -> Result<u8, crate::Error> {
+        if let Some(i) = self.index_of(&key.id()) {
+            return Ok(i);
+        }
+        if self.keys.len() >= MAX_KEYS {
+            return Err(crate::Error::KeyMapFull);
+        }
+        self.keys.push(key);
+        Ok((self.keys.len() - 1) as u8)
+    }
+}
+
+impl Codec for PublicKeyMap {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.keys.len() as u8);
+        for k in &self.keys {
+            k.encode(out);
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let count = r.u8("public_key_map.count")? as usize;
+        let mut keys: Vec<PublicKey> = Vec::with_capacity(count.min(r.left()));
+        for _ in 0..count {
+            let at = r.offset();
+            let k = PublicKey::read(r)?;
+            // One key, one index: a duplicate would let two indices name the
+            // same key and so count one holder twice toward a threshold.
+            if keys
+                .iter()
+                .any(|o| o.bytes == k.bytes && o.key_type == k.key_type)
+            {
+                return Err(DecodeError::Layout {
+                    field: "public_key_map.keys",
+                    offset: at,
+                    reason: "duplicate key",
+                });
+            }
+            keys.push(k);
+        }
+        Ok(PublicKeyMap { keys })
+    }
+}
+
+/// A signature by the key at `key_idx`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Signature {
+    pub key_idx: u8,
+    pub sig_type: SigType,
+    pub data: Vec<u8>,
+}
+
+impl Codec for Signature {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.key_idx);
+        out.push(self.sig_type.0);
+        out.extend_from_slice(&(self.data.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.data);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let key_idx = r.u8("signature.key_idx")?;
+        let at = r.offset();
+        let sig_type = SigType(r.u8("signature.sig_type")?);
+        if !sig_type.is_known() {
+            return Err(DecodeError::InvalidValue {
+                field: "signature.sig_type",
+                offset: at,
+                value: sig_type.0 as u64,
+            });
+        }
+        let len = r.u16("signature.length")? as usize;
+        if len != ED25519_SIG_LEN {
+            return Err(r.invalid("signature.length", len as u64));
+        }
+        let data = r.take(len, "signature.data")?.to_vec();
+        Ok(Signature {
+            key_idx,
+            sig_type,
+            data,
+        })
+    }
+}
+
+/// Reads a u8-counted signature list, strictly ascending by key index (one
+/// signature per key, one canonical order).
+pub fn read_signatures(
+    r: &mut Reader<'_>,
+    field: &'static str,
+) -> Result<Vec<Signature>, DecodeError> {
+    let n = r.u8(field)? as usize;
+    read_sorted_list(r, n, field, |s: &Signature| s.key_idx)
+}
+
+pub fn write_signatures(out: &mut Vec<u8>, sigs: &[Signature]) {
+    out.push(sigs.len() as u8);
+    for s in sigs {
+        s.encode(out);
+    }
+}
+
+/// Inserts or replaces the signature of `sig.key_idx`, keeping the list in
+/// canonical order.
+pub fn insert_signature(sigs: &mut Vec<Signature>, sig: Signature) {
+    match sigs.binary_search_by_key(&sig.key_idx, |s| s.key_idx) {
+        Ok(i) => sigs[i] = sig,
+        Err(i) => sigs.insert(i, sig),
+    }
+}
+
+/// A private signing key held in software (key files, the Private Key Map,
+/// the embedded default). HSM-held keys live behind the signer service.
+pub struct SigningKey {
+    inner: ed25519_dalek::SigningKey,
+}
+
+impl SigningKey {
+    pub fn generate() -> Self {
+        SigningKey {
+            inner: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
+        }
+    }
+
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        SigningKey {
+            inner: ed25519_dalek::SigningKey::from_bytes(seed),
+        }
+    }
+
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.inner.to_bytes())
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey::ed25519(&self.inner.verifying_key())
+    }
+
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.inner.verifying_key()
+    }
+
+    /// Signs a tagged digest, naming the signer by its index in the record.
+    pub fn sign(&self, key_idx: u8, digest: &Hash32) -> Signature {
+        Signature {
+            key_idx,
+            sig_type: SigType::ED25519,
+            data: self.inner.sign(&digest.0).to_bytes().to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({})", self.public().id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let k = SigningKey::from_seed(&[7u8; 32]);
+        let d = tagged_hash("t", &[b"m"]);
+        let s = k.sign(3, &d);
+        assert!(k.public().verify(&d, &s));
+        let mut bad = s.clone();
+        bad.data[10] ^= 1;
+        assert!(!k.public().verify(&d, &bad));
+        assert!(!k.public().verify(&tagged_hash("t", &[b"n"]), &s));
+    }
+
+    #[test]
+    fn key_map_refuses_duplicates() {
+        let k = SigningKey::from_seed(&[1u8; 32]).public();
+        let mut m = PublicKeyMap::default();
+        m.keys.push(k.clone());
+        m.keys.push(k);
+        let e = PublicKeyMap::from_bytes(&m.to_bytes()).unwrap_err();
+        assert!(matches!(
+            e,
+            DecodeError::Layout {
+                reason: "duplicate key",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn wire_enum_unknown_prints_hex() {
+        assert_eq!(format!("{:?}", KeyType(0x7f)), "KeyType(0x7f)");
+        assert_eq!(format!("{}", KeyType::ED25519), "ed25519");
+    }
+}

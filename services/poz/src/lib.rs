@@ -1,0 +1,78 @@
+//! POZ — Portable Ownership Zone: the standard as a sans-I/O library.
+//!
+//! This crate has no sockets, no clock and no storage: time is always an
+//! argument (milliseconds since the Unix epoch), bytes come in and go out.
+//! The fleet's services are thin shells around it.
+//!
+//! - [`codec`]: the one codec trait and its strict reader.
+//! - [`record`]: header, TOC and sections of a record.
+//! - [`master`], [`threshold`]: the master zone, its two hash scopes and
+//!   survivorship groups.
+//! - [`zone`], [`entries`]: delegated sub-zones and their entries,
+//!   identity bindings among them.
+//! - [`verify`]: every validation rule, reported one by one.
+//! - [`workflow`]: genesis, draft / sign / apply, issue and revoke.
+//! - [`private`]: private keys sealed with a passphrase.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod entries;
+pub mod hash;
+pub mod keys;
+pub mod master;
+pub mod private;
+pub mod record;
+pub mod threshold;
+pub mod verify;
+pub mod workflow;
+pub mod zone;
+
+pub use codec::{Codec, DecodeError, Reader};
+pub use hash::Hash32;
+pub use keys::{PublicKey, PublicKeyMap, Signature, SigningKey};
+pub use master::{Delegation, DelegationKey, MasterKey, MasterZone};
+pub use record::Record;
+pub use verify::{verify_binding, verify_record, Report, Rule, VerifiedRecord};
+pub use zone::{AuthoritySection, EntryKind, SignedEntry, ZoneSection, ZoneType};
+
+/// Errors of the workflow operations (building, signing, applying).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("decode: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("key index {key_idx} is not in the Public Key Map")]
+    KeyIndexOutOfRange { key_idx: u8 },
+    #[error("the Public Key Map is full (255 keys)")]
+    KeyMapFull,
+    #[error("{field}: text must be 1 to 255 bytes of UTF-8 without control characters")]
+    InvalidText { field: &'static str },
+    #[error("expiry must be after the issue time")]
+    InvalidExpiry,
+    #[error("KDF parameters are out of bounds")]
+    BadKdfParams,
+    #[error("decryption failed: wrong passphrase or altered data")]
+    Decryption,
+    #[error("key file is inconsistent: the sealed key does not match its public key")]
+    KeyFileMismatch,
+    #[error("{what}: threshold not met: {tally}")]
+    ThresholdNotMet {
+        what: String,
+        tally: String,
+        best: u32,
+    },
+    #[error("{what}: key {key_id} is not one of the keys that may sign it")]
+    NotAuthorizingKey { what: String, key_id: Hash32 },
+    #[error("the master zone delegates no {zone} zone")]
+    NotDelegated { zone: ZoneType },
+    #[error("the record is a draft; apply it first")]
+    Draft,
+    #[error("the record is already final; start a draft with `draft`")]
+    NotDraft,
+    #[error("timestamp {timestamp} is not after the previous revision's {previous}")]
+    TimestampNotIncreasing { timestamp: u64, previous: u64 },
+    #[error("invalid {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    #[error("record does not verify: {0}")]
+    Verification(String),
+}

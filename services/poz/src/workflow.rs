@@ -1,0 +1,452 @@
+//! Building and changing records: genesis, draft / sign / apply for the
+//! master zone, and issue / revoke for zone entries.
+//!
+//! A draft is an ordinary record whose master zone is not finalized
+//! (`current_master_hash` is zero). It can be written to a file, carried to
+//! each key holder, signed by each with only their own key, in any order,
+//! and applied once one survivorship group's threshold is met.
+
+use crate::entries::{IdentityBinding, Revocation, RevocationReason};
+use crate::hash::Hash32;
+use crate::keys::{PublicKey, SigningKey};
+use crate::master::{Delegation, DelegationKey, MasterKey, MasterZone};
+use crate::record::Record;
+use crate::threshold::{delegation_members, evaluate, Authority, Member, Tally};
+use crate::zone::{AuthoritySection, EntryKind, SignedEntry, ZoneType};
+use crate::{Codec, Error, PublicKeyMap};
+
+/// A key of a new record: the public key, its group and value.
+#[derive(Clone, Debug)]
+pub struct GenesisKey {
+    pub public: PublicKey,
+    pub group: u8,
+    pub value: u8,
+}
+
+/// Starts a record: a genesis draft holding `keys` as master keys.
+pub fn genesis(keys: &[GenesisKey], timestamp: u64) -> Result<Record, Error> {
+    let mut map = PublicKeyMap::default();
+    let mut mks = Vec::with_capacity(keys.len());
+    for k in keys {
+        if k.value == 0 || k.value > 100 {
+            return Err(Error::Invalid {
+                what: "master key value",
+                detail: format!("{} is not in 1..=100", k.value),
+            });
+        }
+        let idx = map.add(k.public.clone())?;
+        if mks.iter().any(|m: &MasterKey| m.key_idx == idx) {
+            return Err(Error::Invalid {
+                what: "master keys",
+                detail: "the same key is listed twice".into(),
+            });
+        }
+        mks.push(MasterKey {
+            key_idx: idx,
+            group: k.group,
+            value: k.value,
+        });
+    }
+    Ok(Record::new(map, MasterZone::genesis(timestamp, mks)))
+}
+
+/// The master zone whose keys authorize the draft: the previous revision,
+/// or at genesis the draft itself.
+fn authorizing(rec: &Record) -> &MasterZone {
+    match rec.history.last() {
+        Some(prev) if !rec.master.is_genesis() => prev,
+        _ => &rec.master,
+    }
+}
+
+fn master_members(mz: &MasterZone) -> Vec<Member> {
+    mz.master_keys.iter().map(Member::from).collect()
+}
+
+/// Starts the next revision of a final record: the current master zone
+/// moves into the zone history and a new one, serial + 1, is drafted.
+/// The timestamp must be later than the current revision's.
+pub fn draft(rec: &Record, timestamp: u64) -> Result<Record, Error> {
+    if !rec.master.is_finalized() {
+        return Err(Error::Draft);
+    }
+    if timestamp <= rec.master.timestamp {
+        return Err(Error::TimestampNotIncreasing {
+            timestamp,
+            previous: rec.master.timestamp,
+        });
+    }
+    let mut next = rec.clone();
+    next.history.push(rec.master.clone());
+    next.master = rec.master.draft_next(timestamp);
+    Ok(next)
+}
+
+/// Adds `key` to a draft's Public Key Map (if new) and returns its index.
+pub fn add_key(rec: &mut Record, key: PublicKey) -> Result<u8, Error> {
+    if rec.master.is_finalized() {
+        return Err(Error::NotDraft);
+    }
+    rec.keys.add(key)
+}
+
+/// Sets a master key of a draft (adds it, or changes its group and value).
+pub fn set_master_key(rec: &mut Record, key: PublicKey, group: u8, value: u8) -> Result<u8, Error> {
+    if value == 0 || value > 100 {
+        return Err(Error::Invalid {
+            what: "master key value",
+            detail: format!("{value} is not in 1..=100"),
+        });
+    }
+    let idx = add_key(rec, key)?;
+    rec.master.master_keys.retain(|k| k.key_idx != idx);
+    rec.master.master_keys.push(MasterKey {
+        key_idx: idx,
+        group,
+        value,
+    });
+    rec.master.normalize();
+    rec.master.signatures.clear();
+    Ok(idx)
+}
+
+/// Removes a master key from a draft (the key stays in the key map so
+/// older revisions keep resolving).
+pub fn remove_master_key(rec: &mut Record, key_idx: u8) -> Result<(), Error> {
+    if rec.master.is_finalized() {
+        return Err(Error::NotDraft);
+    }
+    rec.master.master_keys.retain(|k| k.key_idx != key_idx);
+    rec.master.signatures.clear();
+    Ok(())
+}
+
+/// Delegates `zone` to `key` with grant and deny values (adds or updates).
+pub fn set_delegation_key(
+    rec: &mut Record,
+    zone: ZoneType,
+    key: PublicKey,
+    group: u8,
+    grant: u8,
+    deny: u8,
+) -> Result<u8, Error> {
+    if grant > 100 || deny > 100 || (grant == 0 && deny == 0) {
+        return Err(Error::Invalid {
+            what: "delegation values",
+            detail: format!("grant {grant} / deny {deny}: each 0..=100, not both 0"),
+        });
+    }
+    let idx = add_key(rec, key)?;
+    let dk = DelegationKey {
+        key_idx: idx,
+        group,
+        grant,
+        deny,
+    };
+    match rec
+        .master
+        .delegations
+        .iter_mut()
+        .find(|d| d.zone_type == zone)
+    {
+        Some(d) => {
+            d.keys.retain(|k| k.key_idx != idx);
+            d.keys.push(dk);
+        }
+        None => rec.master.delegations.push(Delegation {
+            zone_type: zone,
+            keys: vec![dk],
+        }),
+    }
+    rec.master.normalize();
+    rec.master.signatures.clear();
+    Ok(idx)
+}
+
+/// Removes a delegation key (or the whole delegation when it was the last).
+pub fn remove_delegation_key(rec: &mut Record, zone: ZoneType, key_idx: u8) -> Result<(), Error> {
+    if rec.master.is_finalized() {
+        return Err(Error::NotDraft);
+    }
+    for d in &mut rec.master.delegations {
+        if d.zone_type == zone {
+            d.keys.retain(|k| k.key_idx != key_idx);
+        }
+    }
+    rec.master.delegations.retain(|d| !d.keys.is_empty());
+    rec.master.signatures.clear();
+    Ok(())
+}
+
+/// Signs a draft with one holder's key. Only a key of the authorizing
+/// revision may sign; signing twice replaces the earlier signature.
+pub fn sign_draft(rec: &mut Record, key: &SigningKey) -> Result<u8, Error> {
+    if rec.master.is_finalized() {
+        return Err(Error::NotDraft);
+    }
+    let id = key.public().id();
+    let what = format!("master zone serial {}", rec.master.serial);
+    let idx = rec
+        .keys
+        .index_of(&id)
+        .filter(|i| authorizing(rec).master_keys.iter().any(|k| k.key_idx == *i))
+        .ok_or_else(|| Error::NotAuthorizingKey {
+            what: what.clone(),
+            key_id: id,
+        })?;
+    let digest = rec.master.signable_digest(&rec.keys)?;
+    crate::keys::insert_signature(&mut rec.master.signatures, key.sign(idx, &digest));
+    Ok(idx)
+}
+
+/// The current tally of a draft's valid signatures.
+pub fn draft_tally(rec: &Record) -> Result<Tally, Error> {
+    let members = master_members(authorizing(rec));
+    let digest = rec.master.signable_digest(&rec.keys)?;
+    let ok: Vec<u8> = rec
+        .master
+        .signatures
+        .iter()
+        .filter(|s| members.iter().any(|m| m.key_idx == s.key_idx))
+        .filter(|s| {
+            rec.keys
+                .get(s.key_idx)
+                .is_some_and(|k| k.verify(&digest, s))
+        })
+        .map(|s| s.key_idx)
+        .collect();
+    Ok(evaluate(&members, &ok))
+}
+
+/// Finalizes a draft once one group's threshold is met: drops nothing,
+/// computes `current_master_hash`, and checks the whole record verifies.
+pub fn apply(rec: &mut Record) -> Result<Hash32, Error> {
+    if rec.master.is_finalized() {
+        return Err(Error::NotDraft);
+    }
+    if let Some(prev) = rec.history.last() {
+        if rec.master.timestamp <= prev.timestamp {
+            return Err(Error::TimestampNotIncreasing {
+                timestamp: rec.master.timestamp,
+                previous: prev.timestamp,
+            });
+        }
+    }
+    let tally = draft_tally(rec)?;
+    if !tally.is_met() {
+        return Err(Error::ThresholdNotMet {
+            what: format!("master zone serial {}", rec.master.serial),
+            best: tally.best().map(|g| g.sum).unwrap_or(0),
+            tally: tally.describe(),
+        });
+    }
+    let mut candidate = rec.clone();
+    let h = candidate.master.finalize(&candidate.keys)?;
+    let report = crate::verify::verify_record(&candidate);
+    if !report.is_valid() {
+        let msgs: Vec<String> = report
+            .failures()
+            .map(|(r, d)| format!("{r}: {d}"))
+            .collect();
+        return Err(Error::Verification(msgs.join("; ")));
+    }
+    *rec = candidate;
+    Ok(h)
+}
+
+/// Checks a signer may sign for `zone` with `authority` and returns its index.
+fn delegation_index(
+    rec: &Record,
+    zone: ZoneType,
+    authority: Authority,
+    key: &SigningKey,
+) -> Result<u8, Error> {
+    let d = rec
+        .master
+        .delegation(zone)
+        .ok_or(Error::NotDelegated { zone })?;
+    let id = key.public().id();
+    rec.keys
+        .index_of(&id)
+        .filter(|i| {
+            delegation_members(&d.keys, authority)
+                .iter()
+                .any(|m| m.key_idx == *i)
+        })
+        .ok_or_else(|| Error::NotAuthorizingKey {
+            what: format!(
+                "{zone} {}",
+                if authority == Authority::Grant {
+                    "grant"
+                } else {
+                    "deny"
+                }
+            ),
+            key_id: id,
+        })
+}
+
+/// The record whose delegation keys sign an entry.
+pub fn entry_issuer(rec: &Record, zone: ZoneType, entry: &SignedEntry) -> Hash32 {
+    if zone == ZoneType::IDENTITY && entry.kind == EntryKind::GRANT {
+        if let Ok(b) = IdentityBinding::from_bytes(&entry.body) {
+            return b.issuer;
+        }
+    }
+    rec.id()
+}
+
+fn entry_authority(entry: &SignedEntry) -> Authority {
+    if entry.kind == EntryKind::REVOKE {
+        Authority::Deny
+    } else {
+        Authority::Grant
+    }
+}
+
+/// Signs a zone entry with one delegation key of `rec` (the issuer).
+pub fn sign_entry(
+    rec: &Record,
+    zone: ZoneType,
+    entry: &mut SignedEntry,
+    key: &SigningKey,
+) -> Result<u8, Error> {
+    if !rec.master.is_finalized() {
+        return Err(Error::Draft);
+    }
+    let idx = delegation_index(rec, zone, entry_authority(entry), key)?;
+    let digest = entry.digest(&rec.id(), zone);
+    entry.add_signature(key.sign(idx, &digest));
+    Ok(idx)
+}
+
+/// The tally of an entry's valid signatures against `rec`'s delegation.
+pub fn entry_tally(rec: &Record, zone: ZoneType, entry: &SignedEntry) -> Result<Tally, Error> {
+    let d = rec
+        .master
+        .delegation(zone)
+        .ok_or(Error::NotDelegated { zone })?;
+    let members = delegation_members(&d.keys, entry_authority(entry));
+    let digest = entry.digest(&rec.id(), zone);
+    let ok: Vec<u8> = entry
+        .signatures
+        .iter()
+        .filter(|s| members.iter().any(|m| m.key_idx == s.key_idx))
+        .filter(|s| {
+            rec.keys
+                .get(s.key_idx)
+                .is_some_and(|k| k.verify(&digest, s))
+        })
+        .map(|s| s.key_idx)
+        .collect();
+    Ok(evaluate(&members, &ok))
+}
+
+/// Fails unless the entry's signatures meet its threshold.
+pub fn require_entry_threshold(
+    rec: &Record,
+    zone: ZoneType,
+    entry: &SignedEntry,
+) -> Result<Tally, Error> {
+    let t = entry_tally(rec, zone, entry)?;
+    if !t.is_met() {
+        let label = if entry.kind == EntryKind::REVOKE {
+            "deny"
+        } else {
+            "grant"
+        };
+        return Err(Error::ThresholdNotMet {
+            what: format!("{zone} entry ({label})"),
+            best: t.best().map(|g| g.sum).unwrap_or(0),
+            tally: t.describe(),
+        });
+    }
+    Ok(t)
+}
+
+/// An unsigned identity binding issued by `provider`.
+pub fn new_binding(
+    provider: &Record,
+    subject: Hash32,
+    handle: &str,
+    issued_at: u64,
+    expires_at: u64,
+) -> Result<SignedEntry, Error> {
+    if provider.master.delegation(ZoneType::IDENTITY).is_none() {
+        return Err(Error::NotDelegated {
+            zone: ZoneType::IDENTITY,
+        });
+    }
+    let b = IdentityBinding::new(provider.id(), subject, handle, issued_at, expires_at)?;
+    Ok(SignedEntry::new(EntryKind::GRANT, b.to_bytes()))
+}
+
+/// An unsigned revocation of the entry with `target` digest in `zone`.
+pub fn new_revocation(target: Hash32, revoked_at: u64, reason: RevocationReason) -> SignedEntry {
+    SignedEntry::new(
+        EntryKind::REVOKE,
+        Revocation {
+            target,
+            revoked_at,
+            reason,
+        }
+        .to_bytes(),
+    )
+}
+
+/// Adds a signed entry to `rec`'s zone after checking its threshold. The
+/// zone's authority section must exist (see `set_authority`).
+pub fn insert_entry(rec: &mut Record, zone: ZoneType, entry: SignedEntry) -> Result<(), Error> {
+    if entry_issuer(rec, zone, &entry) == rec.id() {
+        require_entry_threshold(rec, zone, &entry)?;
+    }
+    if !rec.authorities.contains_key(&zone) {
+        return Err(Error::Invalid {
+            what: "zone",
+            detail: format!("the {zone} zone has no authority section; create it first"),
+        });
+    }
+    rec.zones.entry(zone).or_default().upsert(entry);
+    Ok(())
+}
+
+/// Creates or replaces a zone's authority section, signed by `signers`
+/// (delegation keys with grant value); fails unless the grant threshold is met.
+pub fn set_authority(
+    rec: &mut Record,
+    zone: ZoneType,
+    namespace: &str,
+    service_ref: Hash32,
+    timestamp: u64,
+    signers: &[&SigningKey],
+) -> Result<(), Error> {
+    let serial = rec
+        .authorities
+        .get(&zone)
+        .map(|a| a.serial.saturating_add(1))
+        .unwrap_or(1);
+    let mut a = AuthoritySection::new(zone, serial, timestamp, namespace)?;
+    a.service_ref = service_ref;
+    let d = rec
+        .master
+        .delegation(zone)
+        .ok_or(Error::NotDelegated { zone })?;
+    let members = delegation_members(&d.keys, Authority::Grant);
+    let digest = a.signable_digest(&rec.id());
+    let mut ok = Vec::new();
+    for k in signers {
+        let idx = delegation_index(rec, zone, Authority::Grant, k)?;
+        a.add_signature(k.sign(idx, &digest));
+        ok.push(idx);
+    }
+    let t = evaluate(&members, &ok);
+    if !t.is_met() {
+        return Err(Error::ThresholdNotMet {
+            what: format!("{zone} authority"),
+            best: t.best().map(|g| g.sum).unwrap_or(0),
+            tally: t.describe(),
+        });
+    }
+    rec.authorities.insert(zone, a);
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Sub-zones: the authority section (0x00X0) and the zone section (0x00X1).
+//!
+//! Every zone entry is signed on its own by the zone's delegation keys, so a
+//! provider's Identity Zone can grow to millions of entries without any
+//! entry's signature covering another: adding one binding never re-signs or
+//! re-sends the zone. The authority section is the zone's small signed
+//! header (namespace, service reference, serial).
+
+use crate::codec::{read_str8, valid_str8, write_str8, Codec, DecodeError, Reader};
+use crate::hash::{tag, Hash32, TaggedHasher};
+use crate::keys::{insert_signature, read_signatures, write_signatures, Signature};
+use crate::wire_enum;
+
+wire_enum! {
+    /// The sub-zones a master zone can delegate. The section types are
+    /// `zone << 4` (authority) and `zone << 4 | 1` (zone data).
+    ZoneType(u8) {
+        IDENTITY = 0x01 => "identity",
+        FEED = 0x02 => "feed",
+        EMAIL = 0x03 => "email",
+        AUTH = 0x04 => "auth",
+        SERVICE = 0x05 => "service",
+    }
+}
+
+impl ZoneType {
+    pub const ALL: [ZoneType; 5] = [
+        ZoneType::IDENTITY,
+        ZoneType::FEED,
+        ZoneType::EMAIL,
+        ZoneType::AUTH,
+        ZoneType::SERVICE,
+    ];
+
+    pub fn authority_section(self) -> u16 {
+        (self.0 as u16) << 4
+    }
+
+    pub fn zone_section(self) -> u16 {
+        ((self.0 as u16) << 4) | 1
+    }
+}
+
+wire_enum! {
+    /// Whether an entry adds information (grant threshold) or revokes an
+    /// earlier entry (deny threshold).
+    EntryKind(u8) {
+        GRANT = 0x01 => "grant",
+        REVOKE = 0x02 => "revoke",
+    }
+}
+
+/// The signed header of a sub-zone.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AuthoritySection {
+    pub zone_type: ZoneType,
+    pub serial: u32,
+    pub timestamp: u64,
+    /// The namespace the zone speaks for (for Identity: the provider's
+    /// domain in which it issues handles). May be empty.
+    pub namespace: String,
+    /// A service in the Service Zone this zone relies on (Auth: the
+    /// revocation service; Email: the default MAIL service), or zero.
+    pub service_ref: Hash32,
+    pub signatures: Vec<Signature>,
+}
+
+impl AuthoritySection {
+    pub fn new(
+        zone_type: ZoneType,
+        serial: u32,
+        timestamp: u64,
+        namespace: &str,
+    ) -> Result<Self, crate::Error> {
+        if !valid_str8(namespace) {
+            return Err(crate::Error::InvalidText { field: "namespace" });
+        }
+        Ok(AuthoritySection {
+            zone_type,
+            serial,
+            timestamp,
+            namespace: namespace.to_owned(),
+            service_ref: Hash32::ZERO,
+            signatures: Vec::new(),
+        })
+    }
+
+    fn encode_unsigned(&self, out: &mut Vec<u8>) {
+        out.push(self.zone_type.0);
+        out.extend_from_slice(&self.serial.to_be_bytes());
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        write_str8(out, &self.namespace);
+        self.service_ref.encode(out);
+    }
+
+    /// What the zone's delegation keys sign: the header bound to the record.
+    pub fn signable_digest(&self, record_id: &Hash32) -> Hash32 {
+        let mut body = Vec::with_capacity(80 + self.namespace.len());
+        self.encode_unsigned(&mut body);
+        let mut h = TaggedHasher::new(tag::AUTHORITY_SIGNABLE);
+        h.update(&record_id.0).update(&body);
+        h.finish()
+    }
+
+    pub fn add_signature(&mut self, sig: Signature) {
+        insert_signature(&mut self.signatures, sig)
+    }
+}
+
+impl Codec for AuthoritySection {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_unsigned(out);
+        write_signatures(out, &self.signatures);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.offset();
+        let zone_type = ZoneType(r.u8("authority.zone_type")?);
+        if !zone_type.is_known() {
+            return Err(DecodeError::InvalidValue {
+                field: "authority.zone_type",
+                offset: at,
+                value: zone_type.0 as u64,
+            });
+        }
+        let serial = r.u32("authority.serial")?;
+        let timestamp = r.u64("authority.timestamp")?;
+        let namespace = read_str8(r, "authority.namespace")?;
+        let service_ref = Hash32::read(r)?;
+        let signatures = read_signatures(r, "authority.signatures")?;
+        Ok(AuthoritySection {
+            zone_type,
+            serial,
+            timestamp,
+            namespace,
+            service_ref,
+            signatures,
+        })
+    }
+}
+
+/// Largest body of one zone entry.
+pub const MAX_ENTRY_BODY: usize = 64 * 1024;
+
+/// One independently signed zone entry: a typed body and its signatures.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SignedEntry {
+    pub kind: EntryKind,
+    /// The canonical encoding of the typed body (see `entries`).
+    pub body: Vec<u8>,
+    pub signatures: Vec<Signature>,
+}
+
+impl SignedEntry {
+    pub fn new(kind: EntryKind, body: Vec<u8>) -> Self {
+        SignedEntry {
+            kind,
+            body,
+            signatures: Vec::new(),
+        }
+    }
+
+    /// The entry's identity and what its signers sign:
+    /// `H(tag ‖ issuer ‖ zone_type ‖ kind ‖ u32 len ‖ body)`. The issuer is
+    /// the record whose delegation keys sign (for a binding, its `issuer`).
+    pub fn digest(&self, issuer: &Hash32, zone: ZoneType) -> Hash32 {
+        let mut h = TaggedHasher::new(tag::ENTRY_ID);
+        h.update(&issuer.0)
+            .update(&[zone.0, self.kind.0])
+            .update(&(self.body.len() as u32).to_be_bytes())
+            .update(&self.body);
+        h.finish()
+    }
+
+    pub fn add_signature(&mut self, sig: Signature) {
+        insert_signature(&mut self.signatures, sig)
+    }
+
+    /// Canonical order of entries in a zone section.
+    fn order_key(&self) -> (u8, &[u8]) {
+        (self.kind.0, &self.body)
+    }
+}
+
+impl Codec for SignedEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.kind.0);
+        out.extend_from_slice(&(self.body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.body);
+        write_signatures(out, &self.signatures);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.offset();
+        let kind = EntryKind(r.u8("entry.kind")?);
+        if !kind.is_known() {
+            return Err(DecodeError::InvalidValue {
+                field: "entry.kind",
+                offset: at,
+                value: kind.0 as u64,
+            });
+        }
+        let len = r.u32("entry.body_length")? as usize;
+        if len > MAX_ENTRY_BODY {
+            return Err(DecodeError::TooMany {
+                field: "entry.body_length",
+                offset: r.offset() - 4,
+                count: len as u64,
+                max: MAX_ENTRY_BODY as u64,
+            });
+        }
+        let body = r.take(len, "entry.body")?.to_vec();
+        let signatures = read_signatures(r, "entry.signatures")?;
+        Ok(SignedEntry {
+            kind,
+            body,
+            signatures,
+        })
+    }
+}
+
+/// A zone section: entries in canonical order (by kind, then body bytes).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct ZoneSection {
+    pub entries: Vec<SignedEntry>,
+}
+
+impl ZoneSection {
+    /// Inserts an entry in canonical order, replacing one with the same
+    /// kind and body (that is, the same entry with other signatures).
+    pub fn upsert(&mut self, e: SignedEntry) {
+        match self
+            .entries
+            .binary_search_by(|x| x.order_key().cmp(&e.order_key()))
+        {
+            Ok(i) => self.entries[i] = e,
+            Err(i) => self.entries.insert(i, e),
+        }
+    }
+}
+
+impl Codec for ZoneSection {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for e in &self.entries {
+            e.encode(out);
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let count = r.u32("zone.entry_count")? as usize;
+        // The smallest entry is 6 bytes (kind, length, no signatures, empty
+        // body); a count beyond that is refused before allocation.
+        if count > r.left() / 6 {
+            return Err(DecodeError::TooMany {
+                field: "zone.entry_count",
+                offset: r.offset() - 4,
+                count: count as u64,
+                max: (r.left() / 6) as u64,
+            });
+        }
+        let mut entries: Vec<SignedEntry> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = r.offset();
+            let e = SignedEntry::read(r)?;
+            if let Some(prev) = entries.last() {
+                if prev.order_key() >= e.order_key() {
+                    return Err(DecodeError::NotCanonical {
+                        field: "zone.entries",
+                        offset: at,
+                    });
+                }
+            }
+            entries.push(e);
+        }
+        Ok(ZoneSection { entries })
+    }
+}
