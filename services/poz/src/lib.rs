@@ -22,6 +22,7 @@ pub mod keys;
 pub mod master;
 pub mod private;
 pub mod record;
+pub mod sample;
 pub mod threshold;
 pub mod verify;
 pub mod workflow;

@@ -177,6 +177,13 @@ impl Report {
             .any(|c| matches!(c.outcome, Outcome::Fail(_)))
     }
 
+    /// Valid, and every rule could be checked: the record proves itself
+    /// from genesis. A record served without its Zone History is valid
+    /// but not complete.
+    pub fn is_complete(&self) -> bool {
+        self.checks.iter().all(|c| c.outcome == Outcome::Pass)
+    }
+
     pub fn failures(&self) -> impl Iterator<Item = (&Rule, &str)> {
         self.checks.iter().filter_map(|c| match &c.outcome {
             Outcome::Fail(d) => Some((&c.rule, d.as_str())),

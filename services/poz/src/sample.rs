@@ -1,0 +1,271 @@
+//! Deterministic sample records, built from fixed key seeds and fixed
+//! times, so that test vectors, tests, benchmarks and the docs all see the
+//! same bytes. Nothing here is secret: the seeds are public by design.
+
+use crate::entries::{
+    AuthEntry, Encryption, FeedEntry, Inbox, PoolHost, ServiceEntry, ServiceType, Transport,
+    TrustMember, NO_CA_KEY,
+};
+use crate::hash::Hash32;
+use crate::keys::SigningKey;
+use crate::record::Record;
+use crate::workflow::{self, GenesisKey};
+use crate::zone::{EntryKind, SignedEntry, ZoneType};
+use crate::{Codec, Error};
+
+/// 2026-01-01T00:00:00Z in milliseconds: the sample records' genesis time.
+pub const T0: u64 = 1_767_225_600_000;
+
+/// The sample key with seed `[n; 32]`.
+pub fn key(n: u8) -> SigningKey {
+    SigningKey::from_seed(&[n; 32])
+}
+
+/// The README tour's record: keys 1, 2, 3 (34/33/33) in group 0 and a
+/// recovery key 4 (100) in group 1, genesis signed by all three of group 0.
+pub fn tour_record() -> Result<Record, Error> {
+    let ks = [key(1), key(2), key(3), key(4)];
+    let spec = [(0u8, 34u8), (0, 33), (0, 33), (1, 100)];
+    let gk: Vec<GenesisKey> = ks
+        .iter()
+        .zip(spec)
+        .map(|(k, (group, value))| GenesisKey {
+            public: k.public(),
+            group,
+            value,
+        })
+        .collect();
+    let mut rec = workflow::genesis(&gk, T0)?;
+    for k in &ks[..3] {
+        workflow::sign_draft(&mut rec, k)?;
+    }
+    workflow::apply(&mut rec)?;
+    Ok(rec)
+}
+
+/// The keys of `provider()`: master key 10 (100, group 0); identity
+/// devices 11 and 12 (grant 50, deny 100 each); key 13 for the other zones
+/// (grant 100, deny 100).
+pub struct ProviderKeys {
+    pub master: SigningKey,
+    pub device_a: SigningKey,
+    pub device_b: SigningKey,
+    pub zones: SigningKey,
+}
+
+pub fn provider_keys() -> ProviderKeys {
+    ProviderKeys {
+        master: key(10),
+        device_a: key(11),
+        device_b: key(12),
+        zones: key(13),
+    }
+}
+
+/// A provider record with every zone populated: identity (namespace
+/// "social.example", two devices with grant 50 / deny 100 — the standard's
+/// own example), service (query and mail), email, auth and feed.
+pub fn provider() -> Result<Record, Error> {
+    let k = provider_keys();
+    let mut rec = workflow::genesis(
+        &[GenesisKey {
+            public: k.master.public(),
+            group: 0,
+            value: 100,
+        }],
+        T0,
+    )?;
+    workflow::sign_draft(&mut rec, &k.master)?;
+    workflow::apply(&mut rec)?;
+
+    let mut rec = workflow::draft(&rec, T0 + 1_000)?;
+    workflow::set_delegation_key(
+        &mut rec,
+        ZoneType::IDENTITY,
+        k.device_a.public(),
+        0,
+        50,
+        100,
+    )?;
+    workflow::set_delegation_key(
+        &mut rec,
+        ZoneType::IDENTITY,
+        k.device_b.public(),
+        0,
+        50,
+        100,
+    )?;
+    for z in [
+        ZoneType::FEED,
+        ZoneType::EMAIL,
+        ZoneType::AUTH,
+        ZoneType::SERVICE,
+    ] {
+        workflow::set_delegation_key(&mut rec, z, k.zones.public(), 0, 100, 100)?;
+    }
+    workflow::sign_draft(&mut rec, &k.master)?;
+    workflow::apply(&mut rec)?;
+
+    let t = T0 + 2_000;
+    let query = ServiceEntry {
+        service_type: ServiceType::POZ_QUERY,
+        name: "lookup".into(),
+        pool: vec![
+            PoolHost {
+                hostname: "q1.social.example".into(),
+                port: 7075,
+                transport: Transport::TCP,
+                encryption: Encryption::NOISE_NK,
+                server_key: Some([0x42; 32]),
+                ca_key_idx: NO_CA_KEY,
+                priority: 10,
+                weight: 60,
+            },
+            PoolHost {
+                hostname: "q2.social.example".into(),
+                port: 7074,
+                transport: Transport::TCP,
+                encryption: Encryption::NONE,
+                server_key: None,
+                ca_key_idx: NO_CA_KEY,
+                priority: 20,
+                weight: 40,
+            },
+        ],
+    };
+    let mail = ServiceEntry {
+        service_type: ServiceType::MAIL,
+        name: "primary".into(),
+        pool: vec![PoolHost {
+            hostname: "mx.social.example".into(),
+            port: 25,
+            transport: Transport::TCP,
+            encryption: Encryption::TLS,
+            server_key: None,
+            ca_key_idx: 0,
+            priority: 10,
+            weight: 50,
+        }],
+    };
+    let feed = ServiceEntry {
+        service_type: ServiceType::FEED,
+        name: "publish".into(),
+        pool: vec![PoolHost {
+            hostname: "feed.social.example".into(),
+            port: 443,
+            transport: Transport::TCP,
+            encryption: Encryption::NOISE_NK,
+            server_key: Some([0x43; 32]),
+            ca_key_idx: NO_CA_KEY,
+            priority: 10,
+            weight: 100,
+        }],
+    };
+    let revocation = ServiceEntry {
+        service_type: ServiceType::REVOCATION,
+        name: "live".into(),
+        pool: vec![PoolHost {
+            hostname: "revoke.social.example".into(),
+            port: 443,
+            transport: Transport::TCP,
+            encryption: Encryption::TLS,
+            server_key: None,
+            ca_key_idx: 0,
+            priority: 10,
+            weight: 100,
+        }],
+    };
+    let (mail_h, feed_h, rev_h) = (
+        mail.service_hash(),
+        feed.service_hash(),
+        revocation.service_hash(),
+    );
+
+    workflow::set_authority(
+        &mut rec,
+        ZoneType::IDENTITY,
+        "social.example",
+        Hash32::ZERO,
+        t,
+        &[&k.device_a, &k.device_b],
+    )?;
+    workflow::set_authority(
+        &mut rec,
+        ZoneType::SERVICE,
+        "",
+        Hash32::ZERO,
+        t,
+        &[&k.zones],
+    )?;
+    workflow::set_authority(&mut rec, ZoneType::EMAIL, "", mail_h, t, &[&k.zones])?;
+    workflow::set_authority(&mut rec, ZoneType::AUTH, "", rev_h, t, &[&k.zones])?;
+    workflow::set_authority(&mut rec, ZoneType::FEED, "", Hash32::ZERO, t, &[&k.zones])?;
+
+    for s in [query, mail, feed, revocation] {
+        add_signed(&mut rec, ZoneType::SERVICE, s.to_bytes(), &[&k.zones])?;
+    }
+    let inbox = Inbox {
+        guid: [0x5A; 16],
+        name: "Main".into(),
+        mail_service: mail_h,
+    };
+    add_signed(&mut rec, ZoneType::EMAIL, inbox.to_bytes(), &[&k.zones])?;
+    let group = AuthEntry::TrustGroup {
+        group_id: 1,
+        name: "login".into(),
+        members: vec![TrustMember {
+            key_idx: 0,
+            value: 100,
+        }],
+    };
+    add_signed(&mut rec, ZoneType::AUTH, group.to_bytes(), &[&k.zones])?;
+    add_signed(
+        &mut rec,
+        ZoneType::AUTH,
+        AuthEntry::RevocationService { service: rev_h }.to_bytes(),
+        &[&k.zones],
+    )?;
+    let f = FeedEntry {
+        name: "main".into(),
+        feed_service: feed_h,
+    };
+    add_signed(&mut rec, ZoneType::FEED, f.to_bytes(), &[&k.zones])?;
+
+    let alice = issue(&rec, user_id(1), "alice", t, 0, &[&k.device_a, &k.device_b])?;
+    workflow::insert_entry(&mut rec, ZoneType::IDENTITY, alice)?;
+    Ok(rec)
+}
+
+/// A stand-in user record ID (the subject of sample bindings).
+pub fn user_id(n: u8) -> Hash32 {
+    crate::hash::tagged_hash("sample user", &[&[n]])
+}
+
+fn add_signed(
+    rec: &mut Record,
+    zone: ZoneType,
+    body: Vec<u8>,
+    signers: &[&SigningKey],
+) -> Result<(), Error> {
+    let mut e = SignedEntry::new(EntryKind::GRANT, body);
+    for s in signers {
+        workflow::sign_entry(rec, zone, &mut e, s)?;
+    }
+    workflow::insert_entry(rec, zone, e)
+}
+
+/// A binding issued by `provider` and signed by `signers`.
+pub fn issue(
+    provider: &Record,
+    subject: Hash32,
+    handle: &str,
+    issued_at: u64,
+    expires_at: u64,
+    signers: &[&SigningKey],
+) -> Result<SignedEntry, Error> {
+    let mut e = workflow::new_binding(provider, subject, handle, issued_at, expires_at)?;
+    for s in signers {
+        workflow::sign_entry(provider, ZoneType::IDENTITY, &mut e, s)?;
+    }
+    Ok(e)
+}

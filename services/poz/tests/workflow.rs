@@ -1,0 +1,192 @@
+//! The draft / sign / apply workflow and the standard's grant/deny example.
+
+use poz::entries::RevocationReason;
+use poz::sample::{self, key, provider_keys, T0};
+use poz::verify::{detect_chain_fork, detect_fork, verify_and_accept, verify_binding, Rule};
+use poz::workflow;
+use poz::zone::ZoneType;
+use poz::{Codec, Error, Record};
+
+#[test]
+fn tour_two_of_three_is_refused_with_the_shortfall_then_third_applies() {
+    let r1 = sample::tour_record().unwrap();
+    assert!(poz::verify_record(&r1).is_valid());
+    let mut d = workflow::draft(&r1, T0 + 1).unwrap();
+    // The draft travels as bytes between holders, each signing with only
+    // their own key, in any order.
+    for k in [key(2), key(1)] {
+        let mut copy = Record::from_bytes(&d.to_bytes()).unwrap();
+        workflow::sign_draft(&mut copy, &k).unwrap();
+        d = copy;
+    }
+    match workflow::apply(&mut d.clone()) {
+        Err(Error::ThresholdNotMet { best, tally, .. }) => {
+            assert_eq!(best, 67);
+            assert!(tally.contains("group 0: 67 of 100"), "{tally}");
+        }
+        other => panic!("expected a threshold refusal, got {other:?}"),
+    }
+    workflow::sign_draft(&mut d, &key(3)).unwrap();
+    workflow::apply(&mut d).unwrap();
+    let report = poz::verify_record(&d);
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(d.history.len(), 1);
+    assert_eq!(d.master.serial, 2);
+    assert_eq!(d.id(), r1.id(), "the record ID is permanent");
+}
+
+#[test]
+fn recovery_key_alone_authorizes() {
+    let r1 = sample::tour_record().unwrap();
+    let mut d = workflow::draft(&r1, T0 + 1).unwrap();
+    workflow::sign_draft(&mut d, &key(4)).unwrap();
+    workflow::apply(&mut d).unwrap();
+    assert!(poz::verify_record(&d).is_valid());
+}
+
+#[test]
+fn a_key_outside_the_authorizing_revision_cannot_sign() {
+    let r1 = sample::tour_record().unwrap();
+    let mut d = workflow::draft(&r1, T0 + 1).unwrap();
+    // A key added by this very draft has no say over it.
+    workflow::set_master_key(&mut d, key(9).public(), 0, 100).unwrap();
+    assert!(matches!(
+        workflow::sign_draft(&mut d, &key(9)),
+        Err(Error::NotAuthorizingKey { .. })
+    ));
+}
+
+#[test]
+fn editing_a_draft_after_signing_invalidates_earlier_signatures() {
+    let r1 = sample::tour_record().unwrap();
+    let mut d = workflow::draft(&r1, T0 + 1).unwrap();
+    workflow::sign_draft(&mut d, &key(4)).unwrap();
+    // Tamper without going through the workflow (which clears signatures).
+    d.master.master_keys[0].value = 100;
+    assert!(matches!(
+        workflow::apply(&mut d),
+        Err(Error::ThresholdNotMet { .. })
+    ));
+}
+
+#[test]
+fn timestamps_must_increase() {
+    let r1 = sample::tour_record().unwrap();
+    assert!(matches!(
+        workflow::draft(&r1, T0),
+        Err(Error::TimestampNotIncreasing { .. })
+    ));
+}
+
+#[test]
+fn seed_example_either_device_revokes_adding_needs_both() {
+    let p = sample::provider().unwrap();
+    let k = provider_keys();
+    let vp = verify_and_accept(p.clone()).unwrap();
+
+    // Adding: one device is not enough...
+    let one = sample::issue(
+        &p,
+        sample::user_id(5),
+        "erin",
+        T0 + 5_000,
+        0,
+        &[&k.device_a],
+    )
+    .unwrap();
+    let e = verify_binding(&vp, &one, T0 + 6_000).unwrap_err();
+    assert_eq!(e.rule, Rule::EntryGrant);
+    assert!(matches!(
+        workflow::insert_entry(&mut p.clone(), ZoneType::IDENTITY, one),
+        Err(Error::ThresholdNotMet { best: 50, .. })
+    ));
+    // ...both are.
+    let both = sample::issue(
+        &p,
+        sample::user_id(5),
+        "erin",
+        T0 + 5_000,
+        0,
+        &[&k.device_a, &k.device_b],
+    )
+    .unwrap();
+    verify_binding(&vp, &both, T0 + 6_000).unwrap();
+
+    // Revoking: either device alone.
+    for dev in [&k.device_a, &k.device_b] {
+        let mut p2 = p.clone();
+        workflow::insert_entry(&mut p2, ZoneType::IDENTITY, both.clone()).unwrap();
+        let target = both.digest(&p2.id(), ZoneType::IDENTITY);
+        let mut rev =
+            workflow::new_revocation(target, T0 + 7_000, RevocationReason::KEY_COMPROMISE);
+        workflow::sign_entry(&p2, ZoneType::IDENTITY, &mut rev, dev).unwrap();
+        workflow::insert_entry(&mut p2, ZoneType::IDENTITY, rev).unwrap();
+        let vp2 = verify_and_accept(Record::from_bytes(&p2.to_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            verify_binding(&vp2, &both, T0 + 8_000).unwrap_err().rule,
+            Rule::BindingRevoked
+        );
+    }
+}
+
+#[test]
+fn master_key_cannot_sign_for_the_identity_zone() {
+    let p = sample::provider().unwrap();
+    let mut b = workflow::new_binding(&p, sample::user_id(1), "x", T0, 0).unwrap();
+    assert!(matches!(
+        workflow::sign_entry(&p, ZoneType::IDENTITY, &mut b, &provider_keys().master),
+        Err(Error::NotAuthorizingKey { .. })
+    ));
+}
+
+#[test]
+fn forks_are_detected() {
+    let r1 = sample::tour_record().unwrap();
+    let mut a = workflow::draft(&r1, T0 + 1).unwrap();
+    workflow::sign_draft(&mut a, &key(4)).unwrap();
+    workflow::apply(&mut a).unwrap();
+    let mut b = workflow::draft(&r1, T0 + 2).unwrap();
+    workflow::sign_draft(&mut b, &key(4)).unwrap();
+    workflow::apply(&mut b).unwrap();
+    let f = detect_fork(&a.master, &b.master).expect("two different serial-2 revisions are a fork");
+    assert_eq!(f.serial, 2);
+    assert_eq!(f.record_id, r1.id());
+    assert!(detect_fork(&a.master, &a.master).is_none());
+    let chain_a: Vec<_> = a
+        .history
+        .iter()
+        .cloned()
+        .chain([a.master.clone()])
+        .collect();
+    let chain_b: Vec<_> = b
+        .history
+        .iter()
+        .cloned()
+        .chain([b.master.clone()])
+        .collect();
+    assert_eq!(
+        detect_chain_fork(&chain_a, &chain_b).map(|f| f.serial),
+        Some(2)
+    );
+}
+
+#[test]
+fn private_key_map_round_trips_inside_a_record() {
+    let mut r = sample::tour_record().unwrap();
+    let params = poz::private::KdfParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let ks = [key(1), key(2)];
+    r.private_keys =
+        Some(poz::private::SealedKeys::seal(&[&ks[0], &ks[1]], b"pass", params).unwrap());
+    let back = Record::from_bytes(&r.to_bytes()).unwrap();
+    let opened = back.private_keys.as_ref().unwrap().open(b"pass").unwrap();
+    assert_eq!(
+        opened.iter().map(|k| k.public()).collect::<Vec<_>>(),
+        vec![ks[0].public(), ks[1].public()]
+    );
+    // The private key map is not part of any signed scope; the record still verifies.
+    assert!(poz::verify_record(&back).is_valid());
+}
