@@ -92,6 +92,13 @@ impl PublicKey {
         }
     }
 
+    /// An Ed25519 public key from its 32 bytes, if they are a valid point.
+    pub fn ed25519_from_bytes(bytes: &[u8; 32]) -> Option<Self> {
+        ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .ok()
+            .map(|vk| PublicKey::ed25519(&vk))
+    }
+
     /// `SHA3-256(tag ‖ key_type ‖ key bytes)`.
     pub fn id(&self) -> KeyId {
         tagged_hash(tag::KEY_ID, &[&[self.key_type.0], &self.bytes])

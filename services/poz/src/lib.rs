@@ -56,7 +56,7 @@ pub enum Error {
     Decryption,
     #[error("key file is inconsistent: the sealed key does not match its public key")]
     KeyFileMismatch,
-    #[error("{what}: threshold not met: {tally}")]
+    #[error("{what}: threshold not met: best group has {best} of 100 ({tally})")]
     ThresholdNotMet {
         what: String,
         tally: String,

@@ -1,1 +1,829 @@
-fn main() {}
+//! pozctl: create, inspect, sign and verify POZ records and identity
+//! bindings from the command line.
+//!
+//! Exit codes: 0 success; 1 the operation was refused or a check failed
+//! (threshold not met, record invalid); 2 usage or I/O error.
+#![forbid(unsafe_code)]
+
+mod keyio;
+mod render;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use keyio::{open_key, read_entry, read_record, write_atomic, write_record, Passphrase};
+use poz::entries::{
+    Encryption, PoolHost, RevocationReason, ServiceEntry, ServiceType, Transport, NO_CA_KEY,
+};
+use poz::verify::{verify_and_accept, verify_binding};
+use poz::workflow::{self, GenesisKey};
+use poz::zone::{EntryKind, SignedEntry, ZoneType};
+use poz::{Codec, Hash32, Record};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "pozctl",
+    version,
+    about = "POZ records: create, draft, sign, apply, inspect, verify; identity bindings"
+)]
+struct Cli {
+    #[command(flatten)]
+    pass: PassArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct PassArgs {
+    /// Read key passphrases from this file (first line). Otherwise
+    /// POZ_PASSPHRASE, otherwise a prompt on the terminal.
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Key files: one Ed25519 key each, sealed with a passphrase.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Create a record: a genesis master zone signed by the given keys.
+    Create {
+        /// Output record file.
+        #[arg(long)]
+        out: PathBuf,
+        /// A master key: KEYFILE:GROUP:VALUE (value 1..=100). Repeat.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// Timestamp in ms since the epoch (default: now).
+        #[arg(long)]
+        time: Option<u64>,
+    },
+    /// Start the next revision of a record as a draft file.
+    Draft {
+        record: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Add or change a master key: KEY:GROUP:VALUE (KEY = key file or hex).
+        #[arg(long = "set-master-key")]
+        set_master: Vec<String>,
+        /// Remove a master key by index.
+        #[arg(long = "remove-master-key")]
+        remove_master: Vec<u8>,
+        /// Delegate a zone: ZONE:KEY:GROUP:GRANT:DENY (ZONE = identity, feed, email, auth, service).
+        #[arg(long = "delegate")]
+        delegate: Vec<String>,
+        /// Remove a delegation key: ZONE:INDEX.
+        #[arg(long = "undelegate")]
+        undelegate: Vec<String>,
+        /// Name a key: INDEX:NAME (or KEY:NAME).
+        #[arg(long = "name-key")]
+        name_key: Vec<String>,
+        #[arg(long)]
+        time: Option<u64>,
+    },
+    /// Sign a draft with one holder's key file (in place unless --out).
+    Sign {
+        draft: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Finalize a draft once one survivorship group's threshold is met.
+    Apply {
+        draft: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a record (text, or --json).
+    Inspect {
+        record: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every rule; say which hold and which fail. Exit 1 if any fails.
+    Verify {
+        record: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Accept a record whose chain cannot be walked from genesis (its
+        /// Zone History is missing): valid, but not everything checked.
+        #[arg(long)]
+        allow_partial: bool,
+    },
+    /// Identity bindings: issue, sign, add, verify, revoke.
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// A zone's signed authority section (namespace, service reference).
+    #[command(subcommand)]
+    Authority(AuthorityCmd),
+    /// Service Zone entries.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Generate a key into a new key file.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a key file's public key and ID (no passphrase needed).
+    Show {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCmd {
+    /// Issue a binding handle -> user record, signed by the given devices.
+    Issue {
+        #[arg(long)]
+        provider: PathBuf,
+        /// The user's record ID (64 hex digits) or record file.
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        handle: String,
+        /// Delegation key files to sign with. Repeat.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Expiry in ms since the epoch (default: none).
+        #[arg(long)]
+        expires: Option<u64>,
+        #[arg(long)]
+        time: Option<u64>,
+        /// Output binding file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also add it to the provider record's Identity Zone (needs the
+        /// grant threshold met).
+        #[arg(long)]
+        add: bool,
+    },
+    /// Add a signature to a binding (a second device).
+    Sign {
+        binding: PathBuf,
+        #[arg(long)]
+        provider: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Add a fully signed binding to the provider's Identity Zone.
+    Add {
+        binding: PathBuf,
+        #[arg(long)]
+        provider: PathBuf,
+    },
+    /// Verify a binding against its provider's record.
+    Verify {
+        binding: PathBuf,
+        #[arg(long)]
+        provider: PathBuf,
+        /// Verification time in ms (default: now).
+        #[arg(long)]
+        at: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a binding: a revocation signed under the deny threshold,
+    /// added to the provider's Identity Zone.
+    Revoke {
+        binding: PathBuf,
+        #[arg(long)]
+        provider: PathBuf,
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// unspecified, key-compromise, superseded, account-closed, policy
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        #[arg(long)]
+        time: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthorityCmd {
+    /// Create or replace a zone's authority section.
+    Set {
+        record: PathBuf,
+        #[arg(long)]
+        zone: String,
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// A service hash in the Service Zone this zone relies on.
+        #[arg(long)]
+        service_ref: Option<String>,
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        #[arg(long)]
+        time: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// Add a service with its pool of hosts to the Service Zone.
+    Add {
+        record: PathBuf,
+        /// poz_query, poz_submit, https, mail, feed, revocation, custom
+        #[arg(long = "type")]
+        service_type: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]
+        /// (ENCRYPTION = none, tls, noise_nk). Repeat.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        #[arg(long)]
+        time: Option<u64>,
+    },
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A refusal the user should see plainly (exit 1), as opposed to usage or
+/// I/O trouble (exit 2).
+#[derive(Debug)]
+struct Refused(String);
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Refused {}
+
+fn refuse(msg: impl Into<String>) -> anyhow::Error {
+    anyhow!(Refused(msg.into()))
+}
+
+/// Maps library refusals (thresholds, verification) to exit code 1.
+fn lib(e: poz::Error) -> anyhow::Error {
+    match e {
+        poz::Error::ThresholdNotMet { .. }
+        | poz::Error::NotAuthorizingKey { .. }
+        | poz::Error::Verification(_)
+        | poz::Error::TimestampNotIncreasing { .. }
+        | poz::Error::NotDelegated { .. } => refuse(e.to_string()),
+        other => anyhow!(other),
+    }
+}
+
+fn parse_zone(s: &str) -> Result<ZoneType> {
+    ZoneType::from_name(s)
+        .ok_or_else(|| anyhow!("unknown zone {s:?} (identity, feed, email, auth, service)"))
+}
+
+fn parse_u8(s: &str, what: &str) -> Result<u8> {
+    s.parse()
+        .with_context(|| format!("{what}: {s:?} is not a number 0..=255"))
+}
+
+/// Splits "A:B:C" from the right into the last `n` fields and the rest
+/// (so a key file path may itself contain ':').
+fn split_spec<'a>(s: &'a str, n: usize, form: &str) -> Result<(&'a str, Vec<&'a str>)> {
+    let mut parts: Vec<&str> = s.rsplitn(n + 1, ':').collect();
+    if parts.len() != n + 1 {
+        bail!("{s:?}: expected {form}");
+    }
+    let head = parts.pop().unwrap_or_default();
+    parts.reverse();
+    Ok((head, parts))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let pass = Passphrase {
+        file: cli.pass.passphrase_file.clone(),
+    };
+    match run(cli.cmd, &pass) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<Refused>().is_some() {
+                eprintln!("refused: {e}");
+                ExitCode::from(1)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Key(KeyCmd::Generate { out }) => {
+            let k = keyio::create_key_file(&out, pass)?;
+            println!("wrote {} (key id {})", out.display(), k.public().id());
+            println!("public key {}", hex::encode(&k.public().bytes));
+        }
+        Cmd::Key(KeyCmd::Show { file, json }) => {
+            let kf = keyio::read_key_file(&file)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"public_key": hex::encode(&kf.public.bytes), "id": kf.public.id(), "type": kf.public.key_type.to_string()})
+                );
+            } else {
+                println!("type       {}", kf.public.key_type);
+                println!("public key {}", hex::encode(&kf.public.bytes));
+                println!("id         {}", kf.public.id());
+            }
+        }
+        Cmd::Create { out, keys, time } => create(&out, &keys, time.unwrap_or_else(now_ms), pass)?,
+        Cmd::Draft {
+            record,
+            out,
+            set_master,
+            remove_master,
+            delegate,
+            undelegate,
+            name_key,
+            time,
+        } => {
+            let rec = read_record(&record)?;
+            let mut d = workflow::draft(&rec, time.unwrap_or_else(now_ms)).map_err(lib)?;
+            for spec in &set_master {
+                let (key, f) = split_spec(spec, 2, "KEY:GROUP:VALUE")?;
+                let idx = workflow::set_master_key(
+                    &mut d,
+                    keyio::public_key(key)?,
+                    parse_u8(f[0], "group")?,
+                    parse_u8(f[1], "value")?,
+                )
+                .map_err(lib)?;
+                println!("master key {idx} set");
+            }
+            for idx in &remove_master {
+                workflow::remove_master_key(&mut d, *idx).map_err(lib)?;
+            }
+            for spec in &delegate {
+                let (zone, rest) = spec
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("{spec:?}: expected ZONE:KEY:GROUP:GRANT:DENY"))?;
+                let (key, f) = split_spec(rest, 3, "ZONE:KEY:GROUP:GRANT:DENY")?;
+                let idx = workflow::set_delegation_key(
+                    &mut d,
+                    parse_zone(zone)?,
+                    keyio::public_key(key)?,
+                    parse_u8(f[0], "group")?,
+                    parse_u8(f[1], "grant")?,
+                    parse_u8(f[2], "deny")?,
+                )
+                .map_err(lib)?;
+                println!("{zone} delegated to key {idx}");
+            }
+            for spec in &undelegate {
+                let (zone, idx) = spec
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("{spec:?}: expected ZONE:INDEX"))?;
+                workflow::remove_delegation_key(&mut d, parse_zone(zone)?, parse_u8(idx, "index")?)
+                    .map_err(lib)?;
+            }
+            for spec in &name_key {
+                let (key, name) = spec
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("{spec:?}: expected INDEX:NAME"))?;
+                let idx = match key.parse::<u8>() {
+                    Ok(i) => i,
+                    Err(_) => d
+                        .keys
+                        .index_of(&keyio::public_key(key)?.id())
+                        .ok_or_else(|| anyhow!("{key}: not in the record"))?,
+                };
+                if !poz::codec::valid_str8(name) {
+                    bail!("key name {name:?}: at most 255 bytes, no control characters");
+                }
+                d.key_names.insert(idx, name.to_owned());
+            }
+            write_record(&out, &d)?;
+            println!(
+                "draft of serial {} written to {}",
+                d.master.serial,
+                out.display()
+            );
+            println!(
+                "authorizing keys (serial {}): {}",
+                rec.master.serial,
+                workflow::draft_tally(&d).map_err(lib)?.describe()
+            );
+        }
+        Cmd::Sign { draft, key, out } => {
+            let mut d = read_record(&draft)?;
+            let k = open_key(&key, pass)?;
+            let idx = workflow::sign_draft(&mut d, &k).map_err(lib)?;
+            write_record(out.as_deref().unwrap_or(&draft), &d)?;
+            let t = workflow::draft_tally(&d).map_err(lib)?;
+            println!(
+                "signed serial {} as key {idx}; {}",
+                d.master.serial,
+                t.describe()
+            );
+            if t.is_met() {
+                println!(
+                    "threshold met (group {}): ready to apply",
+                    t.authorizing_group().unwrap_or(0)
+                );
+            }
+        }
+        Cmd::Apply { draft, out } => {
+            let mut d = read_record(&draft)?;
+            let h = workflow::apply(&mut d).map_err(lib)?;
+            write_record(&out, &d)?;
+            println!("applied serial {} -> {}", d.master.serial, out.display());
+            println!("current_master_hash {h}");
+        }
+        Cmd::Inspect { record, json } => {
+            let rec = read_record(&record)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::record_json(&rec))?
+                );
+            } else {
+                print!("{}", render::record_text(&rec));
+            }
+        }
+        Cmd::Verify {
+            record,
+            json,
+            allow_partial,
+        } => return verify(&record, json, allow_partial),
+        Cmd::Identity(c) => return identity(c, pass),
+        Cmd::Authority(AuthorityCmd::Set {
+            record,
+            zone,
+            namespace,
+            service_ref,
+            keys,
+            time,
+        }) => {
+            let mut rec = read_record(&record)?;
+            let zone = parse_zone(&zone)?;
+            let sref = match service_ref {
+                Some(s) => {
+                    Hash32::from_hex(&s).ok_or_else(|| anyhow!("--service-ref: 64 hex digits"))?
+                }
+                None => Hash32::ZERO,
+            };
+            let ks = keys
+                .iter()
+                .map(|k| open_key(k, pass))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&poz::SigningKey> = ks.iter().collect();
+            workflow::set_authority(
+                &mut rec,
+                zone,
+                &namespace,
+                sref,
+                time.unwrap_or_else(now_ms),
+                &refs,
+            )
+            .map_err(lib)?;
+            write_record(&record, &rec)?;
+            println!(
+                "{zone} authority serial {} written",
+                rec.authorities[&zone].serial
+            );
+        }
+        Cmd::Service(ServiceCmd::Add {
+            record,
+            service_type,
+            name,
+            hosts,
+            keys,
+            time,
+        }) => {
+            let mut rec = read_record(&record)?;
+            let st = ServiceType::from_name(&service_type)
+                .ok_or_else(|| anyhow!("unknown service type {service_type:?}"))?;
+            if !poz::codec::valid_str8(&name) {
+                bail!("service name: at most 255 bytes, no control characters");
+            }
+            let pool = hosts
+                .iter()
+                .map(|h| parse_host(h))
+                .collect::<Result<Vec<_>>>()?;
+            let svc = ServiceEntry {
+                service_type: st,
+                name,
+                pool,
+            };
+            // Round-trip through the codec: the same checks a reader applies.
+            let svc = ServiceEntry::from_bytes(&svc.to_bytes()).context("service entry")?;
+            let ks = keys
+                .iter()
+                .map(|k| open_key(k, pass))
+                .collect::<Result<Vec<_>>>()?;
+            if !rec.authorities.contains_key(&ZoneType::SERVICE) {
+                let refs: Vec<&poz::SigningKey> = ks.iter().collect();
+                workflow::set_authority(
+                    &mut rec,
+                    ZoneType::SERVICE,
+                    "",
+                    Hash32::ZERO,
+                    time.unwrap_or_else(now_ms),
+                    &refs,
+                )
+                .map_err(lib)?;
+            }
+            let mut e = SignedEntry::new(EntryKind::GRANT, svc.to_bytes());
+            for k in &ks {
+                workflow::sign_entry(&rec, ZoneType::SERVICE, &mut e, k).map_err(lib)?;
+            }
+            workflow::insert_entry(&mut rec, ZoneType::SERVICE, e).map_err(lib)?;
+            write_record(&record, &rec)?;
+            println!(
+                "service {} added; service hash {}",
+                svc.service_type,
+                svc.service_hash()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create(out: &Path, specs: &[String], time: u64, pass: &Passphrase) -> Result<()> {
+    if out.exists() {
+        bail!("{} exists; refusing to overwrite a record", out.display());
+    }
+    let mut gks = Vec::new();
+    let mut files = Vec::new();
+    for s in specs {
+        let (file, f) = split_spec(s, 2, "KEYFILE:GROUP:VALUE")?;
+        let kf = keyio::read_key_file(Path::new(file))?;
+        gks.push(GenesisKey {
+            public: kf.public.clone(),
+            group: parse_u8(f[0], "group")?,
+            value: parse_u8(f[1], "value")?,
+        });
+        files.push(PathBuf::from(file));
+    }
+    let mut rec = workflow::genesis(&gks, time).map_err(lib)?;
+    for f in &files {
+        let k = open_key(f, pass)?;
+        workflow::sign_draft(&mut rec, &k).map_err(lib)?;
+    }
+    let id = workflow::apply(&mut rec).map_err(lib)?;
+    write_record(out, &rec)?;
+    println!("created {} (serial 1)", out.display());
+    println!("record id {id}");
+    Ok(())
+}
+
+fn verify(path: &Path, as_json: bool, allow_partial: bool) -> Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let report = match Record::from_bytes(&bytes) {
+        Ok(rec) => {
+            let r = poz::verify_record(&rec);
+            if !as_json {
+                let chain: Vec<String> = rec
+                    .history
+                    .iter()
+                    .chain([&rec.master])
+                    .map(|m| m.serial.to_string())
+                    .collect();
+                println!("record {}  chain {}", rec.id(), chain.join(" -> "));
+            }
+            r
+        }
+        Err(e) => {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"valid": false, "complete": false, "checks": [{"rule": "decode", "outcome": "fail", "detail": e.to_string()}]})
+                );
+            } else {
+                println!("FAIL decode  {e}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let ok = report.is_valid() && (allow_partial || report.is_complete());
+    if as_json {
+        println!(
+            "{}",
+            json!({"valid": report.is_valid(), "complete": report.is_complete(), "checks": report.checks})
+        );
+    } else {
+        print!("{}", render::report_text(&report));
+        println!(
+            "{}",
+            if report.is_complete() {
+                "VALID: every rule holds"
+            } else if report.is_valid() {
+                "VALID BUT INCOMPLETE: some rules could not be checked (pass --allow-partial to accept)"
+            } else {
+                "INVALID"
+            }
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn parse_host(spec: &str) -> Result<PoolHost> {
+    let (addr, prio) = match spec.split_once('@') {
+        Some((a, p)) => (a, Some(p)),
+        None => (spec, None),
+    };
+    let parts: Vec<&str> = addr.split(':').collect();
+    if parts.len() < 2 || parts.len() > 4 {
+        bail!("{spec:?}: expected HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]");
+    }
+    let port: u16 = parts[1]
+        .parse()
+        .with_context(|| format!("{spec:?}: port"))?;
+    let encryption = match parts.get(2) {
+        Some(e) => Encryption::from_name(e)
+            .ok_or_else(|| anyhow!("{spec:?}: encryption is none, tls or noise_nk"))?,
+        None => Encryption::NONE,
+    };
+    let server_key = match parts.get(3) {
+        Some(k) => Some(
+            <[u8; 32]>::try_from(hex::decode(k)?.as_slice())
+                .map_err(|_| anyhow!("{spec:?}: server key is 32 bytes of hex"))?,
+        ),
+        None => None,
+    };
+    let (priority, weight) = match prio {
+        Some(p) => {
+            let (a, b) = p
+                .split_once('/')
+                .ok_or_else(|| anyhow!("{spec:?}: @PRIORITY/WEIGHT"))?;
+            (a.parse().context("priority")?, b.parse().context("weight")?)
+        }
+        None => (10, 100),
+    };
+    Ok(PoolHost {
+        hostname: parts[0].to_owned(),
+        port,
+        transport: Transport::TCP,
+        encryption,
+        server_key,
+        ca_key_idx: NO_CA_KEY,
+        priority,
+        weight,
+    })
+}
+
+fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
+    match cmd {
+        IdentityCmd::Issue {
+            provider,
+            subject,
+            handle,
+            keys,
+            expires,
+            time,
+            out,
+            add,
+        } => {
+            let mut rec = read_record(&provider)?;
+            let subject = keyio::record_id(&subject)?;
+            let mut e = workflow::new_binding(
+                &rec,
+                subject,
+                &handle,
+                time.unwrap_or_else(now_ms),
+                expires.unwrap_or(0),
+            )
+            .map_err(lib)?;
+            for k in &keys {
+                let k = open_key(k, pass)?;
+                workflow::sign_entry(&rec, ZoneType::IDENTITY, &mut e, &k).map_err(lib)?;
+            }
+            write_atomic(&out, &e.to_bytes())?;
+            let t = workflow::entry_tally(&rec, ZoneType::IDENTITY, &e).map_err(lib)?;
+            println!(
+                "binding \"{handle}\" -> {subject} written to {}",
+                out.display()
+            );
+            println!("binding id {}", e.digest(&rec.id(), ZoneType::IDENTITY));
+            println!("grant: {}", t.describe());
+            if add {
+                workflow::insert_entry(&mut rec, ZoneType::IDENTITY, e).map_err(lib)?;
+                write_record(&provider, &rec)?;
+                println!("added to {}", provider.display());
+            } else if !t.is_met() {
+                println!("grant threshold not yet met: add signatures with `pozctl identity sign`");
+            }
+        }
+        IdentityCmd::Sign {
+            binding,
+            provider,
+            key,
+        } => {
+            let rec = read_record(&provider)?;
+            let mut e = read_entry(&binding)?;
+            let k = open_key(&key, pass)?;
+            let idx = workflow::sign_entry(&rec, ZoneType::IDENTITY, &mut e, &k).map_err(lib)?;
+            write_atomic(&binding, &e.to_bytes())?;
+            let t = workflow::entry_tally(&rec, ZoneType::IDENTITY, &e).map_err(lib)?;
+            println!("signed as key {idx}; grant: {}", t.describe());
+        }
+        IdentityCmd::Add { binding, provider } => {
+            let mut rec = read_record(&provider)?;
+            let e = read_entry(&binding)?;
+            workflow::insert_entry(&mut rec, ZoneType::IDENTITY, e).map_err(lib)?;
+            write_record(&provider, &rec)?;
+            println!("added to {}", provider.display());
+        }
+        IdentityCmd::Verify {
+            binding,
+            provider,
+            at,
+            json,
+        } => {
+            let rec = read_record(&provider)?;
+            let e = read_entry(&binding)?;
+            let vr = match verify_and_accept(rec) {
+                Ok(v) => v,
+                Err(report) => {
+                    let msgs: Vec<String> = report
+                        .failures()
+                        .map(|(r, d)| format!("{r}: {d}"))
+                        .collect();
+                    return Err(refuse(format!(
+                        "the provider record does not verify: {}",
+                        msgs.join("; ")
+                    )));
+                }
+            };
+            let now = at.unwrap_or_else(now_ms);
+            match verify_binding(&vr, &e, now) {
+                Ok(b) => {
+                    if json {
+                        println!("{}", json!({"valid": true, "binding": b}));
+                    } else {
+                        let ns = if b.namespace.is_empty() {
+                            String::new()
+                        } else {
+                            format!("@{}", b.namespace)
+                        };
+                        println!(
+                            "VALID binding \"{}{}\" -> {}",
+                            b.binding.handle, ns, b.binding.subject
+                        );
+                        println!(
+                            "issuer {} (group {} granted it)",
+                            b.binding.issuer, b.authorizing_group
+                        );
+                        println!("binding id {}", b.digest);
+                    }
+                }
+                Err(err) => {
+                    if json {
+                        println!(
+                            "{}",
+                            json!({"valid": false, "rule": err.rule, "detail": err.detail})
+                        );
+                    } else {
+                        println!("INVALID {}: {}", err.rule, err.detail);
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        IdentityCmd::Revoke {
+            binding,
+            provider,
+            keys,
+            reason,
+            time,
+        } => {
+            let mut rec = read_record(&provider)?;
+            let e = read_entry(&binding)?;
+            let reason = RevocationReason::from_name(&reason)
+                .ok_or_else(|| anyhow!("unknown reason {reason:?}"))?;
+            let target = e.digest(&rec.id(), ZoneType::IDENTITY);
+            let mut rev = workflow::new_revocation(target, time.unwrap_or_else(now_ms), reason);
+            for k in &keys {
+                let k = open_key(k, pass)?;
+                workflow::sign_entry(&rec, ZoneType::IDENTITY, &mut rev, &k).map_err(lib)?;
+            }
+            workflow::insert_entry(&mut rec, ZoneType::IDENTITY, rev).map_err(lib)?;
+            write_record(&provider, &rec)?;
+            println!(
+                "revoked binding {target} ({reason}) in {}",
+                provider.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
