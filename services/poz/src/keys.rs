@@ -78,18 +78,46 @@ pub const MAX_KEYS: usize = 255;
 pub type KeyId = Hash32;
 
 /// One entry of the Public Key Map.
-#[derive(Clone, PartialEq, Eq, Debug)]
+///
+/// The key ID and the decompressed Ed25519 point are computed once, when
+/// the key is built or decoded: every signature check and every key
+/// binding would otherwise redo them (point decompression alone costs a
+/// noticeable share of a verification).
+#[derive(Clone, Debug)]
 pub struct PublicKey {
-    pub key_type: KeyType,
-    pub bytes: Vec<u8>,
+    key_type: KeyType,
+    bytes: Vec<u8>,
+    id: KeyId,
+    ed25519: Option<ed25519_dalek::VerifyingKey>,
 }
 
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_type == other.key_type && self.bytes == other.bytes
+    }
+}
+impl Eq for PublicKey {}
+
 impl PublicKey {
-    pub fn ed25519(vk: &ed25519_dalek::VerifyingKey) -> Self {
+    fn build(key_type: KeyType, bytes: Vec<u8>) -> Self {
+        let id = tagged_hash(tag::KEY_ID, &[&[key_type.0], &bytes]);
+        let ed25519 = if key_type == KeyType::ED25519 {
+            <[u8; 32]>::try_from(bytes.as_slice())
+                .ok()
+                .and_then(|a| ed25519_dalek::VerifyingKey::from_bytes(&a).ok())
+        } else {
+            None
+        };
         PublicKey {
-            key_type: KeyType::ED25519,
-            bytes: vk.to_bytes().to_vec(),
+            key_type,
+            bytes,
+            id,
+            ed25519,
         }
+    }
+
+    pub fn ed25519(vk: &ed25519_dalek::VerifyingKey) -> Self {
+        Self::build(KeyType::ED25519, vk.to_bytes().to_vec())
     }
 
     /// An Ed25519 public key from its 32 bytes, if they are a valid point.
@@ -99,29 +127,31 @@ impl PublicKey {
             .map(|vk| PublicKey::ed25519(&vk))
     }
 
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// `SHA3-256(tag ‖ key_type ‖ key bytes)`.
     pub fn id(&self) -> KeyId {
-        tagged_hash(tag::KEY_ID, &[&[self.key_type.0], &self.bytes])
+        self.id
     }
 
     /// The Ed25519 verifying key, if this is a well-formed Ed25519 key.
-    pub fn ed25519_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
-        if self.key_type != KeyType::ED25519 {
-            return None;
-        }
-        let a: [u8; 32] = self.bytes.as_slice().try_into().ok()?;
-        ed25519_dalek::VerifyingKey::from_bytes(&a).ok()
+    pub fn ed25519_key(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+        self.ed25519.as_ref()
     }
 
     /// Verifies `sig` over `digest` under this key.
     pub fn verify(&self, digest: &Hash32, sig: &Signature) -> bool {
-        if sig.sig_type != SigType::ED25519 || sig.data.len() != ED25519_SIG_LEN {
+        if sig.sig_type != SigType::ED25519 {
             return false;
         }
-        let Some(vk) = self.ed25519_key() else {
-            return false;
-        };
-        let Ok(bytes) = <[u8; 64]>::try_from(sig.data.as_slice()) else {
+        let (Some(vk), Ok(bytes)) = (&self.ed25519, <[u8; 64]>::try_from(sig.data.as_slice()))
+        else {
             return false;
         };
         let s = ed25519_dalek::Signature::from_bytes(&bytes);
@@ -151,8 +181,19 @@ impl Codec for PublicKey {
         if len != ED25519_PUBLIC_LEN {
             return Err(r.invalid("public_key.length", len as u64));
         }
+        let at = r.offset();
         let bytes = r.take(len, "public_key.bytes")?.to_vec();
-        Ok(PublicKey { key_type, bytes })
+        let k = PublicKey::build(key_type, bytes);
+        // A key that is not a point on the curve can never verify anything;
+        // refuse it where it stands rather than at every signature.
+        if k.ed25519.is_none() {
+            return Err(DecodeError::Layout {
+                field: "public_key.bytes",
+                offset: at,
+                reason: "not a valid Ed25519 public key",
+            });
+        }
+        Ok(k)
     }
 }
 

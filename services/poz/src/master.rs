@@ -253,20 +253,35 @@ impl MasterZone {
 
     /// The digest every master-zone signer signs.
     pub fn signable_digest(&self, keys: &PublicKeyMap) -> Result<Hash32, Error> {
-        let mut body = Vec::with_capacity(256);
-        self.encode_scoped(&mut body, Scope::Signable);
-        let mut h = TaggedHasher::new(tag::MASTER_SIGNABLE);
-        h.update(&body).update(&self.key_binding(keys)?);
-        Ok(h.finish())
+        Ok(self.scoped_digest(Scope::Signable, &self.key_binding(keys)?))
     }
 
     /// The value `current_master_hash` must hold.
     pub fn compute_hash(&self, keys: &PublicKeyMap) -> Result<Hash32, Error> {
+        Ok(self.scoped_digest(Scope::FullHash, &self.key_binding(keys)?))
+    }
+
+    /// Both digests at once, resolving the key binding only once (the
+    /// verifier needs both for every revision it walks).
+    pub fn digests(&self, keys: &PublicKeyMap) -> Result<(Hash32, Hash32), Error> {
+        let kb = self.key_binding(keys)?;
+        Ok((
+            self.scoped_digest(Scope::Signable, &kb),
+            self.scoped_digest(Scope::FullHash, &kb),
+        ))
+    }
+
+    fn scoped_digest(&self, scope: Scope, key_binding: &[u8]) -> Hash32 {
         let mut body = Vec::with_capacity(512);
-        self.encode_scoped(&mut body, Scope::FullHash);
-        let mut h = TaggedHasher::new(tag::MASTER_HASH);
-        h.update(&body).update(&self.key_binding(keys)?);
-        Ok(h.finish())
+        self.encode_scoped(&mut body, scope);
+        let tag = if scope == Scope::Signable {
+            tag::MASTER_SIGNABLE
+        } else {
+            tag::MASTER_HASH
+        };
+        let mut h = TaggedHasher::new(tag);
+        h.update(&body).update(key_binding);
+        h.finish()
     }
 
     /// Computes and stores `current_master_hash` (and, at genesis, the

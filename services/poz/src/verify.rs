@@ -326,7 +326,7 @@ fn check_master_revision(
     }
     // Both scopes need every index resolved; a bad index was reported by
     // the key-index pass and leaves nothing to compare here.
-    let (Ok(signable), Ok(full)) = (mz.signable_digest(keys), mz.compute_hash(keys)) else {
+    let Ok((signable, full)) = mz.digests(keys) else {
         ledger.fail(
             Rule::MasterHash,
             format!("{what}: cannot hash (a key index does not resolve)"),

@@ -102,7 +102,7 @@ pub fn record_json(rec: &Record) -> Value {
                 }
             }
             json!({
-                "index": i, "type": k.key_type.to_string(), "public_key": hex::encode(&k.bytes), "id": k.id(),
+                "index": i, "type": k.key_type().to_string(), "public_key": hex::encode(k.bytes()), "id": k.id(),
                 "name": rec.key_names.get(&i), "roles": roles,
             })
         })
