@@ -257,6 +257,27 @@ impl Ledger {
     }
 }
 
+/// What a check is about, for messages; formatted only when something
+/// fails, so the passing path allocates nothing for it.
+#[derive(Clone, Copy)]
+enum Subject {
+    Serial(u32),
+    Link(u32, u32),
+    Authority(ZoneType),
+    Entry(ZoneType, usize),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Serial(s) => write!(f, "serial {s}"),
+            Subject::Link(a, b) => write!(f, "serial {a} -> {b}"),
+            Subject::Authority(z) => write!(f, "{z} authority"),
+            Subject::Entry(z, i) => write!(f, "{z} entry {i}"),
+        }
+    }
+}
+
 fn members(mz: &MasterZone) -> Vec<Member> {
     mz.master_keys.iter().map(Member::from).collect()
 }
@@ -266,7 +287,7 @@ fn members(mz: &MasterZone) -> Vec<Member> {
 fn check_signatures(
     ledger: &mut Ledger,
     rule: Rule,
-    what: &str,
+    what: Subject,
     keys: &PublicKeyMap,
     digest: &Hash32,
     sigs: &[Signature],
@@ -303,7 +324,7 @@ fn check_master_revision(
     mz: &MasterZone,
     authorizing: Option<&MasterZone>,
 ) {
-    let what = format!("serial {}", mz.serial);
+    let what = Subject::Serial(mz.serial);
     let unreachable = unreachable_groups(&members(mz));
     ledger.check(Rule::MasterGroups, unreachable.is_empty(), || {
         let g: Vec<String> = unreachable
@@ -380,7 +401,7 @@ fn check_master_revision(
             let ok = check_signatures(
                 ledger,
                 Rule::MasterSignatures,
-                &what,
+                what,
                 keys,
                 &signable,
                 &mz.signatures,
@@ -408,7 +429,7 @@ fn check_master_revision(
 }
 
 fn check_link(ledger: &mut Ledger, prev: &MasterZone, next: &MasterZone) {
-    let what = format!("serial {} -> {}", prev.serial, next.serial);
+    let what = Subject::Link(prev.serial, next.serial);
     ledger.check(
         Rule::ChainSerial,
         next.serial == prev.serial.wrapping_add(1),
@@ -566,7 +587,7 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
     let id = rec.id();
     let mut revoked = HashSet::new();
     let mut services: BTreeMap<Hash32, ServiceType> = BTreeMap::new();
-    let mut refs: Vec<(Hash32, Option<ServiceType>, String)> = Vec::new();
+    let mut refs: Vec<(Hash32, Option<ServiceType>, Subject)> = Vec::new();
     let n_keys = rec.keys.keys.len();
 
     let mut zone_types: Vec<ZoneType> = rec
@@ -590,11 +611,11 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
         let deny = delegation_members(&deleg.keys, Authority::Deny);
         match rec.authorities.get(&z) {
             Some(a) => {
-                let what = format!("{z} authority");
+                let what = Subject::Authority(z);
                 let ok = check_signatures(
                     ledger,
                     Rule::AuthorityThreshold,
-                    &what,
+                    what,
                     &rec.keys,
                     &a.signable_digest(&id),
                     &a.signatures,
@@ -626,7 +647,7 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
         let mut copies = 0usize;
         ledger.pass(Rule::EntryBody);
         for (i, e) in zs.entries.iter().enumerate() {
-            let what = format!("{z} entry {i}");
+            let what = Subject::Entry(z, i);
             let body = match EntryBody::decode(z, e.kind, &e.body) {
                 Ok(b) => b,
                 Err(err) => {
@@ -653,14 +674,10 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
                 continue;
             }
             match &body {
-                EntryBody::Inbox(ib) => {
-                    refs.push((ib.mail_service, Some(ServiceType::MAIL), what.clone()))
-                }
-                EntryBody::Feed(f) => {
-                    refs.push((f.feed_service, Some(ServiceType::FEED), what.clone()))
-                }
+                EntryBody::Inbox(ib) => refs.push((ib.mail_service, Some(ServiceType::MAIL), what)),
+                EntryBody::Feed(f) => refs.push((f.feed_service, Some(ServiceType::FEED), what)),
                 EntryBody::Auth(AuthEntry::RevocationService { service }) => {
-                    refs.push((*service, Some(ServiceType::REVOCATION), what.clone()))
+                    refs.push((*service, Some(ServiceType::REVOCATION), what))
                 }
                 EntryBody::Auth(AuthEntry::TrustGroup { members, .. }) => {
                     for m in members {
@@ -694,7 +711,7 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
             let ok = check_signatures(
                 ledger,
                 Rule::EntrySignatures,
-                &what,
+                what,
                 &rec.keys,
                 &digest,
                 &e.signatures,
