@@ -5,6 +5,7 @@
 //! a ratio line per case: (signatures checked × one raw verify) / (time of
 //! the whole verification). 1.0 means parsing and hashing cost nothing;
 //! the goal is at least 0.9.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use criterion::{black_box, Criterion};
 use poz::sample::{self, provider_keys, T0};

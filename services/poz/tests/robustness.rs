@@ -1,5 +1,6 @@
 //! Hostile input: flipped bytes in signed areas must make verification
 //! fail, and no input may panic the parser or the verifier.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use poz::codec::Codec;
 use poz::zone::SignedEntry;

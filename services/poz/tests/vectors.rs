@@ -5,6 +5,7 @@
 //!
 //! Regenerate after a deliberate format change with
 //! `POZ_REGEN_VECTORS=1 cargo test -p poz --test vectors`.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use poz::entries::{Inbox, RevocationReason};
 use poz::hash::{tagged_hash, Hash32};

@@ -1,4 +1,5 @@
 //! The draft / sign / apply workflow and the standard's grant/deny example.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use poz::entries::RevocationReason;
 use poz::sample::{self, key, provider_keys, T0};

@@ -327,18 +327,18 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
         Cmd::Key(KeyCmd::Generate { out }) => {
             let k = keyio::create_key_file(&out, pass)?;
             println!("wrote {} (key id {})", out.display(), k.public().id());
-            println!("public key {}", hex::encode(&k.public().bytes()));
+            println!("public key {}", hex::encode(k.public().bytes()));
         }
         Cmd::Key(KeyCmd::Show { file, json }) => {
             let kf = keyio::read_key_file(&file)?;
             if json {
                 println!(
                     "{}",
-                    json!({"public_key": hex::encode(&kf.public.bytes()), "id": kf.public.id(), "type": kf.public.key_type().to_string()})
+                    json!({"public_key": hex::encode(kf.public.bytes()), "id": kf.public.id(), "type": kf.public.key_type().to_string()})
                 );
             } else {
                 println!("type       {}", kf.public.key_type());
-                println!("public key {}", hex::encode(&kf.public.bytes()));
+                println!("public key {}", hex::encode(kf.public.bytes()));
                 println!("id         {}", kf.public.id());
             }
         }

@@ -1,6 +1,7 @@
 //! Runs the README's tour verbatim: every command line between the tour
 //! markers, in order, in one shell, in a fresh directory. A line whose
 //! comment says "refused" must exit 1; every other line must exit 0.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
