@@ -58,10 +58,15 @@ fn main() {
     let bytes = rec.to_bytes();
     let key = rec.keys.get(1).expect("key").clone();
     let digest = b.digest(&rec.id(), ZoneType::IDENTITY);
+    let key_bytes: [u8; 32] = key.bytes().try_into().expect("32 bytes");
     let verified = verify_and_accept(Record::from_bytes(&bytes).expect("decode")).expect("valid");
     for _ in 0..n {
         if mode == "warm" {
             verify_binding(&verified, &b, T0 + 10).expect("binding");
+        } else if mode == "rawbytes" {
+            // What a verifier handed key bytes must do: decompress, verify.
+            let k = poz::PublicKey::ed25519_from_bytes(&key_bytes).expect("key");
+            assert!(k.verify(&digest, &b.signatures[0]));
         } else if mode == "raw" {
             assert!(key.verify(&digest, &b.signatures[0]));
         } else {
