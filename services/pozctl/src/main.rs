@@ -59,6 +59,16 @@ enum Cmd {
         /// Timestamp in ms since the epoch (default: now).
         #[arg(long)]
         time: Option<u64>,
+        /// Also seal the keys into the record's Private Key Map (0x8002),
+        /// for a holder who keeps one file. Publish with `export`.
+        #[arg(long)]
+        embed_keys: bool,
+    },
+    /// Write a copy of a record without its Private Key Map, for publishing.
+    Export {
+        record: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Start the next revision of a record as a draft file.
     Draft {
@@ -86,8 +96,12 @@ enum Cmd {
     /// Sign a draft with one holder's key file (in place unless --out).
     Sign {
         draft: PathBuf,
-        #[arg(long)]
-        key: PathBuf,
+        /// The holder's key file.
+        #[arg(long, required_unless_present = "embedded")]
+        key: Option<PathBuf>,
+        /// Sign with every authorizing key in the draft's own Private Key Map.
+        #[arg(long, conflicts_with = "key")]
+        embedded: bool,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -342,7 +356,21 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
                 println!("id         {}", kf.public.id());
             }
         }
-        Cmd::Create { out, keys, time } => create(&out, &keys, time.unwrap_or_else(now_ms), pass)?,
+        Cmd::Create {
+            out,
+            keys,
+            time,
+            embed_keys,
+        } => create(&out, &keys, time.unwrap_or_else(now_ms), embed_keys, pass)?,
+        Cmd::Export { record, out } => {
+            let mut rec = read_record(&record)?;
+            if !rec.master.is_finalized() {
+                return Err(refuse("a draft is not published; apply it first"));
+            }
+            rec.private_keys = None;
+            write_record(&out, &rec)?;
+            println!("exported {} without its Private Key Map", out.display());
+        }
         Cmd::Draft {
             record,
             out,
@@ -420,15 +448,42 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
                 workflow::draft_tally(&d).map_err(lib)?.describe()
             );
         }
-        Cmd::Sign { draft, key, out } => {
+        Cmd::Sign {
+            draft,
+            key,
+            embedded,
+            out,
+        } => {
             let mut d = read_record(&draft)?;
-            let k = open_key(&key, pass)?;
-            let idx = workflow::sign_draft(&mut d, &k).map_err(lib)?;
+            let keys = match key {
+                Some(path) => vec![open_key(&path, pass)?],
+                None => {
+                    let sealed = d
+                        .private_keys
+                        .as_ref()
+                        .ok_or_else(|| refuse("the draft has no Private Key Map"))?;
+                    sealed.open(&pass.get("the record's Private Key Map")?)?
+                }
+            };
+            let mut signed = Vec::new();
+            for k in &keys {
+                match workflow::sign_draft(&mut d, k) {
+                    Ok(idx) => signed.push(idx.to_string()),
+                    // An embedded map may hold keys that are not master
+                    // keys of the authorizing revision; they do not sign.
+                    Err(poz::Error::NotAuthorizingKey { .. }) if embedded => {}
+                    Err(e) => return Err(lib(e)),
+                }
+            }
+            if signed.is_empty() {
+                return Err(refuse("none of the embedded keys may sign this draft"));
+            }
             write_record(out.as_deref().unwrap_or(&draft), &d)?;
             let t = workflow::draft_tally(&d).map_err(lib)?;
             println!(
-                "signed serial {} as key {idx}; {}",
+                "signed serial {} as key {}; {}",
                 d.master.serial,
+                signed.join(", "),
                 t.describe()
             );
             if t.is_met() {
@@ -555,7 +610,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn create(out: &Path, specs: &[String], time: u64, pass: &Passphrase) -> Result<()> {
+fn create(out: &Path, specs: &[String], time: u64, embed: bool, pass: &Passphrase) -> Result<()> {
     if out.exists() {
         bail!("{} exists; refusing to overwrite a record", out.display());
     }
@@ -572,11 +627,23 @@ fn create(out: &Path, specs: &[String], time: u64, pass: &Passphrase) -> Result<
         files.push(PathBuf::from(file));
     }
     let mut rec = workflow::genesis(&gks, time).map_err(lib)?;
+    let mut opened = Vec::new();
     for f in &files {
         let k = open_key(f, pass)?;
         workflow::sign_draft(&mut rec, &k).map_err(lib)?;
+        opened.push(k);
     }
     let id = workflow::apply(&mut rec).map_err(lib)?;
+    if embed {
+        let refs: Vec<&poz::SigningKey> = opened.iter().collect();
+        let p = pass.get("the record's Private Key Map")?;
+        rec.private_keys = Some(poz::private::SealedKeys::seal(
+            &refs,
+            &p,
+            poz::private::KdfParams::default(),
+        )?);
+        println!("sealed {} keys into the Private Key Map", refs.len());
+    }
     write_record(out, &rec)?;
     println!("created {} (serial 1)", out.display());
     println!("record id {id}");
