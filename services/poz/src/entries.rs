@@ -327,12 +327,10 @@ impl Codec for PoolHost {
         out.extend_from_slice(&self.weight.to_be_bytes());
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let at = r.offset();
         let hostname = read_str8(r, "pool_host.hostname")?;
         if hostname.is_empty() {
             return Err(r.layout("pool_host.hostname", "empty hostname"));
         }
-        let _ = at;
         let port = r.u16("pool_host.port")?;
         if port == 0 {
             return Err(r.invalid("pool_host.port", 0));

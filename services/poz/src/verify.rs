@@ -540,6 +540,10 @@ fn check_key_indices(ledger: &mut Ledger, rec: &Record, revisions: &[&MasterZone
 pub struct VerifiedRecord {
     pub record: Record,
     pub id: Hash32,
+    /// Every rule passed, the chain from genesis included. A valid record
+    /// served without its Zone History is accepted but not complete; the
+    /// caller decides whether that is enough (see `Report::is_complete`).
+    pub complete: bool,
     revoked: HashSet<Hash32>,
 }
 
@@ -564,6 +568,7 @@ pub fn verify_and_accept(rec: Record) -> Result<VerifiedRecord, Report> {
     }
     Ok(VerifiedRecord {
         id: rec.id(),
+        complete: report.is_complete(),
         record: rec,
         revoked,
     })

@@ -399,6 +399,19 @@ pub fn new_revocation(target: Hash32, revoked_at: u64, reason: RevocationReason)
 pub fn insert_entry(rec: &mut Record, zone: ZoneType, entry: SignedEntry) -> Result<(), Error> {
     if entry_issuer(rec, zone, &entry) == rec.id() {
         require_entry_threshold(rec, zone, &entry)?;
+    } else {
+        // A binding issued by another provider may only be kept as a copy
+        // by its subject (rule binding-party); its signatures are the
+        // issuer's and are checked against the issuer's record.
+        let subject = IdentityBinding::from_bytes(&entry.body)
+            .map(|b| b.subject)
+            .ok();
+        if subject != Some(rec.id()) {
+            return Err(Error::Invalid {
+                what: "binding",
+                detail: "neither issued by this record nor issued to it".into(),
+            });
+        }
     }
     if !rec.authorities.contains_key(&zone) {
         return Err(Error::Invalid {

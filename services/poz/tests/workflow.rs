@@ -191,3 +191,54 @@ fn private_key_map_round_trips_inside_a_record() {
     // The private key map is not part of any signed scope; the record still verifies.
     assert!(poz::verify_record(&back).is_valid());
 }
+
+#[test]
+fn a_user_record_keeps_copies_of_its_own_bindings_only() {
+    let p = sample::provider().unwrap();
+    let k = provider_keys();
+    let mut user = sample::tour_record().unwrap();
+    let mut d = workflow::draft(&user, T0 + 1).unwrap();
+    workflow::set_delegation_key(&mut d, ZoneType::IDENTITY, key(1).public(), 0, 100, 100).unwrap();
+    for g in [key(1), key(2), key(3)] {
+        workflow::sign_draft(&mut d, &g).unwrap();
+    }
+    workflow::apply(&mut d).unwrap();
+    user = d;
+    workflow::set_authority(
+        &mut user,
+        ZoneType::IDENTITY,
+        "",
+        poz::Hash32::ZERO,
+        T0 + 2,
+        &[&key(1)],
+    )
+    .unwrap();
+
+    let mine = sample::issue(&p, user.id(), "me", T0 + 3, 0, &[&k.device_a, &k.device_b]).unwrap();
+    workflow::insert_entry(&mut user, ZoneType::IDENTITY, mine.clone()).unwrap();
+    let report = poz::verify_record(&user);
+    assert!(report.is_valid(), "{report:?}");
+    // The copy's signatures are the provider's: not checked here, and said so.
+    assert!(!report.is_complete());
+    // Checked against the provider, the copy holds.
+    let vp = verify_and_accept(p.clone()).unwrap();
+    assert!(vp.complete);
+    verify_binding(&vp, &mine, T0 + 4).unwrap();
+
+    let someone_else = sample::issue(
+        &p,
+        sample::user_id(9),
+        "other",
+        T0 + 3,
+        0,
+        &[&k.device_a, &k.device_b],
+    )
+    .unwrap();
+    assert!(matches!(
+        workflow::insert_entry(&mut user, ZoneType::IDENTITY, someone_else),
+        Err(Error::Invalid {
+            what: "binding",
+            ..
+        })
+    ));
+}

@@ -204,6 +204,10 @@ enum IdentityCmd {
         at: Option<u64>,
         #[arg(long)]
         json: bool,
+        /// Accept a provider record whose chain cannot be walked from
+        /// genesis (its Zone History is missing).
+        #[arg(long)]
+        allow_partial: bool,
     },
     /// Revoke a binding: a revocation signed under the deny threshold,
     /// added to the provider's Identity Zone.
@@ -816,6 +820,7 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             provider,
             at,
             json,
+            allow_partial,
         } => {
             let rec = read_record(&provider)?;
             let e = read_entry(&binding)?;
@@ -832,6 +837,11 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
                     )));
                 }
             };
+            if !vr.complete && !allow_partial {
+                return Err(refuse(
+                    "the provider record's chain cannot be walked from genesis (no Zone History); pass --allow-partial to accept it",
+                ));
+            }
             let now = at.unwrap_or_else(now_ms);
             match verify_binding(&vr, &e, now) {
                 Ok(b) => {
