@@ -12,6 +12,7 @@ use crate::keys::{PublicKey, SigningKey};
 use crate::master::{Delegation, DelegationKey, MasterKey, MasterZone};
 use crate::record::Record;
 use crate::threshold::{delegation_members, evaluate, Authority, Member, Tally};
+use crate::verify::Rule;
 use crate::zone::{AuthoritySection, EntryKind, SignedEntry, ZoneType};
 use crate::{Codec, Error, PublicKeyMap};
 
@@ -248,7 +249,18 @@ pub fn apply(rec: &mut Record) -> Result<Hash32, Error> {
             .failures()
             .map(|(r, d)| format!("{r}: {d}"))
             .collect();
-        return Err(Error::Verification(msgs.join("; ")));
+        let zone_rules = [
+            Rule::AuthorityThreshold,
+            Rule::EntrySignatures,
+            Rule::EntryGrant,
+            Rule::RevocationDeny,
+        ];
+        let hint = if report.failed_rules().iter().all(|r| zone_rules.contains(r)) {
+            " (this revision changes a delegation: re-sign the zone in the draft first, `pozctl zone resign`)"
+        } else {
+            ""
+        };
+        return Err(Error::Verification(format!("{}{hint}", msgs.join("; "))));
     }
     *rec = candidate;
     Ok(h)
@@ -311,9 +323,7 @@ pub fn sign_entry(
     entry: &mut SignedEntry,
     key: &SigningKey,
 ) -> Result<u8, Error> {
-    if !rec.master.is_finalized() {
-        return Err(Error::Draft);
-    }
+    require_record_id(rec)?;
     let idx = delegation_index(rec, zone, entry_authority(entry), key)?;
     let digest = entry.digest(&rec.id(), zone);
     entry.add_signature(key.sign(idx, &digest));
@@ -421,6 +431,92 @@ pub fn insert_entry(rec: &mut Record, zone: ZoneType, entry: SignedEntry) -> Res
     }
     rec.zones.entry(zone).or_default().upsert(entry);
     Ok(())
+}
+
+/// Entry and authority digests name the record by its ID, which a genesis
+/// draft does not have yet; any later draft does (it never changes), so
+/// entries may be signed against a draft's delegation before it is applied.
+fn require_record_id(rec: &Record) -> Result<(), Error> {
+    if rec.master.is_genesis() && !rec.master.is_finalized() {
+        return Err(Error::Draft);
+    }
+    Ok(())
+}
+
+/// What `resign_zone` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resigned {
+    /// Signatures removed because their key no longer holds that authority.
+    pub dropped: usize,
+    /// Signatures added.
+    pub added: usize,
+    /// Entries (and the authority section) that still fall short of their
+    /// threshold afterwards.
+    pub short: usize,
+}
+
+/// Brings a zone in line with the delegation of `rec`'s master zone (a
+/// draft or a final record): drops signatures by keys that no longer hold
+/// the authority they signed with, and signs the authority section and
+/// every entry with each of `signers` that holds it. Entry digests do not
+/// change, so revocations keep naming their targets. This is how a
+/// delegation key is rotated in one revision: draft the new delegation,
+/// resign the zone with the new key, sign and apply the draft.
+pub fn resign_zone(
+    rec: &mut Record,
+    zone: ZoneType,
+    signers: &[&SigningKey],
+) -> Result<Resigned, Error> {
+    require_record_id(rec)?;
+    let d = rec
+        .master
+        .delegation(zone)
+        .ok_or(Error::NotDelegated { zone })?
+        .clone();
+    let id = rec.id();
+    let mut out = Resigned::default();
+    let index_for = |rec: &Record, members: &[Member], k: &SigningKey| {
+        rec.keys
+            .index_of(&k.public().id())
+            .filter(|i| members.iter().any(|m| m.key_idx == *i))
+    };
+    let mut fix = |rec: &Record,
+                   sigs: &mut Vec<crate::keys::Signature>,
+                   authority: Authority,
+                   digest: Hash32| {
+        let members = delegation_members(&d.keys, authority);
+        let before = sigs.len();
+        sigs.retain(|s| members.iter().any(|m| m.key_idx == s.key_idx));
+        out.dropped += before - sigs.len();
+        for k in signers {
+            if let Some(idx) = index_for(rec, &members, k) {
+                crate::keys::insert_signature(sigs, k.sign(idx, &digest));
+                out.added += 1;
+            }
+        }
+        let ok: Vec<u8> = sigs.iter().map(|s| s.key_idx).collect();
+        if !evaluate(&members, &ok).is_met() {
+            out.short += 1;
+        }
+    };
+    let snapshot = rec.clone();
+    if let Some(a) = rec.authorities.get_mut(&zone) {
+        let digest = a.signable_digest(&id);
+        fix(&snapshot, &mut a.signatures, Authority::Grant, digest);
+    }
+    if let Some(zs) = rec.zones.get_mut(&zone) {
+        for e in &mut zs.entries {
+            // Copies of other providers' bindings carry their issuers'
+            // signatures; they are not ours to change.
+            if entry_issuer(&snapshot, zone, e) != id {
+                continue;
+            }
+            let digest = e.digest(&id, zone);
+            let authority = entry_authority(e);
+            fix(&snapshot, &mut e.signatures, authority, digest);
+        }
+    }
+    Ok(out)
 }
 
 /// Creates or replaces a zone's authority section, signed by `signers`

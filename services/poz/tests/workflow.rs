@@ -242,3 +242,71 @@ fn a_user_record_keeps_copies_of_its_own_bindings_only() {
         })
     ));
 }
+
+#[test]
+fn rotating_an_identity_device_in_one_revision_keeps_bindings_and_revocations() {
+    let mut p = sample::provider().unwrap();
+    let k = provider_keys();
+    // Revoke a second binding with device A alone (deny 100).
+    let bob = sample::issue(
+        &p,
+        sample::user_id(2),
+        "bob",
+        T0 + 3_000,
+        0,
+        &[&k.device_a, &k.device_b],
+    )
+    .unwrap();
+    workflow::insert_entry(&mut p, ZoneType::IDENTITY, bob.clone()).unwrap();
+    let mut rev = workflow::new_revocation(
+        bob.digest(&p.id(), ZoneType::IDENTITY),
+        T0 + 4_000,
+        RevocationReason::KEY_COMPROMISE,
+    );
+    workflow::sign_entry(&p, ZoneType::IDENTITY, &mut rev, &k.device_a).unwrap();
+    workflow::insert_entry(&mut p, ZoneType::IDENTITY, rev).unwrap();
+    assert!(poz::verify_record(&p).is_complete());
+
+    // Device A is lost: replace it by device C.
+    let device_c = key(14);
+    let a_idx = p.keys.index_of(&k.device_a.public().id()).unwrap();
+    let mut d = workflow::draft(&p, T0 + 10_000).unwrap();
+    workflow::remove_delegation_key(&mut d, ZoneType::IDENTITY, a_idx).unwrap();
+    workflow::set_delegation_key(&mut d, ZoneType::IDENTITY, device_c.public(), 0, 50, 100)
+        .unwrap();
+    workflow::sign_draft(&mut d, &k.master).unwrap();
+    // Without re-signing, the zone no longer verifies and apply says why.
+    match workflow::apply(&mut d.clone()) {
+        Err(Error::Verification(msg)) => assert!(msg.contains("zone resign"), "{msg}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let r = workflow::resign_zone(&mut d, ZoneType::IDENTITY, &[&device_c, &k.device_b]).unwrap();
+    assert!(r.dropped > 0 && r.added > 0);
+    assert_eq!(r.short, 0);
+    workflow::apply(&mut d).unwrap();
+    let report = poz::verify_record(&d);
+    assert!(report.is_complete(), "{report:?}");
+
+    // alice still verifies; bob is still revoked; device A can no longer sign.
+    let vp = verify_and_accept(d.clone()).unwrap();
+    let alice = d.zones[&ZoneType::IDENTITY]
+        .entries
+        .iter()
+        .find(|e| e.body.windows(5).any(|w| w == b"alice"))
+        .unwrap();
+    verify_binding(&vp, alice, T0 + 20_000).unwrap();
+    let bob_now = d.zones[&ZoneType::IDENTITY]
+        .entries
+        .iter()
+        .find(|e| e.body.windows(3).any(|w| w == b"bob"))
+        .unwrap();
+    assert_eq!(
+        verify_binding(&vp, bob_now, T0 + 20_000).unwrap_err().rule,
+        Rule::BindingRevoked
+    );
+    let mut e = workflow::new_binding(&d, sample::user_id(3), "carol", T0 + 20_000, 0).unwrap();
+    assert!(matches!(
+        workflow::sign_entry(&d, ZoneType::IDENTITY, &mut e, &k.device_a),
+        Err(Error::NotAuthorizingKey { .. })
+    ));
+}

@@ -136,6 +136,24 @@ enum Cmd {
     /// Service Zone entries.
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// Whole-zone operations.
+    #[command(subcommand)]
+    Zone(ZoneCmd),
+}
+
+#[derive(Subcommand)]
+enum ZoneCmd {
+    /// Re-sign a zone (authority section and every entry) against the
+    /// delegation of a record or draft: signatures by keys that no longer
+    /// hold the authority are dropped, the given keys sign. Used to rotate
+    /// a delegation key within one revision.
+    Resign {
+        record: PathBuf,
+        #[arg(long)]
+        zone: String,
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -556,6 +574,27 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
                 "{zone} authority serial {} written",
                 rec.authorities[&zone].serial
             );
+        }
+        Cmd::Zone(ZoneCmd::Resign { record, zone, keys }) => {
+            let mut rec = read_record(&record)?;
+            let zone = parse_zone(&zone)?;
+            let ks = keys
+                .iter()
+                .map(|k| open_key(k, pass))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&poz::SigningKey> = ks.iter().collect();
+            let r = workflow::resign_zone(&mut rec, zone, &refs).map_err(lib)?;
+            write_record(&record, &rec)?;
+            println!(
+                "{zone} zone re-signed: {} signatures added, {} dropped (keys no longer delegated)",
+                r.added, r.dropped
+            );
+            if r.short > 0 {
+                println!(
+                    "{} items still short of their threshold: add more signers",
+                    r.short
+                );
+            }
         }
         Cmd::Service(ServiceCmd::Add {
             record,
