@@ -8,50 +8,16 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use criterion::{black_box, Criterion};
-use poz::sample::{self, provider_keys, T0};
+use poz::sample::{self, T0};
 use poz::verify::{verify_and_accept, verify_binding, VerifiedRecord};
-use poz::workflow;
-use poz::zone::{SignedEntry, ZoneType};
-use poz::{Codec, Hash32, Record};
+use poz::zone::SignedEntry;
+use poz::{Codec, Record};
 use std::time::{Duration, Instant};
 
 /// What a CHAIN answer carries: the provider's key map, master zone with
 /// its history from genesis, the identity authority; and one binding.
 fn chain() -> (Vec<u8>, SignedEntry) {
-    let k = provider_keys();
-    let mut rec = workflow::genesis(
-        &[workflow::GenesisKey {
-            public: k.master.public(),
-            group: 0,
-            value: 100,
-        }],
-        T0,
-    )
-    .unwrap();
-    workflow::sign_draft(&mut rec, &k.master).unwrap();
-    workflow::apply(&mut rec).unwrap();
-    let mut rec = workflow::draft(&rec, T0 + 1).unwrap();
-    workflow::set_delegation_key(
-        &mut rec,
-        ZoneType::IDENTITY,
-        k.device_a.public(),
-        0,
-        100,
-        100,
-    )
-    .unwrap();
-    workflow::sign_draft(&mut rec, &k.master).unwrap();
-    workflow::apply(&mut rec).unwrap();
-    workflow::set_authority(
-        &mut rec,
-        ZoneType::IDENTITY,
-        "social.example",
-        Hash32::ZERO,
-        T0 + 2,
-        &[&k.device_a],
-    )
-    .unwrap();
-    let b = sample::issue(&rec, sample::user_id(1), "alice", T0 + 3, 0, &[&k.device_a]).unwrap();
+    let (rec, b) = sample::chain_provider().unwrap();
     (rec.to_bytes(), b)
 }
 

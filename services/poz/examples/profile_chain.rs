@@ -10,51 +10,16 @@
 //! valgrind --tool=callgrind target/release/examples/profile_chain warm 200
 //! ```
 //! and the same with N = 0 to subtract the setup.
-use poz::sample::{self, provider_keys, T0};
+use poz::sample::{self, T0};
 use poz::verify::{verify_and_accept, verify_binding};
-use poz::workflow;
 use poz::zone::ZoneType;
-use poz::{Codec, Hash32, Record};
+use poz::{Codec, Record};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "chain".into());
     let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100);
-    let k = provider_keys();
-    let mut rec = workflow::genesis(
-        &[workflow::GenesisKey {
-            public: k.master.public(),
-            group: 0,
-            value: 100,
-        }],
-        T0,
-    )
-    .expect("genesis");
-    workflow::sign_draft(&mut rec, &k.master).expect("sign");
-    workflow::apply(&mut rec).expect("apply");
-    let mut rec = workflow::draft(&rec, T0 + 1).expect("draft");
-    workflow::set_delegation_key(
-        &mut rec,
-        ZoneType::IDENTITY,
-        k.device_a.public(),
-        0,
-        100,
-        100,
-    )
-    .expect("delegate");
-    workflow::sign_draft(&mut rec, &k.master).expect("sign");
-    workflow::apply(&mut rec).expect("apply");
-    workflow::set_authority(
-        &mut rec,
-        ZoneType::IDENTITY,
-        "social.example",
-        Hash32::ZERO,
-        T0 + 2,
-        &[&k.device_a],
-    )
-    .expect("authority");
-    let b =
-        sample::issue(&rec, sample::user_id(1), "alice", T0 + 3, 0, &[&k.device_a]).expect("issue");
+    let (rec, b) = sample::chain_provider().expect("sample chain");
     let bytes = rec.to_bytes();
     let key = rec.keys.get(1).expect("key").clone();
     let digest = b.digest(&rec.id(), ZoneType::IDENTITY);

@@ -269,3 +269,42 @@ pub fn issue(
     }
     Ok(e)
 }
+
+/// The smallest provider whose CHAIN answer is realistic: master key 10
+/// (100) through genesis and serial 2, identity delegated to device 11
+/// (grant 100, deny 100), the identity authority, and one binding "alice"
+/// signed by that device. Four signatures in all: the benchmark's case.
+pub fn chain_provider() -> Result<(Record, SignedEntry), Error> {
+    let k = provider_keys();
+    let mut rec = workflow::genesis(
+        &[GenesisKey {
+            public: k.master.public(),
+            group: 0,
+            value: 100,
+        }],
+        T0,
+    )?;
+    workflow::sign_draft(&mut rec, &k.master)?;
+    workflow::apply(&mut rec)?;
+    let mut rec = workflow::draft(&rec, T0 + 1)?;
+    workflow::set_delegation_key(
+        &mut rec,
+        ZoneType::IDENTITY,
+        k.device_a.public(),
+        0,
+        100,
+        100,
+    )?;
+    workflow::sign_draft(&mut rec, &k.master)?;
+    workflow::apply(&mut rec)?;
+    workflow::set_authority(
+        &mut rec,
+        ZoneType::IDENTITY,
+        "social.example",
+        Hash32::ZERO,
+        T0 + 2,
+        &[&k.device_a],
+    )?;
+    let b = issue(&rec, user_id(1), "alice", T0 + 3, 0, &[&k.device_a])?;
+    Ok((rec, b))
+}

@@ -200,23 +200,29 @@ pub fn sign_draft(rec: &mut Record, key: &SigningKey) -> Result<u8, Error> {
     Ok(idx)
 }
 
+/// Tallies the signatures that are by `members` and verify over `digest`
+/// (invalid or unauthorized ones simply count for nothing here; the
+/// verifier reports them).
+fn tally(
+    keys: &PublicKeyMap,
+    members: &[Member],
+    digest: &Hash32,
+    sigs: &[crate::keys::Signature],
+) -> Tally {
+    let ok: Vec<u8> = sigs
+        .iter()
+        .filter(|s| members.iter().any(|m| m.key_idx == s.key_idx))
+        .filter(|s| keys.get(s.key_idx).is_some_and(|k| k.verify(digest, s)))
+        .map(|s| s.key_idx)
+        .collect();
+    evaluate(members, &ok)
+}
+
 /// The current tally of a draft's valid signatures.
 pub fn draft_tally(rec: &Record) -> Result<Tally, Error> {
     let members = master_members(authorizing(rec));
     let digest = rec.master.signable_digest(&rec.keys)?;
-    let ok: Vec<u8> = rec
-        .master
-        .signatures
-        .iter()
-        .filter(|s| members.iter().any(|m| m.key_idx == s.key_idx))
-        .filter(|s| {
-            rec.keys
-                .get(s.key_idx)
-                .is_some_and(|k| k.verify(&digest, s))
-        })
-        .map(|s| s.key_idx)
-        .collect();
-    Ok(evaluate(&members, &ok))
+    Ok(tally(&rec.keys, &members, &digest, &rec.master.signatures))
 }
 
 /// Finalizes a draft once one group's threshold is met: drops nothing,
@@ -338,18 +344,7 @@ pub fn entry_tally(rec: &Record, zone: ZoneType, entry: &SignedEntry) -> Result<
         .ok_or(Error::NotDelegated { zone })?;
     let members = delegation_members(&d.keys, entry_authority(entry));
     let digest = entry.digest(&rec.id(), zone);
-    let ok: Vec<u8> = entry
-        .signatures
-        .iter()
-        .filter(|s| members.iter().any(|m| m.key_idx == s.key_idx))
-        .filter(|s| {
-            rec.keys
-                .get(s.key_idx)
-                .is_some_and(|k| k.verify(&digest, s))
-        })
-        .map(|s| s.key_idx)
-        .collect();
-    Ok(evaluate(&members, &ok))
+    Ok(tally(&rec.keys, &members, &digest, &entry.signatures))
 }
 
 /// Fails unless the entry's signatures meet its threshold.
