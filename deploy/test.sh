@@ -11,16 +11,17 @@ cargo fmt --all -- --check
 echo "== lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== tests"
 # One build serves clippy, the tests and the benchmark smoke run: same
 # profile, same features, so nothing is compiled twice.
+echo "== benchmarks compile and run once (figures come from cargo bench)"
+cargo test --workspace --locked --benches -- --test >/dev/null
+
+echo "== doc tests"
+cargo test --workspace --locked --doc
+
+echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-# Doc tests are not run by nextest.
-cargo test --workspace --locked --doc
-
-echo "== benchmarks compile and run once (figures come from cargo bench)"
-cargo test --workspace --locked --benches -- --test >/dev/null

@@ -13,6 +13,45 @@
 //! - [`verify`]: every validation rule, reported one by one.
 //! - [`workflow`]: genesis, draft / sign / apply, issue and revoke.
 //! - [`private`]: private keys sealed with a passphrase.
+//!
+//! A record owned by three keys (34/33/33, all three must act), revised
+//! and verified:
+//!
+//! ```
+//! use poz::workflow::{self, GenesisKey};
+//! use poz::{Codec, Record, SigningKey};
+//!
+//! let keys: Vec<SigningKey> = (1..=3).map(|n| SigningKey::from_seed(&[n; 32])).collect();
+//! let genesis: Vec<GenesisKey> = keys
+//!     .iter()
+//!     .zip([34, 33, 33])
+//!     .map(|(k, value)| GenesisKey { public: k.public(), group: 0, value })
+//!     .collect();
+//! let t0 = 1_767_225_600_000; // ms since the epoch: time is always an argument
+//! let mut rec = workflow::genesis(&genesis, t0)?;
+//! for k in &keys {
+//!     workflow::sign_draft(&mut rec, k)?;
+//! }
+//! workflow::apply(&mut rec)?;
+//!
+//! // Revision 2: two of three signatures are not enough.
+//! let mut draft = workflow::draft(&rec, t0 + 1)?;
+//! workflow::sign_draft(&mut draft, &keys[0])?;
+//! workflow::sign_draft(&mut draft, &keys[1])?;
+//! assert!(matches!(
+//!     workflow::apply(&mut draft.clone()),
+//!     Err(poz::Error::ThresholdNotMet { best: 67, .. })
+//! ));
+//! workflow::sign_draft(&mut draft, &keys[2])?;
+//! workflow::apply(&mut draft)?;
+//!
+//! // Bytes out, bytes in, every rule checked.
+//! let back = Record::from_bytes(&draft.to_bytes())?;
+//! let report = poz::verify_record(&back);
+//! assert!(report.is_complete());
+//! assert_eq!(back.id(), rec.id());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod codec;
