@@ -76,6 +76,8 @@ pub mod tag {
     pub const ENTRY_ID: &str = "POZ-v0 zone-entry";
     pub const SERVICE_HASH: &str = "POZ-v0 service";
     pub const PRIVATE_KEY_MAP_AAD: &str = "POZ-v0 private-key-map";
+    pub const POW_CHALLENGE: &str = "POZ-v0 pow-challenge";
+    pub const SUBMIT_REQUEST: &str = "POZ-v0 submit-request";
 }
 
 /// An incremental tagged SHA3-256.

@@ -59,11 +59,14 @@ pub mod entries;
 pub mod hash;
 pub mod keys;
 pub mod master;
+pub mod noise;
+pub mod pow;
 pub mod private;
 pub mod record;
 pub mod sample;
 pub mod threshold;
 pub mod verify;
+pub mod wire;
 pub mod workflow;
 pub mod zone;
 

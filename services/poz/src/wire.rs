@@ -1,0 +1,924 @@
+//! The POZ network protocol's frames and payloads (SPEC §14), sans I/O.
+//!
+//! A connection carries one request and one response. On 7074 the frames
+//! travel as they are; on 7075/7076 inside Noise NK messages (`noise`).
+
+use crate::codec::{read_str8, valid_str8, write_str8, Codec, DecodeError, Reader};
+use crate::entries::PoolHost;
+use crate::hash::Hash32;
+use crate::keys::{read_signatures, write_signatures, Signature};
+use crate::wire_enum;
+use crate::zone::{SignedEntry, ZoneType};
+
+/// The only protocol version.
+pub const VERSION: u8 = 0;
+/// Request header without PoW: version, type, id, PoW flag, payload length.
+pub const REQUEST_HEADER_LEN: usize = 7;
+/// PoW fields: challenge (16), timestamp (8), nonce (8).
+pub const POW_LEN: usize = 32;
+/// Response header: version, status, id, payload length.
+pub const RESPONSE_HEADER_LEN: usize = 8;
+/// A request must fit one Noise handshake message (65,535 bytes less the
+/// 32-byte ephemeral key and the 16-byte tag), on every port alike.
+pub const MAX_REQUEST_LEN: usize = 65_535 - 48;
+/// The largest response a client accepts (header excluded): a CHAIN or
+/// MASTER answer is a record; 16 MiB bounds what a hostile server can make
+/// a client buffer.
+pub const MAX_RESPONSE_PAYLOAD: usize = 16 * 1024 * 1024;
+
+wire_enum! {
+    /// Query (7074/7075) and submit (7076) types.
+    MessageType(u8) {
+        MASTER = 0x01 => "master",
+        MIRRORS = 0x02 => "mirrors",
+        SERIAL = 0x03 => "serial",
+        IDENTITY = 0x10 => "identity",
+        CHAIN = 0x11 => "chain",
+        ZONE = 0x12 => "zone",
+        CHALLENGE = 0x13 => "challenge",
+        SUBMIT_SIGNED = 0x20 => "submit_signed",
+        SUBMIT_REQUEST = 0x21 => "submit_request",
+        SUBMIT_STATUS = 0x22 => "submit_status",
+    }
+}
+
+impl MessageType {
+    /// Answered on the lookup ports 7074 and 7075.
+    pub fn is_query(self) -> bool {
+        matches!(self.0, 0x01..=0x03 | 0x10..=0x13)
+    }
+    /// Accepted on the submit port 7076 only.
+    pub fn is_submit(self) -> bool {
+        matches!(self.0, 0x20..=0x22)
+    }
+}
+
+wire_enum! {
+    /// Response status codes. Every code a client can receive is here.
+    Status(u8) {
+        OK = 0x00 => "OK",
+        NOT_FOUND = 0x01 => "NOT_FOUND",
+        POW_REQUIRED = 0x02 => "POW_REQUIRED",
+        BAD_REQUEST = 0x03 => "BAD_REQUEST",
+        UNSUPPORTED_VERSION = 0x04 => "UNSUPPORTED_VERSION",
+        WRONG_PORT = 0x05 => "WRONG_PORT",
+        RATE_LIMITED = 0x06 => "RATE_LIMITED",
+        UNAVAILABLE = 0x07 => "UNAVAILABLE",
+        CONFLICT = 0x08 => "CONFLICT",
+        UNAUTHORIZED = 0x09 => "UNAUTHORIZED",
+        TOO_LARGE = 0x0A => "TOO_LARGE",
+    }
+}
+
+/// A proof of work carried by a request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PowSolution {
+    pub challenge: [u8; 16],
+    /// The client's clock, ms since the epoch.
+    pub timestamp: u64,
+    pub nonce: u64,
+}
+
+/// A request frame.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Request {
+    pub message_type: MessageType,
+    pub request_id: u16,
+    pub pow: Option<PowSolution>,
+    pub payload: Vec<u8>,
+}
+
+/// Why a request frame could not be used, with what a server needs to
+/// answer it (the request id, when the header got that far).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("protocol version {version} is not supported (only 0)")]
+    UnsupportedVersion { version: u8, request_id: u16 },
+    #[error("request of {len} bytes exceeds the maximum of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed frame: {error}")]
+    Malformed {
+        request_id: Option<u16>,
+        error: DecodeError,
+    },
+}
+
+impl FrameError {
+    /// The status a server answers with.
+    pub fn status(&self) -> Status {
+        match self {
+            FrameError::UnsupportedVersion { .. } => Status::UNSUPPORTED_VERSION,
+            FrameError::TooLarge { .. } => Status::TOO_LARGE,
+            FrameError::Malformed { .. } => Status::BAD_REQUEST,
+        }
+    }
+
+    /// The request id to echo (0 when the header never arrived).
+    pub fn request_id(&self) -> u16 {
+        match self {
+            FrameError::UnsupportedVersion { request_id, .. } => *request_id,
+            FrameError::TooLarge { .. } => 0,
+            FrameError::Malformed { request_id, .. } => request_id.unwrap_or(0),
+        }
+    }
+}
+
+impl Request {
+    pub fn new(message_type: MessageType, request_id: u16, payload: Vec<u8>) -> Self {
+        Request {
+            message_type,
+            request_id,
+            pow: None,
+            payload,
+        }
+    }
+
+    /// Decides cheaply whether `buf` holds a whole request yet: `Ok(None)`
+    /// means read more, `Ok(Some(n))` means the frame is the first `n`
+    /// bytes. Fails as soon as the header shows the frame is unusable, so
+    /// a server never buffers more than `MAX_REQUEST_LEN` for one request.
+    pub fn check(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if buf[0] != VERSION {
+            let request_id = if buf.len() >= 4 {
+                u16::from_be_bytes([buf[2], buf[3]])
+            } else {
+                0
+            };
+            return Err(FrameError::UnsupportedVersion {
+                version: buf[0],
+                request_id,
+            });
+        }
+        if buf.len() < 5 {
+            return Ok(None);
+        }
+        let request_id = u16::from_be_bytes([buf[2], buf[3]]);
+        let pow_len = match buf[4] {
+            0 => 0,
+            1 => POW_LEN,
+            v => {
+                return Err(FrameError::Malformed {
+                    request_id: Some(request_id),
+                    error: DecodeError::InvalidValue {
+                        field: "request.pow_flag",
+                        offset: 4,
+                        value: v as u64,
+                    },
+                })
+            }
+        };
+        let len_at = 5 + pow_len;
+        if buf.len() < len_at + 2 {
+            return Ok(None);
+        }
+        let payload_len = u16::from_be_bytes([buf[len_at], buf[len_at + 1]]) as usize;
+        let total = len_at + 2 + payload_len;
+        if total > MAX_REQUEST_LEN {
+            return Err(FrameError::TooLarge {
+                len: total,
+                max: MAX_REQUEST_LEN,
+            });
+        }
+        Ok((buf.len() >= total).then_some(total))
+    }
+
+    /// Decodes exactly one whole request.
+    pub fn decode(buf: &[u8]) -> Result<Request, FrameError> {
+        let Some(total) = Request::check(buf)? else {
+            return Err(FrameError::Malformed {
+                request_id: (buf.len() >= 4).then(|| u16::from_be_bytes([buf[2], buf[3]])),
+                error: DecodeError::Truncated {
+                    field: "request",
+                    offset: buf.len(),
+                    needed: 1,
+                },
+            });
+        };
+        let request_id = u16::from_be_bytes([buf[2], buf[3]]);
+        if total != buf.len() {
+            return Err(FrameError::Malformed {
+                request_id: Some(request_id),
+                error: DecodeError::TrailingBytes {
+                    field: "request",
+                    offset: total,
+                    extra: buf.len() - total,
+                },
+            });
+        }
+        Request::from_bytes(buf).map_err(|error| FrameError::Malformed {
+            request_id: Some(request_id),
+            error,
+        })
+    }
+}
+
+impl Codec for Request {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        out.push(self.message_type.0);
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        match &self.pow {
+            Some(p) => {
+                out.push(1);
+                out.extend_from_slice(&p.challenge);
+                out.extend_from_slice(&p.timestamp.to_be_bytes());
+                out.extend_from_slice(&p.nonce.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(self.payload.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.payload);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let v = r.u8("request.version")?;
+        if v != VERSION {
+            return Err(DecodeError::InvalidValue {
+                field: "request.version",
+                offset: 0,
+                value: v as u64,
+            });
+        }
+        let message_type = MessageType(r.u8("request.type")?);
+        let request_id = r.u16("request.id")?;
+        let pow = match r.u8("request.pow_flag")? {
+            0 => None,
+            1 => Some(PowSolution {
+                challenge: r.array("request.pow.challenge")?,
+                timestamp: r.u64("request.pow.timestamp")?,
+                nonce: r.u64("request.pow.nonce")?,
+            }),
+            f => return Err(r.invalid("request.pow_flag", f as u64)),
+        };
+        let len = r.u16("request.payload_length")? as usize;
+        let payload = r.take(len, "request.payload")?.to_vec();
+        Ok(Request {
+            message_type,
+            request_id,
+            pow,
+            payload,
+        })
+    }
+}
+
+/// A response frame.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Response {
+    pub status: Status,
+    pub request_id: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Response {
+    pub fn ok(request_id: u16, payload: Vec<u8>) -> Self {
+        Response {
+            status: Status::OK,
+            request_id,
+            payload,
+        }
+    }
+
+    /// An error response with its detail payload.
+    pub fn error(status: Status, request_id: u16, retry_after_ms: u32, message: &str) -> Self {
+        Response {
+            status,
+            request_id,
+            payload: ErrorDetail::new(retry_after_ms, message).to_bytes(),
+        }
+    }
+
+    /// Like `Request::check`: `Ok(Some(n))` once the first `n` bytes are a
+    /// whole response; refuses a payload over `max_payload` from the header.
+    pub fn check(buf: &[u8], max_payload: usize) -> Result<Option<usize>, DecodeError> {
+        if buf.len() < RESPONSE_HEADER_LEN {
+            return Ok(None);
+        }
+        if buf[0] != VERSION {
+            return Err(DecodeError::InvalidValue {
+                field: "response.version",
+                offset: 0,
+                value: buf[0] as u64,
+            });
+        }
+        let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        if len > max_payload {
+            return Err(DecodeError::TooMany {
+                field: "response.payload_length",
+                offset: 4,
+                count: len as u64,
+                max: max_payload as u64,
+            });
+        }
+        let total = RESPONSE_HEADER_LEN + len;
+        Ok((buf.len() >= total).then_some(total))
+    }
+}
+
+impl Codec for Response {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        out.push(self.status.0);
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        out.extend_from_slice(&(self.payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.payload);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let v = r.u8("response.version")?;
+        if v != VERSION {
+            return Err(DecodeError::InvalidValue {
+                field: "response.version",
+                offset: 0,
+                value: v as u64,
+            });
+        }
+        let status = Status(r.u8("response.status")?);
+        let request_id = r.u16("response.id")?;
+        let len = r.u32("response.payload_length")? as usize;
+        if len > MAX_RESPONSE_PAYLOAD {
+            return Err(r.invalid("response.payload_length", len as u64));
+        }
+        let payload = r.take(len, "response.payload")?.to_vec();
+        Ok(Response {
+            status,
+            request_id,
+            payload,
+        })
+    }
+}
+
+/// The payload of every error status except POW_REQUIRED.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ErrorDetail {
+    /// When to try again, in ms (0: not a retryable condition).
+    pub retry_after_ms: u32,
+    pub message: String,
+}
+
+impl ErrorDetail {
+    pub fn new(retry_after_ms: u32, message: &str) -> Self {
+        let mut m = message.replace(|c: char| c.is_control(), " ");
+        while m.len() > 255 {
+            m.pop();
+        }
+        ErrorDetail {
+            retry_after_ms,
+            message: m,
+        }
+    }
+}
+
+impl Codec for ErrorDetail {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.retry_after_ms.to_be_bytes());
+        write_str8(out, &self.message);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ErrorDetail {
+            retry_after_ms: r.u32("error.retry_after_ms")?,
+            message: read_str8(r, "error.message")?,
+        })
+    }
+}
+
+/// A domain name as queries carry it: 1..=253 bytes, lowercase ASCII
+/// letters, digits, '-', '.' (so one name has one spelling).
+pub fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !d.starts_with('.')
+        && !d.ends_with('.')
+        && !d.contains("..")
+}
+
+fn read_domain(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    let at = r.offset();
+    let d = read_str8(r, "query.domain")?;
+    if !valid_domain(&d) {
+        return Err(DecodeError::InvalidText {
+            field: "query.domain",
+            offset: at,
+        });
+    }
+    Ok(d)
+}
+
+/// MASTER, MIRRORS, SERIAL: which record, by domain.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DomainQuery {
+    pub domain: String,
+}
+
+impl Codec for DomainQuery {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.domain);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(DomainQuery {
+            domain: read_domain(r)?,
+        })
+    }
+}
+
+/// IDENTITY, CHAIN: a handle within a domain's Identity Zone.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct IdentityQuery {
+    pub domain: String,
+    pub handle: String,
+}
+
+impl Codec for IdentityQuery {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.domain);
+        write_str8(out, &self.handle);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let domain = read_domain(r)?;
+        let at = r.offset();
+        let handle = read_str8(r, "query.handle")?;
+        if handle.is_empty() || handle.len() > crate::entries::MAX_HANDLE {
+            return Err(DecodeError::InvalidText {
+                field: "query.handle",
+                offset: at,
+            });
+        }
+        Ok(IdentityQuery { domain, handle })
+    }
+}
+
+/// Entries per ZONE page at most.
+pub const MAX_ZONE_PAGE: u16 = 1000;
+
+/// ZONE: a page of a zone's entries, in ascending digest order, starting
+/// after `after` (zero: from the start). `limit` = 1 with `after` set to
+/// the predecessor addresses one entry by key.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ZoneQuery {
+    pub domain: String,
+    pub zone_type: ZoneType,
+    pub after: Hash32,
+    pub limit: u16,
+}
+
+impl Codec for ZoneQuery {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.domain);
+        out.push(self.zone_type.0);
+        self.after.encode(out);
+        out.extend_from_slice(&self.limit.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let domain = read_domain(r)?;
+        let zone_type = ZoneType(r.u8("zone_query.zone_type")?);
+        if !zone_type.is_known() {
+            return Err(r.invalid("zone_query.zone_type", zone_type.0 as u64));
+        }
+        let after = Hash32::read(r)?;
+        let limit = r.u16("zone_query.limit")?;
+        if limit == 0 || limit > MAX_ZONE_PAGE {
+            return Err(r.invalid("zone_query.limit", limit as u64));
+        }
+        Ok(ZoneQuery {
+            domain,
+            zone_type,
+            after,
+            limit,
+        })
+    }
+}
+
+/// SERIAL answer: the cheap freshness check.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SerialAnswer {
+    pub record_id: Hash32,
+    pub serial: u32,
+    pub current_master_hash: Hash32,
+    pub timestamp: u64,
+}
+
+impl Codec for SerialAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.record_id.encode(out);
+        out.extend_from_slice(&self.serial.to_be_bytes());
+        self.current_master_hash.encode(out);
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(SerialAnswer {
+            record_id: Hash32::read(r)?,
+            serial: r.u32("serial.serial")?,
+            current_master_hash: Hash32::read(r)?,
+            timestamp: r.u64("serial.timestamp")?,
+        })
+    }
+}
+
+/// MIRRORS answer: servers known to carry the record (unsigned: a server
+/// may lie about mirrors, never about data).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MirrorsAnswer {
+    pub hosts: Vec<PoolHost>,
+}
+
+impl Codec for MirrorsAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.hosts.len() as u8);
+        for h in &self.hosts {
+            h.encode(out);
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let n = r.u8("mirrors.count")? as usize;
+        let mut hosts = Vec::with_capacity(n.min(r.left()));
+        for _ in 0..n {
+            hosts.push(PoolHost::read(r)?);
+        }
+        Ok(MirrorsAnswer { hosts })
+    }
+}
+
+/// IDENTITY answer: the binding, and the provider's revocation of it if
+/// there is one (a server that omits it serves stale data; CHAIN from the
+/// provider settles it).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct IdentityAnswer {
+    pub binding: SignedEntry,
+    pub revocation: Option<SignedEntry>,
+}
+
+impl Codec for IdentityAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.binding.encode(out);
+        match &self.revocation {
+            Some(r) => {
+                out.push(1);
+                r.encode(out);
+            }
+            None => out.push(0),
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let binding = SignedEntry::read(r)?;
+        let revocation = match r.u8("identity.has_revocation")? {
+            0 => None,
+            1 => Some(SignedEntry::read(r)?),
+            v => return Err(r.invalid("identity.has_revocation", v as u64)),
+        };
+        Ok(IdentityAnswer {
+            binding,
+            revocation,
+        })
+    }
+}
+
+/// ZONE answer: a page of entries and the cursor for the next one.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ZoneAnswer {
+    pub entries: Vec<SignedEntry>,
+    /// Zero when this page is the last.
+    pub next: Hash32,
+}
+
+impl Codec for ZoneAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for e in &self.entries {
+            e.encode(out);
+        }
+        self.next.encode(out);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let n = r.u32("zone_answer.count")? as usize;
+        if n > MAX_ZONE_PAGE as usize {
+            return Err(r.invalid("zone_answer.count", n as u64));
+        }
+        let mut entries = Vec::with_capacity(n.min(r.left() / 6));
+        for _ in 0..n {
+            entries.push(SignedEntry::read(r)?);
+        }
+        Ok(ZoneAnswer {
+            entries,
+            next: Hash32::read(r)?,
+        })
+    }
+}
+
+/// CHALLENGE answer, also carried by POW_REQUIRED.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Challenge {
+    /// Leading zero bits the solution's hash must have.
+    pub difficulty: u8,
+    pub challenge: [u8; 16],
+    /// When the server stops accepting it, ms since the epoch.
+    pub expires_at: u64,
+}
+
+impl Codec for Challenge {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.difficulty);
+        out.extend_from_slice(&self.challenge);
+        out.extend_from_slice(&self.expires_at.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Challenge {
+            difficulty: r.u8("challenge.difficulty")?,
+            challenge: r.array("challenge.challenge")?,
+            expires_at: r.u64("challenge.expires_at")?,
+        })
+    }
+}
+
+wire_enum! {
+    /// Why POW_REQUIRED was sent.
+    PowReason(u8) {
+        REQUIRED = 0x00 => "required",
+        INVALID = 0x01 => "invalid",
+        EXPIRED = 0x02 => "expired",
+        REPLAYED = 0x03 => "replayed",
+        INSUFFICIENT = 0x04 => "insufficient",
+    }
+}
+
+/// POW_REQUIRED payload: why, and a fresh challenge to solve at once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PowRequired {
+    pub reason: PowReason,
+    pub challenge: Challenge,
+}
+
+impl Codec for PowRequired {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.reason.0);
+        self.challenge.encode(out);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(PowRequired {
+            reason: PowReason(r.u8("pow_required.reason")?),
+            challenge: Challenge::read(r)?,
+        })
+    }
+}
+
+wire_enum! {
+    /// What SUBMIT_SIGNED carries.
+    SubmitKind(u8) {
+        /// A whole record whose master zone is the next revision.
+        RECORD = 0x01 => "record",
+        /// One signed zone entry for the record of `domain`.
+        ENTRY = 0x02 => "entry",
+    }
+}
+
+/// SUBMIT_SIGNED: a fully signed update, pushed to its authority.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum SubmitSigned {
+    Record {
+        domain: String,
+        record: Vec<u8>,
+    },
+    Entry {
+        domain: String,
+        zone_type: ZoneType,
+        entry: SignedEntry,
+    },
+}
+
+impl Codec for SubmitSigned {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            SubmitSigned::Record { domain, record } => {
+                out.push(SubmitKind::RECORD.0);
+                write_str8(out, domain);
+                out.extend_from_slice(record);
+            }
+            SubmitSigned::Entry {
+                domain,
+                zone_type,
+                entry,
+            } => {
+                out.push(SubmitKind::ENTRY.0);
+                write_str8(out, domain);
+                out.push(zone_type.0);
+                entry.encode(out);
+            }
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let kind = SubmitKind(r.u8("submit.kind")?);
+        let domain = read_domain(r)?;
+        match kind {
+            SubmitKind::RECORD => Ok(SubmitSigned::Record {
+                domain,
+                record: r.rest().to_vec(),
+            }),
+            SubmitKind::ENTRY => {
+                let zone_type = ZoneType(r.u8("submit.zone_type")?);
+                if !zone_type.is_known() {
+                    return Err(r.invalid("submit.zone_type", zone_type.0 as u64));
+                }
+                Ok(SubmitSigned::Entry {
+                    domain,
+                    zone_type,
+                    entry: SignedEntry::read(r)?,
+                })
+            }
+            other => Err(r.invalid("submit.kind", other.0 as u64)),
+        }
+    }
+}
+
+/// SUBMIT_REQUEST: ask a provider to issue a binding `handle` -> `subject`.
+/// `proof` is the subject record's master keys signing
+/// `H("POZ-v0 submit-request", domain ‖ handle ‖ subject)` to threshold, so
+/// only the holder of a record can ask for a binding to it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SubmitRequest {
+    pub domain: String,
+    pub handle: String,
+    pub subject: Hash32,
+    pub proof: Vec<Signature>,
+}
+
+impl SubmitRequest {
+    /// The digest the subject's keys sign.
+    pub fn digest(&self) -> Hash32 {
+        let mut b = Vec::with_capacity(64 + self.domain.len() + self.handle.len());
+        write_str8(&mut b, &self.domain);
+        write_str8(&mut b, &self.handle);
+        self.subject.encode(&mut b);
+        crate::hash::tagged_hash(crate::hash::tag::SUBMIT_REQUEST, &[&b])
+    }
+}
+
+impl Codec for SubmitRequest {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.domain);
+        write_str8(out, &self.handle);
+        self.subject.encode(out);
+        write_signatures(out, &self.proof);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let domain = read_domain(r)?;
+        let at = r.offset();
+        let handle = read_str8(r, "submit_request.handle")?;
+        if handle.is_empty() || handle.len() > crate::entries::MAX_HANDLE || !valid_str8(&handle) {
+            return Err(DecodeError::InvalidText {
+                field: "submit_request.handle",
+                offset: at,
+            });
+        }
+        Ok(SubmitRequest {
+            domain,
+            handle,
+            subject: Hash32::read(r)?,
+            proof: read_signatures(r, "submit_request.proof")?,
+        })
+    }
+}
+
+/// SUBMIT_SIGNED / SUBMIT_REQUEST answer: the submission's ticket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SubmitTicket {
+    pub submission_id: [u8; 16],
+    pub state: SubmissionState,
+}
+
+wire_enum! {
+    SubmissionState(u8) {
+        /// Stored and committed (SUBMIT_SIGNED acknowledges only this).
+        COMMITTED = 0x00 => "committed",
+        /// Queued for the authority's decision.
+        PENDING = 0x01 => "pending",
+        /// Issued: SUBMIT_STATUS carries the signed entry.
+        ISSUED = 0x02 => "issued",
+        /// Refused by the authority's policy.
+        REFUSED = 0x03 => "refused",
+    }
+}
+
+impl Codec for SubmitTicket {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.submission_id);
+        out.push(self.state.0);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let submission_id = r.array("ticket.id")?;
+        let state = SubmissionState(r.u8("ticket.state")?);
+        if !state.is_known() {
+            return Err(r.invalid("ticket.state", state.0 as u64));
+        }
+        Ok(SubmitTicket {
+            submission_id,
+            state,
+        })
+    }
+}
+
+/// SUBMIT_STATUS request: which submission.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct StatusQuery {
+    pub submission_id: [u8; 16],
+}
+
+impl Codec for StatusQuery {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.submission_id);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(StatusQuery {
+            submission_id: r.array("status.id")?,
+        })
+    }
+}
+
+/// SUBMIT_STATUS answer.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StatusAnswer {
+    pub ticket: SubmitTicket,
+    /// The issued entry, when the state is ISSUED.
+    pub entry: Option<SignedEntry>,
+    pub message: String,
+}
+
+impl Codec for StatusAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.ticket.encode(out);
+        match &self.entry {
+            Some(e) => {
+                out.push(1);
+                e.encode(out);
+            }
+            None => out.push(0),
+        }
+        write_str8(out, &self.message);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let ticket = SubmitTicket::read(r)?;
+        let entry = match r.u8("status.has_entry")? {
+            0 => None,
+            1 => Some(SignedEntry::read(r)?),
+            v => return Err(r.invalid("status.has_entry", v as u64)),
+        };
+        Ok(StatusAnswer {
+            ticket,
+            entry,
+            message: read_str8(r, "status.message")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip_and_check() {
+        let mut q = Request::new(
+            MessageType::IDENTITY,
+            0xBEEF,
+            IdentityQuery {
+                domain: "social.example".into(),
+                handle: "alice".into(),
+            }
+            .to_bytes(),
+        );
+        q.pow = Some(PowSolution {
+            challenge: [7; 16],
+            timestamp: 5,
+            nonce: 9,
+        });
+        let b = q.to_bytes();
+        for i in 0..b.len() {
+            assert_eq!(Request::check(&b[..i]).unwrap(), None, "prefix {i}");
+        }
+        assert_eq!(Request::check(&b).unwrap(), Some(b.len()));
+        assert_eq!(Request::decode(&b).unwrap(), q);
+        let mut extra = b.clone();
+        extra.push(0);
+        assert!(matches!(
+            Request::decode(&extra),
+            Err(FrameError::Malformed {
+                request_id: Some(0xBEEF),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn wrong_version_keeps_the_request_id() {
+        let e = Request::check(&[1, 0x10, 0x12, 0x34, 0]).unwrap_err();
+        assert_eq!(e.status(), Status::UNSUPPORTED_VERSION);
+        assert_eq!(e.request_id(), 0x1234);
+    }
+
+    #[test]
+    fn domains_have_one_spelling() {
+        assert!(valid_domain("social.example"));
+        for d in ["", "Social.example", "a..b", ".a", "a.", "a b", "é.example"] {
+            assert!(!valid_domain(d), "{d:?}");
+        }
+    }
+}
