@@ -56,6 +56,7 @@
 
 pub mod codec;
 pub mod entries;
+pub mod gate;
 pub mod hash;
 pub mod keys;
 pub mod master;
@@ -64,6 +65,7 @@ pub mod pow;
 pub mod private;
 pub mod record;
 pub mod sample;
+pub mod serve;
 pub mod threshold;
 pub mod verify;
 pub mod wire;

@@ -1,0 +1,271 @@
+//! Answers to every query type, built from records held in memory (SPEC
+//! §14.3), sans I/O. The fleet's store answers the same queries from
+//! Postgres; this is the reference for what each answer contains, and what
+//! the embedded server and the tests serve.
+
+use crate::codec::Codec;
+use crate::entries::{EntryBody, PoolHost};
+use crate::hash::Hash32;
+use crate::record::Record;
+use crate::wire::{
+    DomainQuery, IdentityAnswer, IdentityQuery, MessageType, MirrorsAnswer, Request, Response,
+    SerialAnswer, Status, ZoneAnswer, ZoneQuery,
+};
+use crate::zone::{EntryKind, SignedEntry, ZoneSection, ZoneType};
+use std::collections::BTreeMap;
+
+/// A record as served: its bytes and an index of its identity bindings.
+#[derive(Clone, Debug)]
+pub struct ServedRecord {
+    pub record: Record,
+    /// The servers known to carry it (MIRRORS).
+    pub mirrors: Vec<PoolHost>,
+    bindings: BTreeMap<String, (SignedEntry, Option<SignedEntry>)>,
+}
+
+impl ServedRecord {
+    /// Indexes a record's identity zone by handle. Where a handle was
+    /// issued more than once, the latest issue wins.
+    pub fn new(record: Record, mirrors: Vec<PoolHost>) -> Self {
+        let id = record.id();
+        let mut bindings: BTreeMap<String, (SignedEntry, Option<SignedEntry>, u64)> =
+            BTreeMap::new();
+        let mut revocations: BTreeMap<Hash32, SignedEntry> = BTreeMap::new();
+        if let Some(zs) = record.zones.get(&ZoneType::IDENTITY) {
+            for e in &zs.entries {
+                match EntryBody::decode(ZoneType::IDENTITY, e.kind, &e.body) {
+                    Ok(EntryBody::Binding(b)) if b.issuer == id => {
+                        if bindings
+                            .get(&b.handle)
+                            .is_none_or(|(_, _, t)| *t <= b.issued_at)
+                        {
+                            bindings.insert(b.handle.clone(), (e.clone(), None, b.issued_at));
+                        }
+                    }
+                    Ok(EntryBody::Revocation(r)) => {
+                        revocations.insert(r.target, e.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let bindings = bindings
+            .into_iter()
+            .map(|(h, (e, _, _))| {
+                let rev = revocations.get(&e.digest(&id, ZoneType::IDENTITY)).cloned();
+                (h, (e, rev))
+            })
+            .collect();
+        ServedRecord {
+            record,
+            mirrors,
+            bindings,
+        }
+    }
+
+    /// MASTER: the record without its Identity Zone entries (a provider's
+    /// may hold millions; IDENTITY and CHAIN serve them one by one) and
+    /// without its Private Key Map.
+    pub fn master_answer(&self) -> Vec<u8> {
+        let mut r = self.record.clone();
+        r.private_keys = None;
+        r.zones.remove(&ZoneType::IDENTITY);
+        r.to_bytes()
+    }
+
+    /// CHAIN: everything needed to verify one binding from genesis: key
+    /// map, master zone and history, the identity authority, and an
+    /// Identity Zone holding just the binding and its revocation, if any.
+    pub fn chain_answer(&self, handle: &str) -> Option<Vec<u8>> {
+        let (binding, revocation) = self.bindings.get(handle)?;
+        let mut r = Record::new(self.record.keys.clone(), self.record.master.clone());
+        r.history = self.record.history.clone();
+        if let Some(a) = self.record.authorities.get(&ZoneType::IDENTITY) {
+            r.authorities.insert(ZoneType::IDENTITY, a.clone());
+        }
+        let mut zs = ZoneSection::default();
+        zs.upsert(binding.clone());
+        if let Some(rev) = revocation {
+            zs.upsert(rev.clone());
+        }
+        r.zones.insert(ZoneType::IDENTITY, zs);
+        Some(r.to_bytes())
+    }
+
+    pub fn identity_answer(&self, handle: &str) -> Option<IdentityAnswer> {
+        self.bindings.get(handle).map(|(b, r)| IdentityAnswer {
+            binding: b.clone(),
+            revocation: r.clone(),
+        })
+    }
+
+    pub fn serial_answer(&self) -> SerialAnswer {
+        SerialAnswer {
+            record_id: self.record.id(),
+            serial: self.record.master.serial,
+            current_master_hash: self.record.master.current_master_hash,
+            timestamp: self.record.master.timestamp,
+        }
+    }
+
+    /// ZONE: entries in ascending digest order after `after`.
+    pub fn zone_answer(&self, q: &ZoneQuery) -> Option<ZoneAnswer> {
+        let zs = self.record.zones.get(&q.zone_type)?;
+        let id = self.record.id();
+        let mut keyed: Vec<(Hash32, &SignedEntry)> = zs
+            .entries
+            .iter()
+            .map(|e| {
+                let issuer = if q.zone_type == ZoneType::IDENTITY && e.kind == EntryKind::GRANT {
+                    crate::entries::IdentityBinding::from_bytes(&e.body)
+                        .map(|b| b.issuer)
+                        .unwrap_or(id)
+                } else {
+                    id
+                };
+                (e.digest(&issuer, q.zone_type), e)
+            })
+            .filter(|(d, _)| *d > q.after)
+            .collect();
+        keyed.sort_by_key(|(d, _)| *d);
+        let more = keyed.len() > q.limit as usize;
+        keyed.truncate(q.limit as usize);
+        Some(ZoneAnswer {
+            next: if more {
+                keyed.last().map(|(d, _)| *d).unwrap_or_default()
+            } else {
+                Hash32::ZERO
+            },
+            entries: keyed.into_iter().map(|(_, e)| e.clone()).collect(),
+        })
+    }
+}
+
+/// Records served by domain.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub by_domain: BTreeMap<String, ServedRecord>,
+}
+
+impl Catalog {
+    pub fn insert(&mut self, domain: &str, rec: ServedRecord) {
+        self.by_domain.insert(domain.to_owned(), rec);
+    }
+
+    /// Answers an admitted query (the gate has already checked the port,
+    /// the PoW and answered CHALLENGE).
+    pub fn answer(&self, req: &Request) -> Response {
+        let id = req.request_id;
+        let bad = |e: crate::codec::DecodeError| {
+            Response::error(Status::BAD_REQUEST, id, 0, &format!("payload: {e}"))
+        };
+        let not_found = |what: &str| Response::error(Status::NOT_FOUND, id, 0, what);
+        let rec = |d: &str| self.by_domain.get(d);
+        match req.message_type {
+            MessageType::MASTER | MessageType::SERIAL | MessageType::MIRRORS => {
+                let q = match DomainQuery::from_bytes(&req.payload) {
+                    Ok(q) => q,
+                    Err(e) => return bad(e),
+                };
+                let Some(r) = rec(&q.domain) else {
+                    return not_found("no record for this domain");
+                };
+                let payload = match req.message_type {
+                    MessageType::MASTER => r.master_answer(),
+                    MessageType::SERIAL => r.serial_answer().to_bytes(),
+                    _ => MirrorsAnswer {
+                        hosts: r.mirrors.clone(),
+                    }
+                    .to_bytes(),
+                };
+                Response::ok(id, payload)
+            }
+            MessageType::IDENTITY | MessageType::CHAIN => {
+                let q = match IdentityQuery::from_bytes(&req.payload) {
+                    Ok(q) => q,
+                    Err(e) => return bad(e),
+                };
+                let Some(r) = rec(&q.domain) else {
+                    return not_found("no record for this domain");
+                };
+                let answer = if req.message_type == MessageType::IDENTITY {
+                    r.identity_answer(&q.handle).map(|a| a.to_bytes())
+                } else {
+                    r.chain_answer(&q.handle)
+                };
+                match answer {
+                    Some(p) => Response::ok(id, p),
+                    None => not_found("no binding for this handle"),
+                }
+            }
+            MessageType::ZONE => {
+                let q = match ZoneQuery::from_bytes(&req.payload) {
+                    Ok(q) => q,
+                    Err(e) => return bad(e),
+                };
+                match rec(&q.domain).and_then(|r| r.zone_answer(&q)) {
+                    Some(a) => Response::ok(id, a.to_bytes()),
+                    None => not_found("no such record or zone"),
+                }
+            }
+            other => Response::error(
+                Status::WRONG_PORT,
+                id,
+                0,
+                &format!("{other} is not a query"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample;
+    use crate::verify::{verify_and_accept, verify_binding};
+
+    #[test]
+    fn chain_answer_verifies_on_its_own() {
+        let p = sample::provider().unwrap();
+        let s = ServedRecord::new(p, vec![]);
+        let bytes = s.chain_answer("alice").unwrap();
+        let r = Record::from_bytes(&bytes).unwrap();
+        let vr = verify_and_accept(r).unwrap();
+        assert!(vr.complete);
+        let e = &vr.record.zones[&ZoneType::IDENTITY].entries[0];
+        let b = verify_binding(&vr, e, sample::T0 + 10_000).unwrap();
+        assert_eq!(b.binding.handle, "alice");
+        assert_eq!(b.namespace, "social.example");
+        assert!(s.chain_answer("nobody").is_none());
+    }
+
+    #[test]
+    fn master_answer_has_no_identity_zone() {
+        let s = ServedRecord::new(sample::provider().unwrap(), vec![]);
+        let r = Record::from_bytes(&s.master_answer()).unwrap();
+        assert!(!r.zones.contains_key(&ZoneType::IDENTITY));
+        assert!(crate::verify_record(&r).is_complete());
+    }
+
+    #[test]
+    fn zone_paging_walks_every_entry_once() {
+        let s = ServedRecord::new(sample::provider().unwrap(), vec![]);
+        let mut after = Hash32::ZERO;
+        let mut seen = 0;
+        loop {
+            let q = ZoneQuery {
+                domain: "x.example".into(),
+                zone_type: ZoneType::SERVICE,
+                after,
+                limit: 1,
+            };
+            let a = s.zone_answer(&q).unwrap();
+            seen += a.entries.len();
+            if a.next.is_zero() {
+                break;
+            }
+            after = a.next;
+        }
+        assert_eq!(seen, 4);
+    }
+}
