@@ -1,0 +1,607 @@
+//! The POZ client: lookups on 7074 (plain) and 7075 (Noise NK),
+//! submissions on 7076; proof of work on demand; timeouts, retries with
+//! exponential backoff and jitter; pool hosts by priority and weight;
+//! discovery through DNS and the well-known file; and verification of
+//! every answer before the caller sees it.
+//!
+//! Connection discipline follows what the seed's protocol pages prescribe:
+//! one connection per question, a connect timeout, a handshake/read
+//! timeout on the whole exchange, capped backoff (1 s, 2 s, 4 s … at most
+//! 30 s, with jitter), and a hard cap on what a server can make us buffer.
+#![forbid(unsafe_code)]
+
+pub mod discovery;
+
+use poz::codec::Codec;
+use poz::entries::{Encryption, PoolHost, ServiceEntry};
+use poz::noise::{length_prefixed, split_message, NkInitiator, NoiseError};
+use poz::pow::solve;
+use poz::verify::{verify_and_accept, verify_binding, VerifiedBinding, VerifiedRecord};
+use poz::wire::{
+    DomainQuery, ErrorDetail, IdentityQuery, MessageType, PowRequired, Request, Response,
+    SerialAnswer, Status, MAX_RESPONSE_PAYLOAD,
+};
+use poz::zone::ZoneType;
+use poz::{Hash32, Record};
+use rand_core::RngCore;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How the client talks to one server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Security {
+    /// Port 7074: no encryption (answers are self-verifying).
+    Plain,
+    /// Ports 7075/7076: Noise NK to this X25519 server key.
+    Noise([u8; 32]),
+}
+
+/// One server to ask.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub security: Security,
+}
+
+/// Client settings. Defaults follow the seed's connection discipline.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub connect_timeout: Duration,
+    /// Handshake, request and response together.
+    pub exchange_timeout: Duration,
+    /// Attempts per endpoint for retryable failures (at least 1).
+    pub attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// The hardest proof of work the caller is willing to do.
+    pub max_pow_difficulty: u8,
+    pub max_response: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            exchange_timeout: Duration::from_secs(10),
+            attempts: 3,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            max_pow_difficulty: 24,
+            max_response: MAX_RESPONSE_PAYLOAD,
+        }
+    }
+}
+
+/// Everything that can go wrong, by kind, so callers can react.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{stage} with {addr} timed out after {after:?}")]
+    Timeout {
+        addr: SocketAddr,
+        stage: &'static str,
+        after: Duration,
+    },
+    #[error("talking to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("noise with {addr}: {source}")]
+    Noise {
+        addr: SocketAddr,
+        source: NoiseError,
+    },
+    #[error("{addr} sent a malformed response: {detail}")]
+    Malformed { addr: SocketAddr, detail: String },
+    #[error("{addr} answered {status}: {message}")]
+    Status {
+        addr: SocketAddr,
+        status: Status,
+        message: String,
+        retry_after_ms: u32,
+    },
+    #[error("{addr} asks for proof of work of difficulty {difficulty}; the limit is {allowed}")]
+    PowTooHard {
+        addr: SocketAddr,
+        difficulty: u8,
+        allowed: u8,
+    },
+    #[error("the answer does not verify: {0}")]
+    Invalid(String),
+    #[error(
+        "stale answer: serial {served} of record {record_id}, but serial {seen} was already seen"
+    )]
+    Stale {
+        record_id: Hash32,
+        seen: u32,
+        served: u32,
+    },
+    #[error("record {got} is not the record {pinned} that {source_name} pins")]
+    PinMismatch {
+        pinned: Hash32,
+        got: Hash32,
+        source_name: &'static str,
+    },
+    #[error("discovery of {domain}: {detail}")]
+    Discovery { domain: String, detail: String },
+    #[error("no endpoint answered: {0}")]
+    Exhausted(String),
+}
+
+impl ClientError {
+    /// Whether another attempt (same or next endpoint) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Timeout { .. } | ClientError::Io { .. } => {
+                true
+            }
+            ClientError::Status { status, .. } => {
+                matches!(*status, Status::RATE_LIMITED | Status::UNAVAILABLE)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The async client.
+#[derive(Debug)]
+pub struct Client {
+    pub config: ClientConfig,
+    next_id: Mutex<u16>,
+    /// Highest serial seen per record: a server serving less is stale.
+    seen: Mutex<HashMap<Hash32, u32>>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new(ClientConfig::default())
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Self {
+        let mut seed = [0u8; 2];
+        rand_core::OsRng.fill_bytes(&mut seed);
+        Client {
+            config,
+            next_id: Mutex::new(u16::from_be_bytes(seed)),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn request_id(&self) -> u16 {
+        let mut g = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+        *g = g.wrapping_add(1);
+        *g
+    }
+
+    /// One connection, one request, one response. No retries.
+    pub async fn exchange_once(
+        &self,
+        ep: &Endpoint,
+        req: &Request,
+    ) -> Result<Response, ClientError> {
+        let addr = ep.addr;
+        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr,
+                stage: "connect",
+                after: self.config.connect_timeout,
+            })?
+            .map_err(|source| ClientError::Connect { addr, source })?;
+        let _ = stream.set_nodelay(true);
+        let work = async {
+            match ep.security {
+                Security::Plain => self.plain(stream, addr, req).await,
+                Security::Noise(key) => self.noise(stream, addr, &key, req).await,
+            }
+        };
+        let resp = tokio::time::timeout(self.config.exchange_timeout, work)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr,
+                stage: "exchange",
+                after: self.config.exchange_timeout,
+            })??;
+        if resp.request_id != req.request_id && resp.status != Status::UNSUPPORTED_VERSION {
+            return Err(ClientError::Malformed {
+                addr,
+                detail: format!(
+                    "request id {} answered as {}",
+                    req.request_id, resp.request_id
+                ),
+            });
+        }
+        Ok(resp)
+    }
+
+    async fn plain(
+        &self,
+        mut s: TcpStream,
+        addr: SocketAddr,
+        req: &Request,
+    ) -> Result<Response, ClientError> {
+        let io = |source| ClientError::Io { addr, source };
+        s.write_all(&req.to_bytes()).await.map_err(io)?;
+        let mut buf = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match Response::check(&buf, self.config.max_response) {
+                Ok(Some(total)) if total == buf.len() => {
+                    return Response::from_bytes(&buf).map_err(|e| ClientError::Malformed {
+                        addr,
+                        detail: e.to_string(),
+                    })
+                }
+                Ok(Some(_)) => {
+                    return Err(ClientError::Malformed {
+                        addr,
+                        detail: "bytes after the response".into(),
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ClientError::Malformed {
+                        addr,
+                        detail: e.to_string(),
+                    })
+                }
+            }
+            let n = s.read(&mut chunk).await.map_err(io)?;
+            if n == 0 {
+                return Err(ClientError::Malformed {
+                    addr,
+                    detail: format!(
+                        "connection closed after {} bytes of the response",
+                        buf.len()
+                    ),
+                });
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn noise(
+        &self,
+        mut s: TcpStream,
+        addr: SocketAddr,
+        key: &[u8; 32],
+        req: &Request,
+    ) -> Result<Response, ClientError> {
+        let io = |source| ClientError::Io { addr, source };
+        let noise = |source| ClientError::Noise { addr, source };
+        let mut session = NkInitiator::new(key)
+            .map_err(noise)?
+            .with_max_payload(self.config.max_response);
+        let first = session.write_request(&req.to_bytes()).map_err(noise)?;
+        s.write_all(&length_prefixed(&first)).await.map_err(io)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some((msg, used)) = split_message(&buf) {
+                let done = session.read_message(msg).map_err(noise)?;
+                buf.drain(..used);
+                if let Some(resp) = done {
+                    return Ok(resp);
+                }
+            }
+            let n = s.read(&mut chunk).await.map_err(io)?;
+            if n == 0 {
+                return Err(ClientError::Malformed {
+                    addr,
+                    detail: "connection closed before the response was complete".into(),
+                });
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn backoff(&self, attempt: u32, hint_ms: u32) -> Duration {
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16));
+        let base = exp
+            .min(self.config.backoff_max)
+            .max(Duration::from_millis(hint_ms as u64));
+        // Full jitter on the upper half: spreads clients that failed together.
+        let mut r = [0u8; 4];
+        rand_core::OsRng.fill_bytes(&mut r);
+        let frac = u32::from_be_bytes(r) as f64 / u32::MAX as f64;
+        base.mul_f64(0.5 + 0.5 * frac)
+    }
+
+    /// Sends a request, solving proof of work when asked (up to the
+    /// configured difficulty) and retrying retryable failures with backoff.
+    pub async fn request(
+        &self,
+        ep: &Endpoint,
+        message_type: MessageType,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut req = Request::new(message_type, self.request_id(), payload);
+        let mut attempt = 0;
+        let mut pow_rounds = 0;
+        loop {
+            let result = match self.exchange_once(ep, &req).await {
+                Ok(resp) if resp.status == Status::OK => return Ok(resp.payload),
+                Ok(resp) if resp.status == Status::POW_REQUIRED && pow_rounds < 3 => {
+                    pow_rounds += 1;
+                    let p = PowRequired::from_bytes(&resp.payload).map_err(|e| {
+                        ClientError::Malformed {
+                            addr: ep.addr,
+                            detail: format!("POW_REQUIRED payload: {e}"),
+                        }
+                    })?;
+                    let d = p.challenge.difficulty;
+                    if d > self.config.max_pow_difficulty {
+                        return Err(ClientError::PowTooHard {
+                            addr: ep.addr,
+                            difficulty: d,
+                            allowed: self.config.max_pow_difficulty,
+                        });
+                    }
+                    let challenge = p.challenge.challenge;
+                    let mut start = [0u8; 8];
+                    rand_core::OsRng.fill_bytes(&mut start);
+                    let start = u64::from_be_bytes(start);
+                    let now = now_ms();
+                    // Solving is CPU work: keep it off the async workers.
+                    let sol = tokio::task::spawn_blocking(move || {
+                        solve(&challenge, d, now, start, u64::MAX)
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| ClientError::Exhausted("proof of work not found".into()))?;
+                    req.pow = Some(sol);
+                    req.request_id = self.request_id();
+                    continue;
+                }
+                Ok(resp) => {
+                    let detail = ErrorDetail::from_bytes(&resp.payload)
+                        .unwrap_or_else(|_| ErrorDetail::new(0, ""));
+                    Err(ClientError::Status {
+                        addr: ep.addr,
+                        status: resp.status,
+                        message: detail.message,
+                        retry_after_ms: detail.retry_after_ms,
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            let err = match result {
+                Err(e) => e,
+                Ok(never) => return Ok(never),
+            };
+            attempt += 1;
+            if !err.is_retryable() || attempt >= self.config.attempts.max(1) {
+                return Err(err);
+            }
+            let hint = match &err {
+                ClientError::Status { retry_after_ms, .. } => *retry_after_ms,
+                _ => 0,
+            };
+            tracing::debug!(%err, attempt, "retrying");
+            tokio::time::sleep(self.backoff(attempt - 1, hint)).await;
+            req.request_id = self.request_id();
+        }
+    }
+
+    /// Tries `endpoints` in order until one answers; returns the first
+    /// non-retryable error, or all errors if every endpoint failed.
+    pub async fn request_any(
+        &self,
+        endpoints: &[Endpoint],
+        message_type: MessageType,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut errors = Vec::new();
+        for ep in endpoints {
+            match self.request(ep, message_type, payload.to_vec()).await {
+                Ok(p) => return Ok(p),
+                Err(e) if e.is_retryable() => errors.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Exhausted(if errors.is_empty() {
+            "no endpoints".into()
+        } else {
+            errors.join("; ")
+        }))
+    }
+
+    fn note_serial(&self, record_id: Hash32, serial: u32) -> Result<(), ClientError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let e = seen.entry(record_id).or_insert(serial);
+        if serial < *e {
+            return Err(ClientError::Stale {
+                record_id,
+                seen: *e,
+                served: serial,
+            });
+        }
+        *e = serial;
+        Ok(())
+    }
+
+    /// The highest serial this client has seen for a record.
+    pub fn seen_serial(&self, record_id: &Hash32) -> Option<u32> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(record_id)
+            .copied()
+    }
+
+    fn accept_record(
+        &self,
+        bytes: &[u8],
+        pinned: Option<Hash32>,
+    ) -> Result<VerifiedRecord, ClientError> {
+        let rec =
+            Record::from_bytes(bytes).map_err(|e| ClientError::Invalid(format!("record: {e}")))?;
+        let vr = verify_and_accept(rec).map_err(|report| {
+            let f: Vec<String> = report
+                .failures()
+                .map(|(r, d)| format!("{r}: {d}"))
+                .collect();
+            ClientError::Invalid(f.join("; "))
+        })?;
+        if !vr.complete {
+            return Err(ClientError::Invalid(
+                "the record's chain does not reach genesis".into(),
+            ));
+        }
+        if let Some(pin) = pinned {
+            if pin != vr.id {
+                return Err(ClientError::PinMismatch {
+                    pinned: pin,
+                    got: vr.id,
+                    source_name: "discovery",
+                });
+            }
+        }
+        self.note_serial(vr.id, vr.record.master.serial)?;
+        Ok(vr)
+    }
+
+    /// MASTER, verified from genesis (and against `pinned`, when discovery
+    /// pinned a record ID).
+    pub async fn master(
+        &self,
+        endpoints: &[Endpoint],
+        domain: &str,
+        pinned: Option<Hash32>,
+    ) -> Result<VerifiedRecord, ClientError> {
+        let q = DomainQuery {
+            domain: domain.into(),
+        }
+        .to_bytes();
+        let bytes = self.request_any(endpoints, MessageType::MASTER, &q).await?;
+        self.accept_record(&bytes, pinned)
+    }
+
+    /// CHAIN for one handle: the provider's chain and the binding, both
+    /// verified; a revoked or expired binding is an error.
+    pub async fn chain(
+        &self,
+        endpoints: &[Endpoint],
+        domain: &str,
+        handle: &str,
+        pinned: Option<Hash32>,
+    ) -> Result<(VerifiedRecord, VerifiedBinding), ClientError> {
+        let q = IdentityQuery {
+            domain: domain.into(),
+            handle: handle.into(),
+        }
+        .to_bytes();
+        let bytes = self.request_any(endpoints, MessageType::CHAIN, &q).await?;
+        let vr = self.accept_record(&bytes, pinned)?;
+        let entry = vr
+            .record
+            .zones
+            .get(&ZoneType::IDENTITY)
+            .and_then(|z| {
+                z.entries.iter().find(|e| {
+                    e.kind == poz::EntryKind::GRANT
+                        && poz::entries::IdentityBinding::from_bytes(&e.body)
+                            .is_ok_and(|b| b.handle == handle)
+                })
+            })
+            .cloned()
+            .ok_or_else(|| {
+                ClientError::Invalid(format!("the CHAIN answer holds no binding for {handle:?}"))
+            })?;
+        let b = verify_binding(&vr, &entry, now_ms())
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        Ok((vr, b))
+    }
+
+    /// SERIAL: the cheap freshness check. Unsigned, so it is compared with
+    /// what was seen but never trusted beyond that.
+    pub async fn serial(
+        &self,
+        endpoints: &[Endpoint],
+        domain: &str,
+    ) -> Result<SerialAnswer, ClientError> {
+        let q = DomainQuery {
+            domain: domain.into(),
+        }
+        .to_bytes();
+        let bytes = self.request_any(endpoints, MessageType::SERIAL, &q).await?;
+        let a = SerialAnswer::from_bytes(&bytes)
+            .map_err(|e| ClientError::Invalid(format!("SERIAL: {e}")))?;
+        if let Some(seen) = self.seen_serial(&a.record_id) {
+            if a.serial < seen {
+                return Err(ClientError::Stale {
+                    record_id: a.record_id,
+                    seen,
+                    served: a.serial,
+                });
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// Pool hosts as endpoints, in the order to try them: by priority, and
+/// within one priority by weighted random choice (RFC 2782's rule), so
+/// load spreads as the weights say. Hosts the client cannot talk to
+/// (TLS, UDP, Noise without a key) are skipped; `resolve` maps a host
+/// name and port to addresses.
+pub fn endpoints_from_service(
+    service: &ServiceEntry,
+    resolve: impl Fn(&str, u16) -> Vec<SocketAddr>,
+) -> Vec<Endpoint> {
+    let mut by_prio: std::collections::BTreeMap<u16, Vec<&PoolHost>> = Default::default();
+    for h in &service.pool {
+        by_prio.entry(h.priority).or_default().push(h);
+    }
+    let mut out = Vec::new();
+    for (_, mut hosts) in by_prio {
+        while !hosts.is_empty() {
+            let total: u64 = hosts.iter().map(|h| h.weight as u64 + 1).sum();
+            let mut r = [0u8; 8];
+            rand_core::OsRng.fill_bytes(&mut r);
+            let mut pick = u64::from_be_bytes(r) % total;
+            let mut idx = 0;
+            for (i, h) in hosts.iter().enumerate() {
+                let w = h.weight as u64 + 1;
+                if pick < w {
+                    idx = i;
+                    break;
+                }
+                pick -= w;
+            }
+            let h = hosts.remove(idx);
+            let security = match (h.encryption, h.server_key) {
+                (Encryption::NONE, _) => Security::Plain,
+                (Encryption::NOISE_NK, Some(k)) => Security::Noise(k),
+                _ => continue,
+            };
+            for addr in resolve(&h.hostname, h.port) {
+                out.push(Endpoint { addr, security });
+            }
+        }
+    }
+    out
+}

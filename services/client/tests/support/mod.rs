@@ -1,0 +1,186 @@
+//! A minimal POZ server for tests: the sans-I/O gate and catalog from
+//! `poz`, on real loopback sockets bound to port 0. The production
+//! gateways (query-gw, submit-gw) come later; this loop exists so the
+//! client, discovery and interop tests talk to a real server.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use poz::codec::Codec;
+use poz::gate::{Admission, Gate, Port};
+use poz::noise::{length_prefixed, split_message, NkResponder, StaticKeypair, MAX_MESSAGE};
+use poz::pow::{Challenger, PowConfig, Secrets};
+use poz::serve::Catalog;
+use poz::wire::{Request, Response, Status};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct TestServer {
+    pub plain: SocketAddr,
+    pub noise: SocketAddr,
+    pub submit: SocketAddr,
+    pub key: StaticKeypair,
+    pub catalog: Arc<RwLock<Catalog>>,
+    pub difficulty: Arc<AtomicU8>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+struct Shared {
+    gate: Mutex<Gate>,
+    catalog: Arc<RwLock<Catalog>>,
+    difficulty: Arc<AtomicU8>,
+    key: StaticKeypair,
+}
+
+impl Shared {
+    fn respond(&self, port: Port, frame: &[u8]) -> Response {
+        let d = self.difficulty.load(Ordering::Relaxed);
+        let admission = self.gate.lock().unwrap().admit(port, frame, now_ms(), d);
+        match admission {
+            Admission::Respond(r) => r,
+            Admission::Admit(req) if port == Port::NoiseSubmit => Response::error(
+                Status::UNAVAILABLE,
+                req.request_id,
+                0,
+                "submissions are not served by the test server",
+            ),
+            Admission::Admit(req) => self.catalog.read().unwrap().answer(&req),
+        }
+    }
+}
+
+/// Reads until `check` says a whole frame arrived; None on EOF, timeout
+/// or a frame error (the server then answers the error or closes).
+async fn read_plain(s: &mut TcpStream) -> Result<Vec<u8>, Option<Response>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match Request::check(&buf) {
+            Ok(Some(n)) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Some(Response::error(
+                    e.status(),
+                    e.request_id(),
+                    0,
+                    &e.to_string(),
+                )))
+            }
+        }
+        let n = match tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return Err(None),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn serve_plain(shared: Arc<Shared>, mut s: TcpStream) {
+    let resp = match read_plain(&mut s).await {
+        Ok(frame) => shared.respond(Port::Plain, &frame),
+        Err(Some(r)) => r,
+        Err(None) => return,
+    };
+    let _ = s.write_all(&resp.to_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+async fn serve_noise(shared: Arc<Shared>, mut s: TcpStream, port: Port) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let msg = loop {
+        if let Some((m, _)) = split_message(&buf) {
+            break m.to_vec();
+        }
+        if buf.len() > MAX_MESSAGE + 2 {
+            return;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    };
+    let Ok(mut responder) = NkResponder::new(&shared.key) else {
+        return;
+    };
+    // Not Noise (e.g. plaintext on 7075): nothing can be answered
+    // privately, so the connection is closed.
+    let Ok(frame) = responder.read_request(&msg) else {
+        return;
+    };
+    let resp = shared.respond(port, &frame);
+    let Ok(msgs) = responder.write_response(&resp.to_bytes()) else {
+        return;
+    };
+    for m in msgs {
+        if s.write_all(&length_prefixed(&m)).await.is_err() {
+            return;
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
+pub async fn start(catalog: Catalog, difficulty: u8) -> TestServer {
+    let key = StaticKeypair::generate();
+    let catalog = Arc::new(RwLock::new(catalog));
+    let difficulty = Arc::new(AtomicU8::new(difficulty));
+    let shared = Arc::new(Shared {
+        gate: Mutex::new(Gate::new(
+            Challenger::new(PowConfig::default(), Secrets(vec![[0x5E; 32]])),
+            100_000,
+        )),
+        catalog: catalog.clone(),
+        difficulty: difficulty.clone(),
+        key: key.clone(),
+    });
+    let mut tasks = Vec::new();
+    let mut addrs = Vec::new();
+    for port in [Port::Plain, Port::NoiseQuery, Port::NoiseSubmit] {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(l.local_addr().unwrap());
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    match port {
+                        Port::Plain => serve_plain(shared, s).await,
+                        p => serve_noise(shared, s, p).await,
+                    }
+                });
+            }
+        }));
+    }
+    TestServer {
+        plain: addrs[0],
+        noise: addrs[1],
+        submit: addrs[2],
+        key,
+        catalog,
+        difficulty,
+        tasks,
+    }
+}
