@@ -1,0 +1,159 @@
+//! Discovery against a real DNS server on loopback (hickory-server, in
+//! process, UDP and TCP on one ephemeral port): SRV finds the query
+//! servers, the TXT record pins the record ID, and a pin that disagrees
+//! with what the server returns is refused.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+mod support;
+
+use hickory_proto::rr::rdata::{A, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record as DnsRecord};
+use hickory_server::authority::{Catalog as DnsCatalog, ZoneType};
+use hickory_server::store::in_memory::InMemoryAuthority;
+use hickory_server::ServerFuture;
+use poz::sample;
+use poz::serve::{Catalog, ServedRecord};
+use poz_client::discovery::Discovery;
+use poz_client::{Client, ClientError};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn rec(name: &str, data: RData) -> DnsRecord {
+    DnsRecord::from_rdata(Name::from_str(name).unwrap(), 60, data)
+}
+
+/// Serves `records` for `origin` and returns the server's address.
+async fn dns(origin: &str, records: Vec<DnsRecord>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let origin = Name::from_str(origin).unwrap();
+    let mut auth = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
+    for r in records {
+        auth.upsert_mut(r, 0);
+    }
+    let mut catalog = DnsCatalog::new();
+    catalog.upsert(origin.into(), Box::new(Arc::new(auth)));
+    let mut server = ServerFuture::new(catalog);
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    server.register_socket(udp);
+    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    server.register_listener(tcp, Duration::from_secs(5));
+    let task = tokio::spawn(async move {
+        let _ = server.block_until_done().await;
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn srv_and_txt_lead_to_a_verified_record() {
+    let provider = sample::provider().unwrap();
+    let id = provider.id();
+    let mut c = Catalog::default();
+    c.insert("social.example", ServedRecord::new(provider, vec![]));
+    let s = support::start(c, 0).await;
+
+    let (ns, task) = dns(
+        "social.example.",
+        vec![
+            rec(
+                "_poz._tcp.social.example.",
+                RData::SRV(SRV::new(
+                    10,
+                    60,
+                    s.plain.port(),
+                    Name::from_str("q1.social.example.").unwrap(),
+                )),
+            ),
+            rec(
+                "_poz-submit._tcp.social.example.",
+                RData::SRV(SRV::new(
+                    10,
+                    100,
+                    s.submit.port(),
+                    Name::from_str("q1.social.example.").unwrap(),
+                )),
+            ),
+            rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            rec(
+                "_poz.social.example.",
+                RData::TXT(TXT::new(vec![format!("v=poz0 id={}", id.to_hex())])),
+            ),
+        ],
+    )
+    .await;
+    let d = Discovery::with_nameserver(ns)
+        .discover("social.example")
+        .await
+        .unwrap();
+    assert_eq!(d.via, "srv");
+    assert_eq!(d.query.len(), 1);
+    assert_eq!(d.query[0].addr, s.plain);
+    assert_eq!(d.submit, vec![s.submit]);
+    assert_eq!(d.dns_pin, Some(id));
+    let pin = d.pin("social.example").unwrap();
+    let client = Client::default();
+    let m = client
+        .master(&d.query, "social.example", pin)
+        .await
+        .unwrap();
+    assert_eq!(m.id, id);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_dns_pin_for_another_record_is_refused() {
+    let mut c = Catalog::default();
+    c.insert(
+        "social.example",
+        ServedRecord::new(sample::provider().unwrap(), vec![]),
+    );
+    let s = support::start(c, 0).await;
+    let other = sample::tour_record().unwrap().id();
+    let (ns, task) = dns(
+        "social.example.",
+        vec![
+            rec(
+                "_poz._tcp.social.example.",
+                RData::SRV(SRV::new(
+                    10,
+                    60,
+                    s.plain.port(),
+                    Name::from_str("q1.social.example.").unwrap(),
+                )),
+            ),
+            rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            rec(
+                "_poz.social.example.",
+                RData::TXT(TXT::new(vec![format!("v=poz0 id={}", other.to_hex())])),
+            ),
+        ],
+    )
+    .await;
+    let d = Discovery::with_nameserver(ns)
+        .discover("social.example")
+        .await
+        .unwrap();
+    let e = Client::default()
+        .master(&d.query, "social.example", d.pin("social.example").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::PinMismatch { .. }), "{e}");
+    task.abort();
+}
+
+#[tokio::test]
+async fn without_srv_the_direct_address_is_used() {
+    let (ns, task) = dns(
+        "social.example.",
+        vec![rec("social.example.", RData::A(A::new(127, 0, 0, 1)))],
+    )
+    .await;
+    let mut disc = Discovery::with_nameserver(ns);
+    disc.direct_port = 7074;
+    let d = disc.discover("social.example").await.unwrap();
+    assert_eq!(d.via, "direct");
+    assert_eq!(d.query[0].addr, "127.0.0.1:7074".parse().unwrap());
+    assert_eq!(d.dns_pin, None);
+    task.abort();
+}
