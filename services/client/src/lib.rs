@@ -19,7 +19,8 @@ use poz::pow::solve;
 use poz::verify::{verify_and_accept, verify_binding, VerifiedBinding, VerifiedRecord};
 use poz::wire::{
     DomainQuery, ErrorDetail, IdentityQuery, MessageType, PowRequired, Request, Response,
-    SerialAnswer, Status, MAX_RESPONSE_PAYLOAD,
+    SerialAnswer, Status, StatusAnswer, StatusQuery, SubmitRequest, SubmitSigned, SubmitTicket,
+    MAX_RESPONSE_PAYLOAD,
 };
 use poz::zone::ZoneType;
 use poz::{Hash32, Record};
@@ -406,8 +407,9 @@ impl Client {
         }
     }
 
-    /// Tries `endpoints` in order until one answers; returns the first
-    /// non-retryable error, or all errors if every endpoint failed.
+    /// Tries `endpoints` in order until one answers. A non-retryable error
+    /// ends the search at once; when every endpoint failed, the error of a
+    /// lone endpoint is returned as it is, several as `Exhausted`.
     pub async fn request_any(
         &self,
         endpoints: &[Endpoint],
@@ -418,15 +420,21 @@ impl Client {
         for ep in endpoints {
             match self.request(ep, message_type, payload.to_vec()).await {
                 Ok(p) => return Ok(p),
-                Err(e) if e.is_retryable() => errors.push(e.to_string()),
+                Err(e) if e.is_retryable() => errors.push(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(ClientError::Exhausted(if errors.is_empty() {
-            "no endpoints".into()
-        } else {
-            errors.join("; ")
-        }))
+        match errors.len() {
+            0 => Err(ClientError::Exhausted("no endpoints".into())),
+            1 => Err(errors.remove(0)),
+            _ => Err(ClientError::Exhausted(
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
     }
 
     fn note_serial(&self, record_id: Hash32, serial: u32) -> Result<(), ClientError> {
@@ -560,6 +568,66 @@ impl Client {
             }
         }
         Ok(a)
+    }
+}
+
+impl Client {
+    /// SUBMIT_SIGNED on 7076: acknowledged only once the authority has
+    /// committed the update.
+    pub async fn submit_signed(
+        &self,
+        endpoints: &[Endpoint],
+        submission: &SubmitSigned,
+    ) -> Result<SubmitTicket, ClientError> {
+        self.require_noise(endpoints)?;
+        let bytes = self
+            .request_any(
+                endpoints,
+                MessageType::SUBMIT_SIGNED,
+                &submission.to_bytes(),
+            )
+            .await?;
+        SubmitTicket::from_bytes(&bytes).map_err(|e| ClientError::Invalid(format!("ticket: {e}")))
+    }
+
+    /// SUBMIT_REQUEST on 7076: asks the provider to issue a binding.
+    pub async fn submit_request(
+        &self,
+        endpoints: &[Endpoint],
+        request: &SubmitRequest,
+    ) -> Result<SubmitTicket, ClientError> {
+        self.require_noise(endpoints)?;
+        let bytes = self
+            .request_any(endpoints, MessageType::SUBMIT_REQUEST, &request.to_bytes())
+            .await?;
+        SubmitTicket::from_bytes(&bytes).map_err(|e| ClientError::Invalid(format!("ticket: {e}")))
+    }
+
+    /// SUBMIT_STATUS on 7076.
+    pub async fn submit_status(
+        &self,
+        endpoints: &[Endpoint],
+        submission_id: [u8; 16],
+    ) -> Result<StatusAnswer, ClientError> {
+        self.require_noise(endpoints)?;
+        let bytes = self
+            .request_any(
+                endpoints,
+                MessageType::SUBMIT_STATUS,
+                &StatusQuery { submission_id }.to_bytes(),
+            )
+            .await?;
+        StatusAnswer::from_bytes(&bytes).map_err(|e| ClientError::Invalid(format!("status: {e}")))
+    }
+
+    /// Submissions are always encrypted: refuse to send one in the clear.
+    fn require_noise(&self, endpoints: &[Endpoint]) -> Result<(), ClientError> {
+        if endpoints.iter().any(|e| e.security == Security::Plain) {
+            return Err(ClientError::Invalid(
+                "submissions travel only over Noise NK (port 7076)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

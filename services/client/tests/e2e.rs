@@ -186,17 +186,14 @@ async fn unreachable_endpoints_are_retried_then_reported() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
-    let e = c
-        .master(
-            &[Endpoint {
-                addr,
-                security: Security::Plain,
-            }],
-            "social.example",
-            None,
-        )
-        .await
-        .unwrap_err();
+    let one = [Endpoint {
+        addr,
+        security: Security::Plain,
+    }];
+    let e = c.master(&one, "social.example", None).await.unwrap_err();
+    assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+    let two = [one[0], one[0]];
+    let e = c.master(&two, "social.example", None).await.unwrap_err();
     assert!(matches!(e, ClientError::Exhausted(_)), "{e}");
 }
 

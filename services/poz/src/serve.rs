@@ -34,13 +34,13 @@ impl ServedRecord {
         if let Some(zs) = record.zones.get(&ZoneType::IDENTITY) {
             for e in &zs.entries {
                 match EntryBody::decode(ZoneType::IDENTITY, e.kind, &e.body) {
-                    Ok(EntryBody::Binding(b)) if b.issuer == id => {
-                        if bindings
-                            .get(&b.handle)
-                            .is_none_or(|(_, _, t)| *t <= b.issued_at)
-                        {
-                            bindings.insert(b.handle.clone(), (e.clone(), None, b.issued_at));
-                        }
+                    Ok(EntryBody::Binding(b))
+                        if b.issuer == id
+                            && bindings
+                                .get(&b.handle)
+                                .is_none_or(|(_, _, t)| *t <= b.issued_at) =>
+                    {
+                        bindings.insert(b.handle.clone(), (e.clone(), None, b.issued_at));
                     }
                     Ok(EntryBody::Revocation(r)) => {
                         revocations.insert(r.target, e.clone());

@@ -95,3 +95,64 @@ proptest! {
         }
     }
 }
+
+mod frames {
+    use poz::codec::Codec;
+    use poz::gate::{Admission, Gate, Port};
+    use poz::pow::{Challenger, PowConfig, Secrets};
+    use poz::wire::{Request, Response, Status};
+    use proptest::prelude::*;
+
+    fn gate() -> Gate {
+        Gate::new(
+            Challenger::new(PowConfig::default(), Secrets(vec![[1; 32]])),
+            1000,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, .. ProptestConfig::default() })]
+
+        /// Any bytes through the gate on any port, at any difficulty: an
+        /// admitted request or a well-formed response, never a panic.
+        #[test]
+        fn the_gate_never_panics(b in proptest::collection::vec(any::<u8>(), 0..300), port in 0u8..3, difficulty in 0u8..4) {
+            let port = [Port::Plain, Port::NoiseQuery, Port::NoiseSubmit][port as usize];
+            match gate().admit(port, &b, 1_000_000, difficulty) {
+                Admission::Admit(r) => prop_assert_eq!(r.to_bytes(), b),
+                Admission::Respond(r) => {
+                    let back = Response::from_bytes(&r.to_bytes()).unwrap();
+                    prop_assert!(back.status != Status::OK || r.payload.len() == 25, "only CHALLENGE is answered OK by the gate");
+                }
+            }
+        }
+
+        /// Request::check agrees with decode: whatever check calls whole
+        /// decodes (or fails with a status), and no prefix of a valid
+        /// frame is whole.
+        #[test]
+        fn check_and_decode_agree(t in any::<u8>(), id in any::<u16>(), payload in proptest::collection::vec(any::<u8>(), 0..200), pow in any::<bool>()) {
+            let mut r = Request::new(poz::wire::MessageType(t), id, payload);
+            if pow {
+                r.pow = Some(poz::wire::PowSolution { challenge: [2; 16], timestamp: 3, nonce: 4 });
+            }
+            let b = r.to_bytes();
+            for i in 0..b.len() {
+                prop_assert_eq!(Request::check(&b[..i]).unwrap(), None);
+            }
+            prop_assert_eq!(Request::check(&b).unwrap(), Some(b.len()));
+            prop_assert_eq!(Request::decode(&b).unwrap(), r);
+        }
+
+        /// Responses: any bytes decode or fail cleanly, and check never
+        /// claims more than was given.
+        #[test]
+        fn responses_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(Some(n)) = Response::check(&b, 1 << 20) {
+                prop_assert!(n <= b.len());
+                let _ = Response::from_bytes(&b[..n]);
+            }
+            let _ = Response::from_bytes(&b);
+        }
+    }
+}

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod keyio;
+mod net;
 mod render;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -139,6 +140,58 @@ enum Cmd {
     /// Whole-zone operations.
     #[command(subcommand)]
     Zone(ZoneCmd),
+    /// Look a record or a binding up on POZ servers; every answer is
+    /// verified (chain from genesis, signatures, thresholds) before it is shown.
+    Query {
+        /// The domain whose record to look up.
+        domain: String,
+        /// A handle in the domain's Identity Zone (CHAIN lookup).
+        #[arg(long)]
+        handle: Option<String>,
+        /// master, serial or chain (default: chain with --handle, else master).
+        #[arg(long = "type", default_value = "auto")]
+        query_type: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push a fully signed record revision to its authority (port 7076).
+    Submit {
+        record: PathBuf,
+        #[arg(long)]
+        domain: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// Ask this server (HOST:PORT) instead of discovering the domain's.
+    #[arg(long)]
+    server: Option<String>,
+    /// Use Noise NK with this server key (64 hex digits): port 7075 for
+    /// lookups, 7076 for submissions. Without it lookups are plaintext.
+    #[arg(long)]
+    noise_key: Option<String>,
+    /// Discovery asks this DNS server (IP:PORT) instead of the system's.
+    #[arg(long)]
+    nameserver: Option<std::net::SocketAddr>,
+    /// The hardest proof of work to do when a server asks (leading zero bits).
+    #[arg(long, default_value_t = 24)]
+    max_pow: u8,
+}
+
+impl TargetArgs {
+    fn target(&self) -> net::Target {
+        net::Target {
+            server: self.server.clone(),
+            noise_key: self.noise_key.clone(),
+            nameserver: self.nameserver,
+            max_pow: self.max_pow,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -533,6 +586,26 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
                 print!("{}", render::record_text(&rec));
             }
         }
+        Cmd::Query {
+            domain,
+            handle,
+            query_type,
+            target,
+            json,
+        } => {
+            return net::query(
+                &target.target(),
+                &domain,
+                handle.as_deref(),
+                &query_type,
+                json,
+            )
+        }
+        Cmd::Submit {
+            record,
+            domain,
+            target,
+        } => return net::submit(&target.target(), &domain, &record),
         Cmd::Verify {
             record,
             json,
