@@ -281,3 +281,88 @@ mod tests {
         assert!(d.pin("x.example").is_err());
     }
 }
+
+/// The largest well-known file accepted.
+pub const MAX_WELL_KNOWN: usize = 64 * 1024;
+
+/// Fetches `https://<domain>/.well-known/poz` with rustls: the web PKI by
+/// default, or only the roots given (a private CA, or a test CA). No
+/// redirects are followed: the file must come from the domain itself.
+pub struct HttpsWellKnown {
+    client: reqwest::Client,
+    port: Option<u16>,
+}
+
+impl HttpsWellKnown {
+    /// Trusts the web PKI (Mozilla's roots, built in).
+    pub fn web_pki() -> Result<Self, ClientError> {
+        Self::build(reqwest::Client::builder(), None)
+    }
+
+    /// Trusts only `root_pem`; `pin_address` sends requests for a domain to
+    /// a fixed address and port (tests, or a split-horizon setup).
+    pub fn with_root(
+        root_pem: &[u8],
+        pin_address: Option<(&str, SocketAddr)>,
+    ) -> Result<Self, ClientError> {
+        let cert =
+            reqwest::Certificate::from_pem(root_pem).map_err(|e| ClientError::Discovery {
+                domain: String::new(),
+                detail: format!("root certificate: {e}"),
+            })?;
+        let mut b = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert);
+        let mut port = None;
+        if let Some((domain, addr)) = pin_address {
+            b = b.resolve(domain, addr);
+            port = Some(addr.port());
+        }
+        Self::build(b, port)
+    }
+
+    fn build(b: reqwest::ClientBuilder, port: Option<u16>) -> Result<Self, ClientError> {
+        let client = b
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Discovery {
+                domain: String::new(),
+                detail: format!("HTTPS client: {e}"),
+            })?;
+        Ok(HttpsWellKnown { client, port })
+    }
+}
+
+impl WellKnownFetcher for HttpsWellKnown {
+    fn fetch<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let url = match self.port {
+                Some(p) => format!("https://{domain}:{p}/.well-known/poz"),
+                None => format!("https://{domain}/.well-known/poz"),
+            };
+            let mut resp = self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("{url}: HTTP {}", resp.status()));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+                if body.len() + chunk.len() > MAX_WELL_KNOWN {
+                    return Err(format!("{url}: larger than {MAX_WELL_KNOWN} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        })
+    }
+}
