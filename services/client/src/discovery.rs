@@ -255,33 +255,6 @@ impl Discovery {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn txt_format() {
-        let h = "ab".repeat(32);
-        assert_eq!(parse_txt(&format!("v=poz0 id={h}")), Hash32::from_hex(&h));
-        assert_eq!(parse_txt(&format!("v=poz1 id={h}")), None);
-        assert_eq!(parse_txt("v=poz0 id=zz"), None);
-    }
-
-    #[test]
-    fn pins_must_agree() {
-        let a = Hash32([1; 32]);
-        let b = Hash32([2; 32]);
-        let mut d = Discovered {
-            dns_pin: Some(a),
-            well_known_pin: Some(a),
-            ..Default::default()
-        };
-        assert_eq!(d.pin("x.example").unwrap(), Some(a));
-        d.well_known_pin = Some(b);
-        assert!(d.pin("x.example").is_err());
-    }
-}
-
 /// The largest well-known file accepted.
 pub const MAX_WELL_KNOWN: usize = 64 * 1024;
 
@@ -364,5 +337,32 @@ impl WellKnownFetcher for HttpsWellKnown {
             }
             Ok(body)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_format() {
+        let h = "ab".repeat(32);
+        assert_eq!(parse_txt(&format!("v=poz0 id={h}")), Hash32::from_hex(&h));
+        assert_eq!(parse_txt(&format!("v=poz1 id={h}")), None);
+        assert_eq!(parse_txt("v=poz0 id=zz"), None);
+    }
+
+    #[test]
+    fn pins_must_agree() {
+        let a = Hash32([1; 32]);
+        let b = Hash32([2; 32]);
+        let mut d = Discovered {
+            dns_pin: Some(a),
+            well_known_pin: Some(a),
+            ..Default::default()
+        };
+        assert_eq!(d.pin("x.example").unwrap(), Some(a));
+        d.well_known_pin = Some(b);
+        assert!(d.pin("x.example").is_err());
     }
 }
