@@ -204,6 +204,45 @@ impl Discovery {
         Ok(Some(wk))
     }
 
+    /// The Noise endpoints a verified record publishes for private lookups:
+    /// its POZ_QUERY services' NOISE_NK hosts with their server keys, by
+    /// priority and weight, host names resolved through this resolver.
+    pub async fn noise_endpoints(&self, record: &poz::verify::VerifiedRecord) -> Vec<Endpoint> {
+        use poz::entries::{EntryBody, ServiceType};
+        let mut out = Vec::new();
+        let Some(zs) = record.record.zones.get(&poz::ZoneType::SERVICE) else {
+            return out;
+        };
+        for e in &zs.entries {
+            let Ok(EntryBody::Service(svc)) =
+                EntryBody::decode(poz::ZoneType::SERVICE, e.kind, &e.body)
+            else {
+                continue;
+            };
+            if svc.service_type != ServiceType::POZ_QUERY {
+                continue;
+            }
+            let mut resolved = std::collections::HashMap::new();
+            for h in &svc.pool {
+                resolved.insert(
+                    (h.hostname.clone(), h.port),
+                    self.resolve_host(&h.hostname, h.port).await,
+                );
+            }
+            out.extend(
+                crate::endpoints_from_service(&svc, |host, port| {
+                    resolved
+                        .get(&(host.to_string(), port))
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .into_iter()
+                .filter(|ep| matches!(ep.security, Security::Noise(_))),
+            );
+        }
+        out
+    }
+
     /// Runs every path and returns what they found, cross-checked.
     pub async fn discover(&self, domain: &str) -> Result<Discovered, ClientError> {
         if !poz::wire::valid_domain(domain) {

@@ -673,3 +673,55 @@ pub fn endpoints_from_service(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poz::entries::{ServiceType, Transport, NO_CA_KEY};
+
+    fn host(name: &str, priority: u16, weight: u16, enc: Encryption) -> PoolHost {
+        PoolHost {
+            hostname: name.into(),
+            port: 7075,
+            transport: Transport::TCP,
+            encryption: enc,
+            server_key: (enc == Encryption::NOISE_NK).then_some([1; 32]),
+            ca_key_idx: NO_CA_KEY,
+            priority,
+            weight,
+        }
+    }
+
+    #[test]
+    fn pool_order_is_by_priority_then_weighted() {
+        let svc = ServiceEntry {
+            service_type: ServiceType::POZ_QUERY,
+            name: String::new(),
+            pool: vec![
+                host("b", 20, 1, Encryption::NOISE_NK),
+                host("heavy", 10, 900, Encryption::NOISE_NK),
+                host("light", 10, 99, Encryption::NOISE_NK),
+                host("tls", 5, 1, Encryption::TLS),
+            ],
+        };
+        let addr_of = |h: &str| -> SocketAddr {
+            match h {
+                "heavy" => "127.0.0.1:1".parse().unwrap(),
+                "light" => "127.0.0.1:2".parse().unwrap(),
+                _ => "127.0.0.1:3".parse().unwrap(),
+            }
+        };
+        let mut heavy_first = 0;
+        for _ in 0..2000 {
+            let eps = endpoints_from_service(&svc, |h, _| vec![addr_of(h)]);
+            // TLS hosts are skipped; priority 20 always comes last.
+            assert_eq!(eps.len(), 3);
+            assert_eq!(eps[2].addr, addr_of("b"));
+            if eps[0].addr == addr_of("heavy") {
+                heavy_first += 1;
+            }
+        }
+        // Weights 900 and 99 (+1 each): heavy first ~90% of the time.
+        assert!((1700..=1900).contains(&heavy_first), "{heavy_first}");
+    }
+}

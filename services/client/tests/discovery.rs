@@ -157,3 +157,86 @@ async fn without_srv_the_direct_address_is_used() {
     assert_eq!(d.dns_pin, None);
     task.abort();
 }
+
+/// Discovery over DNS, the record verified over plaintext, then a private
+/// lookup over Noise NK to the host and key the record's own Service Zone
+/// publishes.
+#[tokio::test]
+async fn private_lookup_through_the_records_service_zone() {
+    use poz::entries::{Encryption, PoolHost, ServiceEntry, ServiceType, Transport, NO_CA_KEY};
+    use poz::workflow;
+    use poz::zone::{EntryKind, SignedEntry, ZoneType};
+
+    let s = support::start(Catalog::default(), 0).await;
+    let mut p = sample::provider().unwrap();
+    let k = sample::provider_keys();
+    let svc = ServiceEntry {
+        service_type: ServiceType::POZ_QUERY,
+        name: "private".into(),
+        pool: vec![PoolHost {
+            hostname: "q7.social.example".into(),
+            port: s.noise.port(),
+            transport: Transport::TCP,
+            encryption: Encryption::NOISE_NK,
+            server_key: Some(s.key.public),
+            ca_key_idx: NO_CA_KEY,
+            priority: 1,
+            weight: 10,
+        }],
+    };
+    let mut e = SignedEntry::new(EntryKind::GRANT, poz::codec::Codec::to_bytes(&svc));
+    workflow::sign_entry(&p, ZoneType::SERVICE, &mut e, &k.zones).unwrap();
+    workflow::insert_entry(&mut p, ZoneType::SERVICE, e).unwrap();
+    let id = p.id();
+    s.catalog
+        .write()
+        .unwrap()
+        .insert("social.example", ServedRecord::new(p, vec![]));
+
+    let (ns, task) = dns(
+        "social.example.",
+        vec![
+            rec(
+                "_poz._tcp.social.example.",
+                RData::SRV(SRV::new(
+                    10,
+                    60,
+                    s.plain.port(),
+                    Name::from_str("q1.social.example.").unwrap(),
+                )),
+            ),
+            rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            rec("q7.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            rec(
+                "_poz.social.example.",
+                RData::TXT(TXT::new(vec![format!("v=poz0 id={}", id.to_hex())])),
+            ),
+        ],
+    )
+    .await;
+    let disc = Discovery::with_nameserver(ns);
+    let d = disc.discover("social.example").await.unwrap();
+    let client = Client::default();
+    let m = client
+        .master(&d.query, "social.example", d.pin("social.example").unwrap())
+        .await
+        .unwrap();
+    let private = disc.noise_endpoints(&m).await;
+    // Two POZ_QUERY Noise hosts resolve: ours (priority 1) first, then the
+    // sample's own q1 (priority 10, its published key); plaintext hosts
+    // are not in this list.
+    assert_eq!(private.len(), 2, "{private:?}");
+    assert_eq!(private[0].addr, s.noise);
+    assert_eq!(
+        private[0].security,
+        poz_client::Security::Noise(s.key.public)
+    );
+    assert_eq!(private[1].addr.port(), 7075);
+    assert_eq!(private[1].security, poz_client::Security::Noise([0x42; 32]));
+    let (_, b) = client
+        .chain(&private, "social.example", "alice", Some(id))
+        .await
+        .unwrap();
+    assert_eq!(b.binding.handle, "alice");
+    task.abort();
+}
