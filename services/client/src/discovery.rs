@@ -209,38 +209,44 @@ impl Discovery {
     /// priority and weight, host names resolved through this resolver.
     pub async fn noise_endpoints(&self, record: &poz::verify::VerifiedRecord) -> Vec<Endpoint> {
         use poz::entries::{EntryBody, ServiceType};
-        let mut out = Vec::new();
         let Some(zs) = record.record.zones.get(&poz::ZoneType::SERVICE) else {
-            return out;
+            return Vec::new();
         };
+        // Priority and weight apply across every POZ_QUERY service of the
+        // record, so their pools are ordered as one.
+        let mut pool = Vec::new();
         for e in &zs.entries {
-            let Ok(EntryBody::Service(svc)) =
+            if let Ok(EntryBody::Service(svc)) =
                 EntryBody::decode(poz::ZoneType::SERVICE, e.kind, &e.body)
-            else {
-                continue;
-            };
-            if svc.service_type != ServiceType::POZ_QUERY {
-                continue;
+            {
+                if svc.service_type == ServiceType::POZ_QUERY {
+                    pool.extend(svc.pool);
+                }
             }
-            let mut resolved = std::collections::HashMap::new();
-            for h in &svc.pool {
+        }
+        let mut resolved = std::collections::HashMap::new();
+        for h in &pool {
+            if !resolved.contains_key(&(h.hostname.clone(), h.port)) {
                 resolved.insert(
                     (h.hostname.clone(), h.port),
                     self.resolve_host(&h.hostname, h.port).await,
                 );
             }
-            out.extend(
-                crate::endpoints_from_service(&svc, |host, port| {
-                    resolved
-                        .get(&(host.to_string(), port))
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .into_iter()
-                .filter(|ep| matches!(ep.security, Security::Noise(_))),
-            );
         }
-        out
+        let merged = poz::entries::ServiceEntry {
+            service_type: ServiceType::POZ_QUERY,
+            name: String::new(),
+            pool,
+        };
+        crate::endpoints_from_service(&merged, |host, port| {
+            resolved
+                .get(&(host.to_string(), port))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .into_iter()
+        .filter(|ep| matches!(ep.security, Security::Noise(_)))
+        .collect()
     }
 
     /// Runs every path and returns what they found, cross-checked.
