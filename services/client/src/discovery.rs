@@ -226,11 +226,10 @@ impl Discovery {
         }
         let mut resolved = std::collections::HashMap::new();
         for h in &pool {
-            if !resolved.contains_key(&(h.hostname.clone(), h.port)) {
-                resolved.insert(
-                    (h.hostname.clone(), h.port),
-                    self.resolve_host(&h.hostname, h.port).await,
-                );
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                resolved.entry((h.hostname.clone(), h.port))
+            {
+                v.insert(self.resolve_host(&h.hostname, h.port).await);
             }
         }
         let merged = poz::entries::ServiceEntry {
