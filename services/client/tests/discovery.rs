@@ -7,43 +7,12 @@
 mod support;
 
 use hickory_proto::rr::rdata::{A, SRV, TXT};
-use hickory_proto::rr::{Name, RData, Record as DnsRecord};
-use hickory_server::authority::{Catalog as DnsCatalog, ZoneType};
-use hickory_server::store::in_memory::InMemoryAuthority;
-use hickory_server::ServerFuture;
+use hickory_proto::rr::{Name, RData};
 use poz::sample;
 use poz::serve::{Catalog, ServedRecord};
 use poz_client::discovery::Discovery;
 use poz_client::{Client, ClientError};
-use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
-
-fn rec(name: &str, data: RData) -> DnsRecord {
-    DnsRecord::from_rdata(Name::from_str(name).unwrap(), 60, data)
-}
-
-/// Serves `records` for `origin` and returns the server's address.
-async fn dns(origin: &str, records: Vec<DnsRecord>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let origin = Name::from_str(origin).unwrap();
-    let mut auth = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
-    for r in records {
-        auth.upsert_mut(r, 0);
-    }
-    let mut catalog = DnsCatalog::new();
-    catalog.upsert(origin.into(), Box::new(Arc::new(auth)));
-    let mut server = ServerFuture::new(catalog);
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    server.register_socket(udp);
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
-    server.register_listener(tcp, Duration::from_secs(5));
-    let task = tokio::spawn(async move {
-        let _ = server.block_until_done().await;
-    });
-    (addr, task)
-}
 
 #[tokio::test]
 async fn srv_and_txt_lead_to_a_verified_record() {
@@ -53,10 +22,10 @@ async fn srv_and_txt_lead_to_a_verified_record() {
     c.insert("social.example", ServedRecord::new(provider, vec![]));
     let s = support::start(c, 0).await;
 
-    let (ns, task) = dns(
+    let (ns, task) = support::dns(
         "social.example.",
         vec![
-            rec(
+            support::rec(
                 "_poz._tcp.social.example.",
                 RData::SRV(SRV::new(
                     10,
@@ -65,7 +34,7 @@ async fn srv_and_txt_lead_to_a_verified_record() {
                     Name::from_str("q1.social.example.").unwrap(),
                 )),
             ),
-            rec(
+            support::rec(
                 "_poz-submit._tcp.social.example.",
                 RData::SRV(SRV::new(
                     10,
@@ -74,8 +43,8 @@ async fn srv_and_txt_lead_to_a_verified_record() {
                     Name::from_str("q1.social.example.").unwrap(),
                 )),
             ),
-            rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            rec(
+            support::rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            support::rec(
                 "_poz.social.example.",
                 RData::TXT(TXT::new(vec![format!("v=poz0 id={}", id.to_hex())])),
             ),
@@ -110,10 +79,10 @@ async fn a_dns_pin_for_another_record_is_refused() {
     );
     let s = support::start(c, 0).await;
     let other = sample::tour_record().unwrap().id();
-    let (ns, task) = dns(
+    let (ns, task) = support::dns(
         "social.example.",
         vec![
-            rec(
+            support::rec(
                 "_poz._tcp.social.example.",
                 RData::SRV(SRV::new(
                     10,
@@ -122,8 +91,8 @@ async fn a_dns_pin_for_another_record_is_refused() {
                     Name::from_str("q1.social.example.").unwrap(),
                 )),
             ),
-            rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            rec(
+            support::rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            support::rec(
                 "_poz.social.example.",
                 RData::TXT(TXT::new(vec![format!("v=poz0 id={}", other.to_hex())])),
             ),
@@ -144,9 +113,12 @@ async fn a_dns_pin_for_another_record_is_refused() {
 
 #[tokio::test]
 async fn without_srv_the_direct_address_is_used() {
-    let (ns, task) = dns(
+    let (ns, task) = support::dns(
         "social.example.",
-        vec![rec("social.example.", RData::A(A::new(127, 0, 0, 1)))],
+        vec![support::rec(
+            "social.example.",
+            RData::A(A::new(127, 0, 0, 1)),
+        )],
     )
     .await;
     let mut disc = Discovery::with_nameserver(ns);
@@ -193,10 +165,10 @@ async fn private_lookup_through_the_records_service_zone() {
         .unwrap()
         .insert("social.example", ServedRecord::new(p, vec![]));
 
-    let (ns, task) = dns(
+    let (ns, task) = support::dns(
         "social.example.",
         vec![
-            rec(
+            support::rec(
                 "_poz._tcp.social.example.",
                 RData::SRV(SRV::new(
                     10,
@@ -205,9 +177,9 @@ async fn private_lookup_through_the_records_service_zone() {
                     Name::from_str("q1.social.example.").unwrap(),
                 )),
             ),
-            rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            rec("q7.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            rec(
+            support::rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            support::rec("q7.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            support::rec(
                 "_poz.social.example.",
                 RData::TXT(TXT::new(vec![format!("v=poz0 id={}", id.to_hex())])),
             ),

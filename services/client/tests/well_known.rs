@@ -7,9 +7,6 @@ mod support;
 
 use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{Name, RData, Record as DnsRecord};
-use hickory_server::authority::{Catalog as DnsCatalog, ZoneType};
-use hickory_server::store::in_memory::InMemoryAuthority;
-use hickory_server::ServerFuture;
 use poz::sample;
 use poz::serve::{Catalog, ServedRecord};
 use poz_client::discovery::{Discovery, HttpsWellKnown};
@@ -17,7 +14,6 @@ use poz_client::{Client, ClientError};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
@@ -93,28 +89,6 @@ async fn https(ca: &TestCa, body: String) -> (SocketAddr, tokio::task::JoinHandl
     (addr, task)
 }
 
-async fn dns(records: Vec<DnsRecord>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let origin = Name::from_str("social.example.").unwrap();
-    let mut auth = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
-    for r in records {
-        auth.upsert_mut(r, 0);
-    }
-    let mut catalog = DnsCatalog::new();
-    catalog.upsert(origin.into(), Box::new(Arc::new(auth)));
-    let mut server = ServerFuture::new(catalog);
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    server.register_socket(udp);
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
-    server.register_listener(tcp, Duration::from_secs(5));
-    (
-        addr,
-        tokio::spawn(async move {
-            let _ = server.block_until_done().await;
-        }),
-    )
-}
-
 #[tokio::test]
 async fn well_known_over_https_finds_and_pins_the_record() {
     let provider = sample::provider().unwrap();
@@ -131,11 +105,14 @@ async fn well_known_over_https_finds_and_pins_the_record() {
     );
     let (web, web_task) = https(&ca, body).await;
     // DNS knows the domain but publishes no SRV and no TXT.
-    let (ns, dns_task) = dns(vec![DnsRecord::from_rdata(
-        Name::from_str("social.example.").unwrap(),
-        60,
-        RData::A(A::new(127, 0, 0, 1)),
-    )])
+    let (ns, dns_task) = support::dns(
+        "social.example.",
+        vec![DnsRecord::from_rdata(
+            Name::from_str("social.example.").unwrap(),
+            60,
+            RData::A(A::new(127, 0, 0, 1)),
+        )],
+    )
     .await;
 
     let fetch =
@@ -177,11 +154,14 @@ async fn dns_and_well_known_pins_must_agree() {
     let a = sample::provider().unwrap().id();
     let b = sample::tour_record().unwrap().id();
     let (web, web_task) = https(&ca, format!(r#"{{"record_id":"{}"}}"#, a.to_hex())).await;
-    let (ns, dns_task) = dns(vec![DnsRecord::from_rdata(
-        Name::from_str("_poz.social.example.").unwrap(),
-        60,
-        RData::TXT(TXT::new(vec![format!("v=poz0 id={}", b.to_hex())])),
-    )])
+    let (ns, dns_task) = support::dns(
+        "social.example.",
+        vec![DnsRecord::from_rdata(
+            Name::from_str("_poz.social.example.").unwrap(),
+            60,
+            RData::TXT(TXT::new(vec![format!("v=poz0 id={}", b.to_hex())])),
+        )],
+    )
     .await;
     let fetch =
         HttpsWellKnown::with_root(ca.ca_pem.as_bytes(), Some(("social.example", web))).unwrap();

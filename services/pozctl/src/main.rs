@@ -178,6 +178,10 @@ struct TargetArgs {
     /// Discovery asks this DNS server (IP:PORT) instead of the system's.
     #[arg(long)]
     nameserver: Option<std::net::SocketAddr>,
+    /// After discovery, ask over Noise NK the hosts the record's own
+    /// Service Zone publishes (so the lookup is private).
+    #[arg(long, conflicts_with_all = ["server", "noise_key"])]
+    private: bool,
     /// The hardest proof of work to do when a server asks (leading zero bits).
     #[arg(long, default_value_t = 24)]
     max_pow: u8,
@@ -186,6 +190,7 @@ struct TargetArgs {
 impl TargetArgs {
     fn target(&self) -> net::Target {
         net::Target {
+            private: self.private,
             server: self.server.clone(),
             noise_key: self.noise_key.clone(),
             nameserver: self.nameserver,

@@ -14,6 +14,9 @@ use std::process::ExitCode;
 
 /// Where to send: an explicit server, or discovery by domain.
 pub struct Target {
+    /// After discovery, verify the record over plaintext, then ask its own
+    /// Noise NK hosts (from its Service Zone) so the lookup stays private.
+    pub private: bool,
     pub server: Option<String>,
     pub noise_key: Option<String>,
     pub nameserver: Option<SocketAddr>,
@@ -59,6 +62,21 @@ async fn endpoints(
     };
     let d = disc.discover(domain).await?;
     let pin = d.pin(domain)?;
+    if t.private {
+        let record = client(t).master(&d.query, domain, pin).await?;
+        let eps = disc.noise_endpoints(&record).await;
+        if eps.is_empty() {
+            bail!("{domain}'s record publishes no reachable Noise NK query host");
+        }
+        return Ok((
+            eps,
+            Some(record.id),
+            format!(
+                "discovered via {}, Noise NK host from the record's Service Zone",
+                d.via
+            ),
+        ));
+    }
     let mut eps = d.query.clone();
     if let Security::Noise(k) = security {
         // A Noise key given by hand applies to the discovered hosts' 7075.

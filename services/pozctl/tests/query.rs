@@ -127,3 +127,94 @@ async fn query_plain_and_noise_and_submit() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("UNAVAILABLE"), "{err}");
 }
+
+/// By domain: DNS discovery, the record verified over plaintext, then the
+/// lookup over Noise NK to the host its own Service Zone publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_private_by_domain_with_discovery() {
+    use hickory_proto::rr::rdata::{A, SRV, TXT};
+    use hickory_proto::rr::{Name, RData};
+    use poz::entries::{Encryption, PoolHost, ServiceEntry, ServiceType, Transport, NO_CA_KEY};
+    use poz::workflow;
+    use poz::zone::{EntryKind, SignedEntry, ZoneType};
+    use std::str::FromStr;
+
+    let s = support::start(Catalog::default(), 0).await;
+    let mut p = sample::provider().unwrap();
+    let svc = ServiceEntry {
+        service_type: ServiceType::POZ_QUERY,
+        name: "private".into(),
+        pool: vec![PoolHost {
+            hostname: "q7.social.example".into(),
+            port: s.noise.port(),
+            transport: Transport::TCP,
+            encryption: Encryption::NOISE_NK,
+            server_key: Some(s.key.public),
+            ca_key_idx: NO_CA_KEY,
+            priority: 1,
+            weight: 10,
+        }],
+    };
+    let mut e = SignedEntry::new(EntryKind::GRANT, poz::codec::Codec::to_bytes(&svc));
+    workflow::sign_entry(
+        &p,
+        ZoneType::SERVICE,
+        &mut e,
+        &sample::provider_keys().zones,
+    )
+    .unwrap();
+    workflow::insert_entry(&mut p, ZoneType::SERVICE, e).unwrap();
+    let id = p.id();
+    s.catalog
+        .write()
+        .unwrap()
+        .insert("social.example", ServedRecord::new(p, vec![]));
+    let (ns, task) = support::dns(
+        "social.example.",
+        vec![
+            support::rec(
+                "_poz._tcp.social.example.",
+                RData::SRV(SRV::new(
+                    10,
+                    60,
+                    s.plain.port(),
+                    Name::from_str("q1.social.example.").unwrap(),
+                )),
+            ),
+            support::rec("q7.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            support::rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            support::rec(
+                "_poz.social.example.",
+                RData::TXT(TXT::new(vec![format!("v=poz0 id={}", id.to_hex())])),
+            ),
+        ],
+    )
+    .await;
+    let args: Vec<String> = [
+        "query",
+        "social.example",
+        "--handle",
+        "alice",
+        "--private",
+        "--nameserver",
+        &ns.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        pozctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("VERIFIED binding \"alice@social.example\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("Noise NK host from the record's Service Zone"),
+        "{out}"
+    );
+    task.abort();
+}

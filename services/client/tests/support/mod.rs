@@ -184,3 +184,41 @@ pub async fn start(catalog: Catalog, difficulty: u8) -> TestServer {
         tasks,
     }
 }
+
+/// A DNS record for `dns`.
+pub fn rec(name: &str, data: hickory_proto::rr::RData) -> hickory_proto::rr::Record {
+    use std::str::FromStr;
+    hickory_proto::rr::Record::from_rdata(
+        hickory_proto::rr::Name::from_str(name).unwrap(),
+        60,
+        data,
+    )
+}
+
+/// A real DNS server (hickory, in process) answering `records` for
+/// `origin`, on UDP and TCP of one ephemeral loopback port.
+pub async fn dns(
+    origin: &str,
+    records: Vec<hickory_proto::rr::Record>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use hickory_server::authority::{Catalog as DnsCatalog, ZoneType};
+    use hickory_server::store::in_memory::InMemoryAuthority;
+    use std::str::FromStr;
+    let origin = hickory_proto::rr::Name::from_str(origin).unwrap();
+    let mut auth = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
+    for r in records {
+        auth.upsert_mut(r, 0);
+    }
+    let mut catalog = DnsCatalog::new();
+    catalog.upsert(origin.into(), Box::new(Arc::new(auth)));
+    let mut server = hickory_server::ServerFuture::new(catalog);
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    server.register_socket(udp);
+    let tcp = TcpListener::bind(addr).await.unwrap();
+    server.register_listener(tcp, Duration::from_secs(5));
+    let task = tokio::spawn(async move {
+        let _ = server.block_until_done().await;
+    });
+    (addr, task)
+}
