@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the POZ fleet. This is the README's test command and
 # the only thing CI runs (.ci/run). It sets up what the tests need by
-# itself: the Rust toolchain, and Python 3 with PyPI's `noiseprotocol` for
-# the interop test (an independent Noise NK client).
+# itself: the Rust toolchain; Python 3 with PyPI's `noiseprotocol` for the
+# interop test (an independent Noise NK client); and a throwaway Postgres
+# cluster for the store's tests (Debian's postgresql, installed if missing),
+# started on a free port in a temporary directory and removed on exit, so
+# runs never collide and nothing depends on a server left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,48 @@ fi
 if ! python3 -c "import noise.connection" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check noiseprotocol \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages noiseprotocol
+fi
+
+start_postgres() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$bin" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing postgresql (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  fi
+  [ -n "$bin" ] || return 1
+  PG_DIR=$(mktemp -d /tmp/poz-pg.XXXXXX)
+  chmod 755 "$PG_DIR"
+  local run=()
+  if [ "$(id -u)" = 0 ]; then
+    # Postgres refuses to run as root.
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$PG_DIR"
+    run=(runuser -u postgres --)
+  fi
+  PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "${run[@]}" "$bin/initdb" -D "$PG_DIR/data" -A trust -U postgres >/dev/null
+  "${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  PG_STOP=("${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m fast stop)
+  export POZ_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+}
+cleanup() {
+  if [ -n "${PG_STOP+x}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; fi
+  if [ -n "${PG_DIR:-}" ]; then rm -rf "$PG_DIR"; fi
+}
+trap cleanup EXIT
+if [ -z "${POZ_TEST_PG_URL:-}" ]; then
+  if start_postgres; then
+    echo "Postgres: throwaway cluster on 127.0.0.1:$PG_PORT"
+  elif (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    # No way to start our own: use the local server; every test creates
+    # its own uniquely named database there.
+    export POZ_TEST_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    echo "Postgres: using the server on 127.0.0.1:5432"
+  else
+    echo "no Postgres available and none could be installed" >&2; exit 1
+  fi
 fi
 
 echo "== format"

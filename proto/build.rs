@@ -8,7 +8,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("poz_v1_descriptor.bin"))
         .compile_protos(
-            &["poz/v1/common.proto", "poz/v1/store.proto", "poz/v1/verifier.proto", "poz/v1/signer.proto", "poz/v1/provider.proto"],
+            &[
+                "poz/v1/common.proto",
+                "poz/v1/store.proto",
+                "poz/v1/verifier.proto",
+                "poz/v1/signer.proto",
+                "poz/v1/provider.proto",
+            ],
             &["."],
         )?;
     Ok(())

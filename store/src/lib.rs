@@ -1,0 +1,856 @@
+//! The POZ store: records by ID, append-only master-zone history, current
+//! heads, zone entries (identity bindings indexed by handle, revocations
+//! by target), domains, mirrors, submissions and idempotency keys.
+//!
+//! One code path for both backends: sqlx's `Any` driver, chosen by the
+//! database URL (`postgres://…` for the fleet, `sqlite://…` for the
+//! embedded default), with one portable migration set. Every write is one
+//! transaction; a write is acknowledged only after it committed.
+//!
+//! Advancing a head is a compare-and-swap: revision N+1 is stored only if
+//! the head is still N and N+1 links to it. Whoever loses gets
+//! `Conflict`; a *different* revision N+1 than the one stored is a fork,
+//! refused and recorded as a security event.
+#![forbid(unsafe_code)]
+
+use poz::codec::Codec;
+use poz::entries::{EntryBody, IdentityBinding};
+use poz::serve::ServedRecord;
+use poz::zone::{EntryKind, SignedEntry, ZoneSection, ZoneType};
+use poz::{Hash32, MasterZone, Record};
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use sqlx::{Any, Row, Transaction};
+use std::time::Duration;
+
+/// Which database is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Pool and timeout settings (documented in docs/OPERATIONS.md).
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Connections in the pool. Postgres: size to the server's
+    /// max_connections divided among store replicas.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection.
+    pub acquire_timeout: Duration,
+    /// Postgres `statement_timeout`: a runaway statement is cancelled.
+    pub statement_timeout: Duration,
+    /// SQLite `busy_timeout`: how long a writer waits for the lock.
+    pub busy_timeout: Duration,
+    /// Attempts for a transaction that failed with a serialization
+    /// failure or deadlock (SQLSTATE 40001 / 40P01).
+    pub retries: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+            retries: 3,
+        }
+    }
+}
+
+/// Store failures, each mapped to one gRPC status by the service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The head moved: the caller's expected serial is stale.
+    #[error("conflict: the head of {record_id} is serial {head}, not {expected}")]
+    Conflict {
+        record_id: Hash32,
+        head: u32,
+        expected: u32,
+    },
+    /// A different revision with the same serial is already stored.
+    #[error("fork: record {record_id} already has a different revision {serial}")]
+    Fork { record_id: Hash32, serial: u32 },
+    #[error("idempotency key {0:?} was used for a different request")]
+    IdempotencyMismatch(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    fn is_retryable_tx(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40001") | Some("40P01"))
+            }
+            _ => false,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn random_id() -> Vec<u8> {
+    use rand_core::RngCore;
+    let mut b = vec![0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// The record at its head as MASTER serves it, minus history and entries.
+fn head_shell(rec: &Record) -> Vec<u8> {
+    let mut shell = Record::new(rec.keys.clone(), rec.master.clone());
+    shell.authorities = rec.authorities.clone();
+    shell.key_names = rec.key_names.clone();
+    shell.to_bytes()
+}
+
+/// The row data of one entry.
+struct EntryRow {
+    digest: Hash32,
+    kind: u8,
+    handle: Option<String>,
+    target: Option<Vec<u8>>,
+    issued_at: Option<i64>,
+    bytes: Vec<u8>,
+}
+
+fn entry_row(record_id: &Hash32, zone: ZoneType, e: &SignedEntry) -> Result<EntryRow, StoreError> {
+    let body = EntryBody::decode(zone, e.kind, &e.body)
+        .map_err(|err| StoreError::Invalid(format!("{zone} entry: {err}")))?;
+    let (issuer, handle, target, issued_at) = match &body {
+        EntryBody::Binding(b) => (
+            b.issuer,
+            Some(b.handle.clone()),
+            None,
+            Some(b.issued_at as i64),
+        ),
+        EntryBody::Revocation(r) => (
+            *record_id,
+            None,
+            Some(r.target.0.to_vec()),
+            Some(r.revoked_at as i64),
+        ),
+        _ => (*record_id, None, None, None),
+    };
+    Ok(EntryRow {
+        digest: e.digest(&issuer, zone),
+        kind: e.kind.0,
+        handle,
+        target,
+        issued_at,
+        bytes: e.to_bytes(),
+    })
+}
+
+/// The store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    options: StoreOptions,
+}
+
+/// The migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Connects (the URL picks the backend), applies pending migrations.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "database URL must start with postgres:// or sqlite: (got {url:?})"
+            )));
+        };
+        let stmt_ms = options.statement_timeout.as_millis();
+        let busy_ms = options.busy_timeout.as_millis();
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite {
+                options.max_connections.min(4)
+            } else {
+                options.max_connections
+            })
+            .acquire_timeout(options.acquire_timeout);
+        pool = pool.after_connect(move |conn, _| {
+            Box::pin(async move {
+                match backend {
+                    Backend::Postgres => {
+                        sqlx::query(&format!("SET statement_timeout = {stmt_ms}"))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Backend::Sqlite => {
+                        // WAL with FULL sync: a committed write survives a
+                        // crash of the process or the machine.
+                        for p in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::query(p).execute(&mut *conn).await?;
+                        }
+                        sqlx::query(&format!("PRAGMA busy_timeout = {busy_ms}"))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+                Ok(())
+            })
+        });
+        let pool = pool.connect(url).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store {
+            pool,
+            backend,
+            options,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs `f` in a transaction, retrying serialization failures.
+    async fn tx<T, F>(&self, mut f: F) -> Result<T, StoreError>
+    where
+        F: for<'t> FnMut(
+            &'t mut Transaction<'static, Any>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 't>,
+        >,
+    {
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let r = f(&mut tx).await;
+            let r = match r {
+                Ok(v) => tx.commit().await.map(|_| v).map_err(StoreError::from),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match r {
+                Err(e) if e.is_retryable_tx() && attempt + 1 < self.options.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Checks an idempotency key inside a transaction: `Some(response)`
+    /// if this exact request was done before.
+    async fn idempotent(
+        tx: &mut Transaction<'static, Any>,
+        key: &str,
+        request: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let h = poz::hash::tagged_hash("POZ-v0 store idempotency", &[request])
+            .0
+            .to_vec();
+        let row =
+            sqlx::query("SELECT request_hash, response FROM idempotency_keys WHERE idem_key = $1")
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
+        match row {
+            Some(r) => {
+                let stored: Vec<u8> = r.get(0);
+                if stored != h {
+                    return Err(StoreError::IdempotencyMismatch(key.to_owned()));
+                }
+                Ok(Some(r.get(1)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn remember(
+        tx: &mut Transaction<'static, Any>,
+        key: &str,
+        request: &[u8],
+        response: &[u8],
+    ) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Ok(());
+        }
+        let h = poz::hash::tagged_hash("POZ-v0 store idempotency", &[request])
+            .0
+            .to_vec();
+        sqlx::query("INSERT INTO idempotency_keys (idem_key, request_hash, response, created_ms) VALUES ($1, $2, $3, $4)")
+            .bind(key)
+            .bind(h)
+            .bind(response.to_vec())
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a record at serial 1 under `domains`. The record must verify
+    /// completely. Creating the same record again is a no-op.
+    pub async fn create_record(
+        &self,
+        bytes: &[u8],
+        domains: &[String],
+        idem: &str,
+    ) -> Result<Hash32, StoreError> {
+        let rec =
+            Record::from_bytes(bytes).map_err(|e| StoreError::Invalid(format!("record: {e}")))?;
+        let report = poz::verify_record(&rec);
+        if !report.is_complete() {
+            let f: Vec<String> = report
+                .failures()
+                .map(|(r, d)| format!("{r}: {d}"))
+                .collect();
+            return Err(StoreError::Invalid(format!(
+                "record does not verify completely: {}",
+                f.join("; ")
+            )));
+        }
+        if rec.master.serial != 1 || !rec.history.is_empty() {
+            return Err(StoreError::Invalid(
+                "create_record takes a genesis record (serial 1); advance it with advance_head"
+                    .into(),
+            ));
+        }
+        for d in domains {
+            if !poz::wire::valid_domain(d) {
+                return Err(StoreError::Invalid(format!(
+                    "domain {d:?} is not a valid lowercase domain name"
+                )));
+            }
+        }
+        let id = rec.id();
+        let bytes = bytes.to_vec();
+        let domains = domains.to_vec();
+        let idem = idem.to_owned();
+        self.tx(move |tx| {
+            let (rec, bytes, domains, idem) = (rec.clone(), bytes.clone(), domains.clone(), idem.clone());
+            Box::pin(async move {
+                if Self::idempotent(tx, &idem, &bytes).await?.is_some() {
+                    return Ok(id);
+                }
+                let exists = sqlx::query("SELECT head_hash FROM records WHERE record_id = $1").bind(id.0.to_vec()).fetch_optional(&mut **tx).await?;
+                if exists.is_none() {
+                    let now = now_ms();
+                    sqlx::query("INSERT INTO records (record_id, head_serial, head_hash, head_timestamp, head_record, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $6)")
+                        .bind(id.0.to_vec())
+                        .bind(1i64)
+                        .bind(rec.master.current_master_hash.0.to_vec())
+                        .bind(rec.master.timestamp as i64)
+                        .bind(head_shell(&rec))
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query("INSERT INTO master_revisions (record_id, serial, master_hash, master_zone, stored_ms) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(id.0.to_vec())
+                        .bind(1i64)
+                        .bind(rec.master.current_master_hash.0.to_vec())
+                        .bind(rec.master.to_bytes())
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                    for (z, zs) in &rec.zones {
+                        Self::insert_entries(tx, &id, *z, &zs.entries).await?;
+                    }
+                }
+                for d in &domains {
+                    Self::bind_domain_tx(tx, d, &id).await?;
+                }
+                Self::remember(tx, &idem, &bytes, &id.0).await?;
+                Ok(id)
+            })
+        })
+        .await
+    }
+
+    async fn bind_domain_tx(
+        tx: &mut Transaction<'static, Any>,
+        domain: &str,
+        id: &Hash32,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM domains WHERE domain = $1")
+            .bind(domain)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO domains (domain, record_id) VALUES ($1, $2)")
+            .bind(domain)
+            .bind(id.0.to_vec())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Maps a domain to a record.
+    pub async fn bind_domain(&self, domain: &str, id: &Hash32) -> Result<(), StoreError> {
+        if !poz::wire::valid_domain(domain) {
+            return Err(StoreError::Invalid(format!(
+                "domain {domain:?} is not a valid lowercase domain name"
+            )));
+        }
+        let (d, id) = (domain.to_owned(), *id);
+        self.tx(move |tx| {
+            let d = d.clone();
+            Box::pin(async move { Self::bind_domain_tx(tx, &d, &id).await })
+        })
+        .await
+    }
+
+    async fn insert_entries(
+        tx: &mut Transaction<'static, Any>,
+        id: &Hash32,
+        zone: ZoneType,
+        entries: &[SignedEntry],
+    ) -> Result<(u32, u32), StoreError> {
+        let (mut stored, mut present) = (0, 0);
+        for e in entries {
+            let row = entry_row(id, zone, e)?;
+            // Portable "insert if absent": entries are immutable, so an
+            // existing row with this key is the same entry.
+            let exists = sqlx::query(
+                "SELECT 1 FROM entries WHERE record_id = $1 AND zone_type = $2 AND digest = $3",
+            )
+            .bind(id.0.to_vec())
+            .bind(zone.0 as i32)
+            .bind(row.digest.0.to_vec())
+            .fetch_optional(&mut **tx)
+            .await?;
+            if exists.is_some() {
+                present += 1;
+                continue;
+            }
+            sqlx::query("INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                .bind(id.0.to_vec())
+                .bind(zone.0 as i32)
+                .bind(row.digest.0.to_vec())
+                .bind(row.kind as i32)
+                .bind(row.handle)
+                .bind(row.target)
+                .bind(row.issued_at)
+                .bind(row.bytes)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+            stored += 1;
+        }
+        Ok((stored, present))
+    }
+
+    /// Appends zone entries (already verified by the caller) to a record.
+    pub async fn put_entries(
+        &self,
+        id: &Hash32,
+        zone: ZoneType,
+        entries: &[Vec<u8>],
+        idem: &str,
+    ) -> Result<(u32, u32), StoreError> {
+        let decoded = entries
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                SignedEntry::from_bytes(b)
+                    .map_err(|e| StoreError::Invalid(format!("entry {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = *id;
+        let request: Vec<u8> = entries
+            .iter()
+            .flat_map(|e| e.iter().copied())
+            .chain(id.0)
+            .chain([zone.0])
+            .collect();
+        let idem = idem.to_owned();
+        self.tx(move |tx| {
+            let (decoded, request, idem) = (decoded.clone(), request.clone(), idem.clone());
+            Box::pin(async move {
+                if let Some(r) = Self::idempotent(tx, &idem, &request).await? {
+                    let n = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
+                    return Ok((0, n));
+                }
+                if sqlx::query("SELECT 1 FROM records WHERE record_id = $1")
+                    .bind(id.0.to_vec())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound(format!("record {id}")));
+                }
+                let (stored, present) = Self::insert_entries(tx, &id, zone, &decoded).await?;
+                Self::remember(tx, &idem, &request, &(stored + present).to_be_bytes()).await?;
+                Ok((stored, present))
+            })
+        })
+        .await
+    }
+
+    /// Advances a record's head to the master zone of `bytes` by
+    /// compare-and-swap on `expected_serial`. The new revision must verify
+    /// completely with the stored chain.
+    pub async fn advance_head(
+        &self,
+        bytes: &[u8],
+        expected_serial: u32,
+        idem: &str,
+    ) -> Result<(u32, Hash32), StoreError> {
+        let rec =
+            Record::from_bytes(bytes).map_err(|e| StoreError::Invalid(format!("record: {e}")))?;
+        let id = rec.id();
+        let new = rec.master.clone();
+        if new.serial != expected_serial.wrapping_add(1) {
+            return Err(StoreError::Invalid(format!(
+                "revision {} does not follow serial {expected_serial}",
+                new.serial
+            )));
+        }
+        // Check the update against the stored chain, outside the
+        // transaction (it is read-only and may be slow): the stored
+        // history with the new revision must verify from genesis.
+        let stored = self.history(&id, 1).await?;
+        if stored.is_empty() {
+            return Err(StoreError::NotFound(format!("record {id}")));
+        }
+        let mut candidate = rec.clone();
+        candidate.history = stored
+            .iter()
+            .filter(|m| m.serial < new.serial)
+            .cloned()
+            .collect();
+        let report = poz::verify_record(&candidate);
+        if !report.is_valid() {
+            let f: Vec<String> = report
+                .failures()
+                .map(|(r, d)| format!("{r}: {d}"))
+                .collect();
+            return Err(StoreError::Invalid(format!(
+                "update does not verify: {}",
+                f.join("; ")
+            )));
+        }
+        use poz::verify::{Outcome, Rule};
+        for rule in [Rule::ChainGenesis, Rule::MasterThreshold] {
+            if report.outcome(rule) != Some(&Outcome::Pass) {
+                return Err(StoreError::Invalid(format!(
+                    "update: {rule} could not be checked against the stored chain"
+                )));
+            }
+        }
+        let shell = head_shell(&rec);
+        let idem = idem.to_owned();
+        let bytes = bytes.to_vec();
+        let zones = rec.zones.clone();
+        let result = self.tx(move |tx| {
+            let (new, shell, idem, bytes, zones) = (new.clone(), shell.clone(), idem.clone(), bytes.clone(), zones.clone());
+            Box::pin(async move {
+                if let Some(r) = Self::idempotent(tx, &idem, &bytes).await? {
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(&r[4..36]);
+                    return Ok((u32::from_be_bytes([r[0], r[1], r[2], r[3]]), Hash32(h)));
+                }
+                let now = now_ms();
+                let upd = sqlx::query(
+                    "UPDATE records SET head_serial = $1, head_hash = $2, head_timestamp = $3, head_record = $4, updated_ms = $5 \
+                     WHERE record_id = $6 AND head_serial = $7 AND head_hash = $8",
+                )
+                .bind(new.serial as i64)
+                .bind(new.current_master_hash.0.to_vec())
+                .bind(new.timestamp as i64)
+                .bind(shell)
+                .bind(now)
+                .bind(id.0.to_vec())
+                .bind(expected_serial as i64)
+                .bind(new.previous_master_hash.0.to_vec())
+                .execute(&mut **tx)
+                .await?;
+                if upd.rows_affected() != 1 {
+                    return Err(Self::why_not_advanced(tx, &id, &new, expected_serial).await);
+                }
+                sqlx::query("INSERT INTO master_revisions (record_id, serial, master_hash, master_zone, stored_ms) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id.0.to_vec())
+                    .bind(new.serial as i64)
+                    .bind(new.current_master_hash.0.to_vec())
+                    .bind(new.to_bytes())
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                for (z, zs) in &zones {
+                    Self::insert_entries(tx, &id, *z, &zs.entries).await?;
+                }
+                let mut resp = new.serial.to_be_bytes().to_vec();
+                resp.extend_from_slice(&new.current_master_hash.0);
+                Self::remember(tx, &idem, &bytes, &resp).await?;
+                Ok((new.serial, new.current_master_hash))
+            })
+        })
+        .await;
+        if let Err(StoreError::Fork { record_id, serial }) = &result {
+            let detail = format!(
+                "a second, different revision {serial} was submitted (hash {})",
+                rec.master.current_master_hash
+            );
+            if let Err(e) = self.security_event(Some(record_id), "fork", &detail).await {
+                tracing::error!(%e, "could not record a fork security event");
+            }
+            tracing::warn!(record = %record_id, serial, "fork refused");
+        }
+        result
+    }
+
+    /// Explains a lost compare-and-swap: the same revision already stored
+    /// (fine), a different one (a fork: recorded), or a stale expectation.
+    async fn why_not_advanced(
+        tx: &mut Transaction<'static, Any>,
+        id: &Hash32,
+        new: &MasterZone,
+        expected: u32,
+    ) -> StoreError {
+        let head = match sqlx::query("SELECT head_serial FROM records WHERE record_id = $1")
+            .bind(id.0.to_vec())
+            .fetch_optional(&mut **tx)
+            .await
+        {
+            Ok(Some(r)) => r.get::<i64, _>(0) as u32,
+            Ok(None) => return StoreError::NotFound(format!("record {id}")),
+            Err(e) => return e.into(),
+        };
+        let existing = sqlx::query(
+            "SELECT master_hash FROM master_revisions WHERE record_id = $1 AND serial = $2",
+        )
+        .bind(id.0.to_vec())
+        .bind(new.serial as i64)
+        .fetch_optional(&mut **tx)
+        .await;
+        if let Ok(Some(r)) = existing {
+            let h: Vec<u8> = r.get(0);
+            if h != new.current_master_hash.0 {
+                return StoreError::Fork {
+                    record_id: *id,
+                    serial: new.serial,
+                };
+            }
+        }
+        StoreError::Conflict {
+            record_id: *id,
+            head,
+            expected,
+        }
+    }
+
+    /// Records a security event (forks, tampering) for operators. Written
+    /// outside the failed transaction so it survives its rollback.
+    pub async fn security_event(
+        &self,
+        record_id: Option<&Hash32>,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO security_events (event_id, record_id, kind, detail, at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(random_id())
+            .bind(record_id.map(|h| h.0.to_vec()))
+            .bind(kind)
+            .bind(detail)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Security events of a record, oldest first.
+    pub async fn security_events(
+        &self,
+        record_id: &Hash32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, detail FROM security_events WHERE record_id = $1 ORDER BY at_ms",
+        )
+        .bind(record_id.0.to_vec())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The record a domain maps to.
+    pub async fn resolve(&self, domain: &str) -> Result<Hash32, StoreError> {
+        let r = sqlx::query("SELECT record_id FROM domains WHERE domain = $1")
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no record for domain {domain}")))?;
+        let b: Vec<u8> = r.get(0);
+        to_hash(&b)
+    }
+
+    /// The head: (serial, master hash, timestamp).
+    pub async fn head(&self, id: &Hash32) -> Result<(u32, Hash32, u64), StoreError> {
+        let r = sqlx::query(
+            "SELECT head_serial, head_hash, head_timestamp FROM records WHERE record_id = $1",
+        )
+        .bind(id.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("record {id}")))?;
+        Ok((
+            r.get::<i64, _>(0) as u32,
+            to_hash(&r.get::<Vec<u8>, _>(1))?,
+            r.get::<i64, _>(2) as u64,
+        ))
+    }
+
+    /// Master-zone revisions from `from` on, oldest first.
+    pub async fn history(&self, id: &Hash32, from: u32) -> Result<Vec<MasterZone>, StoreError> {
+        let rows = sqlx::query("SELECT master_zone FROM master_revisions WHERE record_id = $1 AND serial >= $2 ORDER BY serial")
+            .bind(id.0.to_vec())
+            .bind(from as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                MasterZone::from_bytes(&r.get::<Vec<u8>, _>(0))
+                    .map_err(|e| StoreError::Invalid(format!("stored revision: {e}")))
+            })
+            .collect()
+    }
+
+    /// The whole record at its head: history from genesis and every entry
+    /// of the zones in `zones` (all zones if empty).
+    pub async fn record(&self, id: &Hash32, zones: &[ZoneType]) -> Result<Record, StoreError> {
+        let row = sqlx::query("SELECT head_record FROM records WHERE record_id = $1")
+            .bind(id.0.to_vec())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("record {id}")))?;
+        let mut rec = Record::from_bytes(&row.get::<Vec<u8>, _>(0))
+            .map_err(|e| StoreError::Invalid(format!("stored head: {e}")))?;
+        let mut hist = self.history(id, 1).await?;
+        hist.retain(|m| m.serial < rec.master.serial);
+        rec.history = hist;
+        let rows = sqlx::query("SELECT zone_type, entry FROM entries WHERE record_id = $1")
+            .bind(id.0.to_vec())
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let z = ZoneType(r.get::<i32, _>(0) as u8);
+            if !zones.is_empty() && !zones.contains(&z) {
+                continue;
+            }
+            let e = SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(1))
+                .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))?;
+            rec.zones
+                .entry(z)
+                .or_insert_with(ZoneSection::default)
+                .upsert(e);
+        }
+        Ok(rec)
+    }
+
+    /// The MASTER answer: the record without Identity Zone entries.
+    pub async fn master_answer(&self, id: &Hash32) -> Result<Vec<u8>, StoreError> {
+        let zones: Vec<ZoneType> = ZoneType::ALL
+            .into_iter()
+            .filter(|z| *z != ZoneType::IDENTITY)
+            .collect();
+        Ok(self.record(id, &zones).await?.to_bytes())
+    }
+
+    /// The latest binding for `handle` and its revocation, if any.
+    pub async fn binding(
+        &self,
+        id: &Hash32,
+        handle: &str,
+    ) -> Result<(SignedEntry, Option<SignedEntry>), StoreError> {
+        let r = sqlx::query(
+            "SELECT entry, digest FROM entries WHERE record_id = $1 AND zone_type = $2 AND handle = $3 AND kind = $4 ORDER BY issued_at DESC LIMIT 1",
+        )
+        .bind(id.0.to_vec())
+        .bind(ZoneType::IDENTITY.0 as i32)
+        .bind(handle)
+        .bind(EntryKind::GRANT.0 as i32)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no binding for handle {handle:?}")))?;
+        let e = SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(0))
+            .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))?;
+        let digest: Vec<u8> = r.get(1);
+        let rev = sqlx::query("SELECT entry FROM entries WHERE record_id = $1 AND zone_type = $2 AND target = $3 LIMIT 1")
+            .bind(id.0.to_vec())
+            .bind(ZoneType::IDENTITY.0 as i32)
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(0)))
+            .transpose()
+            .map_err(|e| StoreError::Invalid(format!("stored revocation: {e}")))?;
+        Ok((e, rev))
+    }
+
+    /// The CHAIN answer for `handle`.
+    pub async fn chain(&self, id: &Hash32, handle: &str) -> Result<Vec<u8>, StoreError> {
+        let (binding, revocation) = self.binding(id, handle).await?;
+        let mut rec = self.record(id, &[ZoneType::SERVICE]).await?;
+        // CHAIN carries the Identity authority only (SPEC §14.4): other
+        // authorities would reference services that are not included.
+        rec.zones.clear();
+        rec.authorities.retain(|z, _| *z == ZoneType::IDENTITY);
+        let mut zs = ZoneSection::default();
+        zs.upsert(binding);
+        if let Some(r) = revocation {
+            zs.upsert(r);
+        }
+        rec.zones.insert(ZoneType::IDENTITY, zs);
+        Ok(rec.to_bytes())
+    }
+
+    /// Everything served for one record, for in-memory serving (pozd's
+    /// cache, tests).
+    pub async fn served(&self, id: &Hash32) -> Result<ServedRecord, StoreError> {
+        Ok(ServedRecord::new(self.record(id, &[]).await?, Vec::new()))
+    }
+
+    /// Counts identity bindings of a record (for operators and tests).
+    pub async fn count_bindings(&self, id: &Hash32) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) FROM entries WHERE record_id = $1 AND zone_type = $2 AND kind = $3",
+        )
+        .bind(id.0.to_vec())
+        .bind(ZoneType::IDENTITY.0 as i32)
+        .bind(EntryKind::GRANT.0 as i32)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.get::<i64, _>(0) as u64)
+    }
+
+    /// Decodes a binding's handle (for callers that index by it).
+    pub fn handle_of(e: &SignedEntry) -> Option<String> {
+        IdentityBinding::from_bytes(&e.body).ok().map(|b| b.handle)
+    }
+}
+
+fn to_hash(b: &[u8]) -> Result<Hash32, StoreError> {
+    let a: [u8; 32] = b
+        .try_into()
+        .map_err(|_| StoreError::Invalid("stored hash is not 32 bytes".into()))?;
+    Ok(Hash32(a))
+}

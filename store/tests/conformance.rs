@@ -1,0 +1,255 @@
+//! One conformance suite, run against both backends: SQLite (a temporary
+//! file) and Postgres (a fresh database on the server that
+//! `POZ_TEST_PG_URL` names; deploy/test.sh finds or starts one).
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+use poz::codec::Codec;
+use poz::sample::{self, key, T0};
+use poz::verify::{verify_and_accept, verify_binding};
+use poz::workflow;
+use poz::zone::ZoneType;
+use poz::Record;
+use poz_store::{Store, StoreError, StoreOptions};
+use std::sync::Arc;
+
+/// A Postgres server URL (a maintenance database on it).
+fn pg_admin_url() -> String {
+    std::env::var("POZ_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, uniquely named Postgres database; dropped by the next run's
+/// cleanup of databases older than this process (names carry the pid).
+async fn pg_store() -> Store {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let admin = pg_admin_url();
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("Postgres at {admin} is not reachable ({e}); run the tests through deploy/test.sh, which finds or starts one"));
+    let mut r = [0u8; 6];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut r);
+    let name = format!("poz_test_{}_{}", std::process::id(), hex::encode(r));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+    Store::open(&format!("{base}/{name}"), StoreOptions::default())
+        .await
+        .unwrap()
+}
+
+async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("poz.db").display());
+    Store::open(&url, StoreOptions::default()).await.unwrap()
+}
+
+/// Runs `f` against both backends.
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let s = sqlite_store(&dir).await;
+                ($body)(s).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let s = pg_store().await;
+                ($body)(s).await;
+            }
+        }
+    };
+}
+
+/// The provider's genesis (serial 1) and the serial-2 record that adds
+/// its zones, as a provider would store them.
+fn provider_genesis_and_rest() -> (Record, Record) {
+    let p = sample::provider().unwrap();
+    let g = Record::new(p.keys.clone(), p.history[0].clone());
+    (g, p)
+}
+
+both!(store_and_look_up, |s: Store| async move {
+    let (g, p) = provider_genesis_and_rest();
+    let id = s
+        .create_record(&g.to_bytes(), &["social.example".into()], "create-1")
+        .await
+        .unwrap();
+    assert_eq!(id, p.id());
+    // The same create again (same key) is a no-op.
+    assert_eq!(
+        s.create_record(&g.to_bytes(), &["social.example".into()], "create-1")
+            .await
+            .unwrap(),
+        id
+    );
+    assert_eq!(
+        s.advance_head(&p.to_bytes(), 1, "adv-2").await.unwrap(),
+        (2, p.master.current_master_hash)
+    );
+    assert_eq!(s.resolve("social.example").await.unwrap(), id);
+    assert_eq!(s.head(&id).await.unwrap().0, 2);
+
+    // MASTER: verifies from genesis, no identity entries.
+    let m = Record::from_bytes(&s.master_answer(&id).await.unwrap()).unwrap();
+    assert!(poz::verify_record(&m).is_complete());
+    assert!(!m.zones.contains_key(&ZoneType::IDENTITY));
+    assert_eq!(m.zones[&ZoneType::SERVICE].entries.len(), 4);
+
+    // CHAIN for alice verifies on its own, binding included.
+    let c = Record::from_bytes(&s.chain(&id, "alice").await.unwrap()).unwrap();
+    let vr = verify_and_accept(c).unwrap();
+    assert!(vr.complete);
+    let b = &vr.record.zones[&ZoneType::IDENTITY].entries[0];
+    assert_eq!(
+        verify_binding(&vr, b, T0 + 10_000).unwrap().binding.handle,
+        "alice"
+    );
+    assert!(matches!(
+        s.chain(&id, "nobody").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.resolve("nowhere.example").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // New bindings and a revocation through put_entries; idempotent.
+    let k = sample::provider_keys();
+    let bob = sample::issue(
+        &p,
+        sample::user_id(2),
+        "bob",
+        T0 + 5_000,
+        0,
+        &[&k.device_a, &k.device_b],
+    )
+    .unwrap();
+    assert_eq!(
+        s.put_entries(&id, ZoneType::IDENTITY, &[bob.to_bytes()], "bob-1")
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+    assert_eq!(
+        s.put_entries(&id, ZoneType::IDENTITY, &[bob.to_bytes()], "bob-1")
+            .await
+            .unwrap(),
+        (0, 1)
+    );
+    assert!(matches!(
+        s.put_entries(
+            &id,
+            ZoneType::IDENTITY,
+            &[bob.to_bytes(), bob.to_bytes()],
+            "bob-1"
+        )
+        .await,
+        Err(StoreError::IdempotencyMismatch(_))
+    ));
+    let mut rev = workflow::new_revocation(
+        bob.digest(&id, ZoneType::IDENTITY),
+        T0 + 6_000,
+        poz::entries::RevocationReason::ACCOUNT_CLOSED,
+    );
+    workflow::sign_entry(&p, ZoneType::IDENTITY, &mut rev, &k.device_a).unwrap();
+    s.put_entries(&id, ZoneType::IDENTITY, &[rev.to_bytes()], "")
+        .await
+        .unwrap();
+    let (_, revocation) = s.binding(&id, "bob").await.unwrap();
+    assert!(revocation.is_some());
+    assert_eq!(s.count_bindings(&id).await.unwrap(), 2);
+
+    // Garbage is refused with a reason, never stored.
+    assert!(matches!(
+        s.put_entries(&id, ZoneType::IDENTITY, &[vec![1, 2, 3]], "")
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.create_record(b"not a record", &[], "").await,
+        Err(StoreError::Invalid(_))
+    ));
+});
+
+both!(a_second_revision_n_is_a_fork, |s: Store| async move {
+    let r1 = sample::tour_record().unwrap();
+    let id = s
+        .create_record(&r1.to_bytes(), &["me.example".into()], "")
+        .await
+        .unwrap();
+    let mut a = workflow::draft(&r1, T0 + 1).unwrap();
+    workflow::sign_draft(&mut a, &key(4)).unwrap();
+    workflow::apply(&mut a).unwrap();
+    let mut b = workflow::draft(&r1, T0 + 2).unwrap();
+    workflow::sign_draft(&mut b, &key(4)).unwrap();
+    workflow::apply(&mut b).unwrap();
+    s.advance_head(&a.to_bytes(), 1, "").await.unwrap();
+    assert!(matches!(
+        s.advance_head(&b.to_bytes(), 1, "").await,
+        Err(StoreError::Fork { serial: 2, .. })
+    ));
+    let events = s.security_events(&id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, "fork");
+    // An update that does not verify (signed by 67 of 100) is refused.
+    let mut c = workflow::draft(&a, T0 + 3).unwrap();
+    workflow::sign_draft(&mut c, &key(1)).unwrap();
+    workflow::sign_draft(&mut c, &key(2)).unwrap();
+    c.master.finalize(&c.keys.clone()).unwrap();
+    assert!(matches!(
+        s.advance_head(&c.to_bytes(), 2, "").await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(s.head(&id).await.unwrap().0, 2);
+});
+
+both!(
+    eight_writers_race_one_wins_each_serial,
+    |s: Store| async move {
+        let r1 = sample::tour_record().unwrap();
+        let id = s.create_record(&r1.to_bytes(), &[], "").await.unwrap();
+        let s = Arc::new(s);
+        let mut head = r1;
+        for serial in 1..=5u32 {
+            let mut tasks = Vec::new();
+            for w in 0..8u64 {
+                let s = s.clone();
+                let mut d = workflow::draft(&head, head.master.timestamp + 1 + w).unwrap();
+                workflow::sign_draft(&mut d, &key(4)).unwrap();
+                workflow::apply(&mut d).unwrap();
+                tasks.push(tokio::spawn(async move {
+                    let r = s.advance_head(&d.to_bytes(), serial, "").await;
+                    (r.map(|_| d), w)
+                }));
+            }
+            let mut winners = Vec::new();
+            for t in tasks {
+                match t.await.unwrap() {
+                    (Ok(d), _) => winners.push(d),
+                    (Err(StoreError::Conflict { .. } | StoreError::Fork { .. }), _) => {}
+                    (Err(e), w) => panic!("writer {w}: unexpected {e}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "serial {serial}: exactly one writer wins");
+            head = winners.pop().unwrap();
+            assert_eq!(
+                s.head(&id).await.unwrap(),
+                (
+                    serial + 1,
+                    head.master.current_master_hash,
+                    head.master.timestamp
+                )
+            );
+        }
+        // The stored chain verifies from genesis.
+        let stored = s.record(&id, &[]).await.unwrap();
+        assert_eq!(stored.master.serial, 6);
+        assert_eq!(stored.history.len(), 5);
+        assert!(poz::verify_record(&stored).is_complete());
+    }
+);
