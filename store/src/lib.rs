@@ -13,6 +13,8 @@
 //! refused and recorded as a security event.
 #![forbid(unsafe_code)]
 
+pub mod grpc;
+
 use poz::codec::Codec;
 use poz::entries::{EntryBody, IdentityBinding};
 use poz::serve::ServedRecord;
@@ -532,6 +534,32 @@ impl Store {
         let stored = self.history(&id, 1).await?;
         if stored.is_empty() {
             return Err(StoreError::NotFound(format!("record {id}")));
+        }
+        // Judge against what is stored before verifying: a fork, a retry of
+        // a revision already stored, or a stale expectation.
+        if let Some(existing) = stored.iter().find(|m| m.serial == new.serial) {
+            if existing.current_master_hash == new.current_master_hash {
+                return Ok((new.serial, new.current_master_hash));
+            }
+            let detail = format!(
+                "a second, different revision {} was submitted (hash {})",
+                new.serial, new.current_master_hash
+            );
+            if let Err(e) = self.security_event(Some(&id), "fork", &detail).await {
+                tracing::error!(%e, "could not record a fork security event");
+            }
+            return Err(StoreError::Fork {
+                record_id: id,
+                serial: new.serial,
+            });
+        }
+        let head = stored.last().map(|m| m.serial).unwrap_or(0);
+        if head != expected_serial {
+            return Err(StoreError::Conflict {
+                record_id: id,
+                head,
+                expected: expected_serial,
+            });
         }
         let mut candidate = rec.clone();
         candidate.history = stored

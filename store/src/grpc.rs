@@ -1,0 +1,267 @@
+//! The store's gRPC services (poz.v1.StoreRead, poz.v1.StoreWrite).
+//!
+//! Status mapping (documented in proto/poz/v1/store.proto):
+//! NotFound → NOT_FOUND; Invalid → INVALID_ARGUMENT; Conflict (the head
+//! moved) → ABORTED; Fork → ALREADY_EXISTS; an idempotency key reused for
+//! another request → FAILED_PRECONDITION; database errors → UNAVAILABLE.
+
+use crate::{Store, StoreError};
+use poz::codec::Codec;
+use poz::wire::ZoneQuery;
+use poz::zone::ZoneType;
+use poz::Hash32;
+use poz_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Status {
+        match e {
+            StoreError::NotFound(m) => Status::not_found(m),
+            StoreError::Invalid(m) => Status::invalid_argument(m),
+            e @ StoreError::Conflict { .. } => Status::aborted(e.to_string()),
+            e @ StoreError::Fork { .. } => Status::already_exists(e.to_string()),
+            e @ StoreError::IdempotencyMismatch(_) => Status::failed_precondition(e.to_string()),
+            StoreError::Database(e) => {
+                tracing::error!(%e, "database");
+                Status::unavailable(format!("database: {e}"))
+            }
+            StoreError::Migration(e) => Status::internal(format!("migration: {e}")),
+        }
+    }
+}
+
+fn hash_arg(field: &str, h: &Option<pb::Hash>) -> Result<Hash32, Status> {
+    let v = h.as_ref().map(|h| h.value.as_slice()).unwrap_or_default();
+    <[u8; 32]>::try_from(v).map(Hash32).map_err(|_| {
+        Status::invalid_argument(format!("{field}: a hash is 32 bytes, got {}", v.len()))
+    })
+}
+
+fn zone_arg(z: u32) -> Result<ZoneType, Status> {
+    u8::try_from(z)
+        .ok()
+        .map(ZoneType)
+        .filter(|z| z.is_known())
+        .ok_or_else(|| Status::invalid_argument(format!("zone_type {z} is not 1..=5")))
+}
+
+fn pbhash(h: &Hash32) -> pb::Hash {
+    pb::Hash {
+        value: h.0.to_vec(),
+    }
+}
+
+/// Both services over one store.
+#[derive(Clone, Debug)]
+pub struct StoreService {
+    pub store: Store,
+}
+
+impl StoreService {
+    async fn record_ref(&self, r: &Option<pb::RecordRef>) -> Result<Hash32, Status> {
+        match r.as_ref().and_then(|r| r.by.as_ref()) {
+            Some(pb::record_ref::By::Domain(d)) => Ok(self.store.resolve(d).await?),
+            Some(pb::record_ref::By::RecordId(h)) => hash_arg("record.record_id", &Some(h.clone())),
+            None => Err(Status::invalid_argument(
+                "record: give a domain or a record_id",
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::store_read_server::StoreRead for StoreService {
+    async fn get_master(
+        &self,
+        req: Request<pb::GetMasterRequest>,
+    ) -> Result<Response<pb::GetMasterResponse>, Status> {
+        let id = self.record_ref(&req.get_ref().record).await?;
+        let record = self.store.master_answer(&id).await?;
+        let (serial, _, _) = self.store.head(&id).await?;
+        Ok(Response::new(pb::GetMasterResponse { record, serial }))
+    }
+
+    async fn get_head(
+        &self,
+        req: Request<pb::GetHeadRequest>,
+    ) -> Result<Response<pb::GetHeadResponse>, Status> {
+        let id = self.record_ref(&req.get_ref().record).await?;
+        let (serial, h, ts) = self.store.head(&id).await?;
+        Ok(Response::new(pb::GetHeadResponse {
+            record_id: Some(pbhash(&id)),
+            serial,
+            master_hash: Some(pbhash(&h)),
+            timestamp: ts,
+        }))
+    }
+
+    async fn get_binding(
+        &self,
+        req: Request<pb::GetBindingRequest>,
+    ) -> Result<Response<pb::GetBindingResponse>, Status> {
+        let id = self.record_ref(&req.get_ref().record).await?;
+        let (b, r) = self.store.binding(&id, &req.get_ref().handle).await?;
+        Ok(Response::new(pb::GetBindingResponse {
+            binding: b.to_bytes(),
+            revocation: r.map(|r| r.to_bytes()),
+        }))
+    }
+
+    async fn get_chain(
+        &self,
+        req: Request<pb::GetBindingRequest>,
+    ) -> Result<Response<pb::GetChainResponse>, Status> {
+        let id = self.record_ref(&req.get_ref().record).await?;
+        let chain = self.store.chain(&id, &req.get_ref().handle).await?;
+        Ok(Response::new(pb::GetChainResponse { chain }))
+    }
+
+    async fn list_zone(
+        &self,
+        req: Request<pb::ListZoneRequest>,
+    ) -> Result<Response<pb::ListZoneResponse>, Status> {
+        let r = req.get_ref();
+        let id = self.record_ref(&r.record).await?;
+        let zone = zone_arg(r.zone_type)?;
+        let after = if r.after.is_empty() {
+            Hash32::ZERO
+        } else {
+            <[u8; 32]>::try_from(r.after.as_slice())
+                .map(Hash32)
+                .map_err(|_| Status::invalid_argument("after: 32 bytes or empty"))?
+        };
+        let limit = u16::try_from(r.limit)
+            .ok()
+            .filter(|l| (1..=poz::wire::MAX_ZONE_PAGE).contains(l))
+            .ok_or_else(|| Status::invalid_argument("limit: 1..=1000"))?;
+        let served = self.store.served(&id).await?;
+        let q = ZoneQuery {
+            domain: "x.invalid".into(),
+            zone_type: zone,
+            after,
+            limit,
+        };
+        let a = served
+            .zone_answer(&q)
+            .ok_or_else(|| Status::not_found(format!("record {id} has no {zone} zone")))?;
+        Ok(Response::new(pb::ListZoneResponse {
+            entries: a.entries.iter().map(|e| e.to_bytes()).collect(),
+            next: if a.next.is_zero() {
+                Vec::new()
+            } else {
+                a.next.0.to_vec()
+            },
+        }))
+    }
+
+    async fn get_mirrors(
+        &self,
+        req: Request<pb::GetMirrorsRequest>,
+    ) -> Result<Response<pb::GetMirrorsResponse>, Status> {
+        let id = self.record_ref(&req.get_ref().record).await?;
+        let served = self.store.served(&id).await?;
+        Ok(Response::new(pb::GetMirrorsResponse {
+            hosts: served.mirrors.iter().map(|h| h.to_bytes()).collect(),
+        }))
+    }
+
+    async fn get_history(
+        &self,
+        req: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let id = self.record_ref(&req.get_ref().record).await?;
+        let h = self
+            .store
+            .history(&id, req.get_ref().from_serial.max(1))
+            .await?;
+        Ok(Response::new(pb::GetHistoryResponse {
+            revisions: h.iter().map(|m| m.to_bytes()).collect(),
+        }))
+    }
+
+    async fn get_submission(
+        &self,
+        _req: Request<pb::GetSubmissionRequest>,
+    ) -> Result<Response<pb::Submission>, Status> {
+        Err(Status::unimplemented(
+            "submissions arrive with the submit gateway (issue 6)",
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::store_write_server::StoreWrite for StoreService {
+    async fn create_record(
+        &self,
+        req: Request<pb::CreateRecordRequest>,
+    ) -> Result<Response<pb::CreateRecordResponse>, Status> {
+        let r = req.into_inner();
+        let id = self
+            .store
+            .create_record(&r.record, &r.domains, &r.idempotency_key)
+            .await?;
+        Ok(Response::new(pb::CreateRecordResponse {
+            record_id: Some(pbhash(&id)),
+        }))
+    }
+
+    async fn advance_head(
+        &self,
+        req: Request<pb::AdvanceHeadRequest>,
+    ) -> Result<Response<pb::AdvanceHeadResponse>, Status> {
+        let r = req.into_inner();
+        let (serial, h) = self
+            .store
+            .advance_head(&r.record, r.expected_serial, &r.idempotency_key)
+            .await?;
+        Ok(Response::new(pb::AdvanceHeadResponse {
+            serial,
+            master_hash: Some(pbhash(&h)),
+        }))
+    }
+
+    async fn put_entries(
+        &self,
+        req: Request<pb::PutEntriesRequest>,
+    ) -> Result<Response<pb::PutEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let id = hash_arg("record_id", &r.record_id)?;
+        let zone = zone_arg(r.zone_type)?;
+        let (stored, already_present) = self
+            .store
+            .put_entries(&id, zone, &r.entries, &r.idempotency_key)
+            .await?;
+        Ok(Response::new(pb::PutEntriesResponse {
+            stored,
+            already_present,
+        }))
+    }
+
+    async fn bind_domain(
+        &self,
+        req: Request<pb::BindDomainRequest>,
+    ) -> Result<Response<pb::BindDomainResponse>, Status> {
+        let r = req.into_inner();
+        let id = hash_arg("record_id", &r.record_id)?;
+        self.store.bind_domain(&r.domain, &id).await?;
+        Ok(Response::new(pb::BindDomainResponse {}))
+    }
+
+    async fn set_mirrors(
+        &self,
+        _req: Request<pb::SetMirrorsRequest>,
+    ) -> Result<Response<pb::SetMirrorsResponse>, Status> {
+        Err(Status::unimplemented(
+            "mirrors are managed with the gateways (issue 6)",
+        ))
+    }
+
+    async fn put_submission(
+        &self,
+        _req: Request<pb::Submission>,
+    ) -> Result<Response<pb::Submission>, Status> {
+        Err(Status::unimplemented(
+            "submissions arrive with the submit gateway (issue 6)",
+        ))
+    }
+}

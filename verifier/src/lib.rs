@@ -1,0 +1,175 @@
+//! The verifier service: stateless, only `poz` inside. Undecodable input
+//! is INVALID_ARGUMENT naming the field and offset; a decodable input that
+//! breaks rules is OK with `valid = false` and every check listed.
+#![forbid(unsafe_code)]
+
+use poz::codec::Codec;
+use poz::verify::{verify_and_accept, verify_binding, Outcome, Report};
+use poz::zone::{EntryKind, SignedEntry, ZoneType};
+use poz::Record;
+use poz_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+fn hash(h: &poz::Hash32) -> pb::Hash {
+    pb::Hash {
+        value: h.0.to_vec(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn decode_record(field: &str, b: &[u8]) -> Result<Record, Status> {
+    Record::from_bytes(b).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn report(r: &Report, rec: &Record) -> pb::VerifyRecordResponse {
+    pb::VerifyRecordResponse {
+        valid: r.is_valid(),
+        complete: r.is_complete(),
+        checks: r
+            .checks
+            .iter()
+            .map(|c| {
+                let (outcome, detail) = match &c.outcome {
+                    Outcome::Pass => (pb::Outcome::Pass, String::new()),
+                    Outcome::Fail(d) => (pb::Outcome::Fail, d.clone()),
+                    Outcome::NotChecked(d) => (pb::Outcome::NotChecked, d.clone()),
+                };
+                pb::RuleCheck {
+                    rule: c.rule.code().into(),
+                    outcome: outcome as i32,
+                    detail,
+                }
+            })
+            .collect(),
+        record_id: Some(hash(&rec.id())),
+        serial: rec.master.serial,
+    }
+}
+
+/// The Verifier service.
+#[derive(Clone, Debug, Default)]
+pub struct VerifierService;
+
+#[tonic::async_trait]
+impl pb::verifier_server::Verifier for VerifierService {
+    async fn verify_record(
+        &self,
+        req: Request<pb::VerifyRecordRequest>,
+    ) -> Result<Response<pb::VerifyRecordResponse>, Status> {
+        let rec = decode_record("record", &req.get_ref().record)?;
+        // Verification is CPU work: off the async workers.
+        let out = tokio::task::spawn_blocking(move || {
+            let r = poz::verify_record(&rec);
+            report(&r, &rec)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verification task: {e}")))?;
+        Ok(Response::new(out))
+    }
+
+    async fn verify_update(
+        &self,
+        req: Request<pb::VerifyUpdateRequest>,
+    ) -> Result<Response<pb::VerifyRecordResponse>, Status> {
+        let head = decode_record("head", &req.get_ref().head)?;
+        let update = decode_record("update", &req.get_ref().update)?;
+        if head.id() != update.id() {
+            return Err(Status::invalid_argument(
+                "update: a different record than the head",
+            ));
+        }
+        if update.master.serial != head.master.serial.wrapping_add(1) {
+            return Err(Status::failed_precondition(format!(
+                "update: serial {} does not follow the head's {}",
+                update.master.serial, head.master.serial
+            )));
+        }
+        let out = tokio::task::spawn_blocking(move || {
+            // The update is judged with the head's chain as its history.
+            let mut candidate = update.clone();
+            candidate.history = head
+                .history
+                .iter()
+                .cloned()
+                .chain(std::iter::once(head.master.clone()))
+                .collect();
+            let r = poz::verify_record(&candidate);
+            report(&r, &candidate)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verification task: {e}")))?;
+        Ok(Response::new(out))
+    }
+
+    async fn verify_entries(
+        &self,
+        req: Request<pb::VerifyEntriesRequest>,
+    ) -> Result<Response<pb::VerifyEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let zone = u8::try_from(r.zone_type)
+            .ok()
+            .map(ZoneType)
+            .filter(|z| z.is_known())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("zone_type {} is not 1..=5", r.zone_type))
+            })?;
+        let issuer = decode_record("issuer_record", &r.issuer_record)?;
+        let entries = r
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                SignedEntry::from_bytes(b)
+                    .map_err(|e| Status::invalid_argument(format!("entries[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = if r.now_ms == 0 { now_ms() } else { r.now_ms };
+        let out = tokio::task::spawn_blocking(move || -> Result<Vec<pb::EntryResult>, Status> {
+            let vr = verify_and_accept(issuer).map_err(|rep| {
+                let f: Vec<String> = rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
+                Status::failed_precondition(format!(
+                    "issuer_record does not verify: {}",
+                    f.join("; ")
+                ))
+            })?;
+            Ok(entries
+                .iter()
+                .map(|e| {
+                    let digest = e.digest(&vr.id, zone);
+                    let result = if zone == ZoneType::IDENTITY && e.kind == EntryKind::GRANT {
+                        verify_binding(&vr, e, now)
+                            .map(|_| ())
+                            .map_err(|err| (err.rule.code().to_string(), err.detail))
+                    } else {
+                        poz::workflow::require_entry_threshold(&vr.record, zone, e)
+                            .map(|_| ())
+                            .map_err(|err| ("entry-grant".to_string(), err.to_string()))
+                    };
+                    match result {
+                        Ok(()) => pb::EntryResult {
+                            valid: true,
+                            digest: Some(hash(&digest)),
+                            rule: String::new(),
+                            detail: String::new(),
+                        },
+                        Err((rule, detail)) => pb::EntryResult {
+                            valid: false,
+                            digest: Some(hash(&digest)),
+                            rule,
+                            detail,
+                        },
+                    }
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verification task: {e}")))??;
+        Ok(Response::new(pb::VerifyEntriesResponse { results: out }))
+    }
+}
