@@ -3,6 +3,8 @@
 //! `POZ_TEST_PG_URL` names; deploy/test.sh finds or starts one).
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
+mod common;
+
 use poz::codec::Codec;
 use poz::sample::{self, key, T0};
 use poz::verify::{verify_and_accept, verify_binding};
@@ -12,30 +14,8 @@ use poz::Record;
 use poz_store::{Store, StoreError, StoreOptions};
 use std::sync::Arc;
 
-/// A Postgres server URL (a maintenance database on it).
-fn pg_admin_url() -> String {
-    std::env::var("POZ_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh, uniquely named Postgres database; dropped by the next run's
-/// cleanup of databases older than this process (names carry the pid).
 async fn pg_store() -> Store {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let admin = pg_admin_url();
-    let mut conn = sqlx::AnyConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("Postgres at {admin} is not reachable ({e}); run the tests through deploy/test.sh, which finds or starts one"));
-    let mut r = [0u8; 6];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut r);
-    let name = format!("poz_test_{}_{}", std::process::id(), hex::encode(r));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
-    Store::open(&format!("{base}/{name}"), StoreOptions::default())
+    Store::open(&common::fresh_pg_url().await, StoreOptions::default())
         .await
         .unwrap()
 }

@@ -5,6 +5,9 @@
 
 use pb::store_read_client::StoreReadClient;
 use pb::store_write_client::StoreWriteClient;
+mod common;
+
+use common::fresh_pg_url;
 use poz::codec::Codec;
 use poz::sample::{self, key};
 use poz::workflow;
@@ -55,24 +58,6 @@ impl Drop for StoreProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn fresh_pg_url() -> String {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let admin = std::env::var("POZ_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = sqlx::AnyConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("Postgres at {admin}: {e}; run deploy/test.sh"));
-    let mut r = [0u8; 6];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut r);
-    let name = format!("poz_test_{}_{}", std::process::id(), hex::encode(r));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
 fn domain_ref(d: &str) -> Option<pb::RecordRef> {

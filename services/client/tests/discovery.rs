@@ -135,57 +135,9 @@ async fn without_srv_the_direct_address_is_used() {
 /// publishes.
 #[tokio::test]
 async fn private_lookup_through_the_records_service_zone() {
-    use poz::entries::{Encryption, PoolHost, ServiceEntry, ServiceType, Transport, NO_CA_KEY};
-    use poz::workflow;
-    use poz::zone::{EntryKind, SignedEntry, ZoneType};
-
     let s = support::start(Catalog::default(), 0).await;
-    let mut p = sample::provider().unwrap();
-    let k = sample::provider_keys();
-    let svc = ServiceEntry {
-        service_type: ServiceType::POZ_QUERY,
-        name: "private".into(),
-        pool: vec![PoolHost {
-            hostname: "q7.social.example".into(),
-            port: s.noise.port(),
-            transport: Transport::TCP,
-            encryption: Encryption::NOISE_NK,
-            server_key: Some(s.key.public),
-            ca_key_idx: NO_CA_KEY,
-            priority: 1,
-            weight: 10,
-        }],
-    };
-    let mut e = SignedEntry::new(EntryKind::GRANT, poz::codec::Codec::to_bytes(&svc));
-    workflow::sign_entry(&p, ZoneType::SERVICE, &mut e, &k.zones).unwrap();
-    workflow::insert_entry(&mut p, ZoneType::SERVICE, e).unwrap();
-    let id = p.id();
-    s.catalog
-        .write()
-        .unwrap()
-        .insert("social.example", ServedRecord::new(p, vec![]));
-
-    let (ns, task) = support::dns(
-        "social.example.",
-        vec![
-            support::rec(
-                "_poz._tcp.social.example.",
-                RData::SRV(SRV::new(
-                    10,
-                    60,
-                    s.plain.port(),
-                    Name::from_str("q1.social.example.").unwrap(),
-                )),
-            ),
-            support::rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            support::rec("q7.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            support::rec(
-                "_poz.social.example.",
-                RData::TXT(TXT::new(vec![format!("v=poz0 id={}", id.to_hex())])),
-            ),
-        ],
-    )
-    .await;
+    let id = support::serve_provider_with_private_host(&s);
+    let (ns, task) = support::social_dns(&s, id).await;
     let disc = Discovery::with_nameserver(ns);
     let d = disc.discover("social.example").await.unwrap();
     let client = Client::default();

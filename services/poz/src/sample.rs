@@ -62,21 +62,27 @@ pub fn provider_keys() -> ProviderKeys {
     }
 }
 
-/// A provider record with every zone populated: identity (namespace
-/// "social.example", two devices with grant 50 / deny 100 — the standard's
-/// own example), service (query and mail), email, auth and feed.
-pub fn provider() -> Result<Record, Error> {
-    let k = provider_keys();
+/// A genesis record owned by one key of value 100, applied at `T0`.
+pub fn sole_owner_genesis(owner: &SigningKey) -> Result<Record, Error> {
     let mut rec = workflow::genesis(
         &[GenesisKey {
-            public: k.master.public(),
+            public: owner.public(),
             group: 0,
             value: 100,
         }],
         T0,
     )?;
-    workflow::sign_draft(&mut rec, &k.master)?;
+    workflow::sign_draft(&mut rec, owner)?;
     workflow::apply(&mut rec)?;
+    Ok(rec)
+}
+
+/// A provider record with every zone populated: identity (namespace
+/// "social.example", two devices with grant 50 / deny 100 — the standard's
+/// own example), service (query and mail), email, auth and feed.
+pub fn provider() -> Result<Record, Error> {
+    let k = provider_keys();
+    let rec = sole_owner_genesis(&k.master)?;
 
     let mut rec = workflow::draft(&rec, T0 + 1_000)?;
     workflow::set_delegation_key(
@@ -276,16 +282,7 @@ pub fn issue(
 /// signed by that device. Four signatures in all: the benchmark's case.
 pub fn chain_provider() -> Result<(Record, SignedEntry), Error> {
     let k = provider_keys();
-    let mut rec = workflow::genesis(
-        &[GenesisKey {
-            public: k.master.public(),
-            group: 0,
-            value: 100,
-        }],
-        T0,
-    )?;
-    workflow::sign_draft(&mut rec, &k.master)?;
-    workflow::apply(&mut rec)?;
+    let rec = sole_owner_genesis(&k.master)?;
     let mut rec = workflow::draft(&rec, T0 + 1)?;
     workflow::set_delegation_key(
         &mut rec,

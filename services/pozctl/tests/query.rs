@@ -132,64 +132,9 @@ async fn query_plain_and_noise_and_submit() {
 /// lookup over Noise NK to the host its own Service Zone publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_private_by_domain_with_discovery() {
-    use hickory_proto::rr::rdata::{A, SRV, TXT};
-    use hickory_proto::rr::{Name, RData};
-    use poz::entries::{Encryption, PoolHost, ServiceEntry, ServiceType, Transport, NO_CA_KEY};
-    use poz::workflow;
-    use poz::zone::{EntryKind, SignedEntry, ZoneType};
-    use std::str::FromStr;
-
     let s = support::start(Catalog::default(), 0).await;
-    let mut p = sample::provider().unwrap();
-    let svc = ServiceEntry {
-        service_type: ServiceType::POZ_QUERY,
-        name: "private".into(),
-        pool: vec![PoolHost {
-            hostname: "q7.social.example".into(),
-            port: s.noise.port(),
-            transport: Transport::TCP,
-            encryption: Encryption::NOISE_NK,
-            server_key: Some(s.key.public),
-            ca_key_idx: NO_CA_KEY,
-            priority: 1,
-            weight: 10,
-        }],
-    };
-    let mut e = SignedEntry::new(EntryKind::GRANT, poz::codec::Codec::to_bytes(&svc));
-    workflow::sign_entry(
-        &p,
-        ZoneType::SERVICE,
-        &mut e,
-        &sample::provider_keys().zones,
-    )
-    .unwrap();
-    workflow::insert_entry(&mut p, ZoneType::SERVICE, e).unwrap();
-    let id = p.id();
-    s.catalog
-        .write()
-        .unwrap()
-        .insert("social.example", ServedRecord::new(p, vec![]));
-    let (ns, task) = support::dns(
-        "social.example.",
-        vec![
-            support::rec(
-                "_poz._tcp.social.example.",
-                RData::SRV(SRV::new(
-                    10,
-                    60,
-                    s.plain.port(),
-                    Name::from_str("q1.social.example.").unwrap(),
-                )),
-            ),
-            support::rec("q7.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            support::rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            support::rec(
-                "_poz.social.example.",
-                RData::TXT(TXT::new(vec![format!("v=poz0 id={}", id.to_hex())])),
-            ),
-        ],
-    )
-    .await;
+    let id = support::serve_provider_with_private_host(&s);
+    let (ns, task) = support::social_dns(&s, id).await;
     let args: Vec<String> = [
         "query",
         "social.example",

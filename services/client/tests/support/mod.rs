@@ -222,3 +222,73 @@ pub async fn dns(
     });
     (addr, task)
 }
+
+/// Serves the sample provider under `social.example` with one more
+/// POZ_QUERY service: host `q7.social.example` on this server's Noise port
+/// with this server's key, priority 1. Returns the record ID.
+pub fn serve_provider_with_private_host(s: &TestServer) -> poz::Hash32 {
+    use poz::entries::{Encryption, PoolHost, ServiceEntry, ServiceType, Transport, NO_CA_KEY};
+    use poz::zone::{EntryKind, SignedEntry, ZoneType};
+    let mut p = poz::sample::provider().unwrap();
+    let svc = ServiceEntry {
+        service_type: ServiceType::POZ_QUERY,
+        name: "private".into(),
+        pool: vec![PoolHost {
+            hostname: "q7.social.example".into(),
+            port: s.noise.port(),
+            transport: Transport::TCP,
+            encryption: Encryption::NOISE_NK,
+            server_key: Some(s.key.public),
+            ca_key_idx: NO_CA_KEY,
+            priority: 1,
+            weight: 10,
+        }],
+    };
+    let mut e = SignedEntry::new(EntryKind::GRANT, svc.to_bytes());
+    poz::workflow::sign_entry(
+        &p,
+        ZoneType::SERVICE,
+        &mut e,
+        &poz::sample::provider_keys().zones,
+    )
+    .unwrap();
+    poz::workflow::insert_entry(&mut p, ZoneType::SERVICE, e).unwrap();
+    let id = p.id();
+    s.catalog
+        .write()
+        .unwrap()
+        .insert("social.example", poz::serve::ServedRecord::new(p, vec![]));
+    id
+}
+
+/// DNS for `social.example`: SRV to q1 on the server's plain port, A
+/// records for q1 and q7 (127.0.0.1), and the TXT pin of `id`.
+pub async fn social_dns(
+    s: &TestServer,
+    id: poz::Hash32,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use hickory_proto::rr::rdata::{A, SRV, TXT};
+    use hickory_proto::rr::{Name, RData};
+    use std::str::FromStr;
+    dns(
+        "social.example.",
+        vec![
+            rec(
+                "_poz._tcp.social.example.",
+                RData::SRV(SRV::new(
+                    10,
+                    60,
+                    s.plain.port(),
+                    Name::from_str("q1.social.example.").unwrap(),
+                )),
+            ),
+            rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            rec("q7.social.example.", RData::A(A::new(127, 0, 0, 1))),
+            rec(
+                "_poz.social.example.",
+                RData::TXT(TXT::new(vec![format!("v=poz0 id={}", id.to_hex())])),
+            ),
+        ],
+    )
+    .await
+}
