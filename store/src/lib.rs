@@ -431,33 +431,28 @@ impl Store {
         let (mut stored, mut present) = (0, 0);
         for e in entries {
             let row = entry_row(id, zone, e)?;
-            // Portable "insert if absent": entries are immutable, so an
-            // existing row with this key is the same entry.
-            let exists = sqlx::query(
-                "SELECT 1 FROM entries WHERE record_id = $1 AND zone_type = $2 AND digest = $3",
+            // Entries are immutable: a row with this key is this entry, so
+            // "insert if absent" (portable to Postgres and SQLite) suffices.
+            let r = sqlx::query(
+                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (record_id, zone_type, digest) DO NOTHING",
             )
             .bind(id.0.to_vec())
             .bind(zone.0 as i32)
             .bind(row.digest.0.to_vec())
-            .fetch_optional(&mut **tx)
+            .bind(row.kind as i32)
+            .bind(row.handle)
+            .bind(row.target)
+            .bind(row.issued_at)
+            .bind(row.bytes)
+            .bind(now_ms())
+            .execute(&mut **tx)
             .await?;
-            if exists.is_some() {
+            if r.rows_affected() == 1 {
+                stored += 1;
+            } else {
                 present += 1;
-                continue;
             }
-            sqlx::query("INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-                .bind(id.0.to_vec())
-                .bind(zone.0 as i32)
-                .bind(row.digest.0.to_vec())
-                .bind(row.kind as i32)
-                .bind(row.handle)
-                .bind(row.target)
-                .bind(row.issued_at)
-                .bind(row.bytes)
-                .bind(now_ms())
-                .execute(&mut **tx)
-                .await?;
-            stored += 1;
         }
         Ok((stored, present))
     }
