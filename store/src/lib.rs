@@ -16,7 +16,7 @@
 pub mod grpc;
 
 use poz::codec::Codec;
-use poz::entries::{EntryBody, IdentityBinding};
+use poz::entries::EntryBody;
 use poz::serve::ServedRecord;
 use poz::zone::{EntryKind, SignedEntry, ZoneSection, ZoneType};
 use poz::{Hash32, MasterZone, Record};
@@ -863,11 +863,6 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(r.get::<i64, _>(0) as u64)
-    }
-
-    /// Decodes a binding's handle (for callers that index by it).
-    pub fn handle_of(e: &SignedEntry) -> Option<String> {
-        IdentityBinding::from_bytes(&e.body).ok().map(|b| b.handle)
     }
 }
 

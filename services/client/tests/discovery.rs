@@ -79,26 +79,8 @@ async fn a_dns_pin_for_another_record_is_refused() {
     );
     let s = support::start(c, 0).await;
     let other = sample::tour_record().unwrap().id();
-    let (ns, task) = support::dns(
-        "social.example.",
-        vec![
-            support::rec(
-                "_poz._tcp.social.example.",
-                RData::SRV(SRV::new(
-                    10,
-                    60,
-                    s.plain.port(),
-                    Name::from_str("q1.social.example.").unwrap(),
-                )),
-            ),
-            support::rec("q1.social.example.", RData::A(A::new(127, 0, 0, 1))),
-            support::rec(
-                "_poz.social.example.",
-                RData::TXT(TXT::new(vec![format!("v=poz0 id={}", other.to_hex())])),
-            ),
-        ],
-    )
-    .await;
+    // The domain's TXT record pins another record than the server holds.
+    let (ns, task) = support::social_dns(&s, other).await;
     let d = Discovery::with_nameserver(ns)
         .discover("social.example")
         .await

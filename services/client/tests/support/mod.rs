@@ -212,10 +212,21 @@ pub async fn dns(
     let mut catalog = DnsCatalog::new();
     catalog.upsert(origin.into(), Box::new(Arc::new(auth)));
     let mut server = hickory_server::ServerFuture::new(catalog);
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // UDP and TCP on one port number: the UDP port is ephemeral, and the
+    // same TCP port may be taken (by a parallel test), so retry the pair.
+    let (udp, tcp) = {
+        let mut pair = None;
+        for _ in 0..50 {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
+                pair = Some((udp, tcp));
+                break;
+            }
+        }
+        pair.expect("a port free for both UDP and TCP")
+    };
     let addr = udp.local_addr().unwrap();
     server.register_socket(udp);
-    let tcp = TcpListener::bind(addr).await.unwrap();
     server.register_listener(tcp, Duration::from_secs(5));
     let task = tokio::spawn(async move {
         let _ = server.block_until_done().await;
