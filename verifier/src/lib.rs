@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use poz::codec::Codec;
-use poz::verify::{verify_and_accept, verify_binding, Outcome, Report};
+use poz::verify::{verify_and_accept, verify_bindings, Outcome, Report};
 use poz::zone::{EntryKind, SignedEntry, ZoneType};
 use poz::Record;
 use poz_proto::v1 as pb;
@@ -138,32 +138,37 @@ impl pb::verifier_server::Verifier for VerifierService {
                     f.join("; ")
                 ))
             })?;
+            // Identity bindings are checked in one Ed25519 batch; other
+            // entries one by one against their zone's threshold.
+            let is_binding =
+                |e: &SignedEntry| zone == ZoneType::IDENTITY && e.kind == EntryKind::GRANT;
+            let bindings: Vec<SignedEntry> =
+                entries.iter().filter(|e| is_binding(e)).cloned().collect();
+            let mut binding_verdicts = verify_bindings(&vr, &bindings, now).into_iter();
             Ok(entries
                 .iter()
                 .map(|e| {
                     let digest = e.digest(&vr.id, zone);
-                    let result = if zone == ZoneType::IDENTITY && e.kind == EntryKind::GRANT {
-                        verify_binding(&vr, e, now)
-                            .map(|_| ())
-                            .map_err(|err| (err.rule.code().to_string(), err.detail))
+                    let result = if is_binding(e) {
+                        match binding_verdicts.next() {
+                            Some(Ok(_)) => Ok(()),
+                            Some(Err(err)) => Err((err.rule.code().to_string(), err.detail)),
+                            None => Err(("internal".into(), "verdict missing".into())),
+                        }
                     } else {
                         poz::workflow::require_entry_threshold(&vr.record, zone, e)
                             .map(|_| ())
                             .map_err(|err| ("entry-grant".to_string(), err.to_string()))
                     };
-                    match result {
-                        Ok(()) => pb::EntryResult {
-                            valid: true,
-                            digest: Some(hash(&digest)),
-                            rule: String::new(),
-                            detail: String::new(),
-                        },
-                        Err((rule, detail)) => pb::EntryResult {
-                            valid: false,
-                            digest: Some(hash(&digest)),
-                            rule,
-                            detail,
-                        },
+                    let (valid, rule, detail) = match result {
+                        Ok(()) => (true, String::new(), String::new()),
+                        Err((rule, detail)) => (false, rule, detail),
+                    };
+                    pb::EntryResult {
+                        valid,
+                        digest: Some(hash(&digest)),
+                        rule,
+                        detail,
                     }
                 })
                 .collect())

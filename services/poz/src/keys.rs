@@ -7,6 +7,7 @@
 //! under a signed zone breaks its hash and its signatures.
 
 use crate::codec::{read_sorted_list, Codec, DecodeError, Reader};
+use crate::ed25519::VerifyKey;
 use crate::hash::{tag, tagged_hash, Hash32};
 use ed25519_dalek::Signer as _;
 use zeroize::Zeroizing;
@@ -88,7 +89,7 @@ pub struct PublicKey {
     key_type: KeyType,
     bytes: Vec<u8>,
     id: KeyId,
-    ed25519: Option<ed25519_dalek::VerifyingKey>,
+    ed25519: Option<VerifyKey>,
 }
 
 impl PartialEq for PublicKey {
@@ -104,7 +105,7 @@ impl PublicKey {
         let ed25519 = if key_type == KeyType::ED25519 {
             <[u8; 32]>::try_from(bytes.as_slice())
                 .ok()
-                .and_then(|a| ed25519_dalek::VerifyingKey::from_bytes(&a).ok())
+                .and_then(|a| VerifyKey::from_bytes(&a))
         } else {
             None
         };
@@ -120,11 +121,10 @@ impl PublicKey {
         Self::build(KeyType::ED25519, vk.to_bytes().to_vec())
     }
 
-    /// An Ed25519 public key from its 32 bytes, if they are a valid point.
+    /// An Ed25519 public key from its 32 bytes, if they are a canonical
+    /// encoding of a point outside the small-order subgroup.
     pub fn ed25519_from_bytes(bytes: &[u8; 32]) -> Option<Self> {
-        ed25519_dalek::VerifyingKey::from_bytes(bytes)
-            .ok()
-            .map(|vk| PublicKey::ed25519(&vk))
+        VerifyKey::from_bytes(bytes).map(|_| Self::build(KeyType::ED25519, bytes.to_vec()))
     }
 
     pub fn key_type(&self) -> KeyType {
@@ -140,8 +140,8 @@ impl PublicKey {
         self.id
     }
 
-    /// The Ed25519 verifying key, if this is a well-formed Ed25519 key.
-    pub fn ed25519_key(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+    /// The key as the POZ Ed25519 rule uses it (SPEC §5.2).
+    pub fn verify_key(&self) -> Option<&VerifyKey> {
         self.ed25519.as_ref()
     }
 
@@ -154,10 +154,7 @@ impl PublicKey {
         else {
             return false;
         };
-        let s = ed25519_dalek::Signature::from_bytes(&bytes);
-        // verify_strict refuses small-order keys and non-canonical R, so one
-        // message/key pair has exactly one accepted signature.
-        vk.verify_strict(&digest.0, &s).is_ok()
+        vk.verify(&digest.0, &bytes)
     }
 }
 
@@ -190,7 +187,7 @@ impl Codec for PublicKey {
             return Err(DecodeError::Layout {
                 field: "public_key.bytes",
                 offset: at,
-                reason: "not a valid Ed25519 public key",
+                reason: "not a canonical Ed25519 point outside the small-order subgroup",
             });
         }
         Ok(k)

@@ -55,6 +55,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod ed25519;
 pub mod entries;
 pub mod gate;
 pub mod hash;

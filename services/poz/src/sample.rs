@@ -247,6 +247,22 @@ pub fn user_id(n: u8) -> Hash32 {
     crate::hash::tagged_hash("sample user", &[&[n]])
 }
 
+/// `count` bindings "user0", "user1", … to distinct subjects, issued by
+/// `provider` at `T0 + 5` and signed by `signers`: the shape of a
+/// provider's bulk issue, for batch verification and bulk-load benchmarks.
+pub fn bulk_bindings(
+    provider: &Record,
+    count: u64,
+    signers: &[&SigningKey],
+) -> Result<Vec<SignedEntry>, Error> {
+    (0..count)
+        .map(|i| {
+            let subject = crate::hash::tagged_hash("sample bulk user", &[&i.to_be_bytes()]);
+            issue(provider, subject, &format!("user{i}"), T0 + 5, 0, signers)
+        })
+        .collect()
+}
+
 fn add_signed(
     rec: &mut Record,
     zone: ZoneType,

@@ -310,3 +310,78 @@ fn rotating_an_identity_device_in_one_revision_keeps_bindings_and_revocations() 
         Err(Error::NotAuthorizingKey { .. })
     ));
 }
+
+/// Batch verification gives exactly the verdicts of one-by-one
+/// verification, in order, with good and bad bindings mixed: a forged
+/// signature, a lone device (threshold short), an expiry, a foreign
+/// issuer, a revocation.
+#[test]
+fn batch_binding_verdicts_match_one_by_one() {
+    use poz::verify::verify_bindings;
+    let k = provider_keys();
+    let mut rec = sample::provider().unwrap();
+    let both = [&k.device_a, &k.device_b];
+    let revoked = sample::issue(&rec, sample::user_id(9), "gone", T0 + 5, 0, &both).unwrap();
+    let mut rv = workflow::new_revocation(
+        revoked.digest(&rec.id(), ZoneType::IDENTITY),
+        T0 + 6,
+        RevocationReason::UNSPECIFIED,
+    );
+    for s in both {
+        workflow::sign_entry(&rec, ZoneType::IDENTITY, &mut rv, s).unwrap();
+    }
+    workflow::insert_entry(&mut rec, ZoneType::IDENTITY, rv).unwrap();
+    let vp = verify_and_accept(rec.clone()).unwrap();
+
+    let mut entries = Vec::new();
+    for n in 0..40u8 {
+        let signers = if n % 9 == 4 { &both[..1] } else { &both[..] };
+        let expires = if n % 11 == 7 { T0 + 10 } else { 0 };
+        let handle = format!("u{n}");
+        let user = sample::user_id(n);
+        let mut e = sample::issue(&rec, user, &handle, T0 + 5, expires, signers).unwrap();
+        if n % 13 == 5 {
+            // Claims another issuer (its signatures no longer matter).
+            let mut b = poz::entries::IdentityBinding::from_bytes(&e.body).unwrap();
+            b.issuer = sample::user_id(200);
+            e.body = b.to_bytes();
+        }
+        if n % 7 == 3 {
+            e.signatures[0].data[10] ^= 0x20;
+        }
+        entries.push(e);
+    }
+    entries.push(revoked);
+    let now = T0 + 1_000;
+    let batch = verify_bindings(&vp, &entries, now);
+    let single: Vec<_> = entries
+        .iter()
+        .map(|e| verify_binding(&vp, e, now))
+        .collect();
+    assert_eq!(batch, single);
+    let failed: Vec<Rule> = single
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.rule))
+        .collect();
+    for rule in [
+        Rule::EntrySignatures,
+        Rule::EntryGrant,
+        Rule::BindingExpiry,
+        Rule::BindingRevoked,
+        Rule::BindingIssuer,
+    ] {
+        assert!(
+            failed.contains(&rule),
+            "no binding failed {rule}: {failed:?}"
+        );
+    }
+    // Without the bad ones, the batch holds in one check.
+    let good: Vec<_> = entries
+        .iter()
+        .zip(&single)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(e, _)| e.clone())
+        .collect();
+    assert!(good.len() >= 20);
+    assert!(verify_bindings(&vp, &good, now).iter().all(|r| r.is_ok()));
+}
