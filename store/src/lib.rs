@@ -158,6 +158,9 @@ fn entry_row(record_id: &Hash32, zone: ZoneType, e: &SignedEntry) -> Result<Entr
     })
 }
 
+/// Rows per multi-row INSERT of zone entries.
+const ENTRY_ROWS_PER_STATEMENT: usize = 500;
+
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -428,32 +431,57 @@ impl Store {
         zone: ZoneType,
         entries: &[SignedEntry],
     ) -> Result<(u32, u32), StoreError> {
-        let (mut stored, mut present) = (0, 0);
-        for e in entries {
-            let row = entry_row(id, zone, e)?;
+        let rows = entries
+            .iter()
+            .map(|e| entry_row(id, zone, e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = now_ms();
+        let mut stored = 0u32;
+        // Multi-row inserts: one round trip per chunk instead of per entry
+        // (a provider's bulk issue writes thousands at a time). 9 bind
+        // parameters per row; 500 rows stay far below both backends'
+        // parameter limits (Postgres 65,535; SQLite 32,766).
+        for chunk in rows.chunks(ENTRY_ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let p = i * 9;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9
+                ));
+            }
             // Entries are immutable: a row with this key is this entry, so
             // "insert if absent" (portable to Postgres and SQLite) suffices.
-            let r = sqlx::query(
-                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (record_id, zone_type, digest) DO NOTHING",
-            )
-            .bind(id.0.to_vec())
-            .bind(zone.0 as i32)
-            .bind(row.digest.0.to_vec())
-            .bind(row.kind as i32)
-            .bind(row.handle)
-            .bind(row.target)
-            .bind(row.issued_at)
-            .bind(row.bytes)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
-            if r.rows_affected() == 1 {
-                stored += 1;
-            } else {
-                present += 1;
+            sql.push_str(" ON CONFLICT (record_id, zone_type, digest) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for row in chunk {
+                q = q
+                    .bind(id.0.to_vec())
+                    .bind(zone.0 as i32)
+                    .bind(row.digest.0.to_vec())
+                    .bind(row.kind as i32)
+                    .bind(row.handle.clone())
+                    .bind(row.target.clone())
+                    .bind(row.issued_at)
+                    .bind(row.bytes.clone())
+                    .bind(now);
             }
+            stored += q.execute(&mut **tx).await?.rows_affected() as u32;
         }
+        let present = rows.len() as u32 - stored;
         Ok((stored, present))
     }
 
@@ -804,8 +832,13 @@ impl Store {
         id: &Hash32,
         handle: &str,
     ) -> Result<(SignedEntry, Option<SignedEntry>), StoreError> {
+        // One round trip: the latest binding for the handle, and a
+        // revocation naming it if there is one (any one revokes it).
         let r = sqlx::query(
-            "SELECT entry, digest FROM entries WHERE record_id = $1 AND zone_type = $2 AND handle = $3 AND kind = $4 ORDER BY issued_at DESC LIMIT 1",
+            "SELECT b.entry, r.entry FROM entries b \
+             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+             WHERE b.record_id = $1 AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4 \
+             ORDER BY b.issued_at DESC LIMIT 1",
         )
         .bind(id.0.to_vec())
         .bind(ZoneType::IDENTITY.0 as i32)
@@ -816,14 +849,9 @@ impl Store {
         .ok_or_else(|| StoreError::NotFound(format!("no binding for handle {handle:?}")))?;
         let e = SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(0))
             .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))?;
-        let digest: Vec<u8> = r.get(1);
-        let rev = sqlx::query("SELECT entry FROM entries WHERE record_id = $1 AND zone_type = $2 AND target = $3 LIMIT 1")
-            .bind(id.0.to_vec())
-            .bind(ZoneType::IDENTITY.0 as i32)
-            .bind(digest)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(0)))
+        let rev = r
+            .get::<Option<Vec<u8>>, _>(1)
+            .map(|b| SignedEntry::from_bytes(&b))
             .transpose()
             .map_err(|e| StoreError::Invalid(format!("stored revocation: {e}")))?;
         Ok((e, rev))

@@ -144,6 +144,33 @@ both!(store_and_look_up, |s: Store| async move {
     assert!(revocation.is_some());
     assert_eq!(s.count_bindings(&id).await.unwrap(), 2);
 
+    // A bulk put spanning several multi-row statements, overlapping an
+    // earlier put and repeating entries within itself: every entry is
+    // counted once, as stored or as already present.
+    let bulk: Vec<Vec<u8>> = sample::bulk_bindings(&p, 1_203, &[&k.device_a, &k.device_b])
+        .unwrap()
+        .iter()
+        .map(|e| e.to_bytes())
+        .collect();
+    assert_eq!(
+        s.put_entries(&id, ZoneType::IDENTITY, &bulk[..300], "")
+            .await
+            .unwrap(),
+        (300, 0)
+    );
+    let mut again = bulk.clone();
+    again.extend_from_slice(&bulk[1_000..1_010]);
+    assert_eq!(
+        s.put_entries(&id, ZoneType::IDENTITY, &again, "bulk-2")
+            .await
+            .unwrap(),
+        (903, 310)
+    );
+    assert_eq!(s.count_bindings(&id).await.unwrap(), 2 + 1_203);
+    let (b, none) = s.binding(&id, "user1202").await.unwrap();
+    assert_eq!(b.to_bytes(), bulk[1_202]);
+    assert!(none.is_none());
+
     // Garbage is refused with a reason, never stored.
     assert!(matches!(
         s.put_entries(&id, ZoneType::IDENTITY, &[vec![1, 2, 3]], "")
