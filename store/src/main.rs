@@ -1,51 +1,129 @@
-//! `poz-store`: the store as a gRPC service. Configuration from flags or
-//! the environment (`POZ_STORE_*`), validated at start.
+//! `poz-store`: the store as a gRPC service. Configuration from a TOML
+//! file, the environment (`POZ_STORE_*`) and flags, validated at start
+//! (docs/OPERATIONS.md lists every setting).
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+use poz_kit::ServiceConfig;
 use poz_proto::v1::{store_read_server::StoreReadServer, store_write_server::StoreWriteServer};
 use poz_store::grpc::StoreService;
 use poz_store::{Store, StoreOptions};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Parser, Debug)]
+/// Every setting, with its default.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// gRPC address.
+    listen: String,
+    /// postgres://… for the fleet, sqlite://PATH?mode=rwc for one machine.
+    database_url: String,
+    /// Connections in the pool.
+    max_connections: u32,
+    /// How long a request waits for a pooled connection, ms.
+    acquire_timeout_ms: u64,
+    /// Postgres statement_timeout, ms.
+    statement_timeout_ms: u64,
+    /// SQLite busy_timeout, ms.
+    busy_timeout_ms: u64,
+    /// Attempts for a transaction that hit a serialization failure.
+    retries: u32,
+    /// JSON log lines.
+    log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let o = StoreOptions::default();
+        Config {
+            listen: "127.0.0.1:50051".into(),
+            database_url: String::new(),
+            max_connections: o.max_connections,
+            acquire_timeout_ms: o.acquire_timeout.as_millis() as u64,
+            statement_timeout_ms: o.statement_timeout.as_millis() as u64,
+            busy_timeout_ms: o.busy_timeout.as_millis() as u64,
+            retries: o.retries,
+            log_json: false,
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn validate(&self) -> Result<(), String> {
+        poz_kit::check_listen("listen", &self.listen)?;
+        let url = self.database_url.as_str();
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return Err(format!(
+                "database_url must be postgres://… or sqlite:… (got {:?})",
+                if url.is_empty() { "nothing" } else { url }
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        for (name, v) in [
+            ("acquire_timeout_ms", self.acquire_timeout_ms),
+            ("statement_timeout_ms", self.statement_timeout_ms),
+            ("busy_timeout_ms", self.busy_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Flags: each overrides the file and the environment.
+#[derive(Parser, Serialize, Debug)]
 #[command(
     name = "poz-store",
     version,
     about = "The POZ store: gRPC over Postgres (or SQLite)"
 )]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "POZ_STORE_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: String,
-    /// postgres://… for the fleet, sqlite://PATH?mode=rwc for one machine.
-    #[arg(long, env = "POZ_STORE_DATABASE_URL")]
-    database_url: String,
-    /// Connections in the pool.
-    #[arg(long, env = "POZ_STORE_MAX_CONNECTIONS", default_value_t = 16)]
-    max_connections: u32,
-    /// Postgres statement_timeout, ms.
-    #[arg(long, env = "POZ_STORE_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
-    statement_timeout_ms: u64,
-    /// JSON log lines.
-    #[arg(long, env = "POZ_LOG_JSON")]
+    #[command(flatten)]
+    #[serde(skip)]
+    config: poz_kit::ConfigArgs,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_url: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<u32>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statement_timeout_ms: Option<u64>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     log_json: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    poz_kit::init_tracing(args.log_json);
-    if args.max_connections == 0 {
-        anyhow::bail!("--max-connections must be at least 1");
+    let c: Config = poz_kit::load_config("POZ_STORE_", &args.config, &args)?;
+    if args.config.print_config {
+        print!("{}", poz_kit::to_toml(&c)?);
+        return Ok(());
     }
+    poz_kit::init_tracing(c.log_json);
     let options = StoreOptions {
-        max_connections: args.max_connections,
-        statement_timeout: Duration::from_millis(args.statement_timeout_ms),
-        ..StoreOptions::default()
+        max_connections: c.max_connections,
+        acquire_timeout: Duration::from_millis(c.acquire_timeout_ms),
+        statement_timeout: Duration::from_millis(c.statement_timeout_ms),
+        busy_timeout: Duration::from_millis(c.busy_timeout_ms),
+        retries: c.retries,
     };
-    let store = Store::open(&args.database_url, options).await?;
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let store = Store::open(&c.database_url, options).await?;
+    let listener = tokio::net::TcpListener::bind(&c.listen).await?;
     // Tests and supervisors read the bound address from this line.
     tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), "poz-store listening");
     println!("listening {}", listener.local_addr()?);

@@ -25,8 +25,14 @@ struct StoreProcess {
 
 impl StoreProcess {
     fn start(db_url: &str) -> StoreProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_poz-store"))
-            .args(["--listen", "127.0.0.1:0", "--database-url", db_url])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-store"));
+        cmd.args(["--listen", "127.0.0.1:0", "--database-url", db_url]);
+        StoreProcess::spawn(cmd)
+    }
+
+    /// Starts `cmd` and waits for its `listening ADDR` line.
+    fn spawn(mut cmd: Command) -> StoreProcess {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -311,4 +317,68 @@ async fn sigkill_mid_load_loses_no_acknowledged_write_sqlite() {
         dir.path().join("k.db").display()
     ))
     .await;
+}
+
+/// Configuration comes from a TOML file, then `POZ_STORE_*`, then flags;
+/// a bad setting stops the store before it listens, naming the setting.
+#[test]
+fn configuration_file_environment_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let file = dir.path().join("store.toml");
+    std::fs::write(
+        &file,
+        format!("listen = \"127.0.0.1:0\"\ndatabase_url = \"{db}\"\nmax_connections = 3\n"),
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_poz-store"));
+        c.env_remove("RUST_BACKTRACE")
+            .env("POZ_STORE_CONFIG", &file);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args(args).output().unwrap()
+    };
+    let out = run(
+        &[("POZ_STORE_RETRIES", "5")],
+        &["--print-config", "--max-connections", "2"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "listen = \"127.0.0.1:0\"",
+        &format!("database_url = \"{db}\""),
+        "max_connections = 2",
+        "retries = 5",
+        "statement_timeout_ms = 5000",
+    ] {
+        assert!(printed.contains(want), "{want} not in\n{printed}");
+    }
+    for (env, why) in [
+        (
+            ("POZ_STORE_MAX_CONNECTIONS", "0"),
+            "max_connections must be at least 1",
+        ),
+        (
+            ("POZ_STORE_LISTEN", "localhost:1"),
+            "listen \"localhost:1\" is not an IP:port",
+        ),
+        (
+            ("POZ_STORE_DATABASE_URL", "mysql://x"),
+            "database_url must be postgres://",
+        ),
+        (("POZ_STORE_STATEMENT_TIMOUT_MS", "1"), "unknown field"),
+    ] {
+        let out = run(&[env], &[]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{env:?}: {err}");
+        assert!(out.stdout.is_empty(), "it must not start listening");
+    }
+    // And the file alone starts a working store.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-store"));
+    cmd.env("POZ_STORE_CONFIG", &file);
+    let s = StoreProcess::spawn(cmd);
+    assert!(s.addr.starts_with("127.0.0.1:"), "{}", s.addr);
 }
