@@ -5,7 +5,9 @@
 # interop test (an independent Noise NK client); and a throwaway Postgres
 # cluster for the store's tests (Debian's postgresql, installed if missing),
 # started on a free port in a temporary directory and removed on exit, so
-# runs never collide and nothing depends on a server left running.
+# runs never collide and nothing depends on a server left running; and
+# SoftHSM2 (Debian's softhsm2) for the signer's PKCS#11 tests, each of
+# which initialises its own token in a temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,6 +65,17 @@ if [ -z "${POZ_TEST_PG_URL:-}" ]; then
     echo "no Postgres available and none could be installed" >&2; exit 1
   fi
 fi
+
+# SoftHSM2: the signer's tests use its PKCS#11 module and softhsm2-util.
+if ! command -v softhsm2-util >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing softhsm2 (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
+  else
+    echo "SoftHSM2 is missing and cannot be installed (need root and apt-get)" >&2; exit 1
+  fi
+fi
+echo "SoftHSM2: $(softhsm2-util --version)"
 
 echo "== format"
 cargo fmt --all -- --check

@@ -161,6 +161,24 @@ fn entry_row(record_id: &Hash32, zone: ZoneType, e: &SignedEntry) -> Result<Entr
 /// Rows per multi-row INSERT of zone entries.
 const ENTRY_ROWS_PER_STATEMENT: usize = 500;
 
+/// One row of the signer's audit log.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SignatureAudit {
+    /// The key that signed.
+    pub key_id: Hash32,
+    /// The record the signature belongs to (the draft's record, the
+    /// entry's issuer).
+    pub record_id: Hash32,
+    /// The zone type code (0 for a master zone).
+    pub zone_type: u8,
+    /// What was signed: "master-draft", "entry", "batch-root".
+    pub what: String,
+    /// The signed digest.
+    pub digest: Hash32,
+    /// The signature encoding (SPEC §5).
+    pub signature: Vec<u8>,
+}
+
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -727,6 +745,56 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Appends one signature to the audit log; returns its audit ID.
+    pub async fn append_signature(&self, row: &SignatureAudit) -> Result<u64, StoreError> {
+        // Random 63-bit IDs: portable (no sequences) and unguessable.
+        let id = u64::from_be_bytes(random_id()[..8].try_into().unwrap_or([0; 8])) >> 1;
+        sqlx::query(
+            "INSERT INTO signature_audit (audit_id, at_ms, key_id, record_id, zone_type, what, digest, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id as i64)
+        .bind(now_ms())
+        .bind(row.key_id.0.to_vec())
+        .bind(row.record_id.0.to_vec())
+        .bind(row.zone_type as i32)
+        .bind(row.what.clone())
+        .bind(row.digest.0.to_vec())
+        .bind(row.signature.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// The audit log of one record's signatures, oldest first.
+    pub async fn signature_audit(
+        &self,
+        record_id: &Hash32,
+    ) -> Result<Vec<(u64, SignatureAudit)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT audit_id, key_id, record_id, zone_type, what, digest, signature FROM signature_audit \
+             WHERE record_id = $1 ORDER BY at_ms, audit_id",
+        )
+        .bind(record_id.0.to_vec())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get::<i64, _>(0) as u64,
+                    SignatureAudit {
+                        key_id: to_hash(&r.get::<Vec<u8>, _>(1))?,
+                        record_id: to_hash(&r.get::<Vec<u8>, _>(2))?,
+                        zone_type: r.get::<i32, _>(3) as u8,
+                        what: r.get(4),
+                        digest: to_hash(&r.get::<Vec<u8>, _>(5))?,
+                        signature: r.get(6),
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Security events of a record, oldest first.

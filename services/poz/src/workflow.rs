@@ -8,7 +8,7 @@
 
 use crate::entries::{IdentityBinding, Revocation, RevocationReason};
 use crate::hash::Hash32;
-use crate::keys::{PublicKey, SigningKey};
+use crate::keys::{KeyId, PublicKey, SigningKey};
 use crate::master::{Delegation, DelegationKey, MasterKey, MasterZone};
 use crate::record::Record;
 use crate::threshold::{delegation_members, evaluate, Authority, Member, Tally};
@@ -182,22 +182,29 @@ pub fn remove_delegation_key(rec: &mut Record, zone: ZoneType, key_idx: u8) -> R
 /// Signs a draft with one holder's key. Only a key of the authorizing
 /// revision may sign; signing twice replaces the earlier signature.
 pub fn sign_draft(rec: &mut Record, key: &SigningKey) -> Result<u8, Error> {
+    let (idx, digest) = draft_signing_target(rec, &key.public().id())?;
+    crate::keys::insert_signature(&mut rec.master.signatures, key.sign(idx, &digest));
+    Ok(idx)
+}
+
+/// What key `key_id` may sign on draft `rec`: its index and the draft's
+/// signable digest, if it is a master key of the authorizing revision.
+/// This is the whole policy of a master-zone signature, for signers whose
+/// keys are not in memory (an HSM): sign the digest, then
+/// [`crate::keys::insert_signature`].
+pub fn draft_signing_target(rec: &Record, key_id: &KeyId) -> Result<(u8, Hash32), Error> {
     if rec.master.is_finalized() {
         return Err(Error::NotDraft);
     }
-    let id = key.public().id();
-    let what = format!("master zone serial {}", rec.master.serial);
     let idx = rec
         .keys
-        .index_of(&id)
+        .index_of(key_id)
         .filter(|i| authorizing(rec).master_keys.iter().any(|k| k.key_idx == *i))
         .ok_or_else(|| Error::NotAuthorizingKey {
-            what: what.clone(),
-            key_id: id,
+            what: format!("master zone serial {}", rec.master.serial),
+            key_id: *key_id,
         })?;
-    let digest = rec.master.signable_digest(&rec.keys)?;
-    crate::keys::insert_signature(&mut rec.master.signatures, key.sign(idx, &digest));
-    Ok(idx)
+    Ok((idx, rec.master.signable_digest(&rec.keys)?))
 }
 
 /// Tallies the signatures that are by `members` and verify over `digest`
@@ -277,13 +284,13 @@ fn delegation_index(
     rec: &Record,
     zone: ZoneType,
     authority: Authority,
-    key: &SigningKey,
+    id: &KeyId,
 ) -> Result<u8, Error> {
     let d = rec
         .master
         .delegation(zone)
         .ok_or(Error::NotDelegated { zone })?;
-    let id = key.public().id();
+    let id = *id;
     rec.keys
         .index_of(&id)
         .filter(|i| {
@@ -329,11 +336,23 @@ pub fn sign_entry(
     entry: &mut SignedEntry,
     key: &SigningKey,
 ) -> Result<u8, Error> {
-    require_record_id(rec)?;
-    let idx = delegation_index(rec, zone, entry_authority(entry), key)?;
-    let digest = entry.digest(&rec.id(), zone);
+    let (idx, digest) = entry_signing_target(rec, zone, entry, &key.public().id())?;
     entry.add_signature(key.sign(idx, &digest));
     Ok(idx)
+}
+
+/// What key `key_id` may sign on `entry` of `rec`'s `zone`: its index and
+/// the entry digest, if it is a delegation key of that zone with grant
+/// (GRANT entries) or deny (REVOKE entries) weight.
+pub fn entry_signing_target(
+    rec: &Record,
+    zone: ZoneType,
+    entry: &SignedEntry,
+    key_id: &KeyId,
+) -> Result<(u8, Hash32), Error> {
+    require_record_id(rec)?;
+    let idx = delegation_index(rec, zone, entry_authority(entry), key_id)?;
+    Ok((idx, entry.digest(&rec.id(), zone)))
 }
 
 /// The tally of an entry's valid signatures against `rec`'s delegation.
@@ -539,7 +558,7 @@ pub fn set_authority(
     let digest = a.signable_digest(&rec.id());
     let mut ok = Vec::new();
     for k in signers {
-        let idx = delegation_index(rec, zone, Authority::Grant, k)?;
+        let idx = delegation_index(rec, zone, Authority::Grant, &k.public().id())?;
         a.add_signature(k.sign(idx, &digest));
         ok.push(idx);
     }

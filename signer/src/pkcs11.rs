@@ -1,0 +1,258 @@
+//! Keys in a PKCS#11 token (an HSM; SoftHSM2 in tests and development).
+//!
+//! Ed25519 keys are generated inside the token as sensitive and
+//! non-extractable (`CKM_EC_EDWARDS_KEY_PAIR_GEN`, curve `edwards25519`)
+//! and used with `CKM_EDDSA` (pure Ed25519). The private value never
+//! leaves the token; we keep object handles and public keys only.
+//!
+//! Several sessions let calls proceed in parallel where the module allows
+//! it; each signature borrows one session. Every signature the token
+//! returns is verified with the public key before it is used: a faulty
+//! HSM must not put a bad signature into a record.
+
+use crate::keystore::{HeldKey, KeyStore, KeyStoreError};
+use cryptoki::context::{CInitializeArgs, Pkcs11};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use poz::keys::{KeyId, PublicKey};
+use poz::Hash32;
+use std::sync::{Condvar, Mutex};
+
+/// `CKA_EC_PARAMS` for Ed25519: the PrintableString "edwards25519"
+/// (PKCS#11 3.0 §2.3.10; SoftHSM2 also accepts the OID form).
+const EDWARDS25519: [u8; 14] = [
+    0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9',
+];
+
+/// A logged-in PKCS#11 token.
+pub struct Pkcs11KeyStore {
+    // Kept so the library stays initialised as long as the store lives.
+    _ctx: Pkcs11,
+    sessions: Mutex<Vec<Session>>,
+    session_free: Condvar,
+    keys: Vec<HeldKey>,
+    handles: Vec<ObjectHandle>,
+}
+
+/// How to reach a token.
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    /// The PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    pub module: std::path::PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// The user PIN.
+    pub pin: String,
+    /// Sessions to open (parallel signing), at least 1.
+    pub sessions: usize,
+}
+
+impl Pkcs11KeyStore {
+    /// Initialises the module, finds the token by label, opens
+    /// `sessions` sessions and logs in, and loads every Ed25519 private
+    /// key with its public key.
+    pub fn open(cfg: &TokenConfig) -> Result<Self, KeyStoreError> {
+        let ctx = Pkcs11::new(&cfg.module)
+            .map_err(|e| KeyStoreError::Pkcs11(format!("loading {}: {e}", cfg.module.display())))?;
+        ctx.initialize(CInitializeArgs::OsThreads)?;
+        let mut slot = None;
+        for s in ctx.get_slots_with_token()? {
+            if ctx.get_token_info(s)?.label().trim_end() == cfg.token_label {
+                slot = Some(s);
+                break;
+            }
+        }
+        let slot = slot.ok_or_else(|| KeyStoreError::NoToken(cfg.token_label.clone()))?;
+        let mut sessions = Vec::new();
+        for _ in 0..cfg.sessions.max(1) {
+            sessions.push(ctx.open_rw_session(slot)?);
+        }
+        // A login holds for every session of the application.
+        let pin = AuthPin::new(cfg.pin.clone());
+        sessions[0].login(UserType::User, Some(&pin))?;
+        let (keys, handles) = load_keys(&sessions[0])?;
+        Ok(Pkcs11KeyStore {
+            _ctx: ctx,
+            sessions: Mutex::new(sessions),
+            session_free: Condvar::new(),
+            keys,
+            handles,
+        })
+    }
+
+    /// Generates an Ed25519 key pair inside the token: the private key is
+    /// a token object, private, sensitive, non-extractable, usable only to
+    /// sign. Returns the new key (also added to this store's list only
+    /// after a reopen: the list is fixed at open, like the service's).
+    pub fn generate(&self, label: &str) -> Result<HeldKey, KeyStoreError> {
+        let mut id = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let public_template = [
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::EcParams(EDWARDS25519.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ];
+        let private_template = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ];
+        let session = self.take_session();
+        let r = session.generate_key_pair(
+            &Mechanism::EccEdwardsKeyPairGen,
+            &public_template,
+            &private_template,
+        );
+        let out = r
+            .map_err(KeyStoreError::from)
+            .and_then(|(public, _)| public_key(&session, public))
+            .map(|public| HeldKey {
+                public,
+                label: label.to_string(),
+            });
+        self.give_back(session);
+        out
+    }
+
+    fn take_session(&self) -> Session {
+        let mut free = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(s) = free.pop() {
+                return s;
+            }
+            free = self
+                .session_free
+                .wait(free)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn give_back(&self, s: Session) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s);
+        self.session_free.notify_one();
+    }
+
+    /// The object handle of a held key's private half (for tests that
+    /// probe the token's protections).
+    pub fn private_handle(&self, id: &KeyId) -> Option<ObjectHandle> {
+        let i = self.keys.iter().position(|k| k.public.id() == *id)?;
+        Some(self.handles[i])
+    }
+
+    /// Runs `f` with a session of this token (tests and admin commands).
+    pub fn with_session<T>(&self, f: impl FnOnce(&Session) -> T) -> T {
+        let s = self.take_session();
+        let out = f(&s);
+        self.give_back(s);
+        out
+    }
+}
+
+/// Every Ed25519 private key in the token, paired with its public key by
+/// CKA_ID.
+fn load_keys(s: &Session) -> Result<(Vec<HeldKey>, Vec<ObjectHandle>), KeyStoreError> {
+    let privates = s.find_objects(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC_EDWARDS),
+    ])?;
+    let mut keys = Vec::new();
+    let mut handles = Vec::new();
+    for h in privates {
+        let attrs = s.get_attributes(h, &[AttributeType::Id, AttributeType::Label])?;
+        let (mut id, mut label) = (Vec::new(), String::new());
+        for a in attrs {
+            match a {
+                Attribute::Id(v) => id = v,
+                Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
+                _ => {}
+            }
+        }
+        let publics = s.find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::EC_EDWARDS),
+            Attribute::Id(id),
+        ])?;
+        let Some(p) = publics.first() else {
+            tracing::warn!(%label, "private key without a public key object; skipped");
+            continue;
+        };
+        keys.push(HeldKey {
+            public: public_key(s, *p)?,
+            label,
+        });
+        handles.push(h);
+    }
+    Ok((keys, handles))
+}
+
+/// The 32-byte Ed25519 key from CKA_EC_POINT, which modules return either
+/// raw or DER-wrapped as an OCTET STRING (04 20 ‖ key).
+fn public_key(s: &Session, h: ObjectHandle) -> Result<PublicKey, KeyStoreError> {
+    let attrs = s.get_attributes(h, &[AttributeType::EcPoint])?;
+    let point = attrs
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::EcPoint(v) => Some(v),
+            _ => None,
+        })
+        .ok_or_else(|| KeyStoreError::Pkcs11("public key without CKA_EC_POINT".into()))?;
+    let raw: &[u8] = match point.as_slice() {
+        [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
+        r if r.len() == 32 => r,
+        _ => {
+            return Err(KeyStoreError::Pkcs11(format!(
+                "CKA_EC_POINT of {} bytes is not an Ed25519 key",
+                point.len()
+            )))
+        }
+    };
+    let bytes: [u8; 32] = raw
+        .try_into()
+        .map_err(|_| KeyStoreError::Pkcs11("bad CKA_EC_POINT".into()))?;
+    PublicKey::ed25519_from_bytes(&bytes)
+        .ok_or_else(|| KeyStoreError::Pkcs11("CKA_EC_POINT is not a usable Ed25519 key".into()))
+}
+
+impl KeyStore for Pkcs11KeyStore {
+    fn keys(&self) -> &[HeldKey] {
+        &self.keys
+    }
+
+    fn sign(&self, id: &KeyId, digest: &Hash32) -> Result<[u8; 64], KeyStoreError> {
+        let i = self
+            .keys
+            .iter()
+            .position(|k| k.public.id() == *id)
+            .ok_or(KeyStoreError::UnknownKey(*id))?;
+        let session = self.take_session();
+        let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
+        let r = session.sign(&mech, self.handles[i], &digest.0);
+        self.give_back(session);
+        let sig: [u8; 64] = r?
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyStoreError::BadSignature(*id))?;
+        let check = poz::keys::Signature {
+            key_idx: 0,
+            sig_type: poz::keys::SigType::ED25519,
+            data: sig.to_vec(),
+        };
+        if !self.keys[i].public.verify(digest, &check) {
+            return Err(KeyStoreError::BadSignature(*id));
+        }
+        Ok(sig)
+    }
+}

@@ -1,0 +1,231 @@
+//! The Signer gRPC service. Order of every signing call:
+//!
+//! 1. decode the request strictly (INVALID_ARGUMENT);
+//! 2. re-validate it: the issuer's record verifies, the entry's body
+//!    decodes for its zone and a binding names this issuer; a draft's
+//!    chain up to the authorizing revision verifies (FAILED_PRECONDITION);
+//! 3. policy: the key is held (NOT_FOUND) and may sign this object, as
+//!    the standard decides it: an authorizing master key for a draft, a
+//!    delegation key with grant (GRANT) or deny (REVOKE) weight for an
+//!    entry (PERMISSION_DENIED; nothing is signed);
+//! 4. sign in the key store, on a blocking thread (UNAVAILABLE when the
+//!    HSM fails);
+//! 5. write the audit row (UNAVAILABLE when it cannot be written: the
+//!    signature is then withheld, never returned unaudited);
+//! 6. answer with the signature.
+
+use crate::keystore::{KeyStore, KeyStoreError};
+use poz::entries::EntryBody;
+use poz::keys::{KeyId, SigType, Signature};
+use poz::zone::{EntryKind, SignedEntry, ZoneType};
+use poz::{Codec, Hash32, Record};
+use poz_proto::v1 as pb;
+use poz_store::{SignatureAudit, Store};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The Signer service over a key store, auditing into the store.
+#[derive(Clone)]
+pub struct SignerService {
+    keys: Arc<dyn KeyStore>,
+    audit: Store,
+}
+
+impl SignerService {
+    pub fn new(keys: Arc<dyn KeyStore>, audit: Store) -> Self {
+        SignerService { keys, audit }
+    }
+
+    /// Steps 3 to 6 for a digest the caller has validated: sign with the
+    /// held key, audit, return the signature (with `key_idx`).
+    async fn sign_and_audit(
+        &self,
+        key_id: KeyId,
+        key_idx: u8,
+        digest: Hash32,
+        record_id: Hash32,
+        zone_type: u8,
+        what: &str,
+    ) -> Result<pb::SignatureResponse, Status> {
+        let keys = self.keys.clone();
+        let sig = tokio::task::spawn_blocking(move || keys.sign(&key_id, &digest))
+            .await
+            .map_err(|e| Status::internal(format!("signing task: {e}")))?
+            .map_err(|e| match e {
+                KeyStoreError::UnknownKey(_) => Status::not_found(e.to_string()),
+                _ => Status::unavailable(e.to_string()),
+            })?;
+        let signature = Signature {
+            key_idx,
+            sig_type: SigType::ED25519,
+            data: sig.to_vec(),
+        }
+        .to_bytes();
+        let row = SignatureAudit {
+            key_id,
+            record_id,
+            zone_type,
+            what: what.into(),
+            digest,
+            signature: signature.clone(),
+        };
+        let audit_id = self.audit.append_signature(&row).await.map_err(|e| {
+            tracing::error!(error = %e, "audit log write failed; signature withheld");
+            Status::unavailable(format!("audit log unavailable, signature withheld: {e}"))
+        })?;
+        tracing::info!(%key_id, %record_id, what, audit_id, "signed");
+        Ok(pb::SignatureResponse {
+            signature,
+            audit_id,
+        })
+    }
+
+    fn held_key(&self, h: &Option<pb::Hash>) -> Result<KeyId, Status> {
+        let id = hash_arg("key_id", h)?;
+        if self.keys.held(&id).is_none() {
+            return Err(Status::not_found(format!(
+                "key {id} is not held by this signer"
+            )));
+        }
+        Ok(id)
+    }
+}
+
+fn hash_arg(field: &str, h: &Option<pb::Hash>) -> Result<Hash32, Status> {
+    let v = h
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument(format!("{field} is missing")))?;
+    <[u8; 32]>::try_from(v.value.as_slice())
+        .map(Hash32)
+        .map_err(|_| Status::invalid_argument(format!("{field} is not 32 bytes")))
+}
+
+fn decode_record(field: &str, b: &[u8]) -> Result<Record, Status> {
+    Record::from_bytes(b).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+/// Policy refusals are PERMISSION_DENIED; anything else about the
+/// object's state is FAILED_PRECONDITION.
+fn policy_status(e: poz::Error) -> Status {
+    match e {
+        poz::Error::NotAuthorizingKey { .. } | poz::Error::NotDelegated { .. } => {
+            Status::permission_denied(e.to_string())
+        }
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::signer_server::Signer for SignerService {
+    async fn list_keys(
+        &self,
+        _req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: self
+                .keys
+                .keys()
+                .iter()
+                .map(|k| pb::HeldKey {
+                    key_id: Some(pb::Hash {
+                        value: k.public.id().0.to_vec(),
+                    }),
+                    public_key: k.public.bytes().to_vec(),
+                    label: k.label.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn sign_master_draft(
+        &self,
+        req: Request<pb::SignMasterDraftRequest>,
+    ) -> Result<Response<pb::SignatureResponse>, Status> {
+        let r = req.into_inner();
+        let key_id = self.held_key(&r.key_id)?;
+        let draft = decode_record("draft", &r.draft)?;
+        // The chain the draft extends must verify up to its last revision.
+        if let Some(prev) = draft.history.last() {
+            let mut head = draft.clone();
+            head.master = prev.clone();
+            head.history.pop();
+            head.zones.clear();
+            head.authorities.clear();
+            let report = tokio::task::spawn_blocking(move || poz::verify_record(&head))
+                .await
+                .map_err(|e| Status::internal(format!("verification task: {e}")))?;
+            let failure = report
+                .failures()
+                .next()
+                .map(|(rule, detail)| format!("{rule}: {detail}"));
+            if let Some(f) = failure {
+                return Err(Status::failed_precondition(format!(
+                    "the chain this draft extends does not verify: {f}"
+                )));
+            }
+        }
+        let (idx, digest) =
+            poz::workflow::draft_signing_target(&draft, &key_id).map_err(policy_status)?;
+        let out = self
+            .sign_and_audit(key_id, idx, digest, draft.id(), 0, "master-draft")
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    async fn sign_entry(
+        &self,
+        req: Request<pb::SignEntryRequest>,
+    ) -> Result<Response<pb::SignatureResponse>, Status> {
+        let r = req.into_inner();
+        let key_id = self.held_key(&r.key_id)?;
+        let zone = u8::try_from(r.zone_type)
+            .ok()
+            .map(ZoneType)
+            .filter(|z| z.is_known())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("zone_type {} is not 1..=5", r.zone_type))
+            })?;
+        let issuer = decode_record("issuer_record", &r.issuer_record)?;
+        let entry = SignedEntry::from_bytes(&r.entry)
+            .map_err(|e| Status::invalid_argument(format!("entry: {e}")))?;
+        let body = EntryBody::decode(zone, entry.kind, &entry.body)
+            .map_err(|e| Status::invalid_argument(format!("entry body: {e}")))?;
+        let issuer = tokio::task::spawn_blocking(move || poz::verify::verify_and_accept(issuer))
+            .await
+            .map_err(|e| Status::internal(format!("verification task: {e}")))?
+            .map_err(|rep| {
+                let f: Vec<String> = rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
+                Status::failed_precondition(format!(
+                    "issuer_record does not verify: {}",
+                    f.join("; ")
+                ))
+            })?;
+        if let EntryBody::Binding(b) = &body {
+            if b.issuer != issuer.id {
+                return Err(Status::failed_precondition(format!(
+                    "the binding names issuer {}, not this record {}",
+                    b.issuer, issuer.id
+                )));
+            }
+            if entry.kind != EntryKind::GRANT {
+                return Err(Status::invalid_argument("a binding is a GRANT entry"));
+            }
+        }
+        let (idx, digest) =
+            poz::workflow::entry_signing_target(&issuer.record, zone, &entry, &key_id)
+                .map_err(policy_status)?;
+        let out = self
+            .sign_and_audit(key_id, idx, digest, issuer.id, zone.0, "entry")
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    async fn sign_batch_root(
+        &self,
+        _req: Request<pb::SignBatchRootRequest>,
+    ) -> Result<Response<pb::SignatureResponse>, Status> {
+        Err(Status::unimplemented(
+            "batch signatures are not implemented yet (issue 5, in progress)",
+        ))
+    }
+}

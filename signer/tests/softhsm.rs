@@ -1,0 +1,316 @@
+//! The signer against a real SoftHSM2 token (Debian's `softhsm2`; the
+//! README's test command installs it). Each test initialises its own token
+//! in a temporary directory, so tests never share key material.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
+use poz::sample::{self, T0};
+use poz::zone::{EntryKind, SignedEntry, ZoneType};
+use poz::{workflow, Codec, Hash32, Record};
+use poz_proto::v1 as pb;
+use poz_proto::v1::signer_server::Signer;
+use poz_signer::{KeyStore, Pkcs11KeyStore, SignerService, TokenConfig};
+use poz_store::{Store, StoreOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tonic::{Code, Request};
+
+/// The SoftHSM2 module: `POZ_PKCS11_MODULE`, else Debian's paths.
+fn module() -> PathBuf {
+    if let Some(p) = std::env::var_os("POZ_PKCS11_MODULE") {
+        return p.into();
+    }
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("SoftHSM2 is not installed (apt-get install softhsm2; deploy/test.sh does it)")
+}
+
+/// A fresh token "poz-test" (user PIN 1234) in `dir`. SoftHSM2 reads
+/// SOFTHSM2_CONF when the module is initialised; nextest runs each test in
+/// its own process, so setting it here affects this test only.
+fn fresh_token(dir: &std::path::Path) -> TokenConfig {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let out = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "poz-test",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .output()
+        .expect("softhsm2-util runs");
+    assert!(out.status.success(), "{out:?}");
+    TokenConfig {
+        module: module(),
+        token_label: "poz-test".into(),
+        pin: "1234".into(),
+        sessions: 2,
+    }
+}
+
+/// Generates keys labelled `labels` in the token, then reopens it (a key
+/// store's list is fixed when it opens, as the service's is).
+fn token_with_keys(cfg: &TokenConfig, labels: &[&str]) -> Pkcs11KeyStore {
+    {
+        let s = Pkcs11KeyStore::open(cfg).unwrap();
+        for l in labels {
+            s.generate(l).unwrap();
+        }
+    }
+    Pkcs11KeyStore::open(cfg).unwrap()
+}
+
+async fn audit_store(dir: &std::path::Path) -> Store {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("audit.db").display());
+    Store::open(&url, StoreOptions::default()).await.unwrap()
+}
+
+#[test]
+fn keys_are_generated_and_used_inside_the_token_and_never_leave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fresh_token(dir.path());
+    let store = token_with_keys(&cfg, &["identity-1"]);
+    assert_eq!(store.keys().len(), 1);
+    let key = store.keys()[0].clone();
+    assert_eq!(key.label, "identity-1");
+
+    // Signs inside the token; the signature verifies under the POZ rule.
+    let digest = poz::hash::tagged_hash("test", &[b"hello"]);
+    let sig = store.sign(&key.public.id(), &digest).unwrap();
+    let check = poz::keys::Signature {
+        key_idx: 0,
+        sig_type: poz::keys::SigType::ED25519,
+        data: sig.to_vec(),
+    };
+    assert!(key.public.verify(&digest, &check));
+
+    // The private value cannot be read: sensitive, never extractable.
+    let h = store.private_handle(&key.public.id()).unwrap();
+    store.with_session(|s| {
+        let info = s.get_attribute_info(h, &[AttributeType::Value]).unwrap();
+        assert!(matches!(info[0], AttributeInfo::Sensitive), "{info:?}");
+        assert!(s
+            .get_attributes(h, &[AttributeType::Value])
+            .unwrap()
+            .is_empty());
+        let flags = s
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::NeverExtractable,
+                    AttributeType::Token,
+                ],
+            )
+            .unwrap();
+        for want in [
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::NeverExtractable(true),
+            Attribute::Token(true),
+        ] {
+            assert!(
+                flags
+                    .iter()
+                    .any(|a| format!("{a:?}") == format!("{want:?}")),
+                "{want:?} not in {flags:?}"
+            );
+        }
+    });
+
+    // The key survives a reopen (a token object), and an unknown key ID
+    // is refused.
+    drop(store);
+    let again = Pkcs11KeyStore::open(&cfg).unwrap();
+    assert_eq!(again.keys()[0].public, key.public);
+    assert!(again.sign(&Hash32([7; 32]), &digest).is_err());
+}
+
+/// A provider whose identity zone is delegated to the HSM key (grant 100)
+/// and to a software device (grant 100, used for the authority section).
+fn provider_with_hsm_identity_key(hsm: &poz::PublicKey) -> Record {
+    let k = sample::provider_keys();
+    let rec = sample::sole_owner_genesis(&k.master).unwrap();
+    let mut rec = workflow::draft(&rec, T0 + 1).unwrap();
+    workflow::set_delegation_key(&mut rec, ZoneType::IDENTITY, hsm.clone(), 0, 100, 100).unwrap();
+    workflow::set_delegation_key(
+        &mut rec,
+        ZoneType::IDENTITY,
+        k.device_a.public(),
+        0,
+        100,
+        100,
+    )
+    .unwrap();
+    workflow::set_delegation_key(&mut rec, ZoneType::FEED, k.zones.public(), 0, 100, 100).unwrap();
+    workflow::sign_draft(&mut rec, &k.master).unwrap();
+    workflow::apply(&mut rec).unwrap();
+    workflow::set_authority(
+        &mut rec,
+        ZoneType::IDENTITY,
+        "social.example",
+        Hash32::ZERO,
+        T0 + 2,
+        &[&k.device_a],
+    )
+    .unwrap();
+    rec
+}
+
+fn hash(h: &Hash32) -> Option<pb::Hash> {
+    Some(pb::Hash {
+        value: h.0.to_vec(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_is_enforced_and_every_signature_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fresh_token(dir.path());
+    let hsm = Arc::new(token_with_keys(&cfg, &["identity-hsm"]));
+    let hsm_key = hsm.keys()[0].public.clone();
+    let audit = audit_store(dir.path()).await;
+    let svc = SignerService::new(hsm.clone(), audit.clone());
+    let rec = provider_with_hsm_identity_key(&hsm_key);
+    let id = rec.id();
+
+    let listed = svc
+        .list_keys(Request::new(pb::ListKeysRequest {}))
+        .await
+        .unwrap();
+    assert_eq!(listed.get_ref().keys[0].public_key, hsm_key.bytes());
+
+    // Three bindings signed in the HSM; each verifies with the provider.
+    let vr = poz::verify::verify_and_accept(rec.clone()).unwrap();
+    let mut returned = Vec::new();
+    for n in 0..3u8 {
+        let mut b =
+            workflow::new_binding(&rec, sample::user_id(n), &format!("u{n}"), T0 + 5, 0).unwrap();
+        let r = svc
+            .sign_entry(Request::new(pb::SignEntryRequest {
+                issuer_record: rec.to_bytes(),
+                zone_type: ZoneType::IDENTITY.0 as u32,
+                entry: b.to_bytes(),
+                key_id: hash(&hsm_key.id()),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        b.add_signature(poz::keys::Signature::from_bytes(&r.signature).unwrap());
+        poz::verify::verify_binding(&vr, &b, T0 + 10).unwrap();
+        returned.push((r.audit_id, r.signature));
+    }
+
+    // Outside policy: the HSM key is not a feed delegation key, nor a
+    // master key. Refused, and nothing signed or audited.
+    let feed = SignedEntry::new(
+        EntryKind::GRANT,
+        poz::entries::FeedEntry {
+            name: "main".into(),
+            feed_service: Hash32([1; 32]),
+        }
+        .to_bytes(),
+    );
+    let e = svc
+        .sign_entry(Request::new(pb::SignEntryRequest {
+            issuer_record: rec.to_bytes(),
+            zone_type: ZoneType::FEED.0 as u32,
+            entry: feed.to_bytes(),
+            key_id: hash(&hsm_key.id()),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("not one of the keys"),
+        "{}",
+        e.message()
+    );
+    let draft = workflow::draft(&rec, T0 + 20).unwrap();
+    let e = svc
+        .sign_master_draft(Request::new(pb::SignMasterDraftRequest {
+            draft: draft.to_bytes(),
+            key_id: hash(&hsm_key.id()),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // A binding claiming another issuer, garbage, a key not held.
+    let mut foreign = workflow::new_binding(&rec, sample::user_id(9), "x", T0 + 5, 0).unwrap();
+    let mut body = poz::entries::IdentityBinding::from_bytes(&foreign.body).unwrap();
+    body.issuer = Hash32([3; 32]);
+    foreign.body = body.to_bytes();
+    for (req, code) in [
+        (
+            pb::SignEntryRequest {
+                issuer_record: rec.to_bytes(),
+                zone_type: 1,
+                entry: foreign.to_bytes(),
+                key_id: hash(&hsm_key.id()),
+            },
+            Code::FailedPrecondition,
+        ),
+        (
+            pb::SignEntryRequest {
+                issuer_record: vec![1, 2, 3],
+                zone_type: 1,
+                entry: foreign.to_bytes(),
+                key_id: hash(&hsm_key.id()),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::SignEntryRequest {
+                issuer_record: rec.to_bytes(),
+                zone_type: 1,
+                entry: foreign.to_bytes(),
+                key_id: hash(&Hash32([5; 32])),
+            },
+            Code::NotFound,
+        ),
+    ] {
+        let e = svc.sign_entry(Request::new(req)).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+    }
+
+    // The audit log: exactly one row per signature, matching what was
+    // returned.
+    let rows = audit.signature_audit(&id).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let mut got: Vec<(u64, Vec<u8>)> = rows
+        .iter()
+        .map(|(i, r)| (*i, r.signature.clone()))
+        .collect();
+    got.sort();
+    returned.sort();
+    assert_eq!(got, returned);
+    for (_, row) in &rows {
+        assert_eq!(row.key_id, hsm_key.id());
+        assert_eq!(row.record_id, id);
+        assert_eq!(row.what, "entry");
+        assert_eq!(row.zone_type, ZoneType::IDENTITY.0);
+    }
+}
