@@ -314,3 +314,85 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
         assert_eq!(row.zone_type, ZoneType::IDENTITY.0);
     }
 }
+
+/// The `poz-signer` binary: generates a key in the token, starts from a
+/// configuration file with the PIN in a file, serves ListKeys, stops on
+/// SIGTERM; and refuses to start without an audit database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fresh_token(dir.path());
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    let conf = dir.path().join("signer.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = \"127.0.0.1:0\"\npkcs11_module = \"{}\"\ntoken_label = \"poz-test\"\npin_file = \"{}\"\naudit_database_url = \"sqlite://{}?mode=rwc\"\n",
+            cfg.module.display(),
+            pin.display(),
+            dir.path().join("audit.db").display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_poz-signer");
+    let out = Command::new(bin)
+        .args([
+            "--config".as_ref(),
+            conf.as_os_str(),
+            "--generate-key".as_ref(),
+            "id-1".as_ref(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.starts_with("generated id-1: key id "), "{printed}");
+
+    let out = Command::new(bin)
+        .env("POZ_SIGNER_CONFIG", &conf)
+        .env("POZ_SIGNER_AUDIT_DATABASE_URL", "")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audit_database_url is required"));
+
+    let mut child = Command::new(bin)
+        .env("POZ_SIGNER_CONFIG", &conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    let mut client = pb::signer_client::SignerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let keys = client
+        .list_keys(pb::ListKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].label, "id-1");
+    let key_id = hex(&keys[0].key_id.as_ref().unwrap().value);
+    assert!(printed.contains(&key_id), "{printed} vs {key_id}");
+    // SIGTERM: a graceful stop.
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

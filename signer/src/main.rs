@@ -1,0 +1,194 @@
+//! `poz-signer`: the Signer gRPC service. Configuration from a TOML file,
+//! the environment (`POZ_SIGNER_*`) and flags, validated at start
+//! (docs/OPERATIONS.md lists every setting).
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::Parser;
+use poz_kit::ServiceConfig;
+use poz_proto::v1::signer_server::SignerServer;
+use poz_signer::{KeyStore, Pkcs11KeyStore, SignerService, SoftwareKeyStore, TokenConfig};
+use poz_store::{Store, StoreOptions};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Every setting, with its default.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// gRPC address.
+    listen: String,
+    /// "pkcs11" (an HSM) or "software" (encrypted key files).
+    backend: String,
+    /// The PKCS#11 module.
+    pkcs11_module: PathBuf,
+    /// The token's label.
+    token_label: String,
+    /// A file holding the token's user PIN (first line). Prefer it, or
+    /// POZ_SIGNER_PIN from a Kubernetes Secret, to a PIN in the file.
+    pin_file: Option<PathBuf>,
+    /// The user PIN (prefer pin_file).
+    pin: Option<String>,
+    /// PKCS#11 sessions for parallel signing.
+    sessions: usize,
+    /// Software backend: POZ key files (`pozctl key generate`).
+    key_files: Vec<PathBuf>,
+    /// Software backend: the key files' passphrase, first line of this file.
+    passphrase_file: Option<PathBuf>,
+    /// The store's database, for the audit log (the signer's role needs
+    /// INSERT on signature_audit only).
+    audit_database_url: String,
+    /// JSON log lines.
+    log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:50053".into(),
+            backend: "pkcs11".into(),
+            pkcs11_module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "poz".into(),
+            pin_file: None,
+            pin: None,
+            sessions: 2,
+            key_files: Vec::new(),
+            passphrase_file: None,
+            audit_database_url: String::new(),
+            log_json: false,
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn validate(&self) -> Result<(), String> {
+        poz_kit::check_listen("listen", &self.listen)?;
+        match self.backend.as_str() {
+            "pkcs11" => {
+                if self.pin.is_none() && self.pin_file.is_none() {
+                    return Err("backend pkcs11 needs pin_file or pin".into());
+                }
+                if self.sessions == 0 {
+                    return Err("sessions must be at least 1".into());
+                }
+            }
+            "software" => {
+                if self.key_files.is_empty() || self.passphrase_file.is_none() {
+                    return Err("backend software needs key_files and passphrase_file".into());
+                }
+            }
+            other => return Err(format!("backend must be pkcs11 or software, not {other:?}")),
+        }
+        if self.audit_database_url.is_empty() {
+            return Err("audit_database_url is required: no signature leaves unaudited".into());
+        }
+        Ok(())
+    }
+}
+
+/// Flags: each overrides the file and the environment.
+#[derive(Parser, Serialize, Debug)]
+#[command(
+    name = "poz-signer",
+    version,
+    about = "The POZ signer: typed signing requests, PKCS#11 keys, audited"
+)]
+struct Args {
+    #[command(flatten)]
+    #[serde(skip)]
+    config: poz_kit::ConfigArgs,
+    /// Generate an Ed25519 key with this label inside the token, print its
+    /// key ID and public key, and exit.
+    #[arg(long, value_name = "LABEL")]
+    #[serde(skip)]
+    generate_key: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_database_url: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    log_json: bool,
+}
+
+fn first_line(path: &std::path::Path) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(s.lines().next().unwrap_or_default().to_string())
+}
+
+fn open_keys(c: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
+    Ok(match c.backend.as_str() {
+        "software" => {
+            let pass = first_line(c.passphrase_file.as_deref().unwrap_or("".as_ref()))?;
+            Arc::new(SoftwareKeyStore::open_files(&c.key_files, pass.as_bytes())?)
+        }
+        _ => Arc::new(Pkcs11KeyStore::open(&token(c)?)?),
+    })
+}
+
+fn token(c: &Config) -> anyhow::Result<TokenConfig> {
+    let pin = match (&c.pin_file, &c.pin) {
+        (Some(f), _) => first_line(f)?,
+        (None, Some(p)) => p.clone(),
+        (None, None) => anyhow::bail!("no PIN"),
+    };
+    Ok(TokenConfig {
+        module: c.pkcs11_module.clone(),
+        token_label: c.token_label.clone(),
+        pin,
+        sessions: c.sessions,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let c: Config = poz_kit::load_config("POZ_SIGNER_", &args.config, &args)?;
+    if args.config.print_config {
+        // The PIN is a secret: never printed.
+        let shown = Config { pin: None, ..c };
+        print!("{}", poz_kit::to_toml(&shown)?);
+        return Ok(());
+    }
+    poz_kit::init_tracing(c.log_json);
+    if let Some(label) = &args.generate_key {
+        let hsm = Pkcs11KeyStore::open(&token(&c)?)?;
+        let k = hsm.generate(label)?;
+        println!(
+            "generated {label}: key id {} public key {}",
+            k.public.id(),
+            hex_string(k.public.bytes())
+        );
+        return Ok(());
+    }
+    let keys = open_keys(&c)?;
+    for k in keys.keys() {
+        tracing::info!(label = %k.label, key_id = %k.public.id(), "holding key");
+    }
+    let audit = Store::open(&c.audit_database_url, StoreOptions::default()).await?;
+    let listener = tokio::net::TcpListener::bind(&c.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, backend = %c.backend, "poz-signer listening");
+    println!("listening {}", listener.local_addr()?);
+    let (health, reflection) = poz_kit::health_and_reflection(&["poz.v1.Signer"]).await?;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(
+            SignerServer::new(SignerService::new(keys, audit))
+                .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(poz_kit::incoming(listener), poz_kit::shutdown_signal())
+        .await?;
+    tracing::info!("poz-signer stopped");
+    Ok(())
+}
+
+fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
