@@ -62,6 +62,9 @@ wire_enum! {
     SigType(u8) {
         /// Ed25519 over the 32-byte tagged digest of the signed object.
         ED25519 = 0x01 => "ed25519",
+        /// Ed25519 over the root of a batch of zone entries, with this
+        /// entry's audit path (SPEC §8.9; zone entries only).
+        ED25519_BATCH = 0x02 => "ed25519-batch",
     }
 }
 
@@ -155,6 +158,21 @@ impl PublicKey {
             return false;
         };
         vk.verify(&digest.0, &bytes)
+    }
+
+    /// Verifies `sig` on a zone entry of `issuer`'s `zone` with digest
+    /// `entry_digest`: a plain signature or a batch signature (SPEC §8.9).
+    pub fn verify_entry(
+        &self,
+        issuer: &Hash32,
+        zone: crate::zone::ZoneType,
+        entry_digest: &Hash32,
+        sig: &Signature,
+    ) -> bool {
+        match (&self.ed25519, sig.entry_message(issuer, zone, entry_digest)) {
+            (Some(vk), Some((msg, s))) => vk.verify(&msg.0, &s),
+            _ => false,
+        }
     }
 }
 
@@ -267,6 +285,31 @@ pub struct Signature {
     pub data: Vec<u8>,
 }
 
+impl Signature {
+    /// What this signature on a zone entry must verify over, and the
+    /// 64-byte Ed25519 signature: the entry digest itself, or for a batch
+    /// signature the batch root digest its audit path leads to. `None`
+    /// when it cannot verify (malformed, or a path that leads nowhere).
+    pub fn entry_message(
+        &self,
+        issuer: &Hash32,
+        zone: crate::zone::ZoneType,
+        entry_digest: &Hash32,
+    ) -> Option<(Hash32, [u8; 64])> {
+        match self.sig_type {
+            SigType::ED25519 => Some((*entry_digest, self.data.as_slice().try_into().ok()?)),
+            SigType::ED25519_BATCH => {
+                let p = crate::batch::BatchProof::from_bytes(&self.data).ok()?;
+                Some((
+                    p.signed_digest(issuer, zone, entry_digest)?,
+                    p.root_signature,
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Codec for Signature {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.key_idx);
@@ -286,10 +329,21 @@ impl Codec for Signature {
             });
         }
         let len = r.u16("signature.length")? as usize;
-        if len != ED25519_SIG_LEN {
+        if sig_type == SigType::ED25519 && len != ED25519_SIG_LEN {
             return Err(r.invalid("signature.length", len as u64));
         }
+        let at = r.offset();
         let data = r.take(len, "signature.data")?.to_vec();
+        if sig_type == SigType::ED25519_BATCH {
+            crate::batch::BatchProof::from_bytes(&data).map_err(|e| DecodeError::Layout {
+                field: "signature.data",
+                offset: at,
+                reason: match e {
+                    DecodeError::Truncated { .. } => "batch proof truncated",
+                    _ => "not a well-formed batch proof",
+                },
+            })?;
+        }
         Ok(Signature {
             key_idx,
             sig_type,

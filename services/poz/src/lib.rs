@@ -54,6 +54,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod codec;
 pub mod ed25519;
 pub mod entries;

@@ -3,7 +3,7 @@
 
 use crate::entries::{AuthEntry, EntryBody, ServiceType};
 use crate::hash::Hash32;
-use crate::keys::{PublicKeyMap, SigType, Signature};
+use crate::keys::{PublicKeyMap, Signature};
 use crate::master::MasterZone;
 use crate::record::Record;
 use crate::threshold::{delegation_members, evaluate, unreachable_groups, Authority, Member};
@@ -282,6 +282,26 @@ fn members(mz: &MasterZone) -> Vec<Member> {
     mz.master_keys.iter().map(Member::from).collect()
 }
 
+/// What a list of signatures signs.
+#[derive(Clone, Copy)]
+enum Signed<'a> {
+    /// A digest, with plain Ed25519 signatures only (master zones,
+    /// authority sections).
+    Digest(&'a Hash32),
+    /// A zone entry (issuer, zone, entry digest): plain or batch
+    /// signatures (SPEC §8.9).
+    Entry(&'a Hash32, ZoneType, &'a Hash32),
+}
+
+impl Signed<'_> {
+    fn verify(self, k: &crate::keys::PublicKey, s: &Signature) -> bool {
+        match self {
+            Signed::Digest(d) => k.verify(d, s),
+            Signed::Entry(issuer, zone, d) => k.verify_entry(issuer, zone, d, s),
+        }
+    }
+}
+
 /// Verifies `sigs` over `digest`: returns the indices that verified, and
 /// records a failure for each that did not or whose key may not sign.
 fn check_signatures(
@@ -289,7 +309,7 @@ fn check_signatures(
     rule: Rule,
     what: Subject,
     keys: &PublicKeyMap,
-    digest: &Hash32,
+    digest: Signed<'_>,
     sigs: &[Signature],
     allowed: &[Member],
 ) -> Vec<u8> {
@@ -304,7 +324,7 @@ fn check_signatures(
             continue;
         }
         match keys.get(s.key_idx) {
-            Some(k) if k.verify(digest, s) => ok.push(s.key_idx),
+            Some(k) if digest.verify(k, s) => ok.push(s.key_idx),
             Some(_) => ledger.fail(
                 rule,
                 format!("{what}: signature by key {} does not verify", s.key_idx),
@@ -403,7 +423,7 @@ fn check_master_revision(
                 Rule::MasterSignatures,
                 what,
                 keys,
-                &signable,
+                Signed::Digest(&signable),
                 &mz.signatures,
                 &allowed,
             );
@@ -622,7 +642,7 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
                     Rule::AuthorityThreshold,
                     what,
                     &rec.keys,
-                    &a.signable_digest(&id),
+                    Signed::Digest(&a.signable_digest(&id)),
                     &a.signatures,
                     &grant,
                 );
@@ -718,7 +738,7 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
                 Rule::EntrySignatures,
                 what,
                 &rec.keys,
-                &digest,
+                Signed::Entry(&id, z, &digest),
                 &e.signatures,
                 members,
             );
@@ -810,10 +830,13 @@ pub fn verify_bindings(
         .map(|e| PendingBinding::check(provider, e))
         .collect();
     let mut batch = crate::ed25519::Batch::new();
-    for (p, e) in pending.iter().zip(entries) {
-        if let Ok(p) = p {
-            for (key, sig) in p.signed_by(e) {
-                batch.push(key, &p.digest.0, sig);
+    // Entries of one signed batch share their root signature: check it
+    // once (SPEC §8.9).
+    let mut queued = HashSet::new();
+    for p in pending.iter().flatten() {
+        for (key, msg, sig) in &p.checks {
+            if queued.insert((*key.as_bytes(), msg.0, *sig)) {
+                batch.push(key, &msg.0, sig);
             }
         }
     }
@@ -837,7 +860,9 @@ struct PendingBinding<'a> {
     binding: crate::entries::IdentityBinding,
     digest: Hash32,
     grant: Vec<Member>,
-    keys: Vec<&'a crate::ed25519::VerifyKey>,
+    /// Per signature: the key, what it signs (the entry digest, or a
+    /// batch root digest) and the Ed25519 signature.
+    checks: Vec<(&'a crate::ed25519::VerifyKey, Hash32, [u8; 64])>,
 }
 
 impl<'a> PendingBinding<'a> {
@@ -871,7 +896,8 @@ impl<'a> PendingBinding<'a> {
             ));
         };
         let grant = delegation_members(&deleg.keys, Authority::Grant);
-        let mut keys = Vec::with_capacity(entry.signatures.len());
+        let digest = entry.digest(&provider.id, ZoneType::IDENTITY);
+        let mut checks = Vec::with_capacity(entry.signatures.len());
         for s in &entry.signatures {
             if !grant.iter().any(|m| m.key_idx == s.key_idx) {
                 return Err(err(
@@ -880,36 +906,23 @@ impl<'a> PendingBinding<'a> {
                 ));
             }
             let key = rec.keys.get(s.key_idx).and_then(|k| k.verify_key());
-            match key {
-                Some(k) if s.sig_type == SigType::ED25519 && s.data.len() == 64 => keys.push(k),
+            let message = s.entry_message(&provider.id, ZoneType::IDENTITY, &digest);
+            match (key, message) {
+                (Some(k), Some((msg, sig))) => checks.push((k, msg, sig)),
                 _ => return Err(not_verified(s.key_idx)),
             }
         }
         Ok(PendingBinding {
             binding,
-            digest: entry.digest(&provider.id, ZoneType::IDENTITY),
+            digest,
             grant,
-            keys,
+            checks,
         })
     }
 
-    /// Each signature with its key (lengths checked by [`Self::check`]).
-    fn signed_by<'e>(
-        &'e self,
-        entry: &'e SignedEntry,
-    ) -> impl Iterator<Item = (&'a crate::ed25519::VerifyKey, &'e [u8; 64])> + 'e {
-        self.keys
-            .iter()
-            .zip(&entry.signatures)
-            .filter_map(|(k, s)| {
-                let sig: &[u8; 64] = s.data.as_slice().try_into().ok()?;
-                Some((*k, sig))
-            })
-    }
-
     fn verify_each(&self, entry: &SignedEntry) -> Result<(), BindingError> {
-        for ((key, sig), s) in self.signed_by(entry).zip(&entry.signatures) {
-            if !key.verify(&self.digest.0, sig) {
+        for ((key, msg, sig), s) in self.checks.iter().zip(&entry.signatures) {
+            if !key.verify(&msg.0, sig) {
                 return Err(not_verified(s.key_idx));
             }
         }

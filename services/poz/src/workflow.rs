@@ -213,13 +213,13 @@ pub fn draft_signing_target(rec: &Record, key_id: &KeyId) -> Result<(u8, Hash32)
 fn tally(
     keys: &PublicKeyMap,
     members: &[Member],
-    digest: &Hash32,
+    verifies: impl Fn(&PublicKey, &crate::keys::Signature) -> bool,
     sigs: &[crate::keys::Signature],
 ) -> Tally {
     let ok: Vec<u8> = sigs
         .iter()
         .filter(|s| members.iter().any(|m| m.key_idx == s.key_idx))
-        .filter(|s| keys.get(s.key_idx).is_some_and(|k| k.verify(digest, s)))
+        .filter(|s| keys.get(s.key_idx).is_some_and(|k| verifies(k, s)))
         .map(|s| s.key_idx)
         .collect();
     evaluate(members, &ok)
@@ -229,7 +229,12 @@ fn tally(
 pub fn draft_tally(rec: &Record) -> Result<Tally, Error> {
     let members = master_members(authorizing(rec));
     let digest = rec.master.signable_digest(&rec.keys)?;
-    Ok(tally(&rec.keys, &members, &digest, &rec.master.signatures))
+    Ok(tally(
+        &rec.keys,
+        &members,
+        |k, s| k.verify(&digest, s),
+        &rec.master.signatures,
+    ))
 }
 
 /// Finalizes a draft once one group's threshold is met: drops nothing,
@@ -355,6 +360,81 @@ pub fn entry_signing_target(
     Ok((idx, entry.digest(&rec.id(), zone)))
 }
 
+/// What key `key_id` signs for a batch of `entries` of `rec`'s `zone`
+/// (SPEC §8.9): its index, the Merkle tree over the entry digests, and
+/// the batch root digest. The key must be allowed to sign every entry
+/// (grant weight for GRANT entries, deny weight for REVOKE entries).
+pub fn batch_signing_target(
+    rec: &Record,
+    zone: ZoneType,
+    entries: &[SignedEntry],
+    key_id: &KeyId,
+) -> Result<(u8, crate::batch::MerkleBatch, Hash32), Error> {
+    let mut digests = Vec::with_capacity(entries.len());
+    let mut idx = None;
+    for e in entries {
+        let (i, d) = entry_signing_target(rec, zone, e, key_id)?;
+        idx = Some(i);
+        digests.push(d);
+    }
+    let tree = crate::batch::MerkleBatch::new(&digests).map_err(|e| Error::Invalid {
+        what: "batch",
+        detail: e.to_string(),
+    })?;
+    let root = crate::batch::root_digest(&rec.id(), zone, tree.size(), &tree.root());
+    let idx = idx.ok_or(Error::Invalid {
+        what: "batch",
+        detail: "no entries".into(),
+    })?;
+    Ok((idx, tree, root))
+}
+
+/// Attaches a batch root signature (made over the root digest of
+/// [`batch_signing_target`]) to each entry, with its audit path.
+pub fn attach_batch_signature(
+    entries: &mut [SignedEntry],
+    key_idx: u8,
+    tree: &crate::batch::MerkleBatch,
+    root_signature: [u8; 64],
+) {
+    for (i, e) in entries.iter_mut().enumerate() {
+        let path = tree.path(i as u32).unwrap_or_default();
+        let proof = crate::batch::BatchProof {
+            root_signature,
+            tree_size: tree.size(),
+            leaf_index: i as u32,
+            path,
+        };
+        e.add_signature(crate::keys::Signature {
+            key_idx,
+            sig_type: crate::keys::SigType::ED25519_BATCH,
+            data: proof.to_bytes(),
+        });
+    }
+}
+
+/// Signs a batch of entries with one in-memory key: one signature over
+/// the batch root, each entry carrying it with its audit path.
+pub fn sign_batch(
+    rec: &Record,
+    zone: ZoneType,
+    entries: &mut [SignedEntry],
+    key: &SigningKey,
+) -> Result<u8, Error> {
+    let (idx, tree, root) = batch_signing_target(rec, zone, entries, &key.public().id())?;
+    let sig: [u8; 64] = key
+        .sign(idx, &root)
+        .data
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Invalid {
+            what: "signature",
+            detail: "not 64 bytes".into(),
+        })?;
+    attach_batch_signature(entries, idx, &tree, sig);
+    Ok(idx)
+}
+
 /// The tally of an entry's valid signatures against `rec`'s delegation.
 pub fn entry_tally(rec: &Record, zone: ZoneType, entry: &SignedEntry) -> Result<Tally, Error> {
     let d = rec
@@ -363,7 +443,13 @@ pub fn entry_tally(rec: &Record, zone: ZoneType, entry: &SignedEntry) -> Result<
         .ok_or(Error::NotDelegated { zone })?;
     let members = delegation_members(&d.keys, entry_authority(entry));
     let digest = entry.digest(&rec.id(), zone);
-    Ok(tally(&rec.keys, &members, &digest, &entry.signatures))
+    let id = rec.id();
+    Ok(tally(
+        &rec.keys,
+        &members,
+        |k, s| k.verify_entry(&id, zone, &digest, s),
+        &entry.signatures,
+    ))
 }
 
 /// Fails unless the entry's signatures meet its threshold.

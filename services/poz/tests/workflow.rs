@@ -385,3 +385,82 @@ fn batch_binding_verdicts_match_one_by_one() {
     assert!(good.len() >= 20);
     assert!(verify_bindings(&vp, &good, now).iter().all(|r| r.is_ok()));
 }
+
+/// Batch signatures (SPEC §8.9): both identity devices sign one Merkle
+/// root over 100 bindings; each binding verifies on its own, in a batch
+/// check, and inside the provider's record. An altered audit path, root
+/// signature, leaf index or tree size fails.
+#[test]
+fn batch_signed_bindings_verify_and_tampering_fails() {
+    use poz::batch::BatchProof;
+    use poz::keys::SigType;
+    use poz::verify::verify_bindings;
+    let k = provider_keys();
+    let mut rec = sample::provider().unwrap();
+    let mut batch = sample::bulk_bindings(&rec, 100, &[]).unwrap();
+    for dev in [&k.device_a, &k.device_b] {
+        workflow::sign_batch(&rec, ZoneType::IDENTITY, &mut batch, dev).unwrap();
+    }
+    assert!(batch.iter().all(|e| e.signatures.len() == 2
+        && e.signatures
+            .iter()
+            .all(|s| s.sig_type == SigType::ED25519_BATCH)));
+    // Re-encoding is exact.
+    for e in &batch {
+        assert_eq!(
+            &poz::zone::SignedEntry::from_bytes(&e.to_bytes()).unwrap(),
+            e
+        );
+    }
+    let vp = verify_and_accept(rec.clone()).unwrap();
+    let now = T0 + 1_000;
+    for e in &batch {
+        verify_binding(&vp, e, now).unwrap();
+    }
+    assert!(verify_bindings(&vp, &batch, now).iter().all(|r| r.is_ok()));
+
+    let tamper = |e: &mut poz::zone::SignedEntry, f: &dyn Fn(&mut BatchProof)| {
+        let mut p = BatchProof::from_bytes(&e.signatures[0].data).unwrap();
+        f(&mut p);
+        e.signatures[0].data = p.to_bytes();
+    };
+    let mut bad = batch.clone();
+    tamper(&mut bad[5], &|p| p.path[0].0[0] ^= 1);
+    tamper(&mut bad[6], &|p| p.root_signature[3] ^= 1);
+    tamper(&mut bad[7], &|p| p.leaf_index = 8);
+    tamper(&mut bad[8], &|p| p.tree_size = 128);
+    // A binding carrying another binding's proof.
+    bad[9].signatures[0] = batch[10].signatures[0].clone();
+    let verdicts = verify_bindings(&vp, &bad, now);
+    for (i, v) in verdicts.iter().enumerate() {
+        let single = verify_binding(&vp, &bad[i], now);
+        assert_eq!(v, &single, "binding {i}");
+        if (5..=9).contains(&i) {
+            assert_eq!(
+                v.as_ref().unwrap_err().rule,
+                Rule::EntrySignatures,
+                "binding {i}"
+            );
+        } else {
+            assert!(v.is_ok(), "binding {i}: {v:?}");
+        }
+    }
+
+    // Inside the record: valid; a batch signature is refused on the
+    // master zone (plain signatures only there).
+    for e in batch.iter().take(3) {
+        workflow::insert_entry(&mut rec, ZoneType::IDENTITY, e.clone()).unwrap();
+    }
+    let rec = Record::from_bytes(&rec.to_bytes()).unwrap();
+    assert!(poz::verify_record(&rec).is_valid());
+    let mut forged = rec.clone();
+    forged.master.signatures[0].sig_type = SigType::ED25519_BATCH;
+    forged.master.signatures[0].data = BatchProof {
+        root_signature: forged.master.signatures[0].data.clone().try_into().unwrap(),
+        tree_size: 1,
+        leaf_index: 0,
+        path: vec![],
+    }
+    .to_bytes();
+    assert!(!poz::verify_record(&forged).is_valid());
+}
