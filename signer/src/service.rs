@@ -115,6 +115,54 @@ fn policy_status(e: poz::Error) -> Status {
     }
 }
 
+/// Step 1 and 2 for entries: the zone is known, the issuer's record
+/// decodes and verifies, every entry decodes for the zone, and a binding
+/// names this issuer.
+async fn validated_entries(
+    zone_type: u32,
+    issuer_record: &[u8],
+    entries: &[Vec<u8>],
+) -> Result<(ZoneType, poz::verify::VerifiedRecord, Vec<SignedEntry>), Status> {
+    let zone = u8::try_from(zone_type)
+        .ok()
+        .map(ZoneType)
+        .filter(|z| z.is_known())
+        .ok_or_else(|| Status::invalid_argument(format!("zone_type {zone_type} is not 1..=5")))?;
+    let issuer = decode_record("issuer_record", issuer_record)?;
+    let mut decoded = Vec::with_capacity(entries.len());
+    let mut bindings = Vec::new();
+    for (i, b) in entries.iter().enumerate() {
+        let e = SignedEntry::from_bytes(b)
+            .map_err(|e| Status::invalid_argument(format!("entries[{i}]: {e}")))?;
+        match EntryBody::decode(zone, e.kind, &e.body)
+            .map_err(|e| Status::invalid_argument(format!("entries[{i}] body: {e}")))?
+        {
+            EntryBody::Binding(b) => bindings.push((i, b.issuer)),
+            _ if zone == ZoneType::IDENTITY && e.kind == EntryKind::GRANT => {
+                return Err(Status::invalid_argument(format!(
+                    "entries[{i}]: an identity GRANT must be a binding"
+                )))
+            }
+            _ => {}
+        }
+        decoded.push(e);
+    }
+    let issuer = tokio::task::spawn_blocking(move || poz::verify::verify_and_accept(issuer))
+        .await
+        .map_err(|e| Status::internal(format!("verification task: {e}")))?
+        .map_err(|rep| {
+            let f: Vec<String> = rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
+            Status::failed_precondition(format!("issuer_record does not verify: {}", f.join("; ")))
+        })?;
+    if let Some((i, other)) = bindings.iter().find(|(_, b)| *b != issuer.id) {
+        return Err(Status::failed_precondition(format!(
+            "entries[{i}]: the binding names issuer {other}, not this record {}",
+            issuer.id
+        )));
+    }
+    Ok((zone, issuer, decoded))
+}
+
 #[tonic::async_trait]
 impl pb::signer_server::Signer for SignerService {
     async fn list_keys(
@@ -178,39 +226,15 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::SignatureResponse>, Status> {
         let r = req.into_inner();
         let key_id = self.held_key(&r.key_id)?;
-        let zone = u8::try_from(r.zone_type)
-            .ok()
-            .map(ZoneType)
-            .filter(|z| z.is_known())
-            .ok_or_else(|| {
-                Status::invalid_argument(format!("zone_type {} is not 1..=5", r.zone_type))
-            })?;
-        let issuer = decode_record("issuer_record", &r.issuer_record)?;
-        let entry = SignedEntry::from_bytes(&r.entry)
-            .map_err(|e| Status::invalid_argument(format!("entry: {e}")))?;
-        let body = EntryBody::decode(zone, entry.kind, &entry.body)
-            .map_err(|e| Status::invalid_argument(format!("entry body: {e}")))?;
-        let issuer = tokio::task::spawn_blocking(move || poz::verify::verify_and_accept(issuer))
-            .await
-            .map_err(|e| Status::internal(format!("verification task: {e}")))?
-            .map_err(|rep| {
-                let f: Vec<String> = rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
-                Status::failed_precondition(format!(
-                    "issuer_record does not verify: {}",
-                    f.join("; ")
-                ))
-            })?;
-        if let EntryBody::Binding(b) = &body {
-            if b.issuer != issuer.id {
-                return Err(Status::failed_precondition(format!(
-                    "the binding names issuer {}, not this record {}",
-                    b.issuer, issuer.id
-                )));
-            }
-            if entry.kind != EntryKind::GRANT {
-                return Err(Status::invalid_argument("a binding is a GRANT entry"));
-            }
-        }
+        let (zone, issuer, mut entries) = validated_entries(
+            r.zone_type,
+            &r.issuer_record,
+            std::slice::from_ref(&r.entry),
+        )
+        .await?;
+        let entry = entries
+            .pop()
+            .ok_or_else(|| Status::internal("entry lost"))?;
         let (idx, digest) =
             poz::workflow::entry_signing_target(&issuer.record, zone, &entry, &key_id)
                 .map_err(policy_status)?;
@@ -222,10 +246,27 @@ impl pb::signer_server::Signer for SignerService {
 
     async fn sign_batch_root(
         &self,
-        _req: Request<pb::SignBatchRootRequest>,
+        req: Request<pb::SignBatchRootRequest>,
     ) -> Result<Response<pb::SignatureResponse>, Status> {
-        Err(Status::unimplemented(
-            "batch signatures are not implemented yet (issue 5, in progress)",
-        ))
+        let r = req.into_inner();
+        let key_id = self.held_key(&r.key_id)?;
+        if r.entries.is_empty() {
+            return Err(Status::invalid_argument("a batch needs at least one entry"));
+        }
+        let (zone, issuer, entries) =
+            validated_entries(r.zone_type, &r.issuer_record, &r.entries).await?;
+        // The policy holds for every entry, or nothing is signed.
+        let target = tokio::task::spawn_blocking(move || {
+            poz::workflow::batch_signing_target(&issuer.record, zone, &entries, &key_id)
+                .map(|(idx, tree, root)| (idx, tree.size(), root, issuer.id))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("batch task: {e}")))?;
+        let (idx, size, root, id) = target.map_err(policy_status)?;
+        tracing::debug!(size, "batch root");
+        let out = self
+            .sign_and_audit(key_id, idx, root, id, zone.0, "batch-root")
+            .await?;
+        Ok(Response::new(out))
     }
 }

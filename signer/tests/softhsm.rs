@@ -296,10 +296,45 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
         assert_eq!(e.code(), code, "{e:?}");
     }
 
+    // A batch of 50 bindings: one HSM signature over the batch root; each
+    // binding then verifies with its audit path. A batch with one binding
+    // of another issuer is refused whole.
+    let mut batch = sample::bulk_bindings(&rec, 50, &[]).unwrap();
+    let r = svc
+        .sign_batch_root(Request::new(pb::SignBatchRootRequest {
+            issuer_record: rec.to_bytes(),
+            zone_type: 1,
+            entries: batch.iter().map(|e| e.to_bytes()).collect(),
+            key_id: hash(&hsm_key.id()),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let root_sig = poz::keys::Signature::from_bytes(&r.signature).unwrap();
+    let (idx, tree, _) =
+        workflow::batch_signing_target(&rec, ZoneType::IDENTITY, &batch, &hsm_key.id()).unwrap();
+    workflow::attach_batch_signature(&mut batch, idx, &tree, root_sig.data.try_into().unwrap());
+    assert!(poz::verify::verify_bindings(&vr, &batch, T0 + 10)
+        .iter()
+        .all(|v| v.is_ok()));
+    returned.push((r.audit_id, r.signature));
+    let mut mixed: Vec<Vec<u8>> = batch.iter().map(|e| e.to_bytes()).collect();
+    mixed.push(foreign.to_bytes());
+    let e = svc
+        .sign_batch_root(Request::new(pb::SignBatchRootRequest {
+            issuer_record: rec.to_bytes(),
+            zone_type: 1,
+            entries: mixed,
+            key_id: hash(&hsm_key.id()),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
     // The audit log: exactly one row per signature, matching what was
     // returned.
     let rows = audit.signature_audit(&id).await.unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
     let mut got: Vec<(u64, Vec<u8>)> = rows
         .iter()
         .map(|(i, r)| (*i, r.signature.clone()))
@@ -310,9 +345,11 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
     for (_, row) in &rows {
         assert_eq!(row.key_id, hsm_key.id());
         assert_eq!(row.record_id, id);
-        assert_eq!(row.what, "entry");
         assert_eq!(row.zone_type, ZoneType::IDENTITY.0);
     }
+    let whats: Vec<&str> = rows.iter().map(|(_, r)| r.what.as_str()).collect();
+    assert_eq!(whats.iter().filter(|w| **w == "entry").count(), 3);
+    assert_eq!(whats.iter().filter(|w| **w == "batch-root").count(), 1);
 }
 
 /// The `poz-signer` binary: generates a key in the token, starts from a
