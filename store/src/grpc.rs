@@ -107,6 +107,53 @@ impl pb::store_read_server::StoreRead for StoreService {
         }))
     }
 
+    async fn get_bindings(
+        &self,
+        req: Request<pb::GetBindingsRequest>,
+    ) -> Result<Response<pb::GetBindingsResponse>, Status> {
+        let r = req.get_ref();
+        if r.handles.len() > 10_000 {
+            return Err(Status::invalid_argument("handles: at most 10,000 per call"));
+        }
+        let id = self.record_ref(&r.record).await?;
+        let found = self.store.bindings_for_handles(&id, &r.handles).await?;
+        Ok(Response::new(pb::GetBindingsResponse {
+            bindings: found
+                .into_iter()
+                .map(|(handle, e, revoked)| pb::HandleBinding {
+                    handle,
+                    binding: e.to_bytes(),
+                    revoked,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_bindings(
+        &self,
+        req: Request<pb::ListStoreBindingsRequest>,
+    ) -> Result<Response<pb::ListStoreBindingsResponse>, Status> {
+        let r = req.get_ref();
+        if !(1..=1000).contains(&r.limit) {
+            return Err(Status::invalid_argument("limit: 1..=1000"));
+        }
+        let id = self.record_ref(&r.record).await?;
+        let page = self
+            .store
+            .list_bindings(&id, &r.after_handle, r.limit)
+            .await?;
+        Ok(Response::new(pb::ListStoreBindingsResponse {
+            bindings: page
+                .into_iter()
+                .map(|(handle, e, revoked)| pb::HandleBinding {
+                    handle,
+                    binding: e.to_bytes(),
+                    revoked,
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_chain(
         &self,
         req: Request<pb::GetBindingRequest>,

@@ -158,6 +158,9 @@ fn entry_row(record_id: &Hash32, zone: ZoneType, e: &SignedEntry) -> Result<Entr
     })
 }
 
+/// Handles per IN (…) lookup.
+const HANDLES_PER_QUERY: usize = 500;
+
 /// Rows per multi-row INSERT of zone entries.
 const ENTRY_ROWS_PER_STATEMENT: usize = 500;
 
@@ -923,6 +926,89 @@ impl Store {
             .transpose()
             .map_err(|e| StoreError::Invalid(format!("stored revocation: {e}")))?;
         Ok((e, rev))
+    }
+
+    /// The newest binding of each of `handles` (those that have one), with
+    /// whether it is revoked: the Provider API's duplicate check for a
+    /// bulk issue, a few hundred handles per query.
+    pub async fn bindings_for_handles(
+        &self,
+        id: &Hash32,
+        handles: &[String],
+    ) -> Result<Vec<(String, SignedEntry, bool)>, StoreError> {
+        let mut newest: std::collections::HashMap<String, (i64, Vec<u8>, bool)> =
+            std::collections::HashMap::new();
+        for chunk in handles.chunks(HANDLES_PER_QUERY) {
+            let mut sql = String::from(
+                "SELECT b.handle, b.issued_at, b.entry, r.digest FROM entries b \
+                 LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+                 WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle IN (",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 4));
+            }
+            sql.push(')');
+            let mut q = sqlx::query(&sql)
+                .bind(id.0.to_vec())
+                .bind(ZoneType::IDENTITY.0 as i32)
+                .bind(EntryKind::GRANT.0 as i32);
+            for h in chunk {
+                q = q.bind(h.clone());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let handle: String = r.get(0);
+                let at: i64 = r.get::<Option<i64>, _>(1).unwrap_or(0);
+                let revoked = r.get::<Option<Vec<u8>>, _>(3).is_some();
+                let newer = newest.get(&handle).is_none_or(|(t, _, _)| at > *t);
+                if newer {
+                    newest.insert(handle, (at, r.get(2), revoked));
+                }
+            }
+        }
+        newest
+            .into_iter()
+            .map(|(h, (_, b, revoked))| {
+                SignedEntry::from_bytes(&b)
+                    .map(|e| (h, e, revoked))
+                    .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))
+            })
+            .collect()
+    }
+
+    /// A page of a provider's bindings in handle order, after `after`.
+    pub async fn list_bindings(
+        &self,
+        id: &Hash32,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, SignedEntry, bool)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b.handle, b.entry, r.digest FROM entries b \
+             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+             WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 \
+             AND b.handle IS NOT NULL AND b.handle > $4 ORDER BY b.handle, b.issued_at DESC LIMIT $5",
+        )
+        .bind(id.0.to_vec())
+        .bind(ZoneType::IDENTITY.0 as i32)
+        .bind(EntryKind::GRANT.0 as i32)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let e = SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(1))
+                    .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))?;
+                Ok((
+                    r.get::<String, _>(0),
+                    e,
+                    r.get::<Option<Vec<u8>>, _>(2).is_some(),
+                ))
+            })
+            .collect()
     }
 
     /// The CHAIN answer for `handle`.

@@ -171,6 +171,29 @@ both!(store_and_look_up, |s: Store| async move {
     assert_eq!(b.to_bytes(), bulk[1_202]);
     assert!(none.is_none());
 
+    // Many handles at once (the Provider API's duplicate check), with
+    // revocation state; absent handles are left out.
+    let mut asked: Vec<String> = (0..1_203).map(|i| format!("user{i}")).collect();
+    asked.extend(["nobody".to_string(), "bob".to_string()]);
+    let found = s.bindings_for_handles(&id, &asked).await.unwrap();
+    assert_eq!(found.len(), 1_204);
+    for (h, e, revoked) in &found {
+        assert_eq!(*revoked, h == "bob", "{h}");
+        if let Some(i) = h.strip_prefix("user") {
+            assert_eq!(e.to_bytes(), bulk[i.parse::<usize>().unwrap()]);
+        }
+    }
+    // Pages in handle order.
+    let page = s.list_bindings(&id, "user1199", 5).await.unwrap();
+    let handles: Vec<&str> = page.iter().map(|(h, _, _)| h.as_str()).collect();
+    assert_eq!(
+        handles,
+        ["user12", "user120", "user1200", "user1201", "user1202"]
+    );
+    let first = s.list_bindings(&id, "", 2).await.unwrap();
+    assert_eq!(first[0].0, "alice");
+    assert_eq!((first[1].0.as_str(), first[1].2), ("bob", true));
+
     // Garbage is refused with a reason, never stored.
     assert!(matches!(
         s.put_entries(&id, ZoneType::IDENTITY, &[vec![1, 2, 3]], "")
