@@ -1,0 +1,313 @@
+//! The Provider API over real gRPC with the real store (SQLite), verifier
+//! and signer (software key) on loopback: a bulk issue of 10,000 bindings
+//! broken off in the middle and resumed with the same idempotency keys
+//! ends with exactly 10,000 valid bindings; single issue, duplicates,
+//! get, list and revoke.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+use poz::sample::{self, T0};
+use poz::verify::{verify_and_accept, verify_binding, verify_bindings};
+use poz::zone::SignedEntry;
+use poz::{Codec, Hash32, Record};
+use poz_proto::v1 as pb;
+use poz_provider::{Peers, ProviderApiService};
+use std::sync::Arc;
+use tonic::transport::{Channel, Server};
+use tonic::Code;
+
+async fn listen() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", l.local_addr().unwrap());
+    (l, addr)
+}
+
+async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(addr.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+struct Fleet {
+    store: poz_store::Store,
+    provider: Record,
+    api: pb::provider_api_client::ProviderApiClient<Channel>,
+    _dir: tempfile::TempDir,
+}
+
+/// Store, verifier, signer (holding the provider's identity device key)
+/// and the Provider API, each a gRPC server on loopback.
+async fn fleet(batch_size: usize) -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let store = poz_store::Store::open(&url, poz_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let (provider, _) = sample::chain_provider().unwrap();
+    let genesis = Record::new(provider.keys.clone(), provider.history[0].clone());
+    let id = store
+        .create_record(&genesis.to_bytes(), &["social.example".into()], "")
+        .await
+        .unwrap();
+    store
+        .advance_head(&provider.to_bytes(), 1, "")
+        .await
+        .unwrap();
+
+    let (l, store_addr) = listen().await;
+    let svc = poz_store::grpc::StoreService {
+        store: store.clone(),
+    };
+    tokio::spawn(
+        Server::builder()
+            .add_service(
+                pb::store_read_server::StoreReadServer::new(svc.clone())
+                    .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE)
+                    .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
+            )
+            .add_service(
+                pb::store_write_server::StoreWriteServer::new(svc)
+                    .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
+            )
+            .serve_with_incoming(poz_kit::incoming(l)),
+    );
+    let (l, verifier_addr) = listen().await;
+    tokio::spawn(
+        Server::builder()
+            .add_service(
+                pb::verifier_server::VerifierServer::new(poz_verifier::VerifierService)
+                    .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
+            )
+            .serve_with_incoming(poz_kit::incoming(l)),
+    );
+    let keys = poz_signer::SoftwareKeyStore::new(vec![(
+        "device-a".into(),
+        sample::provider_keys().device_a,
+    )]);
+    let (l, signer_addr) = listen().await;
+    tokio::spawn(
+        Server::builder()
+            .add_service(
+                pb::signer_server::SignerServer::new(poz_signer::SignerService::new(
+                    Arc::new(keys),
+                    store.clone(),
+                ))
+                .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
+            )
+            .serve_with_incoming(poz_kit::incoming(l)),
+    );
+    let api = ProviderApiService::new(
+        id,
+        Peers {
+            store: channel(&store_addr).await,
+            verifier: channel(&verifier_addr).await,
+            signer: channel(&signer_addr).await,
+        },
+        batch_size,
+    );
+    let (l, api_addr) = listen().await;
+    tokio::spawn(
+        Server::builder()
+            .add_service(pb::provider_api_server::ProviderApiServer::new(api))
+            .serve_with_incoming(poz_kit::incoming(l)),
+    );
+    Fleet {
+        store,
+        provider,
+        api: pb::provider_api_client::ProviderApiClient::new(channel(&api_addr).await),
+        _dir: dir,
+    }
+}
+
+fn subject(i: u64) -> Hash32 {
+    poz::hash::tagged_hash("test subject", &[&i.to_be_bytes()])
+}
+
+fn request(i: u64) -> pb::IssueBindingRequest {
+    pb::IssueBindingRequest {
+        handle: format!("user{i}"),
+        subject: Some(pb::Hash {
+            value: subject(i).0.to_vec(),
+        }),
+        expires_at: 0,
+        idempotency_key: format!("k{i}"),
+    }
+}
+
+/// Every binding of the provider in the store, by paging.
+async fn all_bindings(f: &Fleet) -> Vec<SignedEntry> {
+    let id = f.provider.id();
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = f.store.list_bindings(&id, &after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.0.clone();
+        out.extend(page.into_iter().map(|(_, e, _)| e));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_issue_broken_off_and_resumed_issues_each_binding_once() {
+    const N: u64 = 10_000;
+    let f = fleet(1_000).await;
+
+    // First attempt: stream everything, but break the connection once at
+    // least 4,000 are acknowledged.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let feeder = tokio::spawn(async move {
+        for i in 0..N {
+            if tx.send(request(i)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut progress = f
+        .api
+        .clone()
+        .bulk_issue(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut acknowledged = 0;
+    while let Some(p) = progress.message().await.unwrap() {
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        acknowledged = p.committed;
+        if acknowledged >= 4_000 {
+            break;
+        }
+    }
+    drop(progress);
+    feeder.abort();
+    assert!((4_000..N).contains(&acknowledged), "{acknowledged}");
+    // Let the server notice the break and finish any chunk in flight.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let stored_before = f.store.count_bindings(&f.provider.id()).await.unwrap();
+    assert!(
+        stored_before >= acknowledged && stored_before < N,
+        "{stored_before}"
+    );
+
+    // Resume: the same 10,000 requests with the same keys.
+    let reqs: Vec<_> = (0..N).map(request).collect();
+    let mut progress = f
+        .api
+        .clone()
+        .bulk_issue(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut keys = std::collections::HashSet::new();
+    let mut last = pb::BulkIssueProgress::default();
+    while let Some(p) = progress.message().await.unwrap() {
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        keys.extend(p.committed_keys.iter().cloned());
+        last = p;
+    }
+    assert_eq!((last.received, last.committed), (N, N));
+    assert_eq!(keys.len() as u64, N, "every key acknowledged once");
+
+    // Exactly N bindings, each valid against the provider's record, each
+    // for the subject its request named.
+    assert_eq!(f.store.count_bindings(&f.provider.id()).await.unwrap(), N);
+    let bindings = all_bindings(&f).await;
+    assert_eq!(bindings.len() as u64, N);
+    let vp = verify_and_accept(f.provider.clone()).unwrap();
+    let now = T0 + 1_000_000_000_000;
+    for v in verify_bindings(&vp, &bindings, now) {
+        let b = v.unwrap().binding;
+        let i: u64 = b.handle.strip_prefix("user").unwrap().parse().unwrap();
+        assert_eq!(b.subject, subject(i));
+    }
+    // A binding whose audit path or batch root signature is altered fails.
+    for alter in [73usize, 10] {
+        let mut bad = bindings[17].clone();
+        bad.signatures[0].data[alter] ^= 1;
+        assert!(verify_binding(&vp, &bad, now).is_err(), "byte {alter}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_issue_duplicates_get_list_and_revoke() {
+    let f = fleet(100).await;
+    let mut api = f.api.clone();
+    let a = api.issue_binding(request(1)).await.unwrap().into_inner();
+    // Retrying returns the same binding; another subject for the handle is
+    // refused.
+    let again = api.issue_binding(request(1)).await.unwrap().into_inner();
+    assert_eq!(a.entry, again.entry);
+    let mut other = request(1);
+    other.subject = Some(pb::Hash { value: vec![9; 32] });
+    assert_eq!(
+        api.issue_binding(other).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    let mut short = request(2);
+    short.subject = Some(pb::Hash { value: vec![1; 3] });
+    assert_eq!(
+        api.issue_binding(short).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let vp = verify_and_accept(f.provider.clone()).unwrap();
+    let e = SignedEntry::from_bytes(&a.entry).unwrap();
+    verify_binding(&vp, &e, T0 + 1_000_000_000_000).unwrap();
+
+    api.issue_binding(request(2)).await.unwrap();
+    let got = api
+        .get_binding(pb::GetProviderBindingRequest {
+            handle: "user2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!got.entry.is_empty());
+    let page = api
+        .list_bindings(pb::ListBindingsRequest {
+            after_handle: String::new(),
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (page.bindings.len(), page.next_after.as_str()),
+        (1, "user1")
+    );
+
+    let rev = api
+        .revoke_binding(pb::RevokeBindingRequest {
+            handle: "user1".into(),
+            reason: 3,
+            idempotency_key: "r1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!rev.revocation.is_empty());
+    let (_, revocation) = f.store.binding(&f.provider.id(), "user1").await.unwrap();
+    assert!(revocation.is_some());
+    assert_eq!(
+        api.revoke_binding(pb::RevokeBindingRequest {
+            handle: "user1".into(),
+            reason: 3,
+            idempotency_key: "r1".into(),
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        api.revoke_binding(pb::RevokeBindingRequest {
+            handle: "nobody".into(),
+            reason: 0,
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
+}
