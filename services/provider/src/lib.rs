@@ -18,6 +18,8 @@
 //! bound to another subject is ALREADY_EXISTS.
 #![forbid(unsafe_code)]
 
+pub mod inprocess;
+
 use pb::signer_client::SignerClient;
 use pb::store_read_client::StoreReadClient;
 use pb::store_write_client::StoreWriteClient;

@@ -55,7 +55,9 @@ impl ServiceConfig for Config {
             ("signer", &self.signer),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("{name} must be an http(s):// endpoint, not {url:?}"));
+                return Err(format!(
+                    "{name} must be an http(s):// endpoint, not {url:?}"
+                ));
             }
         }
         if !(1..=100_000).contains(&self.batch_size) {

@@ -10,16 +10,9 @@ use poz::verify::{verify_and_accept, verify_binding, verify_bindings};
 use poz::zone::SignedEntry;
 use poz::{Codec, Hash32, Record};
 use poz_proto::v1 as pb;
-use poz_provider::{Peers, ProviderApiService};
 use std::sync::Arc;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use tonic::Code;
-
-async fn listen() -> (tokio::net::TcpListener, String) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", l.local_addr().unwrap());
-    (l, addr)
-}
 
 async fn channel(addr: &str) -> Channel {
     Channel::from_shared(addr.to_string())
@@ -55,67 +48,17 @@ async fn fleet(batch_size: usize) -> Fleet {
         .await
         .unwrap();
 
-    let (l, store_addr) = listen().await;
-    let svc = poz_store::grpc::StoreService {
-        store: store.clone(),
-    };
-    tokio::spawn(
-        Server::builder()
-            .add_service(
-                pb::store_read_server::StoreReadServer::new(svc.clone())
-                    .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE)
-                    .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
-            )
-            .add_service(
-                pb::store_write_server::StoreWriteServer::new(svc)
-                    .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
-            )
-            .serve_with_incoming(poz_kit::incoming(l)),
-    );
-    let (l, verifier_addr) = listen().await;
-    tokio::spawn(
-        Server::builder()
-            .add_service(
-                pb::verifier_server::VerifierServer::new(poz_verifier::VerifierService)
-                    .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
-            )
-            .serve_with_incoming(poz_kit::incoming(l)),
-    );
     let keys = poz_signer::SoftwareKeyStore::new(vec![(
         "device-a".into(),
         sample::provider_keys().device_a,
     )]);
-    let (l, signer_addr) = listen().await;
-    tokio::spawn(
-        Server::builder()
-            .add_service(
-                pb::signer_server::SignerServer::new(poz_signer::SignerService::new(
-                    Arc::new(keys),
-                    store.clone(),
-                ))
-                .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
-            )
-            .serve_with_incoming(poz_kit::incoming(l)),
-    );
-    let api = ProviderApiService::new(
-        id,
-        Peers {
-            store: channel(&store_addr).await,
-            verifier: channel(&verifier_addr).await,
-            signer: channel(&signer_addr).await,
-        },
-        batch_size,
-    );
-    let (l, api_addr) = listen().await;
-    tokio::spawn(
-        Server::builder()
-            .add_service(pb::provider_api_server::ProviderApiServer::new(api))
-            .serve_with_incoming(poz_kit::incoming(l)),
-    );
+    let local = poz_provider::inprocess::start(store.clone(), Arc::new(keys), id, batch_size)
+        .await
+        .unwrap();
     Fleet {
         store,
         provider,
-        api: pb::provider_api_client::ProviderApiClient::new(channel(&api_addr).await),
+        api: pb::provider_api_client::ProviderApiClient::new(channel(&local.provider_api).await),
         _dir: dir,
     }
 }

@@ -1,0 +1,94 @@
+//! The store, verifier, signer and Provider API as gRPC servers on
+//! loopback inside one process: the shape `pozd` runs, and what tests and
+//! the bulk benchmark start. Every call still crosses real gRPC, so the
+//! figures and the behaviour are the services'.
+
+use crate::{Peers, ProviderApiService};
+use poz::Hash32;
+use poz_proto::v1 as pb;
+use poz_signer::KeyStore;
+use std::sync::Arc;
+use tonic::transport::{Channel, Server};
+
+async fn listen() -> std::io::Result<(tokio::net::TcpListener, String)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = format!("http://{}", l.local_addr()?);
+    Ok((l, addr))
+}
+
+async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(addr.to_string())?.connect().await?)
+}
+
+/// Addresses of a running in-process fleet.
+pub struct LocalFleet {
+    pub store: String,
+    pub verifier: String,
+    pub signer: String,
+    pub provider_api: String,
+}
+
+/// Starts the four services for `record_id` over `store` and `keys`.
+pub async fn start(
+    store: poz_store::Store,
+    keys: Arc<dyn KeyStore>,
+    record_id: Hash32,
+    batch_size: usize,
+) -> anyhow::Result<LocalFleet> {
+    let m = poz_kit::MAX_GRPC_MESSAGE;
+    let (l, store_addr) = listen().await?;
+    let svc = poz_store::grpc::StoreService {
+        store: store.clone(),
+    };
+    tokio::spawn(
+        Server::builder()
+            .add_service(
+                pb::store_read_server::StoreReadServer::new(svc.clone())
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                pb::store_write_server::StoreWriteServer::new(svc).max_decoding_message_size(m),
+            )
+            .serve_with_incoming(poz_kit::incoming(l)),
+    );
+    let (l, verifier_addr) = listen().await?;
+    tokio::spawn(
+        Server::builder()
+            .add_service(
+                pb::verifier_server::VerifierServer::new(poz_verifier::VerifierService)
+                    .max_decoding_message_size(m),
+            )
+            .serve_with_incoming(poz_kit::incoming(l)),
+    );
+    let (l, signer_addr) = listen().await?;
+    tokio::spawn(
+        Server::builder()
+            .add_service(
+                pb::signer_server::SignerServer::new(poz_signer::SignerService::new(keys, store))
+                    .max_decoding_message_size(m),
+            )
+            .serve_with_incoming(poz_kit::incoming(l)),
+    );
+    let api = ProviderApiService::new(
+        record_id,
+        Peers {
+            store: channel(&store_addr).await?,
+            verifier: channel(&verifier_addr).await?,
+            signer: channel(&signer_addr).await?,
+        },
+        batch_size,
+    );
+    let (l, api_addr) = listen().await?;
+    tokio::spawn(
+        Server::builder()
+            .add_service(pb::provider_api_server::ProviderApiServer::new(api))
+            .serve_with_incoming(poz_kit::incoming(l)),
+    );
+    Ok(LocalFleet {
+        store: store_addr,
+        verifier: verifier_addr,
+        signer: signer_addr,
+        provider_api: api_addr,
+    })
+}
