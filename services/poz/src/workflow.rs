@@ -370,18 +370,28 @@ pub fn batch_signing_target(
     entries: &[SignedEntry],
     key_id: &KeyId,
 ) -> Result<(u8, crate::batch::MerkleBatch, Hash32), Error> {
+    require_record_id(rec)?;
+    // The policy per authority (grant for GRANT entries, deny for REVOKE),
+    // decided once per batch rather than once per entry.
+    let mut allowed: [Option<u8>; 2] = [None, None];
+    let id = rec.id();
     let mut digests = Vec::with_capacity(entries.len());
     let mut idx = None;
     for e in entries {
-        let (i, d) = entry_signing_target(rec, zone, e, key_id)?;
+        let authority = entry_authority(e);
+        let slot = &mut allowed[(authority == Authority::Deny) as usize];
+        let i = match slot {
+            Some(i) => *i,
+            None => *slot.insert(delegation_index(rec, zone, authority, key_id)?),
+        };
         idx = Some(i);
-        digests.push(d);
+        digests.push(e.digest(&id, zone));
     }
     let tree = crate::batch::MerkleBatch::new(&digests).map_err(|e| Error::Invalid {
         what: "batch",
         detail: e.to_string(),
     })?;
-    let root = crate::batch::root_digest(&rec.id(), zone, tree.size(), &tree.root());
+    let root = crate::batch::root_digest(&id, zone, tree.size(), &tree.root());
     let idx = idx.ok_or(Error::Invalid {
         what: "batch",
         detail: "no entries".into(),

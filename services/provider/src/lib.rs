@@ -220,14 +220,17 @@ impl ProviderApiService {
     /// Decides each request of a chunk: already issued (same subject),
     /// refused (another subject, a repeated handle, bad arguments), or to
     /// issue. Returns (already issued keys, errors, to issue).
+    /// `inflight` holds the handles of the previous chunk, signed but
+    /// perhaps not yet committed (the store cannot see them yet).
     async fn triage(
         &self,
         chunk: Vec<pb::IssueBindingRequest>,
+        inflight: &HashMap<String, Hash32>,
     ) -> Result<(Vec<String>, Vec<pb::BulkIssueError>, Vec<Wanted>), Status> {
         let mut done = Vec::new();
         let mut errors = Vec::new();
         let mut wanted: Vec<Wanted> = Vec::new();
-        let mut seen: HashMap<String, Hash32> = HashMap::new();
+        let mut seen: HashMap<String, Hash32> = inflight.clone();
         for r in chunk {
             let subject = match subject_arg(&r.subject) {
                 Ok(s) => s,
@@ -289,69 +292,101 @@ impl ProviderApiService {
         Ok((done, errors, to_issue))
     }
 
-    /// Issues one chunk of a bulk stream with batch signatures; returns the
-    /// progress update for it.
-    async fn issue_chunk(
+    /// First half of a bulk chunk: triage, then new bindings signed with
+    /// one batch signature per key.
+    async fn prepare_chunk(
         &self,
         chunk: Vec<pb::IssueBindingRequest>,
-    ) -> Result<pb::BulkIssueProgress, Status> {
-        let (mut committed_keys, mut errors, to_issue) = self.triage(chunk).await?;
-        if !to_issue.is_empty() {
-            let (record_bytes, rec) = self.provider().await?;
-            let keys = self.signing_keys(&rec, Authority::Grant).await?;
-            let now = now_ms();
-            let mut entries = Vec::with_capacity(to_issue.len());
-            let mut issued_keys = Vec::with_capacity(to_issue.len());
-            for w in to_issue {
-                match workflow::new_binding(&rec, w.subject, &w.handle, now, w.expires_at) {
-                    Ok(e) => {
-                        entries.push(e);
-                        issued_keys.push(w.key);
-                    }
-                    Err(e) => errors.push(pb::BulkIssueError {
-                        idempotency_key: w.key,
-                        message: e.to_string(),
-                    }),
+        inflight: &HashMap<String, Hash32>,
+    ) -> Result<PreparedChunk, Status> {
+        let (already, mut errors, to_issue) = self.triage(chunk, inflight).await?;
+        let mut p = PreparedChunk {
+            already,
+            errors: Vec::new(),
+            entries: Vec::new(),
+            issued: Vec::new(),
+            record: Vec::new(),
+        };
+        if to_issue.is_empty() {
+            p.errors = errors;
+            return Ok(p);
+        }
+        let (record_bytes, rec) = self.provider().await?;
+        let keys = self.signing_keys(&rec, Authority::Grant).await?;
+        let now = now_ms();
+        for w in to_issue {
+            match workflow::new_binding(&rec, w.subject, &w.handle, now, w.expires_at) {
+                Ok(e) => {
+                    p.entries.push(e);
+                    p.issued.push((w.key, w.handle, w.subject));
                 }
+                Err(e) => errors.push(pb::BulkIssueError {
+                    idempotency_key: w.key,
+                    message: e.to_string(),
+                }),
             }
-            if !entries.is_empty() {
-                let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.to_bytes()).collect();
-                for key in &keys {
-                    let r = self
-                        .signer
-                        .clone()
-                        .sign_batch_root(pb::SignBatchRootRequest {
-                            issuer_record: record_bytes.clone(),
-                            zone_type: ZoneType::IDENTITY.0 as u32,
-                            entries: encoded.clone(),
-                            key_id: pbhash(key),
-                        })
-                        .await?
-                        .into_inner();
-                    let sig = Signature::from_bytes(&r.signature)
-                        .map_err(|e| Status::internal(format!("signer's signature: {e}")))?;
-                    let (idx, tree, _) =
-                        workflow::batch_signing_target(&rec, ZoneType::IDENTITY, &entries, key)
-                            .map_err(|e| Status::internal(e.to_string()))?;
-                    let root_sig: [u8; 64] = sig
-                        .data
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| Status::internal("signer's signature is not 64 bytes"))?;
-                    workflow::attach_batch_signature(&mut entries, idx, &tree, root_sig);
-                }
-                self.verify(&record_bytes, &entries).await?;
-                self.commit(&entries, "").await?;
-                committed_keys.extend(issued_keys);
-            }
+        }
+        p.errors = errors;
+        if p.entries.is_empty() {
+            return Ok(p);
+        }
+        let encoded: Vec<Vec<u8>> = p.entries.iter().map(|e| e.to_bytes()).collect();
+        for key in &keys {
+            let r = self
+                .signer
+                .clone()
+                .sign_batch_root(pb::SignBatchRootRequest {
+                    issuer_record: record_bytes.clone(),
+                    zone_type: ZoneType::IDENTITY.0 as u32,
+                    entries: encoded.clone(),
+                    key_id: pbhash(key),
+                })
+                .await?
+                .into_inner();
+            let sig = Signature::from_bytes(&r.signature)
+                .map_err(|e| Status::internal(format!("signer's signature: {e}")))?;
+            let (idx, tree, _) =
+                workflow::batch_signing_target(&rec, ZoneType::IDENTITY, &p.entries, key)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            let root_sig: [u8; 64] = sig
+                .data
+                .as_slice()
+                .try_into()
+                .map_err(|_| Status::internal("signer's signature is not 64 bytes"))?;
+            workflow::attach_batch_signature(&mut p.entries, idx, &tree, root_sig);
+        }
+        p.record = record_bytes;
+        Ok(p)
+    }
+
+    /// Second half: the verifier checks the signed bindings, the store
+    /// commits them; only then are their keys acknowledged.
+    async fn finish_chunk(&self, p: PreparedChunk) -> Result<pb::BulkIssueProgress, Status> {
+        let mut committed_keys = p.already;
+        if !p.entries.is_empty() {
+            self.verify(&p.record, &p.entries).await?;
+            self.commit(&p.entries, "").await?;
+            committed_keys.extend(p.issued.into_iter().map(|(k, _, _)| k));
         }
         Ok(pb::BulkIssueProgress {
             received: 0,
             committed: committed_keys.len() as u64,
             committed_keys,
-            errors,
+            errors: p.errors,
         })
     }
+}
+
+/// A bulk chunk signed and waiting for verification and commit.
+struct PreparedChunk {
+    /// Keys whose bindings already existed.
+    already: Vec<String>,
+    errors: Vec<pb::BulkIssueError>,
+    entries: Vec<SignedEntry>,
+    /// (key, handle, subject) per entry.
+    issued: Vec<(String, String, Hash32)>,
+    /// The provider record the entries were signed against.
+    record: Vec<u8>,
 }
 
 #[tonic::async_trait]
@@ -519,6 +554,22 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         tokio::spawn(async move {
             let (mut received, mut committed) = (0u64, 0u64);
             let mut ended = false;
+            // Two chunks in flight: while one is verified and committed,
+            // the next is read, checked and signed.
+            let mut finishing: Option<
+                tokio::task::JoinHandle<Result<pb::BulkIssueProgress, Status>>,
+            > = None;
+            let mut inflight: HashMap<String, Hash32> = HashMap::new();
+            let send = |update: Result<pb::BulkIssueProgress, Status>,
+                        received: u64,
+                        committed: &mut u64| {
+                update.map(|mut p| {
+                    *committed += p.committed;
+                    p.received = received;
+                    p.committed = *committed;
+                    p
+                })
+            };
             while !ended {
                 let mut chunk = Vec::new();
                 // Fill a chunk; flush early when the client pauses.
@@ -540,7 +591,7 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
                             break;
                         }
                         Err(e) => {
-                            // The client went away: stop after what is done.
+                            // The client went away: finish what is signed.
                             tracing::info!(error = %e, received, committed, "bulk stream broken");
                             ended = true;
                             break;
@@ -550,20 +601,36 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
                 if chunk.is_empty() {
                     break;
                 }
-                received += chunk.len() as u64;
-                let update = match svc.issue_chunk(chunk).await {
-                    Ok(mut p) => {
-                        committed += p.committed;
-                        p.received = received;
-                        p.committed = committed;
-                        Ok(p)
+                let n = chunk.len() as u64;
+                let prepared = svc.prepare_chunk(chunk, &inflight).await;
+                if let Some(h) = finishing.take() {
+                    let update = h
+                        .await
+                        .unwrap_or_else(|e| Err(Status::internal(format!("bulk task: {e}"))));
+                    let update = send(update, received, &mut committed);
+                    let failed = update.is_err();
+                    if tx.send(update).await.is_err() || failed {
+                        return;
                     }
-                    Err(e) => Err(e),
-                };
-                let failed = update.is_err();
-                if tx.send(update).await.is_err() || failed {
-                    break;
                 }
+                received += n;
+                match prepared {
+                    Ok(p) => {
+                        inflight = p.issued.iter().map(|(_, h, s)| (h.clone(), *s)).collect();
+                        let svc = svc.clone();
+                        finishing = Some(tokio::spawn(async move { svc.finish_chunk(p).await }));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            if let Some(h) = finishing.take() {
+                let update = h
+                    .await
+                    .unwrap_or_else(|e| Err(Status::internal(format!("bulk task: {e}"))));
+                let _ = tx.send(send(update, received, &mut committed)).await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
