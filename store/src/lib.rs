@@ -88,11 +88,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Postgres: serialization failure, deadlock. SQLite: SQLITE_BUSY and
+    /// its extended codes; BUSY_SNAPSHOT (517) in particular is returned
+    /// at once, without waiting out busy_timeout, when a transaction that
+    /// read first tries to write after another writer committed (seen with
+    /// the signer's audit rows and a bulk commit writing concurrently);
+    /// the whole transaction must start again.
     fn is_retryable_tx(&self) -> bool {
         match self {
-            StoreError::Database(sqlx::Error::Database(e)) => {
-                matches!(e.code().as_deref(), Some("40001") | Some("40P01"))
-            }
+            StoreError::Database(sqlx::Error::Database(e)) => matches!(
+                e.code().as_deref(),
+                Some("40001" | "40P01" | "5" | "261" | "517" | "773")
+            ),
             _ => false,
         }
     }

@@ -1,0 +1,96 @@
+//! Bindings issued in bulk through the Provider API (batch signatures)
+//! verify with `pozctl identity verify` against the provider's record, as
+//! the store serves it; one with an altered audit path is refused.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+use poz::sample;
+use poz::{Codec, Record};
+use poz_proto::v1 as pb;
+use std::process::Command;
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_issued_bindings_verify_with_pozctl() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let store = poz_store::Store::open(&url, poz_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let (provider, _) = sample::chain_provider().unwrap();
+    let genesis = Record::new(provider.keys.clone(), provider.history[0].clone());
+    let id = store
+        .create_record(&genesis.to_bytes(), &["social.example".into()], "")
+        .await
+        .unwrap();
+    store
+        .advance_head(&provider.to_bytes(), 1, "")
+        .await
+        .unwrap();
+    let keys = poz_signer::SoftwareKeyStore::new(vec![(
+        "device-a".into(),
+        sample::provider_keys().device_a,
+    )]);
+    let fleet = poz_provider::inprocess::start(store.clone(), Arc::new(keys), id, 64)
+        .await
+        .unwrap();
+    let mut api = pb::provider_api_client::ProviderApiClient::connect(fleet.provider_api)
+        .await
+        .unwrap();
+    let reqs: Vec<_> = (0..200u64)
+        .map(|i| pb::IssueBindingRequest {
+            handle: format!("user{i}"),
+            subject: Some(pb::Hash {
+                value: poz::hash::tagged_hash("s", &[&i.to_be_bytes()]).0.to_vec(),
+            }),
+            expires_at: 0,
+            idempotency_key: format!("k{i}"),
+        })
+        .collect();
+    let mut progress = api
+        .bulk_issue(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut committed = 0;
+    while let Some(p) = progress.message().await.unwrap() {
+        committed = p.committed;
+    }
+    assert_eq!(committed, 200);
+
+    // The provider's record as MASTER serves it, and three bindings.
+    let rec_path = dir.path().join("provider.poz");
+    std::fs::write(&rec_path, store.master_answer(&id).await.unwrap()).unwrap();
+    let pozctl = env!("CARGO_BIN_EXE_pozctl");
+    for handle in ["user0", "user77", "user199"] {
+        let (b, _) = store.binding(&id, handle).await.unwrap();
+        assert_eq!(b.signatures[0].sig_type, poz::keys::SigType::ED25519_BATCH);
+        let path = dir.path().join(format!("{handle}.bin"));
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let out = Command::new(pozctl)
+            .args(["identity", "verify"])
+            .arg(&path)
+            .arg("--provider")
+            .arg(&rec_path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{handle}: {out:?}");
+        assert!(
+            stdout.contains(&format!("VALID binding \"{handle}@social.example\"")),
+            "{stdout}"
+        );
+
+        // The same binding with one audit-path byte altered: refused (1).
+        let mut bad = b.clone();
+        bad.signatures[0].data[80] ^= 1;
+        std::fs::write(&path, bad.to_bytes()).unwrap();
+        let out = Command::new(pozctl)
+            .args(["identity", "verify"])
+            .arg(&path)
+            .arg("--provider")
+            .arg(&rec_path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{handle}: {out:?}");
+    }
+}
