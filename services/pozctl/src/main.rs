@@ -5,6 +5,7 @@
 //! (threshold not met, record invalid); 2 usage or I/O error.
 #![forbid(unsafe_code)]
 
+mod import;
 mod keyio;
 mod net;
 mod render;
@@ -284,6 +285,19 @@ enum IdentityCmd {
         /// genesis (its Zone History is missing).
         #[arg(long)]
         allow_partial: bool,
+    },
+    /// Issue bindings in bulk through a Provider API from a CSV of
+    /// `handle,user-record-hash` lines (a `handle,…` header is skipped),
+    /// with a progress bar. Rerunning the same file resumes: nothing is
+    /// issued twice.
+    Import {
+        csv: PathBuf,
+        /// The Provider API's gRPC endpoint, e.g. http://127.0.0.1:50054.
+        #[arg(long)]
+        api: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Revoke a binding: a revocation signed under the deny threshold,
     /// added to the provider's Identity Zone.
@@ -994,6 +1008,7 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
                 }
             }
         }
+        IdentityCmd::Import { csv, api, quiet } => return import::import(&csv, &api, quiet),
         IdentityCmd::Revoke {
             binding,
             provider,

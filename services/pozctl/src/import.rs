@@ -1,0 +1,125 @@
+//! `pozctl identity import`: a CSV of `handle,user-record-hash` streamed
+//! into the Provider API's BulkIssue, with a progress bar.
+//!
+//! Every line gets an idempotency key derived from its handle and subject,
+//! so running the same import again (after a break, a crash, a timeout)
+//! issues nothing twice: lines already committed are acknowledged again
+//! and only the rest are issued.
+
+use anyhow::{Context, Result};
+use poz::Hash32;
+use poz_proto::v1 as pb;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// One CSV line, checked.
+struct Line {
+    number: usize,
+    handle: String,
+    subject: Hash32,
+}
+
+/// Reads the CSV strictly: every line `handle,64 hex digits`; an optional
+/// first line `handle,…` is a header; blank lines are skipped.
+fn read_csv(path: &Path) -> Result<Vec<Line>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || (i == 0 && line.starts_with("handle,")) {
+            continue;
+        }
+        let refuse =
+            |why: &str| crate::Refused(format!("{}:{}: {why}: {raw:?}", path.display(), i + 1));
+        let (handle, hash) = line
+            .split_once(',')
+            .ok_or_else(|| refuse("expected handle,user-record-hash"))?;
+        let subject = Hash32::from_hex(hash.trim())
+            .ok_or_else(|| refuse("the user record hash is not 64 hex digits"))?;
+        let handle = handle.trim();
+        if handle.is_empty() || handle.len() > 64 {
+            return Err(refuse("a handle is 1..=64 bytes").into());
+        }
+        out.push(Line {
+            number: i + 1,
+            handle: handle.to_string(),
+            subject,
+        });
+    }
+    Ok(out)
+}
+
+fn key_of(l: &Line) -> String {
+    let h = poz::hash::tagged_hash("pozctl import", &[l.handle.as_bytes(), &l.subject.0]);
+    format!("import-{}", &h.to_hex()[..32])
+}
+
+pub fn import(csv: &Path, api: &str, quiet: bool) -> Result<ExitCode> {
+    let lines = read_csv(csv)?;
+    let total = lines.len() as u64;
+    let by_key: std::collections::HashMap<String, usize> =
+        lines.iter().map(|l| (key_of(l), l.number)).collect();
+    let requests: Vec<pb::IssueBindingRequest> = lines
+        .iter()
+        .map(|l| pb::IssueBindingRequest {
+            handle: l.handle.clone(),
+            subject: Some(pb::Hash {
+                value: l.subject.0.to_vec(),
+            }),
+            expires_at: 0,
+            idempotency_key: key_of(l),
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} committed, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (committed, errors) = rt.block_on(async {
+        let mut client = pb::provider_api_client::ProviderApiClient::connect(api.to_string())
+            .await
+            .with_context(|| format!("connecting to the Provider API at {api}"))?;
+        let mut progress = client
+            .bulk_issue(tokio_stream::iter(requests))
+            .await
+            .context("BulkIssue")?
+            .into_inner();
+        let mut committed = 0u64;
+        let mut errors = Vec::new();
+        while let Some(p) = progress.message().await.context("BulkIssue progress")? {
+            committed = p.committed;
+            bar.set_position(committed);
+            errors.extend(p.errors);
+        }
+        anyhow::Ok((committed, errors))
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "committed {committed} of {total} bindings from {}",
+        csv.display()
+    );
+    for e in errors.iter().take(20) {
+        let line = by_key.get(&e.idempotency_key).copied().unwrap_or(0);
+        println!("line {line}: refused: {}", e.message);
+    }
+    if errors.len() > 20 {
+        println!("… and {} more refused", errors.len() - 20);
+    }
+    Ok(if errors.is_empty() && committed == total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
