@@ -135,6 +135,8 @@ struct EntryRow {
     target: Option<Vec<u8>>,
     issued_at: Option<i64>,
     bytes: Vec<u8>,
+    /// The batch root digest its first batch signature proves to.
+    batch_root: Option<Vec<u8>>,
 }
 
 fn entry_row(record_id: &Hash32, zone: ZoneType, e: &SignedEntry) -> Result<EntryRow, StoreError> {
@@ -155,13 +157,20 @@ fn entry_row(record_id: &Hash32, zone: ZoneType, e: &SignedEntry) -> Result<Entr
         ),
         _ => (*record_id, None, None, None),
     };
+    let digest = e.digest(&issuer, zone);
     Ok(EntryRow {
-        digest: e.digest(&issuer, zone),
+        digest,
         kind: e.kind.0,
         handle,
         target,
         issued_at,
         bytes: e.to_bytes(),
+        batch_root: e
+            .signatures
+            .iter()
+            .filter(|s| s.sig_type == poz::keys::SigType::ED25519_BATCH)
+            .find_map(|s| s.entry_message(&issuer, zone, &digest))
+            .map(|(root, _)| root.0.to_vec()),
     })
 }
 
@@ -476,30 +485,22 @@ impl Store {
         let now = now_ms();
         let mut stored = 0u32;
         // Multi-row inserts: one round trip per chunk instead of per entry
-        // (a provider's bulk issue writes thousands at a time). 9 bind
+        // (a provider's bulk issue writes thousands at a time). 10 bind
         // parameters per row; 500 rows stay far below both backends'
         // parameter limits (Postgres 65,535; SQLite 32,766).
         for chunk in rows.chunks(ENTRY_ROWS_PER_STATEMENT) {
             let mut sql = String::from(
-                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms) VALUES ",
+                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms, batch_root) VALUES ",
             );
             for i in 0..chunk.len() {
-                let p = i * 9;
+                let p = i * 10;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7,
-                    p + 8,
-                    p + 9
-                ));
+                let params: Vec<String> = (1..=10).map(|k| format!("${}", p + k)).collect();
+                sql.push('(');
+                sql.push_str(&params.join(", "));
+                sql.push(')');
             }
             // Entries are immutable: a row with this key is this entry, so
             // "insert if absent" (portable to Postgres and SQLite) suffices.
@@ -515,7 +516,8 @@ impl Store {
                     .bind(row.target.clone())
                     .bind(row.issued_at)
                     .bind(row.bytes.clone())
-                    .bind(now);
+                    .bind(now)
+                    .bind(row.batch_root.clone());
             }
             stored += q.execute(&mut **tx).await?.rows_affected() as u32;
         }
@@ -1064,6 +1066,27 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// Every entry of the batch whose root digest is `root` (SPEC §8.9),
+    /// in leaf order: what an auditor lists to check a batch
+    /// (`poz::batch::audit_batch`).
+    pub async fn batch(&self, id: &Hash32, root: &Hash32) -> Result<Vec<SignedEntry>, StoreError> {
+        let rows =
+            sqlx::query("SELECT entry FROM entries WHERE record_id = $1 AND batch_root = $2")
+                .bind(id.0.to_vec())
+                .bind(root.0.to_vec())
+                .fetch_all(&self.pool)
+                .await?;
+        let mut entries = rows
+            .iter()
+            .map(|r| {
+                SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(0))
+                    .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(poz::batch::leaf_index_of);
+        Ok(entries)
     }
 
     /// The CHAIN answer for `handle`.

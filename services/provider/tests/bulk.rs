@@ -164,6 +164,44 @@ async fn bulk_issue_broken_off_and_resumed_issues_each_binding_once() {
         let i: u64 = b.handle.strip_prefix("user").unwrap().parse().unwrap();
         assert_eq!(b.subject, subject(i));
     }
+    // Each batch can be listed and audited: its entries prove to the root
+    // the signer's audit log recorded, leaves 0..n complete and in order.
+    let digest = bindings[17].digest(&f.provider.id(), poz::zone::ZoneType::IDENTITY);
+    let (root, _) = bindings[17].signatures[0]
+        .entry_message(&f.provider.id(), poz::zone::ZoneType::IDENTITY, &digest)
+        .unwrap();
+    let batch = f.store.batch(&f.provider.id(), &root).await.unwrap();
+    let n = poz::batch::audit_batch(
+        &f.provider.id(),
+        poz::zone::ZoneType::IDENTITY,
+        &root,
+        &batch,
+    )
+    .unwrap();
+    assert!(n > 1 && n as usize == batch.len(), "{n}");
+    let audit = f.store.signature_audit(&f.provider.id()).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|(_, row)| row.what == "batch-root" && row.digest == root));
+    assert!(matches!(
+        poz::batch::audit_batch(
+            &f.provider.id(),
+            poz::zone::ZoneType::IDENTITY,
+            &root,
+            &batch[1..]
+        ),
+        Err(poz::batch::BatchAuditError::OutOfOrder { .. })
+    ));
+    assert!(matches!(
+        poz::batch::audit_batch(
+            &f.provider.id(),
+            poz::zone::ZoneType::IDENTITY,
+            &root,
+            &batch[..batch.len() - 1]
+        ),
+        Err(poz::batch::BatchAuditError::Incomplete { .. })
+    ));
+
     // A binding whose audit path or batch root signature is altered fails.
     for alter in [73usize, 10] {
         let mut bad = bindings[17].clone();
