@@ -43,6 +43,17 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Signs `digest` (a POZ tagged digest, never raw data) with key `id`.
     fn sign(&self, id: &KeyId, digest: &Hash32) -> Result<[u8; 64], KeyStoreError>;
 
+    /// Signs each digest with key `id`, in order; all or none.
+    fn sign_many(&self, id: &KeyId, digests: &[Hash32]) -> Result<Vec<[u8; 64]>, KeyStoreError> {
+        digests.iter().map(|d| self.sign(id, d)).collect()
+    }
+
+    /// How many `sign_many` calls can run at once without queueing (the
+    /// HSM sessions); callers split large groups this many ways.
+    fn parallelism(&self) -> usize {
+        1
+    }
+
     fn held(&self, id: &KeyId) -> Option<&HeldKey> {
         self.keys().iter().find(|k| k.public.id() == *id)
     }

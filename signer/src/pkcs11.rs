@@ -33,6 +33,7 @@ pub struct Pkcs11KeyStore {
     _ctx: Pkcs11,
     sessions: Mutex<Vec<Session>>,
     session_free: Condvar,
+    session_count: usize,
     keys: Vec<HeldKey>,
     handles: Vec<ObjectHandle>,
 }
@@ -76,6 +77,7 @@ impl Pkcs11KeyStore {
         let (keys, handles) = load_keys(&sessions[0])?;
         Ok(Pkcs11KeyStore {
             _ctx: ctx,
+            session_count: sessions.len(),
             sessions: Mutex::new(sessions),
             session_free: Condvar::new(),
             keys,
@@ -232,6 +234,15 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn sign(&self, id: &KeyId, digest: &Hash32) -> Result<[u8; 64], KeyStoreError> {
+        let mut sigs = self.sign_many(id, std::slice::from_ref(digest))?;
+        sigs.pop().ok_or(KeyStoreError::BadSignature(*id))
+    }
+
+    /// One session for the whole slice (no pool traffic per signature),
+    /// then every signature the token returned is checked in one Ed25519
+    /// batch before any is used: a faulty or tampered HSM must not get a
+    /// bad signature into the audit log or a binding.
+    fn sign_many(&self, id: &KeyId, digests: &[Hash32]) -> Result<Vec<[u8; 64]>, KeyStoreError> {
         let i = self
             .keys
             .iter()
@@ -239,20 +250,32 @@ impl KeyStore for Pkcs11KeyStore {
             .ok_or(KeyStoreError::UnknownKey(*id))?;
         let session = self.take_session();
         let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-        let r = session.sign(&mech, self.handles[i], &digest.0);
+        let signed: Result<Vec<Vec<u8>>, _> = digests
+            .iter()
+            .map(|d| session.sign(&mech, self.handles[i], &d.0))
+            .collect();
         self.give_back(session);
-        let sig: [u8; 64] = r?
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyStoreError::BadSignature(*id))?;
-        let check = poz::keys::Signature {
-            key_idx: 0,
-            sig_type: poz::keys::SigType::ED25519,
-            data: sig.to_vec(),
-        };
-        if !self.keys[i].public.verify(digest, &check) {
+        let sigs = signed?
+            .into_iter()
+            .map(|s| {
+                <[u8; 64]>::try_from(s.as_slice()).map_err(|_| KeyStoreError::BadSignature(*id))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = self.keys[i]
+            .public
+            .verify_key()
+            .ok_or(KeyStoreError::BadSignature(*id))?;
+        let mut batch = poz::ed25519::Batch::new();
+        for (d, s) in digests.iter().zip(&sigs) {
+            batch.push(key, &d.0, s);
+        }
+        if !batch.verify() {
             return Err(KeyStoreError::BadSignature(*id));
         }
-        Ok(sig)
+        Ok(sigs)
+    }
+
+    fn parallelism(&self) -> usize {
+        self.session_count
     }
 }

@@ -17,6 +17,7 @@
 use crate::keystore::{KeyStore, KeyStoreError};
 use poz::entries::EntryBody;
 use poz::keys::{KeyId, SigType, Signature};
+use poz::verify::{RecordRefused, VerifiedRecord, VerifiedRecordCache};
 use poz::zone::{EntryKind, SignedEntry, ZoneType};
 use poz::{Codec, Hash32, Record};
 use poz_proto::v1 as pb;
@@ -29,11 +30,18 @@ use tonic::{Request, Response, Status};
 pub struct SignerService {
     keys: Arc<dyn KeyStore>,
     audit: Store,
+    /// Issuer records already verified (by exact bytes): every entry a
+    /// provider issues comes with the same record.
+    issuers: Arc<VerifiedRecordCache>,
 }
 
 impl SignerService {
     pub fn new(keys: Arc<dyn KeyStore>, audit: Store) -> Self {
-        SignerService { keys, audit }
+        SignerService {
+            keys,
+            audit,
+            issuers: Arc::new(VerifiedRecordCache::new(16)),
+        }
     }
 
     /// Steps 3 to 6 for a digest the caller has validated: sign with the
@@ -47,37 +55,74 @@ impl SignerService {
         zone_type: u8,
         what: &str,
     ) -> Result<pb::SignatureResponse, Status> {
-        let keys = self.keys.clone();
-        let sig = tokio::task::spawn_blocking(move || keys.sign(&key_id, &digest))
-            .await
-            .map_err(|e| Status::internal(format!("signing task: {e}")))?
-            .map_err(|e| match e {
-                KeyStoreError::UnknownKey(_) => Status::not_found(e.to_string()),
-                _ => Status::unavailable(e.to_string()),
-            })?;
-        let signature = Signature {
-            key_idx,
-            sig_type: SigType::ED25519,
-            data: sig.to_vec(),
+        let mut out = self
+            .sign_and_audit_many(key_id, &[(key_idx, digest)], record_id, zone_type, what)
+            .await?;
+        out.pop().ok_or_else(|| Status::internal("signature lost"))
+    }
+
+    /// Steps 3 to 6 for several digests: the group is split across the
+    /// key store's sessions, signed, audited in one commit, answered in
+    /// order. Nothing is returned unless every row is written.
+    async fn sign_and_audit_many(
+        &self,
+        key_id: KeyId,
+        targets: &[(u8, Hash32)],
+        record_id: Hash32,
+        zone_type: u8,
+        what: &str,
+    ) -> Result<Vec<pb::SignatureResponse>, Status> {
+        let ways = self.keys.parallelism().clamp(1, targets.len().max(1));
+        let per = targets.len().div_ceil(ways);
+        let mut tasks = Vec::with_capacity(ways);
+        for part in targets.chunks(per.max(1)) {
+            let keys = self.keys.clone();
+            let digests: Vec<Hash32> = part.iter().map(|(_, d)| *d).collect();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                keys.sign_many(&key_id, &digests)
+            }));
         }
-        .to_bytes();
-        let row = SignatureAudit {
-            key_id,
-            record_id,
-            zone_type,
-            what: what.into(),
-            digest,
-            signature: signature.clone(),
-        };
-        let audit_id = self.audit.append_signature(&row).await.map_err(|e| {
-            tracing::error!(error = %e, "audit log write failed; signature withheld");
+        let mut sigs = Vec::with_capacity(targets.len());
+        for t in tasks {
+            sigs.extend(
+                t.await
+                    .map_err(|e| Status::internal(format!("signing task: {e}")))?
+                    .map_err(|e| match e {
+                        KeyStoreError::UnknownKey(_) => Status::not_found(e.to_string()),
+                        _ => Status::unavailable(e.to_string()),
+                    })?,
+            );
+        }
+        let rows: Vec<SignatureAudit> = targets
+            .iter()
+            .zip(sigs)
+            .map(|((key_idx, digest), sig)| SignatureAudit {
+                key_id,
+                record_id,
+                zone_type,
+                what: what.into(),
+                digest: *digest,
+                signature: Signature {
+                    key_idx: *key_idx,
+                    sig_type: SigType::ED25519,
+                    data: sig.to_vec(),
+                }
+                .to_bytes(),
+            })
+            .collect();
+        let ids = self.audit.append_signatures(&rows).await.map_err(|e| {
+            tracing::error!(error = %e, "audit log write failed; signatures withheld");
             Status::unavailable(format!("audit log unavailable, signature withheld: {e}"))
         })?;
-        tracing::info!(%key_id, %record_id, what, audit_id, "signed");
-        Ok(pb::SignatureResponse {
-            signature,
-            audit_id,
-        })
+        tracing::debug!(%key_id, %record_id, what, count = rows.len(), "signed");
+        Ok(rows
+            .into_iter()
+            .zip(ids)
+            .map(|(row, audit_id)| pb::SignatureResponse {
+                signature: row.signature,
+                audit_id,
+            })
+            .collect())
     }
 
     fn held_key(&self, h: &Option<pb::Hash>) -> Result<KeyId, Status> {
@@ -119,16 +164,16 @@ fn policy_status(e: poz::Error) -> Status {
 /// decodes and verifies, every entry decodes for the zone, and a binding
 /// names this issuer.
 async fn validated_entries(
+    issuers: &Arc<VerifiedRecordCache>,
     zone_type: u32,
     issuer_record: &[u8],
     entries: &[Vec<u8>],
-) -> Result<(ZoneType, poz::verify::VerifiedRecord, Vec<SignedEntry>), Status> {
+) -> Result<(ZoneType, Arc<VerifiedRecord>, Vec<SignedEntry>), Status> {
     let zone = u8::try_from(zone_type)
         .ok()
         .map(ZoneType)
         .filter(|z| z.is_known())
         .ok_or_else(|| Status::invalid_argument(format!("zone_type {zone_type} is not 1..=5")))?;
-    let issuer = decode_record("issuer_record", issuer_record)?;
     let mut decoded = Vec::with_capacity(entries.len());
     let mut bindings = Vec::new();
     for (i, b) in entries.iter().enumerate() {
@@ -147,13 +192,28 @@ async fn validated_entries(
         }
         decoded.push(e);
     }
-    let issuer = tokio::task::spawn_blocking(move || poz::verify::verify_and_accept(issuer))
-        .await
-        .map_err(|e| Status::internal(format!("verification task: {e}")))?
-        .map_err(|rep| {
-            let f: Vec<String> = rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
-            Status::failed_precondition(format!("issuer_record does not verify: {}", f.join("; ")))
-        })?;
+    let issuer = match issuers.get(issuer_record) {
+        Some(hit) => hit,
+        None => {
+            let (cache, bytes) = (issuers.clone(), issuer_record.to_vec());
+            tokio::task::spawn_blocking(move || cache.accept(&bytes))
+                .await
+                .map_err(|e| Status::internal(format!("verification task: {e}")))?
+                .map_err(|e| match e {
+                    RecordRefused::Decode(e) => {
+                        Status::invalid_argument(format!("issuer_record: {e}"))
+                    }
+                    RecordRefused::Invalid(rep) => {
+                        let f: Vec<String> =
+                            rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
+                        Status::failed_precondition(format!(
+                            "issuer_record does not verify: {}",
+                            f.join("; ")
+                        ))
+                    }
+                })?
+        }
+    };
     if let Some((i, other)) = bindings.iter().find(|(_, b)| *b != issuer.id) {
         return Err(Status::failed_precondition(format!(
             "entries[{i}]: the binding names issuer {other}, not this record {}",
@@ -227,6 +287,7 @@ impl pb::signer_server::Signer for SignerService {
         let r = req.into_inner();
         let key_id = self.held_key(&r.key_id)?;
         let (zone, issuer, mut entries) = validated_entries(
+            &self.issuers,
             r.zone_type,
             &r.issuer_record,
             std::slice::from_ref(&r.entry),
@@ -244,6 +305,36 @@ impl pb::signer_server::Signer for SignerService {
         Ok(Response::new(out))
     }
 
+    async fn sign_entries(
+        &self,
+        req: Request<pb::SignEntriesRequest>,
+    ) -> Result<Response<pb::SignaturesResponse>, Status> {
+        let r = req.into_inner();
+        let key_id = self.held_key(&r.key_id)?;
+        if r.entries.is_empty() {
+            return Err(Status::invalid_argument("no entries to sign"));
+        }
+        let (zone, issuer, entries) =
+            validated_entries(&self.issuers, r.zone_type, &r.issuer_record, &r.entries).await?;
+        // The policy holds for every entry, or nothing is signed.
+        let targets = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                poz::workflow::entry_signing_target(&issuer.record, zone, e, &key_id).map_err(
+                    |err| {
+                        let s = policy_status(err);
+                        Status::new(s.code(), format!("entries[{i}]: {}", s.message()))
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let signatures = self
+            .sign_and_audit_many(key_id, &targets, issuer.id, zone.0, "entry")
+            .await?;
+        Ok(Response::new(pb::SignaturesResponse { signatures }))
+    }
+
     async fn sign_batch_root(
         &self,
         req: Request<pb::SignBatchRootRequest>,
@@ -254,7 +345,7 @@ impl pb::signer_server::Signer for SignerService {
             return Err(Status::invalid_argument("a batch needs at least one entry"));
         }
         let (zone, issuer, entries) =
-            validated_entries(r.zone_type, &r.issuer_record, &r.entries).await?;
+            validated_entries(&self.issuers, r.zone_type, &r.issuer_record, &r.entries).await?;
         // The policy holds for every entry, or nothing is signed.
         let target = tokio::task::spawn_blocking(move || {
             poz::workflow::batch_signing_target(&issuer.record, zone, &entries, &key_id)

@@ -331,10 +331,48 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
+    // A group of 20 bindings, each signed on its own across the token's
+    // sessions and audited in one commit; each verifies singly. A group
+    // with one binding of another issuer is refused whole.
+    let group: Vec<SignedEntry> = (0..20u8)
+        .map(|n| {
+            workflow::new_binding(&rec, sample::user_id(n), &format!("g{n}"), T0 + 5, 0).unwrap()
+        })
+        .collect();
+    let r = svc
+        .sign_entries(Request::new(pb::SignEntriesRequest {
+            issuer_record: rec.to_bytes(),
+            zone_type: 1,
+            entries: group.iter().map(|e| e.to_bytes()).collect(),
+            key_id: hash(&hsm_key.id()),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.signatures.len(), group.len());
+    for (mut b, s) in group.clone().into_iter().zip(r.signatures) {
+        b.add_signature(poz::keys::Signature::from_bytes(&s.signature).unwrap());
+        poz::verify::verify_binding(&vr, &b, T0 + 10).unwrap();
+        returned.push((s.audit_id, s.signature));
+    }
+    let mut mixed: Vec<Vec<u8>> = group.iter().map(|e| e.to_bytes()).collect();
+    mixed.insert(7, foreign.to_bytes());
+    let e = svc
+        .sign_entries(Request::new(pb::SignEntriesRequest {
+            issuer_record: rec.to_bytes(),
+            zone_type: 1,
+            entries: mixed,
+            key_id: hash(&hsm_key.id()),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("entries[7]"), "{}", e.message());
+
     // The audit log: exactly one row per signature, matching what was
     // returned.
     let rows = audit.signature_audit(&id).await.unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 24);
     let mut got: Vec<(u64, Vec<u8>)> = rows
         .iter()
         .map(|(i, r)| (*i, r.signature.clone()))
@@ -348,7 +386,7 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
         assert_eq!(row.zone_type, ZoneType::IDENTITY.0);
     }
     let whats: Vec<&str> = rows.iter().map(|(_, r)| r.what.as_str()).collect();
-    assert_eq!(whats.iter().filter(|w| **w == "entry").count(), 3);
+    assert_eq!(whats.iter().filter(|w| **w == "entry").count(), 23);
     assert_eq!(whats.iter().filter(|w| **w == "batch-root").count(), 1);
 }
 

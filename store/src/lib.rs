@@ -183,6 +183,30 @@ const HANDLES_PER_QUERY: usize = 500;
 
 /// Rows per multi-row INSERT of zone entries.
 const ENTRY_ROWS_PER_STATEMENT: usize = 500;
+/// Audit rows per INSERT: 8 parameters each, as far below the limits.
+const AUDIT_ROWS_PER_STATEMENT: usize = 500;
+
+/// `head VALUES ($1, …, $cols), …` for `rows` rows of `cols` parameters.
+fn multi_row_insert(head: &str, rows: usize, cols: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * cols * 5);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for k in 1..=cols {
+            if k > 1 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(i * cols + k).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
 
 /// One row of the signer's audit log.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -489,19 +513,11 @@ impl Store {
         // parameters per row; 500 rows stay far below both backends'
         // parameter limits (Postgres 65,535; SQLite 32,766).
         for chunk in rows.chunks(ENTRY_ROWS_PER_STATEMENT) {
-            let mut sql = String::from(
-                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms, batch_root) VALUES ",
+            let mut sql = multi_row_insert(
+                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms, batch_root)",
+                chunk.len(),
+                10,
             );
-            for i in 0..chunk.len() {
-                let p = i * 10;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let params: Vec<String> = (1..=10).map(|k| format!("${}", p + k)).collect();
-                sql.push('(');
-                sql.push_str(&params.join(", "));
-                sql.push(')');
-            }
             // Entries are immutable: a row with this key is this entry, so
             // "insert if absent" (portable to Postgres and SQLite) suffices.
             sql.push_str(" ON CONFLICT (record_id, zone_type, digest) DO NOTHING");
@@ -803,23 +819,54 @@ impl Store {
 
     /// Appends one signature to the audit log; returns its audit ID.
     pub async fn append_signature(&self, row: &SignatureAudit) -> Result<u64, StoreError> {
+        let ids = self.append_signatures(std::slice::from_ref(row)).await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::Invalid("no audit row written".into()))
+    }
+
+    /// Appends several audit rows in one transaction (one commit for a
+    /// group of signatures), returning their IDs in order. All or none.
+    pub async fn append_signatures(&self, rows: &[SignatureAudit]) -> Result<Vec<u64>, StoreError> {
         // Random 63-bit IDs: portable (no sequences) and unguessable.
-        let id = u64::from_be_bytes(random_id()[..8].try_into().unwrap_or([0; 8])) >> 1;
-        sqlx::query(
-            "INSERT INTO signature_audit (audit_id, at_ms, key_id, record_id, zone_type, what, digest, signature) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id as i64)
-        .bind(now_ms())
-        .bind(row.key_id.0.to_vec())
-        .bind(row.record_id.0.to_vec())
-        .bind(row.zone_type as i32)
-        .bind(row.what.clone())
-        .bind(row.digest.0.to_vec())
-        .bind(row.signature.clone())
-        .execute(&self.pool)
+        let ids: Vec<u64> = rows
+            .iter()
+            .map(|_| u64::from_be_bytes(random_id()[..8].try_into().unwrap_or([0; 8])) >> 1)
+            .collect();
+        let at = now_ms();
+        let rows = rows.to_vec();
+        let chunk_ids = ids.clone();
+        self.tx(move |tx| {
+            let (rows, ids) = (rows.clone(), chunk_ids.clone());
+            Box::pin(async move {
+                for (chunk, ids) in rows
+                    .chunks(AUDIT_ROWS_PER_STATEMENT)
+                    .zip(ids.chunks(AUDIT_ROWS_PER_STATEMENT))
+                {
+                    let sql = multi_row_insert(
+                        "INSERT INTO signature_audit (audit_id, at_ms, key_id, record_id, zone_type, what, digest, signature)",
+                        chunk.len(),
+                        8,
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (row, id) in chunk.iter().zip(ids) {
+                        q = q
+                            .bind(*id as i64)
+                            .bind(at)
+                            .bind(row.key_id.0.to_vec())
+                            .bind(row.record_id.0.to_vec())
+                            .bind(row.zone_type as i32)
+                            .bind(row.what.clone())
+                            .bind(row.digest.0.to_vec())
+                            .bind(row.signature.clone());
+                    }
+                    q.execute(&mut **tx).await?;
+                }
+                Ok(())
+            })
+        })
         .await?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// The audit log of one record's signatures, oldest first.

@@ -4,10 +4,11 @@
 #![forbid(unsafe_code)]
 
 use poz::codec::Codec;
-use poz::verify::{verify_and_accept, verify_bindings, Outcome, Report};
+use poz::verify::{verify_bindings, Outcome, RecordRefused, Report, VerifiedRecordCache};
 use poz::zone::{EntryKind, SignedEntry, ZoneType};
 use poz::Record;
 use poz_proto::v1 as pb;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 fn hash(h: &poz::Hash32) -> pb::Hash {
@@ -52,9 +53,20 @@ fn report(r: &Report, rec: &Record) -> pb::VerifyRecordResponse {
     }
 }
 
-/// The Verifier service.
-#[derive(Clone, Debug, Default)]
-pub struct VerifierService;
+/// The Verifier service. Stateless but for a cache of issuer records
+/// already verified (by exact bytes; a record's verdict never changes).
+#[derive(Clone)]
+pub struct VerifierService {
+    issuers: Arc<VerifiedRecordCache>,
+}
+
+impl Default for VerifierService {
+    fn default() -> Self {
+        VerifierService {
+            issuers: Arc::new(VerifiedRecordCache::new(64)),
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl pb::verifier_server::Verifier for VerifierService {
@@ -119,7 +131,6 @@ impl pb::verifier_server::Verifier for VerifierService {
             .ok_or_else(|| {
                 Status::invalid_argument(format!("zone_type {} is not 1..=5", r.zone_type))
             })?;
-        let issuer = decode_record("issuer_record", &r.issuer_record)?;
         let entries = r
             .entries
             .iter()
@@ -130,13 +141,17 @@ impl pb::verifier_server::Verifier for VerifierService {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let now = if r.now_ms == 0 { now_ms() } else { r.now_ms };
+        let issuers = self.issuers.clone();
         let out = tokio::task::spawn_blocking(move || -> Result<Vec<pb::EntryResult>, Status> {
-            let vr = verify_and_accept(issuer).map_err(|rep| {
-                let f: Vec<String> = rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
-                Status::failed_precondition(format!(
-                    "issuer_record does not verify: {}",
-                    f.join("; ")
-                ))
+            let vr = issuers.accept(&r.issuer_record).map_err(|e| match e {
+                RecordRefused::Decode(e) => Status::invalid_argument(format!("issuer_record: {e}")),
+                RecordRefused::Invalid(rep) => {
+                    let f: Vec<String> = rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
+                    Status::failed_precondition(format!(
+                        "issuer_record does not verify: {}",
+                        f.join("; ")
+                    ))
+                }
             })?;
             // Identity bindings are checked in one Ed25519 batch; other
             // entries one by one against their zone's threshold.

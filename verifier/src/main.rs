@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         .add_service(health)
         .add_service(reflection)
         .add_service(
-            VerifierServer::new(VerifierService)
+            VerifierServer::new(VerifierService::default())
                 .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
         )
         .serve_with_incoming_shutdown(poz_kit::incoming(listener), poz_kit::shutdown_signal())

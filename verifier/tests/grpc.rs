@@ -18,7 +18,7 @@ async fn client() -> VerifierClient<tonic::transport::Channel> {
     let addr = l.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(VerifierServer::new(VerifierService))
+            .add_service(VerifierServer::new(VerifierService::default()))
             .serve_with_incoming(poz_kit::incoming(l)),
     );
     VerifierClient::connect(format!("http://{addr}"))

@@ -56,7 +56,7 @@ pub async fn start(
     tokio::spawn(
         Server::builder()
             .add_service(
-                pb::verifier_server::VerifierServer::new(poz_verifier::VerifierService)
+                pb::verifier_server::VerifierServer::new(poz_verifier::VerifierService::default())
                     .max_decoding_message_size(m),
             )
             .serve_with_incoming(poz_kit::incoming(l)),

@@ -37,8 +37,23 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The Provider API for one provider record.
+///
+/// Concurrent IssueBinding calls are gathered into groups (group commit):
+/// one worker takes every call waiting, has the signer sign each binding
+/// on its own (one plain signature per binding, the group's audit rows in
+/// one commit), and the verifier and the store check and commit the group
+/// at once. Two groups are in flight, one signed while the previous one
+/// is checked and committed, so the HSM never waits for a commit. A call
+/// still returns only when its binding is committed.
 #[derive(Clone)]
 pub struct ProviderApiService {
+    upstream: Upstream,
+    issues: tokio::sync::mpsc::Sender<PendingIssue>,
+}
+
+/// The peers the Provider API calls, and what it does with them.
+#[derive(Clone)]
+struct Upstream {
     record_id: Hash32,
     store_read: StoreReadClient<Channel>,
     store_write: StoreWriteClient<Channel>,
@@ -46,6 +61,12 @@ pub struct ProviderApiService {
     signer: SignerClient<Channel>,
     batch_size: usize,
 }
+
+/// One IssueBinding call waiting for its group.
+type PendingIssue = (
+    pb::IssueBindingRequest,
+    tokio::sync::oneshot::Sender<Result<pb::IssuedBinding, Status>>,
+);
 
 /// Where the service's peers are.
 pub struct Peers {
@@ -79,12 +100,40 @@ struct Wanted {
     handle: String,
     subject: Hash32,
     expires_at: u64,
-    key: String,
 }
+
+/// What becomes of one request of a chunk or group.
+enum Decision {
+    /// The handle is already bound to this subject: the stored binding.
+    Existing(SignedEntry),
+    /// The same handle and subject as a request of the previous chunk,
+    /// signed and being committed (bulk only).
+    InFlight,
+    /// The same handle and subject as request `i` of this chunk.
+    SameAs(usize),
+    /// Refused, with the status an IssueBinding call gets.
+    Refused(Status),
+    /// To be issued (before signing).
+    Issue(Wanted),
+    /// Issued: `entries[i]` of the prepared chunk.
+    Signed(usize),
+}
+
+/// How a chunk's new bindings are signed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Signing {
+    /// One batch signature per key over the chunk (SPEC §8.9).
+    Batch,
+    /// One plain signature per binding and key.
+    PerBinding,
+}
+
+/// The most IssueBinding calls signed and committed as one group.
+const MAX_ISSUE_GROUP: usize = 1024;
 
 impl ProviderApiService {
     pub fn new(record_id: Hash32, peers: Peers, batch_size: usize) -> Self {
-        ProviderApiService {
+        let upstream = Upstream {
             record_id,
             store_read: StoreReadClient::new(peers.store.clone())
                 .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
@@ -95,9 +144,16 @@ impl ProviderApiService {
             signer: SignerClient::new(peers.signer)
                 .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
             batch_size: batch_size.max(1),
-        }
+        };
+        // The queue holds at most a few groups; beyond that callers wait
+        // to enqueue, which is the backpressure a flood of calls gets.
+        let (issues, rx) = tokio::sync::mpsc::channel(4 * MAX_ISSUE_GROUP);
+        tokio::spawn(upstream.clone().issue_groups(rx));
+        ProviderApiService { upstream, issues }
     }
+}
 
+impl Upstream {
     fn record_ref(&self) -> Option<pb::RecordRef> {
         Some(pb::RecordRef {
             by: Some(pb::record_ref::By::RecordId(pb::Hash {
@@ -217,176 +273,297 @@ impl ProviderApiService {
         Ok(())
     }
 
-    /// Decides each request of a chunk: already issued (same subject),
-    /// refused (another subject, a repeated handle, bad arguments), or to
-    /// issue. Returns (already issued keys, errors, to issue).
-    /// `inflight` holds the handles of the previous chunk, signed but
-    /// perhaps not yet committed (the store cannot see them yet).
+    /// Decides each request of a chunk, in order: already issued (same
+    /// subject), in flight, a repeat within the chunk, refused (another
+    /// subject, a handle twice with different subjects, bad arguments), or
+    /// to issue. `inflight` holds the handles of the previous chunk,
+    /// signed but perhaps not yet committed (the store cannot see them).
     async fn triage(
         &self,
-        chunk: Vec<pb::IssueBindingRequest>,
+        chunk: &[pb::IssueBindingRequest],
         inflight: &HashMap<String, Hash32>,
-    ) -> Result<(Vec<String>, Vec<pb::BulkIssueError>, Vec<Wanted>), Status> {
-        let mut done = Vec::new();
-        let mut errors = Vec::new();
-        let mut wanted: Vec<Wanted> = Vec::new();
-        let mut seen: HashMap<String, Hash32> = inflight.clone();
-        for r in chunk {
+    ) -> Result<Vec<Decision>, Status> {
+        let mut decisions = Vec::with_capacity(chunk.len());
+        // Handle -> (subject, index of its first request in this chunk).
+        let mut seen: HashMap<&str, (Hash32, usize)> = HashMap::new();
+        let mut lookup = Vec::new();
+        for (i, r) in chunk.iter().enumerate() {
             let subject = match subject_arg(&r.subject) {
                 Ok(s) => s,
                 Err(message) => {
-                    errors.push(pb::BulkIssueError {
-                        idempotency_key: r.idempotency_key,
-                        message,
-                    });
+                    decisions.push(Decision::Refused(Status::invalid_argument(message)));
                     continue;
                 }
             };
-            match seen.get(&r.handle) {
-                Some(s) if *s == subject => {
-                    done.push(r.idempotency_key);
-                    continue;
+            let earlier = seen
+                .get(r.handle.as_str())
+                .map(|(s, first)| (*s, Some(*first)))
+                .or_else(|| inflight.get(&r.handle).map(|s| (*s, None)));
+            decisions.push(match earlier {
+                Some((s, Some(first))) if s == subject => Decision::SameAs(first),
+                Some((s, None)) if s == subject => Decision::InFlight,
+                Some(_) => Decision::Refused(Status::already_exists(format!(
+                    "handle {:?} is being issued to another subject",
+                    r.handle
+                ))),
+                None => {
+                    seen.insert(&r.handle, (subject, i));
+                    lookup.push(r.handle.clone());
+                    Decision::Issue(Wanted {
+                        handle: r.handle.clone(),
+                        subject,
+                        expires_at: r.expires_at,
+                    })
                 }
-                Some(_) => {
-                    errors.push(pb::BulkIssueError {
-                        idempotency_key: r.idempotency_key,
-                        message: format!(
-                            "handle {:?} appears twice with different subjects",
-                            r.handle
-                        ),
-                    });
-                    continue;
-                }
-                None => {}
-            }
-            seen.insert(r.handle.clone(), subject);
-            wanted.push(Wanted {
-                handle: r.handle,
-                subject,
-                expires_at: r.expires_at,
-                key: r.idempotency_key,
             });
         }
-        let handles: Vec<String> = wanted.iter().map(|w| w.handle.clone()).collect();
-        let existing = self.existing(&handles).await?;
-        let mut to_issue = Vec::new();
-        for w in wanted {
-            match existing.get(&w.handle) {
-                Some((e, false)) => {
-                    let same = poz::entries::IdentityBinding::from_bytes(&e.body)
-                        .map(|b| b.subject == w.subject)
-                        .unwrap_or(false);
-                    if same {
-                        done.push(w.key);
-                    } else {
-                        errors.push(pb::BulkIssueError {
-                            idempotency_key: w.key,
-                            message: format!("handle {:?} is bound to another subject", w.handle),
-                        });
-                    }
-                }
-                // Unbound, or its binding was revoked: issue anew.
-                _ => to_issue.push(w),
+        let existing = self.existing(&lookup).await?;
+        for d in &mut decisions {
+            let Decision::Issue(w) = d else { continue };
+            // Unbound, or its binding was revoked: it stays to be issued.
+            if let Some((e, false)) = existing.get(&w.handle) {
+                let same = poz::entries::IdentityBinding::from_bytes(&e.body)
+                    .map(|b| b.subject == w.subject)
+                    .unwrap_or(false);
+                *d = if same {
+                    Decision::Existing(e.clone())
+                } else {
+                    Decision::Refused(Status::already_exists(format!(
+                        "handle {:?} is bound to another subject",
+                        w.handle
+                    )))
+                };
             }
         }
-        Ok((done, errors, to_issue))
+        Ok(decisions)
     }
 
-    /// First half of a bulk chunk: triage, then new bindings signed with
-    /// one batch signature per key.
+    /// First half of a chunk: triage, then the new bindings signed, with
+    /// one batch signature per key or one signature per binding and key.
     async fn prepare_chunk(
         &self,
-        chunk: Vec<pb::IssueBindingRequest>,
+        chunk: &[pb::IssueBindingRequest],
         inflight: &HashMap<String, Hash32>,
+        signing: Signing,
     ) -> Result<PreparedChunk, Status> {
-        let (already, mut errors, to_issue) = self.triage(chunk, inflight).await?;
         let mut p = PreparedChunk {
-            already,
-            errors: Vec::new(),
+            decisions: self.triage(chunk, inflight).await?,
             entries: Vec::new(),
-            issued: Vec::new(),
             record: Vec::new(),
         };
-        if to_issue.is_empty() {
-            p.errors = errors;
+        if !p.decisions.iter().any(|d| matches!(d, Decision::Issue(_))) {
             return Ok(p);
         }
         let (record_bytes, rec) = self.provider().await?;
         let keys = self.signing_keys(&rec, Authority::Grant).await?;
         let now = now_ms();
-        for w in to_issue {
-            match workflow::new_binding(&rec, w.subject, &w.handle, now, w.expires_at) {
+        for d in &mut p.decisions {
+            let Decision::Issue(w) = d else { continue };
+            *d = match workflow::new_binding(&rec, w.subject, &w.handle, now, w.expires_at) {
                 Ok(e) => {
                     p.entries.push(e);
-                    p.issued.push((w.key, w.handle, w.subject));
+                    Decision::Signed(p.entries.len() - 1)
                 }
-                Err(e) => errors.push(pb::BulkIssueError {
-                    idempotency_key: w.key,
-                    message: e.to_string(),
-                }),
-            }
+                Err(e) => Decision::Refused(Status::invalid_argument(e.to_string())),
+            };
         }
-        p.errors = errors;
         if p.entries.is_empty() {
             return Ok(p);
         }
         let encoded: Vec<Vec<u8>> = p.entries.iter().map(|e| e.to_bytes()).collect();
+        let bad_sig = |e: poz::DecodeError| Status::internal(format!("signer's signature: {e}"));
         for key in &keys {
-            let r = self
-                .signer
-                .clone()
-                .sign_batch_root(pb::SignBatchRootRequest {
-                    issuer_record: record_bytes.clone(),
-                    zone_type: ZoneType::IDENTITY.0 as u32,
-                    entries: encoded.clone(),
-                    key_id: pbhash(key),
-                })
-                .await?
-                .into_inner();
-            let sig = Signature::from_bytes(&r.signature)
-                .map_err(|e| Status::internal(format!("signer's signature: {e}")))?;
-            let (idx, tree, _) =
-                workflow::batch_signing_target(&rec, ZoneType::IDENTITY, &p.entries, key)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-            let root_sig: [u8; 64] = sig
-                .data
-                .as_slice()
-                .try_into()
-                .map_err(|_| Status::internal("signer's signature is not 64 bytes"))?;
-            workflow::attach_batch_signature(&mut p.entries, idx, &tree, root_sig);
+            match signing {
+                Signing::Batch => {
+                    let r = self
+                        .signer
+                        .clone()
+                        .sign_batch_root(pb::SignBatchRootRequest {
+                            issuer_record: record_bytes.clone(),
+                            zone_type: ZoneType::IDENTITY.0 as u32,
+                            entries: encoded.clone(),
+                            key_id: pbhash(key),
+                        })
+                        .await?
+                        .into_inner();
+                    let sig = Signature::from_bytes(&r.signature).map_err(bad_sig)?;
+                    let (idx, tree, _) =
+                        workflow::batch_signing_target(&rec, ZoneType::IDENTITY, &p.entries, key)
+                            .map_err(|e| Status::internal(e.to_string()))?;
+                    let root_sig: [u8; 64] = sig
+                        .data
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| Status::internal("signer's signature is not 64 bytes"))?;
+                    workflow::attach_batch_signature(&mut p.entries, idx, &tree, root_sig);
+                }
+                Signing::PerBinding => {
+                    let r = self
+                        .signer
+                        .clone()
+                        .sign_entries(pb::SignEntriesRequest {
+                            issuer_record: record_bytes.clone(),
+                            zone_type: ZoneType::IDENTITY.0 as u32,
+                            entries: encoded.clone(),
+                            key_id: pbhash(key),
+                        })
+                        .await?
+                        .into_inner();
+                    if r.signatures.len() != p.entries.len() {
+                        return Err(Status::internal(format!(
+                            "the signer answered {} signatures for {} entries",
+                            r.signatures.len(),
+                            p.entries.len()
+                        )));
+                    }
+                    for (e, s) in p.entries.iter_mut().zip(&r.signatures) {
+                        e.add_signature(Signature::from_bytes(&s.signature).map_err(bad_sig)?);
+                    }
+                }
+            }
         }
         p.record = record_bytes;
         Ok(p)
     }
 
     /// Second half: the verifier checks the signed bindings, the store
-    /// commits them; only then are their keys acknowledged.
-    async fn finish_chunk(&self, p: PreparedChunk) -> Result<pb::BulkIssueProgress, Status> {
-        let mut committed_keys = p.already;
+    /// commits them; only then may they be acknowledged.
+    async fn finish_chunk(&self, p: &PreparedChunk) -> Result<(), Status> {
         if !p.entries.is_empty() {
             self.verify(&p.record, &p.entries).await?;
             self.commit(&p.entries, "").await?;
-            committed_keys.extend(p.issued.into_iter().map(|(k, _, _)| k));
         }
-        Ok(pb::BulkIssueProgress {
-            received: 0,
-            committed: committed_keys.len() as u64,
-            committed_keys,
-            errors: p.errors,
-        })
+        Ok(())
+    }
+
+    /// The IssueBinding worker: gathers waiting calls into groups, signs
+    /// one group while the previous one is checked and committed, and
+    /// answers each call once its group is committed.
+    async fn issue_groups(self, mut rx: tokio::sync::mpsc::Receiver<PendingIssue>) {
+        type Finishing = tokio::task::JoinHandle<()>;
+        let mut finishing: Option<Finishing> = None;
+        let mut inflight: HashMap<String, Hash32> = HashMap::new();
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            while group.len() < MAX_ISSUE_GROUP {
+                match rx.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            // A call for a handle of the group still in flight waits for
+            // it: its binding must be read back from the store.
+            if requests.iter().any(|r| inflight.contains_key(&r.handle)) {
+                if let Some(h) = finishing.take() {
+                    let _ = h.await;
+                }
+                inflight.clear();
+            }
+            let prepared = self
+                .prepare_chunk(&requests, &inflight, Signing::PerBinding)
+                .await;
+            if let Some(h) = finishing.take() {
+                let _ = h.await;
+            }
+            let p = match prepared {
+                Ok(p) => p,
+                Err(status) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(status.clone()));
+                    }
+                    inflight.clear();
+                    continue;
+                }
+            };
+            inflight = p
+                .decisions
+                .iter()
+                .zip(&requests)
+                .filter(|(d, _)| matches!(d, Decision::Signed(_)))
+                .filter_map(|(_, r)| subject_arg(&r.subject).ok().map(|s| (r.handle.clone(), s)))
+                .collect();
+            let up = self.clone();
+            finishing = Some(tokio::spawn(async move {
+                let committed = up.finish_chunk(&p).await;
+                let answers = p.answers(&requests, &up.record_id, committed);
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
+                }
+            }));
+        }
+        if let Some(h) = finishing.take() {
+            let _ = h.await;
+        }
     }
 }
 
-/// A bulk chunk signed and waiting for verification and commit.
+/// A chunk signed and waiting for verification and commit.
 struct PreparedChunk {
-    /// Keys whose bindings already existed.
-    already: Vec<String>,
-    errors: Vec<pb::BulkIssueError>,
+    /// One per request, in order.
+    decisions: Vec<Decision>,
+    /// The signed new bindings (`Decision::Signed` indexes them).
     entries: Vec<SignedEntry>,
-    /// (key, handle, subject) per entry.
-    issued: Vec<(String, String, Hash32)>,
     /// The provider record the entries were signed against.
     record: Vec<u8>,
+}
+
+impl PreparedChunk {
+    /// Each IssueBinding call's answer once the chunk's commit ended with
+    /// `committed`.
+    fn answers(
+        &self,
+        requests: &[pb::IssueBindingRequest],
+        issuer: &Hash32,
+        committed: Result<(), Status>,
+    ) -> Vec<Result<pb::IssuedBinding, Status>> {
+        let one = |i: usize, d: &Decision| -> Result<pb::IssuedBinding, Status> {
+            let key = requests[i].idempotency_key.clone();
+            match d {
+                Decision::Existing(e) => Ok(issued(e, issuer, key)),
+                Decision::Signed(j) => committed
+                    .clone()
+                    .map(|()| issued(&self.entries[*j], issuer, key)),
+                Decision::Refused(s) => Err(s.clone()),
+                Decision::Issue(_) | Decision::InFlight | Decision::SameAs(_) => {
+                    Err(Status::internal("request left undecided"))
+                }
+            }
+        };
+        self.decisions
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Decision::SameAs(first) => one(*first, &self.decisions[*first]).map(|mut b| {
+                    b.idempotency_key = requests[i].idempotency_key.clone();
+                    b
+                }),
+                _ => one(i, d),
+            })
+            .collect()
+    }
+
+    /// The bulk progress of the chunk once committed: keys of every
+    /// request issued, existing or in flight, and the refusals.
+    fn progress(self, requests: &[pb::IssueBindingRequest]) -> pb::BulkIssueProgress {
+        let mut committed_keys = Vec::new();
+        let mut errors = Vec::new();
+        for (d, r) in self.decisions.into_iter().zip(requests) {
+            match d {
+                Decision::Refused(s) => errors.push(pb::BulkIssueError {
+                    idempotency_key: r.idempotency_key.clone(),
+                    message: s.message().to_string(),
+                }),
+                _ => committed_keys.push(r.idempotency_key.clone()),
+            }
+        }
+        pb::BulkIssueProgress {
+            received: 0,
+            committed: committed_keys.len() as u64,
+            committed_keys,
+            errors,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -396,46 +573,16 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         req: Request<pb::IssueBindingRequest>,
     ) -> Result<Response<pb::IssuedBinding>, Status> {
         let r = req.into_inner();
-        let subject = subject_arg(&r.subject).map_err(Status::invalid_argument)?;
-        let key = r.idempotency_key.clone();
-        if let Some((e, false)) = self
-            .existing(std::slice::from_ref(&r.handle))
-            .await?
-            .remove(&r.handle)
-        {
-            let b = poz::entries::IdentityBinding::from_bytes(&e.body)
-                .map_err(|e| Status::internal(format!("stored binding: {e}")))?;
-            if b.subject != subject {
-                return Err(Status::already_exists(format!(
-                    "handle {:?} is bound to another subject",
-                    r.handle
-                )));
-            }
-            return Ok(Response::new(issued(&e, &self.record_id, key)));
-        }
-        let (record_bytes, rec) = self.provider().await?;
-        let mut e = workflow::new_binding(&rec, subject, &r.handle, now_ms(), r.expires_at)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for k in self.signing_keys(&rec, Authority::Grant).await? {
-            let s = self
-                .signer
-                .clone()
-                .sign_entry(pb::SignEntryRequest {
-                    issuer_record: record_bytes.clone(),
-                    zone_type: ZoneType::IDENTITY.0 as u32,
-                    entry: e.to_bytes(),
-                    key_id: pbhash(&k),
-                })
-                .await?
-                .into_inner();
-            e.add_signature(
-                Signature::from_bytes(&s.signature)
-                    .map_err(|e| Status::internal(format!("signer's signature: {e}")))?,
-            );
-        }
-        self.verify(&record_bytes, std::slice::from_ref(&e)).await?;
-        self.commit(std::slice::from_ref(&e), "").await?;
-        Ok(Response::new(issued(&e, &self.record_id, key)))
+        subject_arg(&r.subject).map_err(Status::invalid_argument)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.issues
+            .send((r, tx))
+            .await
+            .map_err(|_| Status::unavailable("the issuing worker has stopped"))?;
+        let issued = rx
+            .await
+            .map_err(|_| Status::unavailable("the issuing worker has stopped"))??;
+        Ok(Response::new(issued))
     }
 
     async fn revoke_binding(
@@ -449,6 +596,7 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
             .filter(|x| x.is_known())
             .ok_or_else(|| Status::invalid_argument(format!("reason {} is not 0..=4", r.reason)))?;
         let (binding, revoked) = self
+            .upstream
             .existing(std::slice::from_ref(&r.handle))
             .await?
             .remove(&r.handle)
@@ -459,14 +607,15 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
                 r.handle
             )));
         }
-        let (record_bytes, rec) = self.provider().await?;
+        let (record_bytes, rec) = self.upstream.provider().await?;
         let mut rev = workflow::new_revocation(
-            binding.digest(&self.record_id, ZoneType::IDENTITY),
+            binding.digest(&self.upstream.record_id, ZoneType::IDENTITY),
             now_ms(),
             reason,
         );
-        for k in self.signing_keys(&rec, Authority::Deny).await? {
+        for k in self.upstream.signing_keys(&rec, Authority::Deny).await? {
             let s = self
+                .upstream
                 .signer
                 .clone()
                 .sign_entry(pb::SignEntryRequest {
@@ -482,9 +631,10 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
                     .map_err(|e| Status::internal(format!("signer's signature: {e}")))?,
             );
         }
-        self.verify(&record_bytes, std::slice::from_ref(&rev))
+        self.upstream
+            .verify(&record_bytes, std::slice::from_ref(&rev))
             .await?;
-        self.commit(std::slice::from_ref(&rev), "").await?;
+        self.upstream.commit(std::slice::from_ref(&rev), "").await?;
         Ok(Response::new(pb::RevokeBindingResponse {
             revocation: rev.to_bytes(),
         }))
@@ -496,11 +646,16 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
     ) -> Result<Response<pb::IssuedBinding>, Status> {
         let h = req.into_inner().handle;
         let (e, _) = self
+            .upstream
             .existing(std::slice::from_ref(&h))
             .await?
             .remove(&h)
             .ok_or_else(|| Status::not_found(format!("no binding for handle {h:?}")))?;
-        Ok(Response::new(issued(&e, &self.record_id, String::new())))
+        Ok(Response::new(issued(
+            &e,
+            &self.upstream.record_id,
+            String::new(),
+        )))
     }
 
     async fn list_bindings(
@@ -509,10 +664,11 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
     ) -> Result<Response<pb::ListBindingsResponse>, Status> {
         let r = req.into_inner();
         let page = self
+            .upstream
             .store_read
             .clone()
             .list_bindings(pb::ListStoreBindingsRequest {
-                record: self.record_ref(),
+                record: self.upstream.record_ref(),
                 after_handle: r.after_handle,
                 limit: r.limit,
             })
@@ -529,7 +685,7 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
             .iter()
             .map(|b| {
                 SignedEntry::from_bytes(&b.binding)
-                    .map(|e| issued(&e, &self.record_id, String::new()))
+                    .map(|e| issued(&e, &self.upstream.record_id, String::new()))
                     .map_err(|e| Status::internal(format!("stored binding: {e}")))
             })
             .collect::<Result<_, _>>()?;
@@ -550,7 +706,7 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         // chunk back, and an unread request stream holds the client back
         // (HTTP/2 flow control), so memory stays bounded end to end.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let svc = self.clone();
+        let svc = self.upstream.clone();
         tokio::spawn(async move {
             let (mut received, mut committed) = (0u64, 0u64);
             let mut ended = false;
@@ -602,7 +758,7 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
                     break;
                 }
                 let n = chunk.len() as u64;
-                let prepared = svc.prepare_chunk(chunk, &inflight).await;
+                let prepared = svc.prepare_chunk(&chunk, &inflight, Signing::Batch).await;
                 if let Some(h) = finishing.take() {
                     let update = h
                         .await
@@ -616,9 +772,20 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
                 received += n;
                 match prepared {
                     Ok(p) => {
-                        inflight = p.issued.iter().map(|(_, h, s)| (h.clone(), *s)).collect();
+                        inflight = p
+                            .decisions
+                            .iter()
+                            .zip(&chunk)
+                            .filter(|(d, _)| matches!(d, Decision::Signed(_)))
+                            .filter_map(|(_, r)| {
+                                subject_arg(&r.subject).ok().map(|s| (r.handle.clone(), s))
+                            })
+                            .collect();
                         let svc = svc.clone();
-                        finishing = Some(tokio::spawn(async move { svc.finish_chunk(p).await }));
+                        finishing = Some(tokio::spawn(async move {
+                            svc.finish_chunk(&p).await?;
+                            Ok(p.progress(&chunk))
+                        }));
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;

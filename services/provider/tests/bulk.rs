@@ -292,3 +292,75 @@ async fn single_issue_duplicates_get_list_and_revoke() {
         Code::NotFound
     );
 }
+
+/// 300 IssueBinding calls at once (group commit): 200 handles, 50 retries
+/// of some with the same subject and 50 claims of others for another
+/// subject. Each handle is signed and stored exactly once; a retry gets
+/// the same binding; of two subjects racing for a handle exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_single_issues_sign_and_store_each_handle_once() {
+    let f = fleet(100).await;
+    let mut calls = tokio::task::JoinSet::new();
+    let mut spawn = |tag: &'static str, r: pb::IssueBindingRequest| {
+        let mut api = f.api.clone();
+        calls.spawn(async move {
+            let handle = r.handle.clone();
+            let subject = r.subject.clone().unwrap().value;
+            (tag, handle, subject, api.issue_binding(r).await)
+        });
+    };
+    for i in 0..200 {
+        spawn("first", request(i));
+    }
+    for i in 0..50 {
+        let mut retry = request(i);
+        retry.idempotency_key = format!("retry{i}");
+        spawn("retry", retry);
+    }
+    for i in 50..100 {
+        let mut other = request(i);
+        other.subject = Some(pb::Hash {
+            value: subject(1_000 + i).0.to_vec(),
+        });
+        spawn("other", other);
+    }
+    // Handle -> (subject, returned entry) of each successful call.
+    type Wins = Vec<(Vec<u8>, Vec<u8>)>;
+    let mut won: std::collections::HashMap<String, Wins> = Default::default();
+    while let Some(r) = calls.join_next().await {
+        let (tag, handle, subject, result) = r.unwrap();
+        match result {
+            Ok(b) => won
+                .entry(handle)
+                .or_default()
+                .push((subject, b.into_inner().entry)),
+            Err(e) => {
+                assert_eq!(e.code(), Code::AlreadyExists, "{tag} {handle}: {e:?}");
+                assert!(tag != "retry", "a same-subject retry was refused: {e:?}");
+            }
+        }
+    }
+    assert_eq!(won.len(), 200, "every handle was issued");
+    let vp = verify_and_accept(f.provider.clone()).unwrap();
+    for (handle, wins) in &won {
+        // Everyone who succeeded for a handle got the one stored binding.
+        let (stored, _) = f.store.binding(&f.provider.id(), handle).await.unwrap();
+        for (subject, entry) in wins {
+            assert_eq!(entry, &stored.to_bytes(), "{handle}");
+            let b = poz::entries::IdentityBinding::from_bytes(&stored.body).unwrap();
+            assert_eq!(&b.subject.0.to_vec(), subject, "{handle}");
+        }
+        verify_binding(&vp, &stored, T0 + 1_000_000_000_000).unwrap();
+    }
+    let retried = (0..50)
+        .filter(|i| won[&format!("user{i}")].len() == 2)
+        .count();
+    assert_eq!(retried, 50, "each retry succeeded with the first binding");
+    assert_eq!(f.store.count_bindings(&f.provider.id()).await.unwrap(), 200);
+    let audit = f.store.signature_audit(&f.provider.id()).await.unwrap();
+    assert_eq!(
+        audit.len(),
+        200,
+        "one signature per stored binding, none wasted"
+    );
+}
