@@ -8,8 +8,8 @@
 //!   signatures) and reports the time until all are committed.
 //! - `--mode single`: `--concurrency` clients call IssueBinding (one HSM
 //!   signature per binding) for `--seconds`, then the bare token signs
-//!   with the same number of threads for as long; reports both rates and
-//!   their ratio.
+//!   with one thread per signer session for as long; reports both rates
+//!   and their ratio.
 use anyhow::{bail, Context};
 use clap::Parser;
 use poz::sample::{self, T0};
@@ -220,11 +220,12 @@ async fn main() -> anyhow::Result<()> {
                 issued += r??;
             }
             let secs = started.elapsed().as_secs_f64();
-            // The bare token, same number of threads, same duration.
+            // The bare token: one thread per session the signer has, the
+            // same duration.
             let until = Instant::now() + Duration::from_secs(args.seconds);
             let started = Instant::now();
             let mut threads = Vec::new();
-            for t in 0..args.concurrency {
+            for t in 0..args.sessions {
                 let hsm = hsm.clone();
                 let key = hsm_key.id();
                 threads.push(std::thread::spawn(move || {

@@ -48,7 +48,9 @@ use tonic::{Request, Response, Status, Streaming};
 #[derive(Clone)]
 pub struct ProviderApiService {
     upstream: Upstream,
-    issues: tokio::sync::mpsc::Sender<PendingIssue>,
+    /// One queue per issuing worker; a handle always goes to the same
+    /// worker, so two calls for one handle never race each other.
+    issues: Vec<tokio::sync::mpsc::Sender<PendingIssue>>,
 }
 
 /// The peers the Provider API calls, and what it does with them.
@@ -129,7 +131,13 @@ enum Signing {
 }
 
 /// The most IssueBinding calls signed and committed as one group.
-const MAX_ISSUE_GROUP: usize = 1024;
+const MAX_ISSUE_GROUP: usize = 64;
+
+/// Issuing workers, each with its own two-group pipeline. While one
+/// worker reads the store and the provider record for its next group,
+/// the other's group is at the signer, so the HSM is not left waiting
+/// for those reads (measured: 20% of its time with one worker).
+const ISSUE_WORKERS: usize = 2;
 
 impl ProviderApiService {
     pub fn new(record_id: Hash32, peers: Peers, batch_size: usize) -> Self {
@@ -145,10 +153,15 @@ impl ProviderApiService {
                 .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
             batch_size: batch_size.max(1),
         };
-        // The queue holds at most a few groups; beyond that callers wait
+        // Each queue holds at most a few groups; beyond that callers wait
         // to enqueue, which is the backpressure a flood of calls gets.
-        let (issues, rx) = tokio::sync::mpsc::channel(4 * MAX_ISSUE_GROUP);
-        tokio::spawn(upstream.clone().issue_groups(rx));
+        let issues = (0..ISSUE_WORKERS)
+            .map(|_| {
+                let (tx, rx) = tokio::sync::mpsc::channel(4 * MAX_ISSUE_GROUP);
+                tokio::spawn(upstream.clone().issue_groups(rx));
+                tx
+            })
+            .collect();
         ProviderApiService { upstream, issues }
     }
 }
@@ -346,6 +359,7 @@ impl Upstream {
         inflight: &HashMap<String, Hash32>,
         signing: Signing,
     ) -> Result<PreparedChunk, Status> {
+        let t0 = std::time::Instant::now();
         let mut p = PreparedChunk {
             decisions: self.triage(chunk, inflight).await?,
             entries: Vec::new(),
@@ -354,8 +368,10 @@ impl Upstream {
         if !p.decisions.iter().any(|d| matches!(d, Decision::Issue(_))) {
             return Ok(p);
         }
+        let t1 = t0.elapsed();
         let (record_bytes, rec) = self.provider().await?;
         let keys = self.signing_keys(&rec, Authority::Grant).await?;
+        let t2 = t0.elapsed();
         let now = now_ms();
         for d in &mut p.decisions {
             let Decision::Issue(w) = d else { continue };
@@ -423,6 +439,7 @@ impl Upstream {
             }
         }
         p.record = record_bytes;
+        tracing::debug!(n = p.entries.len(), triage = ?t1, provider = ?t2, signed = ?t0.elapsed(), "chunk prepared");
         Ok(p)
     }
 
@@ -430,8 +447,11 @@ impl Upstream {
     /// commits them; only then may they be acknowledged.
     async fn finish_chunk(&self, p: &PreparedChunk) -> Result<(), Status> {
         if !p.entries.is_empty() {
+            let t0 = std::time::Instant::now();
             self.verify(&p.record, &p.entries).await?;
+            let t1 = t0.elapsed();
             self.commit(&p.entries, "").await?;
+            tracing::debug!(n = p.entries.len(), verified = ?t1, committed = ?t0.elapsed(), "chunk finished");
         }
         Ok(())
     }
@@ -575,7 +595,13 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         let r = req.into_inner();
         subject_arg(&r.subject).map_err(Status::invalid_argument)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.issues
+        let worker = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            r.handle.hash(&mut h);
+            (h.finish() % self.issues.len() as u64) as usize
+        };
+        self.issues[worker]
             .send((r, tx))
             .await
             .map_err(|_| Status::unavailable("the issuing worker has stopped"))?;
