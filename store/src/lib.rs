@@ -315,7 +315,16 @@ impl Store {
     {
         let mut attempt = 0;
         loop {
-            let mut tx = self.pool.begin().await?;
+            // SQLite: take the write lock at BEGIN. A deferred transaction
+            // that reads first and then writes fails at once with
+            // BUSY_SNAPSHOT when another writer committed in between
+            // (no waiting in busy_timeout), and under load (an fsync slowed
+            // by other I/O) three quick retries were seen to run out.
+            // IMMEDIATE makes writers queue on the lock instead.
+            let mut tx = match self.backend {
+                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                Backend::Postgres => self.pool.begin().await?,
+            };
             let r = f(&mut tx).await;
             let r = match r {
                 Ok(v) => tx.commit().await.map(|_| v).map_err(StoreError::from),

@@ -31,6 +31,7 @@ use poz::zone::{SignedEntry, ZoneType};
 use poz::{workflow, Codec, Hash32, Record};
 use poz_proto::v1 as pb;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -443,6 +444,16 @@ impl Upstream {
         Ok(p)
     }
 
+    /// The store commits a verified chunk's new bindings.
+    async fn commit_chunk(&self, p: &PreparedChunk) -> Result<(), Status> {
+        if !p.entries.is_empty() {
+            let t0 = std::time::Instant::now();
+            self.commit(&p.entries, "").await?;
+            tracing::debug!(n = p.entries.len(), committed = ?t0.elapsed(), "chunk committed");
+        }
+        Ok(())
+    }
+
     /// Second half: the verifier checks the signed bindings, the store
     /// commits them; only then may they be acknowledged.
     async fn finish_chunk(&self, p: &PreparedChunk) -> Result<(), Status> {
@@ -454,6 +465,137 @@ impl Upstream {
             tracing::debug!(n = p.entries.len(), verified = ?t1, committed = ?t0.elapsed(), "chunk finished");
         }
         Ok(())
+    }
+
+    /// A bulk issue, as a three-stage pipeline over chunks of up to
+    /// `batch_size` requests: this task reads a chunk, triages it and has
+    /// it signed (one batch signature per key); a task per chunk has the
+    /// verifier check it; one committer task commits the chunks in order
+    /// and reports each one's progress after its commit. So the signer,
+    /// the verifier and the store each work on a different chunk at once
+    /// (measured: a chunk of 4,096 spends ~50 ms being signed, ~60 ms
+    /// being verified and ~130 ms being committed).
+    async fn bulk(
+        self,
+        mut inbound: Streaming<pb::IssueBindingRequest>,
+        tx: tokio::sync::mpsc::Sender<Result<pb::BulkIssueProgress, Status>>,
+    ) {
+        type Verifying = tokio::task::JoinHandle<Result<(), Status>>;
+        // Handles signed but not yet committed: the store cannot see
+        // them, so a repeat must be recognised here.
+        let inflight: Arc<Mutex<HashMap<String, Hash32>>> = Arc::default();
+        // Capacity 1: at most one chunk waits for the committer while
+        // another is committed and a third is read and signed.
+        let (to_commit, mut committing) = tokio::sync::mpsc::channel::<(
+            Vec<pb::IssueBindingRequest>,
+            PreparedChunk,
+            Verifying,
+            u64,
+        )>(1);
+        let committer = {
+            let (up, tx, inflight) = (self.clone(), tx.clone(), inflight.clone());
+            tokio::spawn(async move {
+                let mut committed = 0u64;
+                while let Some((chunk, p, verifying, received)) = committing.recv().await {
+                    let verified = verifying
+                        .await
+                        .unwrap_or_else(|e| Err(Status::internal(format!("bulk task: {e}"))));
+                    let done = match verified {
+                        Ok(()) => up.commit_chunk(&p).await,
+                        Err(e) => Err(e),
+                    };
+                    let update = done.map(|()| {
+                        let mut progress = p.progress(&chunk);
+                        committed += progress.committed;
+                        progress.received = received;
+                        progress.committed = committed;
+                        progress
+                    });
+                    let failed = update.is_err();
+                    {
+                        let mut held = inflight.lock().unwrap_or_else(|e| e.into_inner());
+                        for r in &chunk {
+                            held.remove(&r.handle);
+                        }
+                    }
+                    if tx.send(update).await.is_err() || failed {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut received = 0u64;
+        let mut ended = false;
+        while !ended {
+            let mut chunk = Vec::new();
+            // Fill a chunk; flush early when the client pauses.
+            while chunk.len() < self.batch_size {
+                let next = if chunk.is_empty() {
+                    inbound.message().await
+                } else {
+                    match tokio::time::timeout(Duration::from_millis(50), inbound.message()).await {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                };
+                match next {
+                    Ok(Some(r)) => chunk.push(r),
+                    Ok(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(e) => {
+                        // The client went away: finish what is signed.
+                        tracing::info!(error = %e, received, "bulk stream broken");
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            received += chunk.len() as u64;
+            let held = inflight.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let p = match self.prepare_chunk(&chunk, &held, Signing::Batch).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // Chunks already signed are still committed and
+                    // reported first; then the stream ends with the error.
+                    drop(to_commit);
+                    let _ = committer.await;
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            {
+                let mut held = inflight.lock().unwrap_or_else(|e| e.into_inner());
+                for (d, r) in p.decisions.iter().zip(&chunk) {
+                    if let (Decision::Signed(_), Ok(s)) = (d, subject_arg(&r.subject)) {
+                        held.insert(r.handle.clone(), s);
+                    }
+                }
+            }
+            let verifying = {
+                let (up, record, entries) = (self.clone(), p.record.clone(), p.entries.clone());
+                tokio::spawn(async move {
+                    if entries.is_empty() {
+                        return Ok(());
+                    }
+                    up.verify(&record, &entries).await
+                })
+            };
+            if to_commit
+                .send((chunk, p, verifying, received))
+                .await
+                .is_err()
+            {
+                // The committer stopped on an error it has reported.
+                return;
+            }
+        }
+        drop(to_commit);
+        let _ = committer.await;
     }
 
     /// The IssueBinding worker: gathers waiting calls into groups, signs
@@ -727,105 +869,12 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         &self,
         req: Request<Streaming<pb::IssueBindingRequest>>,
     ) -> Result<Response<Self::BulkIssueStream>, Status> {
-        let mut inbound = req.into_inner();
+        let inbound = req.into_inner();
         // A small queue: progress the client does not read holds the next
         // chunk back, and an unread request stream holds the client back
         // (HTTP/2 flow control), so memory stays bounded end to end.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let svc = self.upstream.clone();
-        tokio::spawn(async move {
-            let (mut received, mut committed) = (0u64, 0u64);
-            let mut ended = false;
-            // Two chunks in flight: while one is verified and committed,
-            // the next is read, checked and signed.
-            let mut finishing: Option<
-                tokio::task::JoinHandle<Result<pb::BulkIssueProgress, Status>>,
-            > = None;
-            let mut inflight: HashMap<String, Hash32> = HashMap::new();
-            let send = |update: Result<pb::BulkIssueProgress, Status>,
-                        received: u64,
-                        committed: &mut u64| {
-                update.map(|mut p| {
-                    *committed += p.committed;
-                    p.received = received;
-                    p.committed = *committed;
-                    p
-                })
-            };
-            while !ended {
-                let mut chunk = Vec::new();
-                // Fill a chunk; flush early when the client pauses.
-                while chunk.len() < svc.batch_size {
-                    let next = if chunk.is_empty() {
-                        inbound.message().await
-                    } else {
-                        match tokio::time::timeout(Duration::from_millis(50), inbound.message())
-                            .await
-                        {
-                            Ok(m) => m,
-                            Err(_) => break,
-                        }
-                    };
-                    match next {
-                        Ok(Some(r)) => chunk.push(r),
-                        Ok(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Err(e) => {
-                            // The client went away: finish what is signed.
-                            tracing::info!(error = %e, received, committed, "bulk stream broken");
-                            ended = true;
-                            break;
-                        }
-                    }
-                }
-                if chunk.is_empty() {
-                    break;
-                }
-                let n = chunk.len() as u64;
-                let prepared = svc.prepare_chunk(&chunk, &inflight, Signing::Batch).await;
-                if let Some(h) = finishing.take() {
-                    let update = h
-                        .await
-                        .unwrap_or_else(|e| Err(Status::internal(format!("bulk task: {e}"))));
-                    let update = send(update, received, &mut committed);
-                    let failed = update.is_err();
-                    if tx.send(update).await.is_err() || failed {
-                        return;
-                    }
-                }
-                received += n;
-                match prepared {
-                    Ok(p) => {
-                        inflight = p
-                            .decisions
-                            .iter()
-                            .zip(&chunk)
-                            .filter(|(d, _)| matches!(d, Decision::Signed(_)))
-                            .filter_map(|(_, r)| {
-                                subject_arg(&r.subject).ok().map(|s| (r.handle.clone(), s))
-                            })
-                            .collect();
-                        let svc = svc.clone();
-                        finishing = Some(tokio::spawn(async move {
-                            svc.finish_chunk(&p).await?;
-                            Ok(p.progress(&chunk))
-                        }));
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-            if let Some(h) = finishing.take() {
-                let update = h
-                    .await
-                    .unwrap_or_else(|e| Err(Status::internal(format!("bulk task: {e}"))));
-                let _ = tx.send(send(update, received, &mut committed)).await;
-            }
-        });
+        tokio::spawn(self.upstream.clone().bulk(inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
