@@ -6,6 +6,7 @@
 //! the audit log before it leaves the signer.
 #![forbid(unsafe_code)]
 
+pub mod ceremony;
 pub mod keystore;
 pub mod pkcs11;
 pub mod service;

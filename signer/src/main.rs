@@ -103,6 +103,17 @@ struct Args {
     #[arg(long, value_name = "LABEL")]
     #[serde(skip)]
     generate_key: Option<String>,
+    /// Run the provider ceremony of this plan (TOML; docs/OPERATIONS.md)
+    /// with the token's keys, generating any key the plan names that the
+    /// token lacks; write the record and the gateways' Noise keys to
+    /// --out, audit every signature, and exit.
+    #[arg(long, value_name = "PLAN")]
+    #[serde(skip)]
+    ceremony: Option<PathBuf>,
+    /// Where the ceremony writes record.poz and noise/<host>-<port>.key.
+    #[arg(long, value_name = "DIR", requires = "ceremony")]
+    #[serde(skip)]
+    out: Option<PathBuf>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<String>,
@@ -167,6 +178,10 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Some(plan) = &args.ceremony {
+        let out = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
+        return ceremony(&c, plan, &out).await;
+    }
     let keys = open_keys(&c)?;
     for k in keys.keys() {
         tracing::info!(label = %k.label, key_id = %k.public.id(), "holding key");
@@ -186,6 +201,92 @@ async fn main() -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(poz_kit::incoming(listener), poz_kit::shutdown_signal())
         .await?;
     tracing::info!("poz-signer stopped");
+    Ok(())
+}
+
+/// `--ceremony`: see `poz_signer::ceremony`. The audit rows are written
+/// before any file: a record whose signatures are not audited is not
+/// released.
+async fn ceremony(
+    c: &Config,
+    plan_path: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use poz::Codec;
+    let text = std::fs::read_to_string(plan_path)
+        .with_context(|| format!("reading {}", plan_path.display()))?;
+    let plan: poz_signer::ceremony::CeremonyPlan =
+        toml::from_str(&text).with_context(|| format!("plan {}", plan_path.display()))?;
+    plan.check()?;
+    let record_path = out.join("record.poz");
+    if record_path.exists() {
+        anyhow::bail!(
+            "{} exists: a ceremony never overwrites a record",
+            record_path.display()
+        );
+    }
+    let audit = Store::open(&c.audit_database_url, StoreOptions::default()).await?;
+    if c.backend == "pkcs11" {
+        let hsm = Pkcs11KeyStore::open(&token(c)?)?;
+        for label in plan.labels() {
+            if !hsm.keys().iter().any(|k| k.label == label) {
+                let k = hsm.generate(&label)?;
+                println!("generated {label}: key id {}", k.public.id());
+            }
+        }
+    }
+    let keys = open_keys(c)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let done =
+        tokio::task::spawn_blocking(move || poz_signer::ceremony::run(keys.as_ref(), &plan, now))
+            .await??;
+    let id = done.record.id();
+    let rows: Vec<poz_store::SignatureAudit> = done
+        .signatures
+        .iter()
+        .map(|s| poz_store::SignatureAudit {
+            key_id: s.key_id,
+            record_id: id,
+            zone_type: s.zone_type,
+            what: format!("ceremony-{}", s.what),
+            digest: s.digest,
+            signature: s.signature.to_vec(),
+        })
+        .collect();
+    audit.append_signatures(&rows).await?;
+    std::fs::create_dir_all(out.join("noise"))?;
+    for (host, port, kp) in &done.noise_keys {
+        let path = out.join("noise").join(format!("{host}-{port}.key"));
+        write_secret(&path, &hex_string(kp.secret()))?;
+        println!(
+            "noise key {host}:{port}: public {} -> {}",
+            hex_string(&kp.public),
+            path.display()
+        );
+    }
+    std::fs::write(&record_path, done.record.to_bytes())?;
+    println!(
+        "record {id} serial {} with {} signatures (all audited) -> {}",
+        done.record.master.serial,
+        rows.len(),
+        record_path.display()
+    );
+    Ok(())
+}
+
+/// Writes a secret readable by the owner only.
+fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{text}")?;
     Ok(())
 }
 

@@ -471,3 +471,239 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// The provider ceremony (`poz-signer --ceremony`) against a fresh token:
+/// the keys it names are generated inside the token; the record it writes
+/// verifies from genesis and every one of its signatures is by a token
+/// key and in the audit log; each Noise gateway gets its own key file
+/// (owner-only) matching the record; the record then issues a binding
+/// through the signer with its HSM identity key. A second run never
+/// overwrites the record; an inconsistent plan is refused before any key
+/// is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ceremony_makes_a_provider_record_signed_inside_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fresh_token(dir.path());
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    let audit_db = dir.path().join("audit.db");
+    let conf = dir.path().join("signer.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "pkcs11_module = \"{}\"\ntoken_label = \"poz-test\"\npin_file = \"{}\"\naudit_database_url = \"sqlite://{}?mode=rwc\"\n",
+            cfg.module.display(),
+            pin.display(),
+            audit_db.display()
+        ),
+    )
+    .unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        r#"
+domain = "provider.example"
+master_keys = ["master-1", "master-2", "master-3"]
+master_threshold = 2
+identity_keys = ["identity-1"]
+service_keys = ["service-1"]
+
+[[query_hosts]]
+hostname = "q1.provider.example"
+port = 7075
+noise = true
+
+[[query_hosts]]
+hostname = "q1.provider.example"
+port = 7074
+priority = 20
+
+[[submit_hosts]]
+hostname = "s1.provider.example"
+port = 7076
+noise = true
+"#,
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_poz-signer");
+    let run = |plan: &std::path::Path| {
+        Command::new(bin)
+            .arg("--config")
+            .arg(&conf)
+            .arg("--ceremony")
+            .arg(plan)
+            .arg("--out")
+            .arg(&out_dir)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let out = run(&plan);
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.matches("generated ").count(), 5, "{printed}");
+
+    let bytes = std::fs::read(out_dir.join("record.poz")).unwrap();
+    let rec = Record::from_bytes(&bytes).unwrap();
+    let report = poz::verify_record(&rec);
+    assert!(report.is_valid() && report.is_complete(), "{report:?}");
+    assert_eq!(rec.master.serial, 2);
+
+    // Every key of the record is a token key, and the token holds exactly
+    // the five the plan names.
+    let hsm = Pkcs11KeyStore::open(&cfg).unwrap();
+    let mut labels: Vec<&str> = hsm.keys().iter().map(|k| k.label.as_str()).collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        [
+            "identity-1",
+            "master-1",
+            "master-2",
+            "master-3",
+            "service-1"
+        ]
+    );
+    let token_ids: Vec<Hash32> = hsm.keys().iter().map(|k| k.public.id()).collect();
+    assert_eq!(rec.keys.keys.len(), 5);
+    for i in 0..rec.keys.keys.len() {
+        let k = rec.keys.get(i as u8).unwrap();
+        assert!(
+            token_ids.contains(&k.id()),
+            "record key {i} is not in the token"
+        );
+    }
+    assert_eq!(rec.master.master_keys.len(), 3);
+    // Two of three masters reach the threshold; one does not.
+    assert!(rec.master.master_keys.iter().all(|m| m.value == 50));
+
+    // The audit log holds every signature of the ceremony: 3 genesis, 3
+    // serial 2, 2 authority sections, 2 service entries.
+    let audit = Store::open(
+        &format!("sqlite://{}?mode=rwc", audit_db.display()),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let rows = audit.signature_audit(&rec.id()).await.unwrap();
+    let mut whats: Vec<&str> = rows.iter().map(|(_, r)| r.what.as_str()).collect();
+    whats.sort();
+    assert_eq!(
+        whats,
+        [
+            "ceremony-authority",
+            "ceremony-authority",
+            "ceremony-entry",
+            "ceremony-entry",
+            "ceremony-genesis",
+            "ceremony-genesis",
+            "ceremony-genesis",
+            "ceremony-master-draft",
+            "ceremony-master-draft",
+            "ceremony-master-draft",
+        ]
+    );
+    for (_, row) in &rows {
+        assert!(token_ids.contains(&row.key_id));
+    }
+    let audited: Vec<Vec<u8>> = rows.iter().map(|(_, r)| r.signature.clone()).collect();
+    let serial2_sigs: Vec<Vec<u8>> = rec
+        .master
+        .signatures
+        .iter()
+        .map(|s| s.data.clone())
+        .collect();
+    for s in &serial2_sigs {
+        assert!(
+            audited.iter().any(|a| a == s),
+            "a master signature is not audited"
+        );
+    }
+
+    // One key file per Noise gateway, owner-only, matching the record.
+    let services = rec.zones.get(&ZoneType::SERVICE).unwrap();
+    let mut noise_hosts = 0;
+    for e in &services.entries {
+        let s = poz::entries::ServiceEntry::from_bytes(&e.body).unwrap();
+        for h in &s.pool {
+            let path = out_dir
+                .join("noise")
+                .join(format!("{}-{}.key", h.hostname, h.port));
+            match h.server_key {
+                Some(public) => {
+                    noise_hosts += 1;
+                    let meta = std::fs::metadata(&path).unwrap();
+                    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+                    let secret = std::fs::read_to_string(&path).unwrap();
+                    let secret: [u8; 32] = (0..32)
+                        .map(|i| u8::from_str_radix(&secret.trim()[2 * i..2 * i + 2], 16).unwrap())
+                        .collect::<Vec<u8>>()
+                        .try_into()
+                        .unwrap();
+                    let kp = poz::noise::StaticKeypair::from_secret(secret);
+                    assert_eq!(kp.public, public, "{}", path.display());
+                }
+                None => assert!(!path.exists()),
+            }
+        }
+    }
+    assert_eq!(noise_hosts, 2);
+
+    // The record at work: the signer issues a binding with the HSM identity
+    // key, and it verifies against the ceremony's record.
+    let identity = hsm
+        .keys()
+        .iter()
+        .find(|k| k.label == "identity-1")
+        .unwrap()
+        .public
+        .clone();
+    let svc = SignerService::new(Arc::new(hsm), audit.clone());
+    let mut b = workflow::new_binding(
+        &rec,
+        sample::user_id(1),
+        "alice",
+        rec.master.timestamp + 10,
+        0,
+    )
+    .unwrap();
+    let r = svc
+        .sign_entry(Request::new(pb::SignEntryRequest {
+            issuer_record: bytes.clone(),
+            zone_type: 1,
+            entry: b.to_bytes(),
+            key_id: hash(&identity.id()),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    b.add_signature(poz::keys::Signature::from_bytes(&r.signature).unwrap());
+    let vr = poz::verify::verify_and_accept(rec.clone()).unwrap();
+    poz::verify::verify_binding(&vr, &b, rec.master.timestamp + 20).unwrap();
+    // The module is initialised once per process: close it before the
+    // token is opened again below.
+    drop(svc);
+
+    // Never overwritten; a bad plan is refused before any key is made.
+    let again = run(&plan);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+    assert_eq!(std::fs::read(out_dir.join("record.poz")).unwrap(), bytes);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "domain = \"p.example\"\nmaster_keys = [\"m9\"]\nmaster_threshold = 2\nidentity_keys = [\"i9\"]\nservice_keys = [\"s9\"]\n",
+    )
+    .unwrap();
+    let refused = run(&bad);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("master_threshold 2 is not 1..=1"),
+        "{refused:?}"
+    );
+    let hsm = Pkcs11KeyStore::open(&cfg).unwrap();
+    assert_eq!(hsm.keys().len(), 5, "no key made for a refused plan");
+}

@@ -122,4 +122,6 @@ pub enum Error {
     Invalid { what: &'static str, detail: String },
     #[error("record does not verify: {0}")]
     Verification(String),
+    #[error("signing with key {key_id} failed: {detail}")]
+    Signer { key_id: Hash32, detail: String },
 }

@@ -16,6 +16,43 @@ use crate::verify::Rule;
 use crate::zone::{AuthoritySection, EntryKind, SignedEntry, ZoneType};
 use crate::{Codec, Error, PublicKeyMap};
 
+/// Signs POZ digests with one Ed25519 key, wherever the key lives: in
+/// memory ([`SigningKey`]) or inside an HSM (the signer service's key
+/// stores). Only the 32-byte tagged digests this module computes are ever
+/// passed, never raw data.
+pub trait DigestSigner {
+    /// The key's ID.
+    fn key_id(&self) -> KeyId;
+    /// The Ed25519 signature of `digest`.
+    fn sign_digest(&self, digest: &Hash32) -> Result<[u8; 64], Error>;
+}
+
+impl DigestSigner for SigningKey {
+    fn key_id(&self) -> KeyId {
+        self.public().id()
+    }
+
+    fn sign_digest(&self, digest: &Hash32) -> Result<[u8; 64], Error> {
+        let sig = self.sign(0, digest);
+        sig.data.as_slice().try_into().map_err(|_| Error::Signer {
+            key_id: self.public().id(),
+            detail: "not 64 bytes".into(),
+        })
+    }
+}
+
+fn signature_by(
+    signer: &dyn DigestSigner,
+    key_idx: u8,
+    digest: &Hash32,
+) -> Result<crate::keys::Signature, Error> {
+    Ok(crate::keys::Signature {
+        key_idx,
+        sig_type: crate::keys::SigType::ED25519,
+        data: signer.sign_digest(digest)?.to_vec(),
+    })
+}
+
 /// A key of a new record: the public key, its group and value.
 #[derive(Clone, Debug)]
 pub struct GenesisKey {
@@ -182,8 +219,14 @@ pub fn remove_delegation_key(rec: &mut Record, zone: ZoneType, key_idx: u8) -> R
 /// Signs a draft with one holder's key. Only a key of the authorizing
 /// revision may sign; signing twice replaces the earlier signature.
 pub fn sign_draft(rec: &mut Record, key: &SigningKey) -> Result<u8, Error> {
-    let (idx, digest) = draft_signing_target(rec, &key.public().id())?;
-    crate::keys::insert_signature(&mut rec.master.signatures, key.sign(idx, &digest));
+    sign_draft_with(rec, key)
+}
+
+/// [`sign_draft`] with a key wherever it lives.
+pub fn sign_draft_with(rec: &mut Record, key: &dyn DigestSigner) -> Result<u8, Error> {
+    let (idx, digest) = draft_signing_target(rec, &key.key_id())?;
+    let sig = signature_by(key, idx, &digest)?;
+    crate::keys::insert_signature(&mut rec.master.signatures, sig);
     Ok(idx)
 }
 
@@ -341,8 +384,18 @@ pub fn sign_entry(
     entry: &mut SignedEntry,
     key: &SigningKey,
 ) -> Result<u8, Error> {
-    let (idx, digest) = entry_signing_target(rec, zone, entry, &key.public().id())?;
-    entry.add_signature(key.sign(idx, &digest));
+    sign_entry_with(rec, zone, entry, key)
+}
+
+/// [`sign_entry`] with a key wherever it lives.
+pub fn sign_entry_with(
+    rec: &Record,
+    zone: ZoneType,
+    entry: &mut SignedEntry,
+    key: &dyn DigestSigner,
+) -> Result<u8, Error> {
+    let (idx, digest) = entry_signing_target(rec, zone, entry, &key.key_id())?;
+    entry.add_signature(signature_by(key, idx, &digest)?);
     Ok(idx)
 }
 
@@ -639,6 +692,19 @@ pub fn set_authority(
     timestamp: u64,
     signers: &[&SigningKey],
 ) -> Result<(), Error> {
+    let signers: Vec<&dyn DigestSigner> = signers.iter().map(|k| *k as &dyn DigestSigner).collect();
+    set_authority_with(rec, zone, namespace, service_ref, timestamp, &signers)
+}
+
+/// [`set_authority`] with keys wherever they live.
+pub fn set_authority_with(
+    rec: &mut Record,
+    zone: ZoneType,
+    namespace: &str,
+    service_ref: Hash32,
+    timestamp: u64,
+    signers: &[&dyn DigestSigner],
+) -> Result<(), Error> {
     let serial = rec
         .authorities
         .get(&zone)
@@ -654,8 +720,8 @@ pub fn set_authority(
     let digest = a.signable_digest(&rec.id());
     let mut ok = Vec::new();
     for k in signers {
-        let idx = delegation_index(rec, zone, Authority::Grant, &k.public().id())?;
-        a.add_signature(k.sign(idx, &digest));
+        let idx = delegation_index(rec, zone, Authority::Grant, &k.key_id())?;
+        a.add_signature(signature_by(*k, idx, &digest)?);
         ok.push(idx);
     }
     let t = evaluate(&members, &ok);
