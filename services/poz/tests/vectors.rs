@@ -573,6 +573,31 @@ fn build() -> Vec<Vector> {
         T0 + 10_000,
         Some(Rule::EntryGrant),
     );
+    // Batch signatures (SPEC §8.9): five bindings, each device signing the
+    // batch root once.
+    let mut batch = sample::bulk_bindings(&provider, 5, &[]).unwrap();
+    workflow::sign_batch(&provider, ZoneType::IDENTITY, &mut batch, &pk.device_a).unwrap();
+    workflow::sign_batch(&provider, ZoneType::IDENTITY, &mut batch, &pk.device_b).unwrap();
+    bind(
+        "binding-batch-valid",
+        "Leaf 3 of a batch of 5 bindings (user3): both devices signed the batch root once; each signature is type 0x02 with tree size 5, leaf index 3 and an audit path of 3 hashes (leaf 2, the node over leaves 0-1, leaf 4).",
+        &batch[3],
+        &provider,
+        T0 + 10_000,
+        None,
+    );
+    let mut altered = batch[3].clone();
+    // The first byte of the first audit-path hash of device a's signature
+    // (after root signature 64, size 4, index 4, path length 1).
+    altered.signatures[0].data[73] ^= 0x01;
+    bind(
+        "binding-batch-path-altered",
+        "binding-batch-valid with one bit of device a's audit path flipped: that signature no longer proves to a signed root, so it does not verify.",
+        &altered,
+        &provider,
+        T0 + 10_000,
+        Some(Rule::EntrySignatures),
+    );
     v
 }
 
