@@ -1,0 +1,383 @@
+//! The internet-facing side: accepting connections on 7074 (plain) and
+//! 7075 (Noise NK), one request and one response each, under a
+//! connection discipline that keeps the gateway up and fair under floods
+//! and slow senders (docs/OPERATIONS.md, "The query gateway"):
+//!
+//! - at most `max_connections` connections at once, and at most
+//!   `max_connections_per_ip` from one address: beyond either, the
+//!   connection is closed at once, before a byte is read;
+//! - at most `max_pending` connections still reading their request (the
+//!   handshake cap): a slow sender holds a pending slot, never more;
+//! - the whole request must arrive within `read_timeout`, with no gap
+//!   longer than `idle_timeout`; frames are checked from their header
+//!   (SPEC §14), so no more than one frame's bytes are ever buffered;
+//! - a token bucket per address (`rate_per_ip`, `burst_per_ip`): a
+//!   request over it is answered RATE_LIMITED with the wait in
+//!   `retry_after_ms`;
+//! - at most `max_lookups` store lookups at once; a request that cannot
+//!   get a slot within `queue_wait` is answered UNAVAILABLE with a retry
+//!   hint (load is shed, not queued without bound);
+//! - the response must be written within `write_timeout`;
+//! - on shutdown, listeners close and connections in progress finish
+//!   within `drain_timeout`.
+
+use crate::load::LoadMeter;
+use crate::lookup::StoreLookup;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use poz::codec::Codec;
+use poz::gate::{Admission, Gate, Port};
+use poz::noise::{length_prefixed, split_message, NkResponder, StaticKeypair, MAX_MESSAGE};
+use poz::wire::{Request, Response, Status};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// The connection discipline's limits.
+#[derive(Clone, Debug)]
+pub struct Discipline {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_pending: usize,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    pub rate_per_ip: u32,
+    pub burst_per_ip: u32,
+    pub max_lookups: usize,
+    pub queue_wait: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl Default for Discipline {
+    fn default() -> Self {
+        Discipline {
+            max_connections: 10_000,
+            max_connections_per_ip: 16,
+            max_pending: 1_024,
+            read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(5),
+            rate_per_ip: 50,
+            burst_per_ip: 100,
+            max_lookups: 256,
+            queue_wait: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What the gateway counts, for logs and metrics.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub accepted: AtomicUsize,
+    pub refused_busy: AtomicUsize,
+    pub refused_per_ip: AtomicUsize,
+    pub refused_pending: AtomicUsize,
+    pub timed_out: AtomicUsize,
+    pub rate_limited: AtomicUsize,
+    pub shed: AtomicUsize,
+    pub answered: AtomicUsize,
+}
+
+/// The shared state of one gateway process.
+pub struct Edge {
+    pub discipline: Discipline,
+    pub key: StaticKeypair,
+    pub gate: Mutex<Gate>,
+    pub lookup: StoreLookup,
+    pub load: Arc<LoadMeter>,
+    pub counters: Counters,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pending: Semaphore,
+    lookups: Semaphore,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+/// A connection's place in the limits, released when it ends.
+struct Slot<'a> {
+    edge: &'a Edge,
+    ip: IpAddr,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.edge.open.fetch_sub(1, Ordering::AcqRel);
+        let mut m = self.edge.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why reading a request stopped.
+enum ReadEnd {
+    /// A whole frame (plain) or Noise message.
+    Whole(Vec<u8>),
+    /// A frame error the client is told about (plain only).
+    Refuse(Response),
+    /// EOF, a timeout, or bytes that cannot be answered: close.
+    Close,
+}
+
+impl Edge {
+    pub fn new(
+        discipline: Discipline,
+        key: StaticKeypair,
+        gate: Gate,
+        lookup: StoreLookup,
+        load: Arc<LoadMeter>,
+    ) -> Arc<Self> {
+        let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota =
+            Quota::per_second(nz(discipline.rate_per_ip)).allow_burst(nz(discipline.burst_per_ip));
+        Arc::new(Edge {
+            pending: Semaphore::new(discipline.max_pending),
+            lookups: Semaphore::new(discipline.max_lookups),
+            discipline,
+            key,
+            gate: Mutex::new(gate),
+            lookup,
+            load,
+            counters: Counters::default(),
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            limiter: RateLimiter::keyed(quota),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn admit_connection(&self, ip: IpAddr) -> Option<Slot<'_>> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.discipline.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.discipline.max_connections_per_ip {
+            drop(m);
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.counters.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(Slot { edge: self, ip })
+    }
+
+    /// Accepts on `listener` until `shutdown` resolves, then waits for the
+    /// connections in progress (up to `drain_timeout`).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        port: Port,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off
+                            // rather than spin.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let edge = self.clone();
+                    tokio::spawn(async move { edge.connection(stream, peer, port).await });
+                }
+            }
+        }
+        drop(listener);
+        let deadline = Instant::now() + self.discipline.drain_timeout;
+        while self.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(
+            port = port.number(),
+            left = self.open_connections(),
+            "drained"
+        );
+    }
+
+    async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, port: Port) {
+        let ip = peer.ip();
+        let Some(_slot) = self.admit_connection(ip) else {
+            return; // dropped: closed before a byte is read
+        };
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.load.connection_opened();
+        let _ = stream.set_nodelay(true);
+        let started = Instant::now();
+        let read = {
+            let Ok(_pending) = self.pending.try_acquire() else {
+                self.counters
+                    .refused_pending
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            self.read_request(&mut stream, port).await
+        };
+        let out: Vec<Vec<u8>> = match (read, port) {
+            (ReadEnd::Close, _) => return,
+            (ReadEnd::Refuse(r), _) => vec![r.to_bytes()],
+            (ReadEnd::Whole(frame), Port::Plain) => {
+                vec![self.respond(ip, port, &frame).await.to_bytes()]
+            }
+            (ReadEnd::Whole(msg), _) => {
+                let Ok(mut responder) = NkResponder::new(&self.key) else {
+                    return;
+                };
+                // Not Noise (e.g. plaintext on 7075): nothing can be
+                // answered privately, so the connection is closed.
+                let Ok(frame) = responder.read_request(&msg) else {
+                    return;
+                };
+                let resp = self.respond(ip, port, &frame).await;
+                match responder.write_response(&resp.to_bytes()) {
+                    Ok(msgs) => msgs.iter().map(|m| length_prefixed(m)).collect(),
+                    Err(_) => return,
+                }
+            }
+        };
+        let write = async {
+            for m in &out {
+                stream.write_all(m).await?;
+            }
+            stream.shutdown().await
+        };
+        if tokio::time::timeout(self.discipline.write_timeout, write)
+            .await
+            .is_err()
+        {
+            self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        self.load.request_done(started.elapsed());
+    }
+
+    /// Reads one request: a whole plain frame (checked from its header) or
+    /// one length-prefixed Noise message, under the read and idle timeouts.
+    async fn read_request(&self, stream: &mut TcpStream, port: Port) -> ReadEnd {
+        let deadline = Instant::now() + self.discipline.read_timeout;
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 4096];
+        loop {
+            if port == Port::Plain {
+                match Request::check(&buf) {
+                    Ok(Some(n)) => {
+                        buf.truncate(n);
+                        return ReadEnd::Whole(buf);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        return ReadEnd::Refuse(Response::error(
+                            e.status(),
+                            e.request_id(),
+                            0,
+                            &e.to_string(),
+                        ))
+                    }
+                }
+            } else {
+                if let Some((m, _)) = split_message(&buf) {
+                    return ReadEnd::Whole(m.to_vec());
+                }
+                if buf.len() > MAX_MESSAGE + 2 {
+                    return ReadEnd::Close;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                return ReadEnd::Close;
+            }
+            let wait = self.discipline.idle_timeout.min(deadline - now);
+            match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => return ReadEnd::Close,
+                Err(_) => {
+                    self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                    return ReadEnd::Close;
+                }
+            }
+        }
+    }
+
+    /// The answer to one whole request frame from `ip`.
+    async fn respond(&self, ip: IpAddr, port: Port, frame: &[u8]) -> Response {
+        if let Err(not_until) = self.limiter.check_key(&ip) {
+            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            let id = Request::decode(frame).map(|r| r.request_id).unwrap_or(0);
+            let ms = wait.as_millis().clamp(1, u32::MAX as u128) as u32;
+            return Response::error(
+                Status::RATE_LIMITED,
+                id,
+                ms,
+                "too many requests from this address",
+            );
+        }
+        let difficulty = self.load.difficulty();
+        let admission = self.gate.lock().unwrap_or_else(|p| p.into_inner()).admit(
+            port,
+            frame,
+            now_ms(),
+            difficulty,
+        );
+        let req = match admission {
+            Admission::Respond(r) => return r,
+            Admission::Admit(req) => req,
+        };
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout(self.discipline.queue_wait, self.lookups.acquire()).await
+        else {
+            self.counters.shed.fetch_add(1, Ordering::Relaxed);
+            return Response::error(
+                Status::UNAVAILABLE,
+                req.request_id,
+                1_000,
+                "the gateway is at capacity",
+            );
+        };
+        self.load.lookup_started();
+        let r = self.lookup.answer(&req).await;
+        self.load.lookup_finished();
+        self.counters.answered.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    /// Forgets rate-limit state of addresses that are quiet again, so the
+    /// limiter's memory follows the active addresses, not every address
+    /// ever seen. Called periodically.
+    pub fn forget_quiet_addresses(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}

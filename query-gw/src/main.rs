@@ -1,0 +1,286 @@
+//! `poz-query-gw`: the query gateway. Configuration from a TOML file, the
+//! environment (`POZ_QUERY_GW_*`) and flags, validated at start
+//! (docs/OPERATIONS.md lists every setting).
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::Parser;
+use poz::gate::{Gate, Port};
+use poz::noise::StaticKeypair;
+use poz::pow::{Challenger, LoadTargets, PowConfig, Secrets};
+use poz_kit::ServiceConfig;
+use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every setting, with its default.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// 7074: plaintext lookups.
+    listen_plain: String,
+    /// 7075: Noise NK lookups.
+    listen_noise: String,
+    /// The store's gRPC address.
+    store: String,
+    /// This gateway's Noise static secret: 64 hex digits, first line (the
+    /// ceremony writes it; mount it from a Kubernetes Secret).
+    noise_key_file: Option<PathBuf>,
+    /// PoW challenge secrets, 64 hex digits per line, the current one
+    /// first; shared by every gateway of the fleet. Add a new first line
+    /// and keep the old one for a window to rotate without breaking
+    /// challenges in flight.
+    challenge_secrets_file: Option<PathBuf>,
+    pow_base: u8,
+    pow_cap: u8,
+    pow_step: u8,
+    pow_window_ms: u64,
+    /// Load this gateway sustains without asking for proofs of work.
+    target_new_connections_per_s: f64,
+    target_in_flight: f64,
+    target_p99_latency_ms: f64,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_pending: usize,
+    read_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    write_timeout_ms: u64,
+    rate_per_ip: u32,
+    burst_per_ip: u32,
+    max_lookups: usize,
+    queue_wait_ms: u64,
+    drain_timeout_ms: u64,
+    /// JSON log lines.
+    log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let d = Discipline::default();
+        let p = PowConfig::default();
+        let t = LoadTargets::default();
+        Config {
+            listen_plain: "0.0.0.0:7074".into(),
+            listen_noise: "0.0.0.0:7075".into(),
+            store: "http://127.0.0.1:50051".into(),
+            noise_key_file: None,
+            challenge_secrets_file: None,
+            pow_base: p.base,
+            pow_cap: p.cap,
+            pow_step: p.step,
+            pow_window_ms: p.window_ms,
+            target_new_connections_per_s: t.new_connections_per_s,
+            target_in_flight: t.in_flight,
+            target_p99_latency_ms: t.p99_latency_ms,
+            max_connections: d.max_connections,
+            max_connections_per_ip: d.max_connections_per_ip,
+            max_pending: d.max_pending,
+            read_timeout_ms: d.read_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+            write_timeout_ms: d.write_timeout.as_millis() as u64,
+            rate_per_ip: d.rate_per_ip,
+            burst_per_ip: d.burst_per_ip,
+            max_lookups: d.max_lookups,
+            queue_wait_ms: d.queue_wait.as_millis() as u64,
+            drain_timeout_ms: d.drain_timeout.as_millis() as u64,
+            log_json: false,
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn validate(&self) -> Result<(), String> {
+        poz_kit::check_listen("listen_plain", &self.listen_plain)?;
+        poz_kit::check_listen("listen_noise", &self.listen_noise)?;
+        if !(self.store.starts_with("http://") || self.store.starts_with("https://")) {
+            return Err(format!("store {:?} is not an http(s):// URL", self.store));
+        }
+        if self.noise_key_file.is_none() {
+            return Err("noise_key_file is required (the ceremony writes one per gateway)".into());
+        }
+        if self.challenge_secrets_file.is_none() {
+            return Err(
+                "challenge_secrets_file is required (shared by the fleet's gateways)".into(),
+            );
+        }
+        if self.pow_cap > 32 || self.pow_base > self.pow_cap {
+            return Err("pow: base <= cap <= 32".into());
+        }
+        if self.pow_window_ms < 1_000 {
+            return Err("pow_window_ms: at least 1000".into());
+        }
+        for (name, v) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_pending", self.max_pending),
+            ("max_lookups", self.max_lookups),
+        ] {
+            if v == 0 {
+                return Err(format!("{name}: at least 1"));
+            }
+        }
+        if self.rate_per_ip == 0 || self.burst_per_ip == 0 {
+            return Err("rate_per_ip and burst_per_ip: at least 1".into());
+        }
+        if self.read_timeout_ms == 0 || self.idle_timeout_ms == 0 || self.write_timeout_ms == 0 {
+            return Err("timeouts: at least 1 ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// Flags: each overrides the file and the environment.
+#[derive(Parser, Serialize, Debug)]
+#[command(
+    name = "poz-query-gw",
+    version,
+    about = "The POZ query gateway (7074 plain, 7075 Noise NK)"
+)]
+struct Args {
+    #[command(flatten)]
+    #[serde(skip)]
+    config: poz_kit::ConfigArgs,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_plain: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_noise: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    log_json: bool,
+}
+
+fn hex32(line: &str, what: &str) -> anyhow::Result<[u8; 32]> {
+    let b = hex::decode(line.trim()).with_context(|| format!("{what}: not hex"))?;
+    <[u8; 32]>::try_from(b.as_slice()).map_err(|_| anyhow::anyhow!("{what}: not 32 bytes"))
+}
+
+fn read_secrets(path: &std::path::Path) -> anyhow::Result<Secrets> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let secrets = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| hex32(l, &format!("{} line {}", path.display(), i + 1)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if secrets.is_empty() {
+        anyhow::bail!("{}: no challenge secret", path.display());
+    }
+    Ok(Secrets(secrets))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let c: Config = poz_kit::load_config("POZ_QUERY_GW_", &args.config, &args)?;
+    if args.config.print_config {
+        print!("{}", poz_kit::to_toml(&c)?);
+        return Ok(());
+    }
+    poz_kit::init_tracing(c.log_json);
+    let key_file = c.noise_key_file.clone().unwrap_or_default();
+    let key_text = std::fs::read_to_string(&key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    let key = StaticKeypair::from_secret(hex32(
+        key_text.lines().next().unwrap_or_default(),
+        "noise_key_file",
+    )?);
+    let secrets = read_secrets(&c.challenge_secrets_file.clone().unwrap_or_default())?;
+    let pow = PowConfig {
+        base: c.pow_base,
+        cap: c.pow_cap,
+        step: c.pow_step,
+        window_ms: c.pow_window_ms,
+    };
+    let targets = LoadTargets {
+        new_connections_per_s: c.target_new_connections_per_s,
+        in_flight: c.target_in_flight,
+        p99_latency_ms: c.target_p99_latency_ms,
+    };
+    let discipline = Discipline {
+        max_connections: c.max_connections,
+        max_connections_per_ip: c.max_connections_per_ip,
+        max_pending: c.max_pending,
+        read_timeout: Duration::from_millis(c.read_timeout_ms),
+        idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+        write_timeout: Duration::from_millis(c.write_timeout_ms),
+        rate_per_ip: c.rate_per_ip,
+        burst_per_ip: c.burst_per_ip,
+        max_lookups: c.max_lookups,
+        queue_wait: Duration::from_millis(c.queue_wait_ms),
+        drain_timeout: Duration::from_millis(c.drain_timeout_ms),
+    };
+    let store = tonic::transport::Endpoint::from_shared(c.store.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let load = Arc::new(LoadMeter::new(pow, targets));
+    let edge = Edge::new(
+        discipline,
+        key.clone(),
+        Gate::new(Challenger::new(pow, secrets), 1_000_000),
+        StoreLookup::new(store),
+        load.clone(),
+    );
+    let plain = tokio::net::TcpListener::bind(&c.listen_plain).await?;
+    let noise = tokio::net::TcpListener::bind(&c.listen_noise).await?;
+    tracing::info!(
+        plain = %plain.local_addr()?,
+        noise = %noise.local_addr()?,
+        noise_public_key = %hex::encode(key.public),
+        "poz-query-gw listening"
+    );
+    println!(
+        "listening plain {} noise {}",
+        plain.local_addr()?,
+        noise.local_addr()?
+    );
+
+    // The difficulty follows the load, four times a second.
+    let meter = load.clone();
+    let tuner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let local = meter.local();
+            meter.set_from(&local);
+        }
+    });
+    let forget = {
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                edge.forget_quiet_addresses();
+            }
+        })
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let a = tokio::spawn(
+        edge.clone()
+            .serve(plain, Port::Plain, stopped(stop_rx.clone())),
+    );
+    let b = tokio::spawn(
+        edge.clone()
+            .serve(noise, Port::NoiseQuery, stopped(stop_rx)),
+    );
+    poz_kit::shutdown_signal().await;
+    tracing::info!("draining");
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(a, b);
+    tuner.abort();
+    forget.abort();
+    tracing::info!(counters = ?edge.counters, "poz-query-gw stopped");
+    Ok(())
+}
