@@ -1,0 +1,216 @@
+//! The `poz-query-gw` binary under a slow-sender flood: 400 connections
+//! from 25 addresses, each sending one byte a second and reconnecting
+//! whenever the gateway cuts it off. A normal client on another address
+//! keeps getting answers, every slow connection is cut within the read
+//! timeout, the gateway's memory stays bounded, and SIGTERM drains it.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+mod support;
+
+use poz::codec::Codec;
+use poz::wire::{DomainQuery, MessageType};
+use poz_client::{Client, ClientConfig, Endpoint, Security};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// One slow sender from `source`: connects, dribbles a valid frame a byte
+/// a second; when the gateway closes the connection, notes how long it
+/// lasted and starts again, until `until`.
+async fn slow_sender(
+    source: std::net::Ipv4Addr,
+    gw: SocketAddr,
+    frame: Vec<u8>,
+    until: Instant,
+    cut: Arc<AtomicUsize>,
+    longest_ms: Arc<AtomicUsize>,
+) {
+    while Instant::now() < until {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(source.into(), 0)).unwrap();
+        let Ok(mut s) = sock.connect(gw).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let opened = Instant::now();
+        let mut closed = false;
+        for b in frame.iter().take(frame.len() - 1) {
+            if s.write_all(&[*b]).await.is_err() {
+                closed = true;
+                break;
+            }
+            // Wait a second, or notice the close sooner.
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(Duration::from_secs(1), s.read(&mut probe)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        if closed {
+            cut.fetch_add(1, Ordering::Relaxed);
+            longest_ms.fetch_max(opened.elapsed().as_millis() as usize, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
+    let s = support::store_with_provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = poz::noise::StaticKeypair::generate();
+    std::fs::write(dir.path().join("noise.key"), hex::encode(key.secret())).unwrap();
+    std::fs::write(
+        dir.path().join("secrets"),
+        format!("{}\n", hex::encode([9u8; 32])),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"))
+        .args([
+            "--listen-plain",
+            "127.0.0.1:0",
+            "--listen-noise",
+            "127.0.0.1:0",
+        ])
+        .args(["--store", &s.url])
+        .env("POZ_QUERY_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
+        .env(
+            "POZ_QUERY_GW_CHALLENGE_SECRETS_FILE",
+            dir.path().join("secrets"),
+        )
+        .env("POZ_QUERY_GW_READ_TIMEOUT_MS", "3000")
+        .env("POZ_QUERY_GW_DRAIN_TIMEOUT_MS", "5000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[..2], ["listening", "plain"], "{line}");
+    let plain: SocketAddr = words[2].parse().unwrap();
+    let noise: SocketAddr = words[4].parse().unwrap();
+
+    let c = Client::new(ClientConfig {
+        attempts: 1,
+        ..ClientConfig::default()
+    });
+    let eps = [
+        Endpoint {
+            addr: plain,
+            security: Security::Plain,
+        },
+        Endpoint {
+            addr: noise,
+            security: Security::Noise(key.public),
+        },
+    ];
+    for ep in &eps {
+        c.master(
+            std::slice::from_ref(ep),
+            "social.example",
+            Some(s.provider.id()),
+        )
+        .await
+        .unwrap();
+    }
+    let baseline = rss_kib(child.id());
+
+    let frame = poz::wire::Request::new(
+        MessageType::MASTER,
+        1,
+        DomainQuery {
+            domain: "social.example".into(),
+        }
+        .to_bytes(),
+    )
+    .to_bytes();
+    let until = Instant::now() + Duration::from_secs(8);
+    let cut = Arc::new(AtomicUsize::new(0));
+    let longest = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for i in 0..400u32 {
+        // 25 source addresses, 16 connections each: the per-address cap.
+        let source = std::net::Ipv4Addr::new(127, 0, 1, 1 + (i % 25) as u8);
+        let gw = if i % 2 == 0 { plain } else { noise };
+        flood.push(tokio::spawn(slow_sender(
+            source,
+            gw,
+            frame.clone(),
+            until,
+            cut.clone(),
+            longest.clone(),
+        )));
+    }
+    // The normal client, from 127.0.0.1, all through the flood.
+    let mut answered = 0;
+    let mut peak = baseline;
+    while Instant::now() < until {
+        for ep in &eps {
+            c.master(
+                std::slice::from_ref(ep),
+                "social.example",
+                Some(s.provider.id()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("normal client refused during the flood: {e}"));
+            answered += 1;
+        }
+        peak = peak.max(rss_kib(child.id()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for t in flood {
+        t.await.unwrap();
+    }
+    eprintln!(
+        "normal lookups answered {answered}; slow connections cut {}; longest held {} ms; RSS {baseline} KiB -> peak {peak} KiB",
+        cut.load(Ordering::Relaxed),
+        longest.load(Ordering::Relaxed)
+    );
+    assert!(answered >= 40, "{answered}");
+    // Every slow connection is cut by the read timeout (3 s), none later.
+    assert!(
+        cut.load(Ordering::Relaxed) >= 400,
+        "{}",
+        cut.load(Ordering::Relaxed)
+    );
+    let longest = longest.load(Ordering::Relaxed);
+    assert!(longest <= 4_500, "a slow sender was held {longest} ms");
+    // 400 connections cost little; a gateway buffering without bound would
+    // not stay within this.
+    let growth = peak.saturating_sub(baseline);
+    assert!(
+        growth < 32 * 1024,
+        "RSS grew {growth} KiB (from {baseline} KiB)"
+    );
+
+    // SIGTERM: drains and exits 0.
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("poz-query-gw stopped"), "{log}");
+}
