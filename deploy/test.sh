@@ -7,7 +7,8 @@
 # started on a free port in a temporary directory and removed on exit, so
 # runs never collide and nothing depends on a server left running; and
 # SoftHSM2 (Debian's softhsm2) for the signer's PKCS#11 tests, each of
-# which initialises its own token in a temporary directory.
+# which initialises its own token in a temporary directory; and Debian's
+# redis-server, which the gateway tests start on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,6 +77,18 @@ if ! command -v softhsm2-util >/dev/null 2>&1; then
   fi
 fi
 echo "SoftHSM2: $(softhsm2-util --version)"
+
+# Redis: the gateway tests start their own throwaway redis-server (a free
+# port, nothing saved) and stop it to test the fallback to local load.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing redis-server (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing and cannot be installed (need root and apt-get)" >&2; exit 1
+  fi
+fi
+echo "Redis: $(redis-server --version | cut -d' ' -f3)"
 
 echo "== format"
 cargo fmt --all -- --check

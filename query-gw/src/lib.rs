@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod edge;
+pub mod fleet;
 pub mod load;
 pub mod lookup;
 

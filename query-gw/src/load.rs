@@ -104,9 +104,15 @@ impl LoadMeter {
         }
     }
 
-    /// Sets the difficulty from a load (the fleet's, or this gateway's own).
+    /// Sets the difficulty from this gateway's targets and a load.
     pub fn set_from(&self, load: &Load) -> u8 {
-        let d = difficulty_for(&self.config, load, &self.targets);
+        self.set_with(load, &self.targets)
+    }
+
+    /// Sets the difficulty from a load and the targets it is measured
+    /// against (the fleet's, which scale with its size).
+    pub fn set_with(&self, load: &Load, targets: &LoadTargets) -> u8 {
+        let d = difficulty_for(&self.config, load, targets);
         self.difficulty.store(d, Ordering::Release);
         d
     }

@@ -52,6 +52,16 @@ struct Config {
     max_lookups: usize,
     queue_wait_ms: u64,
     drain_timeout_ms: u64,
+    /// Redis for the fleet's shared load (e.g. redis://redis:6379/0);
+    /// empty: this gateway's own load only.
+    redis_url: String,
+    /// This gateway's name in the shared load (default: host name and
+    /// process ID).
+    gateway_id: String,
+    /// How long a gateway's report lives in Redis.
+    load_ttl_ms: u64,
+    /// Redis slower than this counts as unreachable (own load used).
+    redis_timeout_ms: u64,
     /// JSON log lines.
     log_json: bool,
 }
@@ -85,6 +95,10 @@ impl Default for Config {
             max_lookups: d.max_lookups,
             queue_wait_ms: d.queue_wait.as_millis() as u64,
             drain_timeout_ms: d.drain_timeout.as_millis() as u64,
+            redis_url: String::new(),
+            gateway_id: String::new(),
+            load_ttl_ms: 3_000,
+            redis_timeout_ms: 250,
             log_json: false,
         }
     }
@@ -124,6 +138,17 @@ impl ServiceConfig for Config {
         if self.rate_per_ip == 0 || self.burst_per_ip == 0 {
             return Err("rate_per_ip and burst_per_ip: at least 1".into());
         }
+        if !self.redis_url.is_empty()
+            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
+        {
+            return Err(format!(
+                "redis_url {:?} is not a redis:// URL",
+                self.redis_url
+            ));
+        }
+        if self.load_ttl_ms < 500 || self.redis_timeout_ms == 0 {
+            return Err("load_ttl_ms: at least 500; redis_timeout_ms: at least 1".into());
+        }
         if self.read_timeout_ms == 0 || self.idle_timeout_ms == 0 || self.write_timeout_ms == 0 {
             return Err("timeouts: at least 1 ms".into());
         }
@@ -151,6 +176,12 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_id: Option<String>,
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     log_json: bool,
@@ -243,14 +274,42 @@ async fn main() -> anyhow::Result<()> {
         noise.local_addr()?
     );
 
-    // The difficulty follows the load, four times a second.
+    // The difficulty follows the load (the fleet's, through Redis, when
+    // configured), four times a second.
+    let mut fleet = if c.redis_url.is_empty() {
+        None
+    } else {
+        let id = if c.gateway_id.is_empty() {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        } else {
+            c.gateway_id.clone()
+        };
+        Some(poz_query_gw::fleet::FleetLoad::new(
+            &c.redis_url,
+            id,
+            Duration::from_millis(c.load_ttl_ms),
+            Duration::from_millis(c.redis_timeout_ms),
+        )?)
+    };
     let meter = load.clone();
     let tuner = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last = None;
         loop {
             tick.tick().await;
             let local = meter.local();
-            meter.set_from(&local);
+            let d = match fleet.as_mut() {
+                Some(f) => {
+                    let (l, t, source) = f.tick(&local, &meter.targets).await;
+                    (meter.set_with(&l, &t), source)
+                }
+                None => (meter.set_from(&local), poz_query_gw::fleet::Source::Local),
+            };
+            if last != Some(d) {
+                tracing::info!(difficulty = d.0, source = ?d.1, "proof-of-work difficulty");
+                last = Some(d);
+            }
         }
     });
     let forget = {

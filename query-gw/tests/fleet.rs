@@ -1,0 +1,147 @@
+//! Two `poz-query-gw` processes sharing one Redis (a throwaway
+//! `redis-server` on a free port): load on one raises the difficulty of
+//! both; with Redis stopped, each falls back to its own load, so the
+//! loaded one stays protected and the idle one drops to the base.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+mod support;
+
+use poz::codec::Codec;
+use poz::wire::{Challenge, MessageType, Status};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_server() -> (Killed, String) {
+    let bin = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect(
+            "redis-server is not installed (apt-get install redis-server; deploy/test.sh does it)",
+        );
+    for _ in 0..20 {
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let child = Killed(child);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (child, format!("redis://127.0.0.1:{port}/0"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("redis-server did not start");
+}
+
+fn gateway(store: &str, redis: &str, id: &str, dir: &std::path::Path) -> (Killed, SocketAddr) {
+    let key = poz::noise::StaticKeypair::generate();
+    let key_file = dir.join(format!("{id}.key"));
+    std::fs::write(&key_file, hex::encode(key.secret())).unwrap();
+    let secrets = dir.join("secrets");
+    std::fs::write(&secrets, format!("{}\n", hex::encode([3u8; 32]))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"))
+        .args([
+            "--listen-plain",
+            "127.0.0.1:0",
+            "--listen-noise",
+            "127.0.0.1:0",
+        ])
+        .args(["--store", store, "--redis-url", redis, "--gateway-id", id])
+        .env("POZ_QUERY_GW_NOISE_KEY_FILE", &key_file)
+        .env("POZ_QUERY_GW_CHALLENGE_SECRETS_FILE", &secrets)
+        .env("POZ_QUERY_GW_TARGET_NEW_CONNECTIONS_PER_S", "5")
+        .env("POZ_QUERY_GW_POW_CAP", "12")
+        .env("POZ_QUERY_GW_RATE_PER_IP", "1000")
+        .env("POZ_QUERY_GW_BURST_PER_IP", "1000")
+        .env("POZ_QUERY_GW_LOAD_TTL_MS", "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let plain = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    (Killed(child), plain)
+}
+
+async fn difficulty(gw: SocketAddr) -> u8 {
+    let r = support::raw_plain(gw, &support::frame(MessageType::CHALLENGE, 1, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::OK);
+    Challenge::from_bytes(&r.payload).unwrap().difficulty
+}
+
+/// Waits until `want` holds for the difficulty of `gw`, or panics.
+async fn until_difficulty(gw: SocketAddr, what: &str, want: impl Fn(u8) -> bool) -> u8 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = difficulty(gw).await;
+        if want(d) {
+            return d;
+        }
+        assert!(Instant::now() < until, "{what}: difficulty stayed {d}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_load_through_redis_and_fall_back_without_it() {
+    let s = support::store_with_provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, url) = redis_server();
+    let (_a, a) = gateway(&s.url, &url, "gw-a", dir.path());
+    let (_b, b) = gateway(&s.url, &url, "gw-b", dir.path());
+    assert_eq!(difficulty(a).await, 0);
+    assert_eq!(difficulty(b).await, 0);
+
+    // Synthetic load on A only: about 50 new connections a second, ten
+    // times what a gateway is sized for (5/s here); the fleet of two is
+    // sized for 10/s, so both see an overload of about 5.
+    let load = tokio::spawn(async move {
+        loop {
+            let _ =
+                support::raw_plain(a, &support::frame(MessageType::CHALLENGE, 2, Vec::new())).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let db = until_difficulty(b, "idle gateway B under the fleet's load", |d| d >= 8).await;
+    let da = difficulty(a).await;
+    assert!(da >= 8, "A {da}");
+    eprintln!("shared: A {da}, B {db}");
+
+    // Redis stops: each gateway falls back to its own load. A stays
+    // protected by its own overload; B, idle, returns to the base.
+    drop(redis);
+    let db = until_difficulty(b, "B after Redis stopped", |d| d == 0).await;
+    let da = until_difficulty(a, "A after Redis stopped", |d| d >= 8).await;
+    eprintln!("local: A {da}, B {db}");
+    load.abort();
+}
