@@ -138,9 +138,10 @@ impl ServiceConfig for Config {
         if self.rate_per_ip == 0 || self.burst_per_ip == 0 {
             return Err("rate_per_ip and burst_per_ip: at least 1".into());
         }
-        if !self.redis_url.is_empty()
-            && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
-        {
+        let redis_ok = self.redis_url.is_empty()
+            || self.redis_url.starts_with("redis://")
+            || self.redis_url.starts_with("rediss://");
+        if !redis_ok {
             return Err(format!(
                 "redis_url {:?} is not a redis:// URL",
                 self.redis_url
