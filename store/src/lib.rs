@@ -878,6 +878,21 @@ impl Store {
         Ok(ids)
     }
 
+    /// The domains bound to a record, in order.
+    pub async fn domains_of(&self, id: &Hash32) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT domain FROM domains WHERE record_id = $1 ORDER BY domain")
+            .bind(id.0.to_vec())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Closes the pool: every connection finishes and is closed (SQLite:
+    /// the WAL is checkpointed), so the files can be moved.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// The audit log of one record's signatures, oldest first.
     pub async fn signature_audit(
         &self,

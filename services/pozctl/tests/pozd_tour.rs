@@ -1,0 +1,137 @@
+//! The README's main job: `pozd` on a fresh data directory creates the
+//! demo provider and prints the pozctl commands that query it; each
+//! printed command, run as printed (pozctl from this build), exits 0 with
+//! a verified answer. A restart serves the same record. (`pozd` is built
+//! with the workspace; deploy/test.sh builds everything before testing.)
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Pozd {
+    child: Child,
+    printed: Vec<String>,
+}
+
+fn start(bin: &std::path::Path, data: &std::path::Path, plain: u16, noise: u16) -> Pozd {
+    let mut child = Command::new(bin)
+        .arg("--data")
+        .arg(data)
+        .args(["--plain", &format!("127.0.0.1:{plain}")])
+        .args(["--noise", &format!("127.0.0.1:{noise}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = Vec::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("pozd exited early; printed {printed:?}");
+        }
+        let done = line.contains("--noise-key");
+        printed.push(line.trim_end().to_string());
+        if done {
+            break;
+        }
+    }
+    Pozd { child, printed }
+}
+
+fn stop(mut p: Pozd) {
+    Command::new("kill")
+        .arg(p.child.id().to_string())
+        .status()
+        .unwrap();
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn pozd_serves_its_demo_provider_to_the_printed_pozctl_commands() {
+    let pozctl = PathBuf::from(env!("CARGO_BIN_EXE_pozctl"));
+    let pozd = pozctl.with_file_name("pozd");
+    assert!(
+        pozd.exists(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        pozd.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (plain, noise) = (free_port(), free_port());
+    let p = start(&pozd, &data, plain, noise);
+    let serving = p.printed[0].clone();
+    assert!(
+        serving.starts_with("pozd: serving demo.example (record "),
+        "{serving}"
+    );
+    let commands: Vec<String> = p
+        .printed
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("pozctl "))
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(commands.len(), 3, "{:?}", p.printed);
+    let mut outputs = Vec::new();
+    for c in &commands {
+        let args: Vec<&str> = c.split_whitespace().skip(1).collect();
+        let out = Command::new(&pozctl).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{c}: {out:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push(text);
+    }
+    assert!(
+        outputs[0].contains("VERIFIED record for demo.example"),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[1].contains("VERIFIED binding \"alice@demo.example\""),
+        "{}",
+        outputs[1]
+    );
+    assert!(
+        outputs[2].contains("VERIFIED binding \"bob@demo.example\""),
+        "{}",
+        outputs[2]
+    );
+    stop(p);
+
+    // A restart serves the same record from the same data.
+    let p = start(&pozd, &data, plain, noise);
+    assert_eq!(p.printed[0], serving);
+    let out = Command::new(&pozctl)
+        .args(["query", "demo.example", "--server"])
+        .arg(format!("127.0.0.1:{plain}"))
+        .args(["--handle", "carol"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("VERIFIED binding \"carol@demo.example\"")
+    );
+    // An unknown handle is refused (exit 1).
+    let out = Command::new(&pozctl)
+        .args(["query", "demo.example", "--server"])
+        .arg(format!("127.0.0.1:{plain}"))
+        .args(["--handle", "mallory"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    stop(p);
+}

@@ -1,0 +1,302 @@
+//! `pozd`: the whole POZ fleet in one process, on the embedded default:
+//! the store on SQLite, the verifier, the signer with software keys (POZ
+//! key files, encrypted), the Provider API, and the query gateway on 7074
+//! (plain) and 7075 (Noise NK) with in-process load metrics. Every part
+//! talks to the others over gRPC on loopback, exactly as the separate
+//! services do in production.
+//!
+//! The first start creates a demo provider in the data directory: its
+//! keys, its record made by the provider ceremony (the same code the HSM
+//! signer runs), and a few identity bindings; then prints how to query it
+//! with pozctl. Later starts serve what is there.
+#![forbid(unsafe_code)]
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use poz::gate::{Gate, Port};
+use poz::noise::StaticKeypair;
+use poz::pow::{Challenger, LoadTargets, PowConfig, Secrets};
+use poz::zone::ZoneType;
+use poz::{workflow, Codec, Hash32, Record};
+use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
+use poz_signer::ceremony::{CeremonyPlan, HostPlan};
+use poz_signer::{KeyStore, SoftwareKeyStore};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pozd",
+    version,
+    about = "The whole POZ fleet in one process (SQLite, software keys)"
+)]
+struct Args {
+    /// Where the store, the keys and the demo record live.
+    #[arg(long, default_value = "pozd-data", env = "POZD_DATA")]
+    data: PathBuf,
+    /// Plaintext lookups (7074).
+    #[arg(long, default_value = "127.0.0.1:7074", env = "POZD_PLAIN")]
+    plain: SocketAddr,
+    /// Noise NK lookups (7075).
+    #[arg(long, default_value = "127.0.0.1:7075", env = "POZD_NOISE")]
+    noise: SocketAddr,
+    /// The demo provider's domain (first start only).
+    #[arg(long, default_value = "demo.example")]
+    domain: String,
+    /// JSON log lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+const DEMO_USERS: [&str; 3] = ["alice", "bob", "carol"];
+const KEY_LABELS: [&str; 3] = ["master-1", "identity-1", "service-1"];
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn read_hex32(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let b = hex::decode(text.trim()).with_context(|| format!("{}: not hex", path.display()))?;
+    <[u8; 32]>::try_from(b.as_slice())
+        .map_err(|_| anyhow::anyhow!("{}: not 32 bytes", path.display()))
+}
+
+fn random32() -> [u8; 32] {
+    use rand_core::RngCore;
+    let mut b = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b
+}
+
+fn store_url(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("store.db").display())
+}
+
+/// The first start: everything is made in `DIR.init` and renamed to `DIR`
+/// at the end, so a start that dies half-way leaves nothing that looks
+/// finished.
+async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
+    let tmp = dir.with_extension("init");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(tmp.join("keys"))?;
+    // Software keys, sealed in POZ key files under a random passphrase
+    // that only this user can read (the embedded default; production keys
+    // live in an HSM).
+    let passphrase = hex::encode(random32());
+    write_secret(&tmp.join("keys/passphrase"), passphrase.as_bytes())?;
+    let mut keys = Vec::new();
+    for label in KEY_LABELS {
+        let k = poz::keys::SigningKey::generate();
+        let file = poz::private::KeyFile::create(&k, passphrase.as_bytes(), Default::default())?;
+        write_secret(&tmp.join("keys").join(label), &file.to_bytes())?;
+        keys.push((label.to_string(), k));
+    }
+    let held = SoftwareKeyStore::new(keys);
+    let plan = CeremonyPlan {
+        domain: args.domain.clone(),
+        timestamp_ms: 0,
+        master_keys: vec!["master-1".into()],
+        master_threshold: 1,
+        identity_keys: vec!["identity-1".into()],
+        service_keys: vec!["service-1".into()],
+        query_hosts: vec![
+            HostPlan {
+                hostname: args.plain.ip().to_string(),
+                port: args.plain.port(),
+                noise: false,
+                priority: 20,
+                weight: 100,
+            },
+            HostPlan {
+                hostname: args.noise.ip().to_string(),
+                port: args.noise.port(),
+                noise: true,
+                priority: 10,
+                weight: 100,
+            },
+        ],
+        submit_hosts: Vec::new(),
+    };
+    let done = poz_signer::ceremony::run(&held, &plan, now_ms())?;
+    let (_, _, noise) = done
+        .noise_keys
+        .first()
+        .context("the ceremony made no Noise key")?;
+    write_secret(
+        &tmp.join("noise.key"),
+        hex::encode(noise.secret()).as_bytes(),
+    )?;
+    write_secret(
+        &tmp.join("challenge.secret"),
+        hex::encode(random32()).as_bytes(),
+    )?;
+
+    let rec = done.record;
+    let store =
+        poz_store::Store::open(&store_url(&tmp), poz_store::StoreOptions::default()).await?;
+    let genesis = Record::new(rec.keys.clone(), rec.history[0].clone());
+    let id = store
+        .create_record(&genesis.to_bytes(), &[args.domain.clone()], "pozd-init")
+        .await?;
+    store
+        .advance_head(&rec.to_bytes(), 1, "pozd-init-2")
+        .await?;
+    // A few bindings for the tour, signed by the identity key.
+    let identity = held
+        .keys()
+        .iter()
+        .find(|k| k.label == "identity-1")
+        .context("identity key")?
+        .clone();
+    let mut entries = Vec::new();
+    for user in DEMO_USERS {
+        let subject = poz::hash::tagged_hash("pozd demo user", &[user.as_bytes()]);
+        let mut b = workflow::new_binding(&rec, subject, user, now_ms(), 0)?;
+        let (idx, digest) =
+            workflow::entry_signing_target(&rec, ZoneType::IDENTITY, &b, &identity.public.id())?;
+        let sig = held.sign(&identity.public.id(), &digest)?;
+        b.add_signature(poz::keys::Signature {
+            key_idx: idx,
+            sig_type: poz::keys::SigType::ED25519,
+            data: sig.to_vec(),
+        });
+        entries.push(b.to_bytes());
+    }
+    store
+        .put_entries(&id, ZoneType::IDENTITY, &entries, "pozd-init-bindings")
+        .await?;
+    store.close().await;
+    std::fs::write(tmp.join("record.id"), id.to_hex())?;
+    std::fs::rename(&tmp, dir)
+        .with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    poz_kit::init_tracing(args.log_json);
+    let dir = args.data.clone();
+    let fresh = !dir.join("record.id").exists();
+    if fresh {
+        if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+            bail!(
+                "{} exists but holds no pozd data (no record.id); give another --data",
+                dir.display()
+            );
+        }
+        if dir.exists() {
+            std::fs::remove_dir(&dir)?;
+        }
+        tracing::info!(dir = %dir.display(), domain = %args.domain, "first start: creating the demo provider");
+        initialise(&dir, &args).await?;
+    }
+    let id = Hash32::from_hex(std::fs::read_to_string(dir.join("record.id"))?.trim())
+        .context("record.id is not a record ID")?;
+    let passphrase = std::fs::read(dir.join("keys/passphrase"))?;
+    let key_files: Vec<PathBuf> = KEY_LABELS
+        .iter()
+        .map(|l| dir.join("keys").join(l))
+        .collect();
+    let keys: Arc<dyn KeyStore> = Arc::new(SoftwareKeyStore::open_files(&key_files, &passphrase)?);
+    let noise_key = StaticKeypair::from_secret(read_hex32(&dir.join("noise.key"))?);
+    let secret = read_hex32(&dir.join("challenge.secret"))?;
+    let store =
+        poz_store::Store::open(&store_url(&dir), poz_store::StoreOptions::default()).await?;
+    let domain = store
+        .domains_of(&id)
+        .await?
+        .into_iter()
+        .next()
+        .context("the record has no domain")?;
+
+    // Store, verifier, signer and Provider API on loopback gRPC.
+    let fleet = poz_provider::inprocess::start(store, keys, id, 1_000).await?;
+    let store_channel =
+        tonic::transport::Endpoint::from_shared(fleet.store.clone())?.connect_lazy();
+    let pow = PowConfig::default();
+    let load = Arc::new(LoadMeter::new(pow, LoadTargets::default()));
+    let edge = Edge::new(
+        Discipline::default(),
+        noise_key.clone(),
+        Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000),
+        StoreLookup::new(store_channel),
+        load.clone(),
+    );
+    let plain = tokio::net::TcpListener::bind(args.plain)
+        .await
+        .with_context(|| format!("binding {}", args.plain))?;
+    let noise = tokio::net::TcpListener::bind(args.noise)
+        .await
+        .with_context(|| format!("binding {}", args.noise))?;
+    let (plain_addr, noise_addr) = (plain.local_addr()?, noise.local_addr()?);
+    let meter = load.clone();
+    let tuner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let local = meter.local();
+            meter.set_from(&local);
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let a = tokio::spawn(
+        edge.clone()
+            .serve(plain, Port::Plain, stopped(stop_rx.clone())),
+    );
+    let b = tokio::spawn(
+        edge.clone()
+            .serve(noise, Port::NoiseQuery, stopped(stop_rx)),
+    );
+
+    let key_hex = hex::encode(noise_key.public);
+    println!(
+        "pozd: serving {domain} (record {id}) from {}",
+        dir.display()
+    );
+    println!("  plaintext lookups  {plain_addr}");
+    println!("  Noise NK lookups   {noise_addr}  server key {key_hex}");
+    println!(
+        "  Provider API       {}  (gRPC, poz.v1.ProviderApi)",
+        fleet.provider_api
+    );
+    println!("Try, from another terminal:");
+    println!("  pozctl query {domain} --server {plain_addr}");
+    println!("  pozctl query {domain} --server {plain_addr} --handle alice");
+    println!("  pozctl query {domain} --server {noise_addr} --noise-key {key_hex} --handle bob");
+    std::io::stdout().flush()?;
+
+    poz_kit::shutdown_signal().await;
+    tracing::info!("draining");
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(a, b);
+    tuner.abort();
+    tracing::info!("pozd stopped");
+    Ok(())
+}
