@@ -159,7 +159,11 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
         poz_store::Store::open(&store_url(&tmp), poz_store::StoreOptions::default()).await?;
     let genesis = Record::new(rec.keys.clone(), rec.history[0].clone());
     let id = store
-        .create_record(&genesis.to_bytes(), &[args.domain.clone()], "pozd-init")
+        .create_record(
+            &genesis.to_bytes(),
+            std::slice::from_ref(&args.domain),
+            "pozd-init",
+        )
         .await?;
     store
         .advance_head(&rec.to_bytes(), 1, "pozd-init-2")
