@@ -22,7 +22,6 @@
 //!   within `drain_timeout`.
 
 use crate::load::LoadMeter;
-use crate::lookup::StoreLookup;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poz::codec::Codec;
 use poz::gate::{Admission, Gate, Port};
@@ -85,12 +84,18 @@ pub struct Counters {
     pub answered: AtomicUsize,
 }
 
+/// What a gateway answers once the gate admitted a request: lookups from
+/// the store (query gateway), submissions (submit gateway).
+pub trait Answer: Send + Sync + 'static {
+    fn answer(&self, req: &Request) -> impl std::future::Future<Output = Response> + Send;
+}
+
 /// The shared state of one gateway process.
-pub struct Edge {
+pub struct Edge<A> {
     pub discipline: Discipline,
     pub key: StaticKeypair,
     pub gate: Mutex<Gate>,
-    pub lookup: StoreLookup,
+    pub answerer: A,
     pub load: Arc<LoadMeter>,
     pub counters: Counters,
     open: AtomicUsize,
@@ -102,14 +107,15 @@ pub struct Edge {
 
 /// A connection's place in the limits, released when it ends.
 struct Slot<'a> {
-    edge: &'a Edge,
+    open: &'a AtomicUsize,
+    per_ip: &'a Mutex<HashMap<IpAddr, usize>>,
     ip: IpAddr,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.edge.open.fetch_sub(1, Ordering::AcqRel);
-        let mut m = self.edge.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -136,12 +142,12 @@ enum ReadEnd {
     Close,
 }
 
-impl Edge {
+impl<A: Answer> Edge<A> {
     pub fn new(
         discipline: Discipline,
         key: StaticKeypair,
         gate: Gate,
-        lookup: StoreLookup,
+        answerer: A,
         load: Arc<LoadMeter>,
     ) -> Arc<Self> {
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -153,7 +159,7 @@ impl Edge {
             discipline,
             key,
             gate: Mutex::new(gate),
-            lookup,
+            answerer,
             load,
             counters: Counters::default(),
             open: AtomicUsize::new(0),
@@ -182,7 +188,11 @@ impl Edge {
             return None;
         }
         *n += 1;
-        Some(Slot { edge: self, ip })
+        Some(Slot {
+            open: &self.open,
+            per_ip: &self.per_ip,
+            ip,
+        })
     }
 
     /// Accepts on `listener` until `shutdown` resolves, then waits for the
@@ -367,7 +377,7 @@ impl Edge {
             );
         };
         self.load.lookup_started();
-        let r = self.lookup.answer(&req).await;
+        let r = self.answerer.answer(&req).await;
         self.load.lookup_finished();
         self.counters.answered.fetch_add(1, Ordering::Relaxed);
         r

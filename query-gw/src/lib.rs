@@ -10,6 +10,6 @@ pub mod fleet;
 pub mod load;
 pub mod lookup;
 
-pub use edge::{Discipline, Edge};
+pub use edge::{Answer, Discipline, Edge};
 pub use load::LoadMeter;
 pub use lookup::StoreLookup;

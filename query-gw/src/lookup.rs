@@ -68,9 +68,11 @@ impl StoreLookup {
                 .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
         }
     }
+}
 
+impl crate::edge::Answer for StoreLookup {
     /// Answers a query the gate admitted.
-    pub async fn answer(&self, req: &Request) -> Response {
+    async fn answer(&self, req: &Request) -> Response {
         let id = req.request_id;
         let bad = |e: poz::DecodeError| {
             Response::error(Status::BAD_REQUEST, id, 0, &format!("payload: {e}"))

@@ -25,7 +25,7 @@ struct Gateway {
     plain: SocketAddr,
     noise: SocketAddr,
     key: StaticKeypair,
-    edge: Arc<Edge>,
+    edge: Arc<Edge<StoreLookup>>,
     load: Arc<LoadMeter>,
 }
 

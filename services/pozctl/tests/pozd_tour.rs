@@ -22,12 +22,14 @@ struct Pozd {
     printed: Vec<String>,
 }
 
-fn start(bin: &std::path::Path, data: &std::path::Path, plain: u16, noise: u16) -> Pozd {
+fn start(bin: &std::path::Path, data: &std::path::Path, ports: (u16, u16, u16)) -> Pozd {
+    let (plain, noise, submit) = ports;
     let mut child = Command::new(bin)
         .arg("--data")
         .arg(data)
         .args(["--plain", &format!("127.0.0.1:{plain}")])
         .args(["--noise", &format!("127.0.0.1:{noise}")])
+        .args(["--submit", &format!("127.0.0.1:{submit}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -68,8 +70,8 @@ fn pozd_serves_its_demo_provider_to_the_printed_pozctl_commands() {
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (plain, noise) = (free_port(), free_port());
-    let p = start(&pozd, &data, plain, noise);
+    let (plain, noise, submit) = (free_port(), free_port(), free_port());
+    let p = start(&pozd, &data, (plain, noise, submit));
     let serving = p.printed[0].clone();
     assert!(
         serving.starts_with("pozd: serving demo.example (record "),
@@ -113,7 +115,7 @@ fn pozd_serves_its_demo_provider_to_the_printed_pozctl_commands() {
     stop(p);
 
     // A restart serves the same record from the same data.
-    let p = start(&pozd, &data, plain, noise);
+    let p = start(&pozd, &data, (plain, noise, submit));
     assert_eq!(p.printed[0], serving);
     let out = Command::new(&pozctl)
         .args(["query", "demo.example", "--server"])

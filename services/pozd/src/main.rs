@@ -1,7 +1,8 @@
 //! `pozd`: the whole POZ fleet in one process, on the embedded default:
 //! the store on SQLite, the verifier, the signer with software keys (POZ
 //! key files, encrypted), the Provider API, and the query gateway on 7074
-//! (plain) and 7075 (Noise NK) with in-process load metrics. Every part
+//! (plain) and 7075 (Noise NK) and the submit gateway on 7076 (Noise NK),
+//! with in-process load metrics. Every part
 //! talks to the others over gRPC on loopback, exactly as the separate
 //! services do in production.
 //!
@@ -21,6 +22,7 @@ use poz::{workflow, Codec, Hash32, Record};
 use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
 use poz_signer::ceremony::{CeremonyPlan, HostPlan};
 use poz_signer::{KeyStore, SoftwareKeyStore};
+use poz_submit_gw::{SignedSubmissions, Submissions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +45,9 @@ struct Args {
     /// Noise NK lookups (7075).
     #[arg(long, default_value = "127.0.0.1:7075", env = "POZD_NOISE")]
     noise: SocketAddr,
+    /// Noise NK submissions (7076).
+    #[arg(long, default_value = "127.0.0.1:7076", env = "POZD_SUBMIT")]
+    submit: SocketAddr,
     /// The demo provider's domain (first start only).
     #[arg(long, default_value = "demo.example")]
     domain: String,
@@ -138,17 +143,24 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
                 weight: 100,
             },
         ],
-        submit_hosts: Vec::new(),
+        submit_hosts: vec![HostPlan {
+            hostname: args.submit.ip().to_string(),
+            port: args.submit.port(),
+            noise: true,
+            priority: 10,
+            weight: 100,
+        }],
     };
     let done = poz_signer::ceremony::run(&held, &plan, now_ms())?;
-    let (_, _, noise) = done
-        .noise_keys
-        .first()
-        .context("the ceremony made no Noise key")?;
-    write_secret(
-        &tmp.join("noise.key"),
-        hex::encode(noise.secret()).as_bytes(),
-    )?;
+    // One Noise key per Noise gateway, as the ceremony made them.
+    for (_, port, kp) in &done.noise_keys {
+        let name = if *port == args.submit.port() {
+            "submit-noise.key"
+        } else {
+            "noise.key"
+        };
+        write_secret(&tmp.join(name), hex::encode(kp.secret()).as_bytes())?;
+    }
     write_secret(
         &tmp.join("challenge.secret"),
         hex::encode(random32()).as_bytes(),
@@ -227,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let keys: Arc<dyn KeyStore> = Arc::new(SoftwareKeyStore::open_files(&key_files, &passphrase)?);
     let noise_key = StaticKeypair::from_secret(read_hex32(&dir.join("noise.key"))?);
+    let submit_key = StaticKeypair::from_secret(read_hex32(&dir.join("submit-noise.key"))?);
     let secret = read_hex32(&dir.join("challenge.secret"))?;
     let store =
         poz_store::Store::open(&store_url(&dir), poz_store::StoreOptions::default()).await?;
@@ -241,13 +254,24 @@ async fn main() -> anyhow::Result<()> {
     let fleet = poz_provider::inprocess::start(store, keys, id, 1_000).await?;
     let store_channel =
         tonic::transport::Endpoint::from_shared(fleet.store.clone())?.connect_lazy();
+    let verifier_channel =
+        tonic::transport::Endpoint::from_shared(fleet.verifier.clone())?.connect_lazy();
     let pow = PowConfig::default();
     let load = Arc::new(LoadMeter::new(pow, LoadTargets::default()));
     let edge = Edge::new(
         Discipline::default(),
         noise_key.clone(),
         Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000),
-        StoreLookup::new(store_channel),
+        StoreLookup::new(store_channel.clone()),
+        load.clone(),
+    );
+    let submissions = Edge::new(
+        Discipline::default(),
+        submit_key.clone(),
+        Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000),
+        Submissions {
+            signed: SignedSubmissions::new(store_channel, verifier_channel),
+        },
         load.clone(),
     );
     let plain = tokio::net::TcpListener::bind(args.plain)
@@ -256,7 +280,11 @@ async fn main() -> anyhow::Result<()> {
     let noise = tokio::net::TcpListener::bind(args.noise)
         .await
         .with_context(|| format!("binding {}", args.noise))?;
+    let submit = tokio::net::TcpListener::bind(args.submit)
+        .await
+        .with_context(|| format!("binding {}", args.submit))?;
     let (plain_addr, noise_addr) = (plain.local_addr()?, noise.local_addr()?);
+    let submit_addr = submit.local_addr()?;
     let meter = load.clone();
     let tuner = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -276,8 +304,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let b = tokio::spawn(
         edge.clone()
-            .serve(noise, Port::NoiseQuery, stopped(stop_rx)),
+            .serve(noise, Port::NoiseQuery, stopped(stop_rx.clone())),
     );
+    let c = tokio::spawn(submissions.serve(submit, Port::NoiseSubmit, stopped(stop_rx)));
 
     let key_hex = hex::encode(noise_key.public);
     println!(
@@ -286,6 +315,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  plaintext lookups  {plain_addr}");
     println!("  Noise NK lookups   {noise_addr}  server key {key_hex}");
+    println!(
+        "  Noise NK submits   {submit_addr}  server key {}",
+        hex::encode(submit_key.public)
+    );
     println!(
         "  Provider API       {}  (gRPC, poz.v1.ProviderApi)",
         fleet.provider_api
@@ -299,7 +332,7 @@ async fn main() -> anyhow::Result<()> {
     poz_kit::shutdown_signal().await;
     tracing::info!("draining");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(a, b);
+    let _ = tokio::join!(a, b, c);
     tuner.abort();
     tracing::info!("pozd stopped");
     Ok(())

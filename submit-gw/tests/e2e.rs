@@ -1,0 +1,262 @@
+//! The submit gateway over real sockets (Noise NK on its port), with the
+//! real store (SQLite) and verifier over gRPC, next to a query gateway on
+//! the same store: a submitted master-zone update is acknowledged only
+//! once committed and is what a lookup returns afterwards; a stale or
+//! forged update, a record of another domain and plaintext are refused;
+//! a submitted entry lands in its zone.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+use poz::codec::Codec;
+use poz::gate::{Gate, Port};
+use poz::noise::StaticKeypair;
+use poz::pow::{Challenger, LoadTargets, PowConfig, Secrets};
+use poz::sample::{self, T0};
+use poz::wire::{Status, SubmissionState, SubmitSigned};
+use poz::zone::{EntryKind, SignedEntry, ZoneType};
+use poz::{workflow, Record};
+use poz_client::{Client, ClientConfig, ClientError, Endpoint, Security};
+use poz_proto::v1 as pb;
+use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
+use poz_submit_gw::{SignedSubmissions, Submissions};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+struct Fleet {
+    submit: SocketAddr,
+    query: SocketAddr,
+    key: StaticKeypair,
+    provider: Record,
+    _dir: tempfile::TempDir,
+}
+
+async fn fleet() -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let store = poz_store::Store::open(&url, poz_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let provider = sample::provider().unwrap();
+    let genesis = Record::new(provider.keys.clone(), provider.history[0].clone());
+    store
+        .create_record(&genesis.to_bytes(), &["social.example".into()], "")
+        .await
+        .unwrap();
+    store
+        .advance_head(&provider.to_bytes(), 1, "")
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = poz_store::grpc::StoreService { store };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::store_read_server::StoreReadServer::new(svc.clone()))
+            .add_service(pb::store_write_server::StoreWriteServer::new(svc))
+            .add_service(pb::verifier_server::VerifierServer::new(
+                poz_verifier::VerifierService::default(),
+            ))
+            .serve_with_incoming(poz_kit::incoming(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let key = StaticKeypair::generate();
+    let pow = PowConfig::default();
+    let gate = || Gate::new(Challenger::new(pow, Secrets(vec![[1; 32]])), 10_000);
+    let load = || Arc::new(LoadMeter::new(pow, LoadTargets::default()));
+    let submit = Edge::new(
+        Discipline::default(),
+        key.clone(),
+        gate(),
+        Submissions {
+            signed: SignedSubmissions::new(channel.clone(), channel.clone()),
+        },
+        load(),
+    );
+    let query = Edge::new(
+        Discipline::default(),
+        key.clone(),
+        gate(),
+        StoreLookup::new(channel),
+        load(),
+    );
+    let ls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lq = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (submit_addr, query_addr) = (ls.local_addr().unwrap(), lq.local_addr().unwrap());
+    tokio::spawn(submit.serve(ls, Port::NoiseSubmit, std::future::pending()));
+    tokio::spawn(query.serve(lq, Port::Plain, std::future::pending()));
+    Fleet {
+        submit: submit_addr,
+        query: query_addr,
+        key,
+        provider,
+        _dir: dir,
+    }
+}
+
+fn status_of(r: Result<poz::wire::SubmitTicket, ClientError>) -> Status {
+    match r {
+        Err(ClientError::Status { status, .. }) => status,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_update_is_committed_then_served_and_bad_ones_are_refused() {
+    let f = fleet().await;
+    let c = Client::new(ClientConfig {
+        attempts: 1,
+        ..ClientConfig::default()
+    });
+    let submit = [Endpoint {
+        addr: f.submit,
+        security: Security::Noise(f.key.public),
+    }];
+    let query = [Endpoint {
+        addr: f.query,
+        security: Security::Plain,
+    }];
+    let keys = sample::provider_keys();
+
+    // Serial 3: a new identity device key, signed by the master key.
+    let mut next = workflow::draft(&f.provider, T0 + 5_000).unwrap();
+    workflow::set_delegation_key(
+        &mut next,
+        ZoneType::IDENTITY,
+        sample::key(77).public(),
+        0,
+        50,
+        100,
+    )
+    .unwrap();
+    workflow::sign_draft(&mut next, &keys.master).unwrap();
+    workflow::apply(&mut next).unwrap();
+    let update = SubmitSigned::Record {
+        domain: "social.example".into(),
+        record: next.to_bytes(),
+    };
+    let ticket = c.submit_signed(&submit, &update).await.unwrap();
+    assert_eq!(ticket.state, SubmissionState::COMMITTED);
+    // Visible to a lookup afterwards.
+    let served = c
+        .master(&query, "social.example", Some(f.provider.id()))
+        .await
+        .unwrap();
+    assert_eq!(served.record.master.serial, 3);
+    assert_eq!(
+        served.record.master.current_master_hash,
+        next.master.current_master_hash
+    );
+    // The same submission again: the same ticket (idempotent).
+    assert_eq!(c.submit_signed(&submit, &update).await.unwrap(), ticket);
+
+    // Stale: the old serial 2 record again is not the head's successor.
+    let stale = SubmitSigned::Record {
+        domain: "social.example".into(),
+        record: {
+            let mut other = workflow::draft(&f.provider, T0 + 6_000).unwrap();
+            workflow::sign_draft(&mut other, &keys.master).unwrap();
+            workflow::apply(&mut other).unwrap();
+            other.to_bytes()
+        },
+    };
+    assert_eq!(
+        status_of(c.submit_signed(&submit, &stale).await),
+        Status::CONFLICT
+    );
+    // Forged: serial 4 signed by a key that is not a master key.
+    let mut forged = workflow::draft(&next, T0 + 7_000).unwrap();
+    forged
+        .master
+        .signatures
+        .push(sample::key(99).sign(0, &poz::Hash32([5; 32])));
+    forged.master.current_master_hash = poz::Hash32([6; 32]);
+    let forged = SubmitSigned::Record {
+        domain: "social.example".into(),
+        record: forged.to_bytes(),
+    };
+    let s = status_of(c.submit_signed(&submit, &forged).await);
+    assert!(
+        matches!(s, Status::UNAUTHORIZED | Status::BAD_REQUEST),
+        "{s}"
+    );
+    // Another record for this domain; an unknown domain.
+    let tour = sample::tour_record().unwrap();
+    let wrong = SubmitSigned::Record {
+        domain: "social.example".into(),
+        record: tour.to_bytes(),
+    };
+    assert_eq!(
+        status_of(c.submit_signed(&submit, &wrong).await),
+        Status::BAD_REQUEST
+    );
+    let unknown = SubmitSigned::Record {
+        domain: "nobody.example".into(),
+        record: next.to_bytes(),
+    };
+    assert_eq!(
+        status_of(c.submit_signed(&submit, &unknown).await),
+        Status::NOT_FOUND
+    );
+    // Nothing of that changed what is served.
+    let served = c.serial(&query, "social.example").await.unwrap();
+    assert_eq!(served.serial, 3);
+
+    // A signed feed entry lands in the feed zone.
+    let feed = poz::entries::FeedEntry {
+        name: "second".into(),
+        feed_service: poz::Hash32([2; 32]),
+    };
+    let mut e = SignedEntry::new(EntryKind::GRANT, feed.to_bytes());
+    workflow::sign_entry(&next, ZoneType::FEED, &mut e, &keys.zones).unwrap();
+    let sub = SubmitSigned::Entry {
+        domain: "social.example".into(),
+        zone_type: ZoneType::FEED,
+        entry: e.clone(),
+    };
+    assert_eq!(
+        c.submit_signed(&submit, &sub).await.unwrap().state,
+        SubmissionState::COMMITTED
+    );
+    let q = poz::wire::ZoneQuery {
+        domain: "social.example".into(),
+        zone_type: ZoneType::FEED,
+        after: poz::Hash32::ZERO,
+        limit: 100,
+    };
+    let z = poz::wire::ZoneAnswer::from_bytes(
+        &c.request_any(&query, poz::wire::MessageType::ZONE, &q.to_bytes())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(z.entries.contains(&e));
+    // An entry signed by a key without the zone's delegation: refused.
+    let mut bad = SignedEntry::new(EntryKind::GRANT, feed.to_bytes());
+    bad.add_signature(sample::key(55).sign(0, &poz::Hash32([1; 32])));
+    let sub = SubmitSigned::Entry {
+        domain: "social.example".into(),
+        zone_type: ZoneType::FEED,
+        entry: bad,
+    };
+    assert_eq!(
+        status_of(c.submit_signed(&submit, &sub).await),
+        Status::UNAUTHORIZED
+    );
+
+    // Port contract: a lookup on the submit port is WRONG_PORT.
+    match c
+        .request_any(
+            &submit,
+            poz::wire::MessageType::SERIAL,
+            &poz::wire::DomainQuery {
+                domain: "social.example".into(),
+            }
+            .to_bytes(),
+        )
+        .await
+    {
+        Err(ClientError::Status { status, .. }) => assert_eq!(status, Status::WRONG_PORT),
+        other => panic!("{other:?}"),
+    }
+}
