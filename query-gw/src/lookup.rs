@@ -18,10 +18,50 @@ use tonic::transport::Channel;
 /// unavailable.
 pub const STORE_RETRY_MS: u32 = 1_000;
 
-/// The store, as the gateway asks it.
+/// The store, as the gateway asks it, with a small cache of answers.
+///
+/// The cache keeps OK and NOT_FOUND answers by (type, query bytes) for
+/// `ttl`, at most `capacity` of them: a hot handle or record is read from
+/// the store once per `ttl` however many clients ask, which is also what
+/// keeps a flood of identical lookups off the store. The price is
+/// staleness: an update or revocation is served at most `ttl` late
+/// (default 1 s; 0 turns the cache off). Clients verify every answer, so
+/// a cached answer can be old but never forged.
 #[derive(Clone)]
 pub struct StoreLookup {
     store: StoreReadClient<Channel>,
+    cache: Option<std::sync::Arc<AnswerCache>>,
+}
+
+/// Answers by (message type, payload), each with the time it was read.
+pub struct AnswerCache {
+    ttl: std::time::Duration,
+    capacity: usize,
+    entries:
+        std::sync::Mutex<std::collections::HashMap<(u8, Vec<u8>), (std::time::Instant, Response)>>,
+}
+
+impl AnswerCache {
+    fn get(&self, key: &(u8, Vec<u8>)) -> Option<Response> {
+        let m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn put(&self, key: (u8, Vec<u8>), r: &Response) {
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= self.capacity {
+            // Full: drop what has expired; if nothing has, start afresh
+            // (a bounded cache under a flood of distinct queries).
+            let ttl = self.ttl;
+            m.retain(|_, (at, _)| at.elapsed() < ttl);
+            if m.len() >= self.capacity {
+                m.clear();
+            }
+        }
+        m.insert(key, (std::time::Instant::now(), r.clone()));
+    }
 }
 
 fn by_domain(domain: &str) -> Option<pb::RecordRef> {
@@ -62,17 +102,50 @@ fn corrupt(id: u16, what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 impl StoreLookup {
+    /// Without a cache.
     pub fn new(channel: Channel) -> Self {
         StoreLookup {
             store: StoreReadClient::new(channel)
                 .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
+            cache: None,
         }
+    }
+
+    /// With a cache of `capacity` answers kept for `ttl` (zero: none).
+    pub fn with_cache(channel: Channel, ttl: std::time::Duration, capacity: usize) -> Self {
+        let mut l = StoreLookup::new(channel);
+        if !ttl.is_zero() && capacity > 0 {
+            l.cache = Some(std::sync::Arc::new(AnswerCache {
+                ttl,
+                capacity,
+                entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            }));
+        }
+        l
     }
 }
 
 impl crate::edge::Answer for StoreLookup {
-    /// Answers a query the gate admitted.
+    /// Answers a query the gate admitted, from the cache when it can.
     async fn answer(&self, req: &Request) -> Response {
+        let Some(cache) = &self.cache else {
+            return self.ask_store(req).await;
+        };
+        let key = (req.message_type.0, req.payload.clone());
+        if let Some(mut r) = cache.get(&key) {
+            r.request_id = req.request_id;
+            return r;
+        }
+        let r = self.ask_store(req).await;
+        if r.status == Status::OK || r.status == Status::NOT_FOUND {
+            cache.put(key, &r);
+        }
+        r
+    }
+}
+
+impl StoreLookup {
+    async fn ask_store(&self, req: &Request) -> Response {
         let id = req.request_id;
         let bad = |e: poz::DecodeError| {
             Response::error(Status::BAD_REQUEST, id, 0, &format!("payload: {e}"))

@@ -62,6 +62,11 @@ struct Config {
     load_ttl_ms: u64,
     /// Redis slower than this counts as unreachable (own load used).
     redis_timeout_ms: u64,
+    /// How long an answer is reused (0: always ask the store); updates and
+    /// revocations are served at most this late.
+    cache_ttl_ms: u64,
+    /// Answers kept at most.
+    cache_entries: usize,
     /// JSON log lines.
     log_json: bool,
 }
@@ -99,6 +104,8 @@ impl Default for Config {
             gateway_id: String::new(),
             load_ttl_ms: 3_000,
             redis_timeout_ms: 250,
+            cache_ttl_ms: 1_000,
+            cache_entries: 100_000,
             log_json: false,
         }
     }
@@ -258,7 +265,11 @@ async fn main() -> anyhow::Result<()> {
         discipline,
         key.clone(),
         Gate::new(Challenger::new(pow, secrets), 1_000_000),
-        StoreLookup::new(store),
+        StoreLookup::with_cache(
+            store,
+            Duration::from_millis(c.cache_ttl_ms),
+            c.cache_entries,
+        ),
         load.clone(),
     );
     let plain = tokio::net::TcpListener::bind(&c.listen_plain).await?;

@@ -301,3 +301,68 @@ async fn an_address_over_its_rate_is_told_when_to_retry() {
     assert_eq!(&statuses[3..], &[Status::RATE_LIMITED; 2]);
     assert!((1..=1_000).contains(&retry), "{retry}");
 }
+
+/// The answer cache: a revocation committed in the store is served at
+/// most `ttl` late, never later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_are_at_most_the_ttl_old() {
+    let s = store_with_provider().await;
+    let key = StaticKeypair::generate();
+    let pow = PowConfig::default();
+    let channel = tonic::transport::Endpoint::from_shared(s.url.clone())
+        .unwrap()
+        .connect_lazy();
+    let edge = Edge::new(
+        Discipline::default(),
+        key,
+        Gate::new(Challenger::new(pow, Secrets(vec![[7; 32]])), 10_000),
+        StoreLookup::with_cache(channel, Duration::from_millis(400), 1_000),
+        Arc::new(LoadMeter::new(pow, LoadTargets::default())),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(edge.serve(l, Port::Plain, std::future::pending()));
+    let q = IdentityQuery {
+        domain: "social.example".into(),
+        handle: "alice".into(),
+    }
+    .to_bytes();
+    let ask = |id: u16| {
+        let q = q.clone();
+        async move {
+            let r = raw_plain(addr, &frame(MessageType::IDENTITY, id, q))
+                .await
+                .unwrap();
+            assert_eq!((r.status, r.request_id), (Status::OK, id));
+            IdentityAnswer::from_bytes(&r.payload).unwrap()
+        }
+    };
+    assert!(ask(1).await.revocation.is_none());
+    // Revoke alice in the store (device a alone has deny 100).
+    let alice = s.provider.zones[&ZoneType::IDENTITY].entries[0].clone();
+    let mut rev = poz::workflow::new_revocation(
+        alice.digest(&s.provider.id(), ZoneType::IDENTITY),
+        poz::sample::T0 + 3_000,
+        poz::entries::RevocationReason::KEY_COMPROMISE,
+    );
+    poz::workflow::sign_entry(
+        &s.provider,
+        ZoneType::IDENTITY,
+        &mut rev,
+        &poz::sample::provider_keys().device_a,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    s.store
+        .put_entries(&s.provider.id(), ZoneType::IDENTITY, &[rev.to_bytes()], "")
+        .await
+        .unwrap();
+    // Within the TTL the cached answer may still be served (with this
+    // request's id); after it, the revocation is there.
+    let soon = ask(2).await;
+    if started.elapsed() < Duration::from_millis(300) {
+        assert!(soon.revocation.is_none(), "served from the cache");
+    }
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(ask(3).await.revocation, Some(rev));
+}

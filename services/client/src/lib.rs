@@ -61,6 +61,9 @@ pub struct ClientConfig {
     /// The hardest proof of work the caller is willing to do.
     pub max_pow_difficulty: u8,
     pub max_response: usize,
+    /// Connect from this local address (load generators spread their
+    /// connections over many; None: the system chooses).
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +76,7 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(30),
             max_pow_difficulty: 24,
             max_response: MAX_RESPONSE_PAYLOAD,
+            local_ip: None,
         }
     }
 }
@@ -200,7 +204,21 @@ impl Client {
         req: &Request,
     ) -> Result<Response, ClientError> {
         let addr = ep.addr;
-        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
+        let connect = async {
+            match self.config.local_ip {
+                None => TcpStream::connect(addr).await,
+                Some(ip) => {
+                    let socket = if addr.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(addr).await
+                }
+            }
+        };
+        let stream = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout {
                 addr,

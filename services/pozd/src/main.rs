@@ -48,6 +48,9 @@ struct Args {
     /// Noise NK submissions (7076).
     #[arg(long, default_value = "127.0.0.1:7076", env = "POZD_SUBMIT")]
     submit: SocketAddr,
+    /// How long the query gateway reuses an answer (0: never).
+    #[arg(long, default_value_t = 1_000)]
+    cache_ttl_ms: u64,
     /// The demo provider's domain (first start only).
     #[arg(long, default_value = "demo.example")]
     domain: String,
@@ -262,7 +265,11 @@ async fn main() -> anyhow::Result<()> {
         Discipline::default(),
         noise_key.clone(),
         Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000),
-        StoreLookup::new(store_channel.clone()),
+        StoreLookup::with_cache(
+            store_channel.clone(),
+            Duration::from_millis(args.cache_ttl_ms),
+            100_000,
+        ),
         load.clone(),
     );
     let submissions = Edge::new(
