@@ -33,23 +33,25 @@ pub struct StoreLookup {
     cache: Option<std::sync::Arc<AnswerCache>>,
 }
 
+/// A query: its message type and payload bytes.
+type CacheKey = (u8, Vec<u8>);
+
 /// Answers by (message type, payload), each with the time it was read.
 pub struct AnswerCache {
     ttl: std::time::Duration,
     capacity: usize,
-    entries:
-        std::sync::Mutex<std::collections::HashMap<(u8, Vec<u8>), (std::time::Instant, Response)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<CacheKey, (std::time::Instant, Response)>>,
 }
 
 impl AnswerCache {
-    fn get(&self, key: &(u8, Vec<u8>)) -> Option<Response> {
+    fn get(&self, key: &CacheKey) -> Option<Response> {
         let m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         m.get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, r)| r.clone())
     }
 
-    fn put(&self, key: (u8, Vec<u8>), r: &Response) {
+    fn put(&self, key: CacheKey, r: &Response) {
         let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= self.capacity {
             // Full: drop what has expired; if nothing has, start afresh
