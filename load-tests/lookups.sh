@@ -4,7 +4,7 @@
 # Each query opens a new TCP connection; connections come from 4,000
 # loopback source addresses so the gateway's per-address limits see many
 # clients.
-#   CONCURRENCY=64 SECS=10 load-tests/lookups.sh
+#   CONCURRENCY=64 SECS=10 [CACHE_TTL_MS=1000] load-tests/lookups.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p pozd -p poz-load-tests
@@ -15,7 +15,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P=$(port); N=$(port); S=$(port)
-"$bin/pozd" --data "$tmp/data" --plain "127.0.0.1:$P" --noise "127.0.0.1:$N" --submit "127.0.0.1:$S" \
+"$bin/pozd" --data "$tmp/data" --plain "127.0.0.1:$P" --noise "127.0.0.1:$N" --submit "127.0.0.1:$S" --cache-ttl-ms "${CACHE_TTL_MS:-1000}" \
     >"$tmp/pozd.out" 2>"$tmp/pozd.err" & pids+=($!)
 "$bin/bare-nk" >"$tmp/bare.out" & pids+=($!)
 for _ in $(seq 100); do grep -q -- '--noise-key' "$tmp/pozd.out" 2>/dev/null && [ -s "$tmp/bare.out" ] && break; sleep 0.1; done
