@@ -7,6 +7,7 @@
 
 pub mod edge;
 pub mod fleet;
+pub mod gateway;
 pub mod load;
 pub mod lookup;
 

@@ -3,13 +3,11 @@
 //! (docs/OPERATIONS.md lists every setting).
 #![forbid(unsafe_code)]
 
-use anyhow::Context;
 use clap::Parser;
 use poz::gate::{Gate, Port};
-use poz::noise::StaticKeypair;
-use poz::pow::{Challenger, LoadTargets, PowConfig, Secrets};
+use poz::pow::{Challenger, LoadTargets, PowConfig};
 use poz_kit::ServiceConfig;
-use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
+use poz_query_gw::{gateway, Discipline, Edge, LoadMeter, StoreLookup};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -195,26 +193,6 @@ struct Args {
     log_json: bool,
 }
 
-fn hex32(line: &str, what: &str) -> anyhow::Result<[u8; 32]> {
-    let b = hex::decode(line.trim()).with_context(|| format!("{what}: not hex"))?;
-    <[u8; 32]>::try_from(b.as_slice()).map_err(|_| anyhow::anyhow!("{what}: not 32 bytes"))
-}
-
-fn read_secrets(path: &std::path::Path) -> anyhow::Result<Secrets> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let secrets = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| hex32(l, &format!("{} line {}", path.display(), i + 1)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if secrets.is_empty() {
-        anyhow::bail!("{}: no challenge secret", path.display());
-    }
-    Ok(Secrets(secrets))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -224,14 +202,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     poz_kit::init_tracing(c.log_json);
-    let key_file = c.noise_key_file.clone().unwrap_or_default();
-    let key_text = std::fs::read_to_string(&key_file)
-        .with_context(|| format!("reading {}", key_file.display()))?;
-    let key = StaticKeypair::from_secret(hex32(
-        key_text.lines().next().unwrap_or_default(),
-        "noise_key_file",
-    )?);
-    let secrets = read_secrets(&c.challenge_secrets_file.clone().unwrap_or_default())?;
+    let key = gateway::read_noise_key(&c.noise_key_file.clone().unwrap_or_default())?;
+    let secrets = gateway::read_secrets(&c.challenge_secrets_file.clone().unwrap_or_default())?;
     let pow = PowConfig {
         base: c.pow_base,
         cap: c.pow_cap,
@@ -288,52 +260,16 @@ async fn main() -> anyhow::Result<()> {
 
     // The difficulty follows the load (the fleet's, through Redis, when
     // configured), four times a second.
-    let mut fleet = if c.redis_url.is_empty() {
-        None
-    } else {
-        let id = if c.gateway_id.is_empty() {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
-        } else {
-            c.gateway_id.clone()
-        };
-        Some(poz_query_gw::fleet::FleetLoad::new(
-            &c.redis_url,
-            id,
-            Duration::from_millis(c.load_ttl_ms),
-            Duration::from_millis(c.redis_timeout_ms),
-        )?)
-    };
-    let meter = load.clone();
-    let tuner = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let mut last = None;
-        loop {
-            tick.tick().await;
-            let local = meter.local();
-            let d = match fleet.as_mut() {
-                Some(f) => {
-                    let (l, t, source) = f.tick(&local, &meter.targets).await;
-                    (meter.set_with(&l, &t), source)
-                }
-                None => (meter.set_from(&local), poz_query_gw::fleet::Source::Local),
-            };
-            if last != Some(d) {
-                tracing::info!(difficulty = d.0, source = ?d.1, "proof-of-work difficulty");
-                last = Some(d);
-            }
-        }
-    });
-    let forget = {
-        let edge = edge.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tick.tick().await;
-                edge.forget_quiet_addresses();
-            }
-        })
-    };
+    let tuner = gateway::spawn_tuner(
+        load.clone(),
+        gateway::SharedLoad {
+            redis_url: &c.redis_url,
+            gateway_id: &c.gateway_id,
+            ttl: Duration::from_millis(c.load_ttl_ms),
+            timeout: Duration::from_millis(c.redis_timeout_ms),
+        },
+    )?;
+    let forget = gateway::spawn_forgetter(edge.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -22,6 +22,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 struct Fleet {
+    /// The store and verifier, gRPC.
+    grpc: String,
     submit: SocketAddr,
     query: SocketAddr,
     key: StaticKeypair,
@@ -86,6 +88,7 @@ async fn fleet() -> Fleet {
     tokio::spawn(submit.serve(ls, Port::NoiseSubmit, std::future::pending()));
     tokio::spawn(query.serve(lq, Port::Plain, std::future::pending()));
     Fleet {
+        grpc: format!("http://{addr}"),
         submit: submit_addr,
         query: query_addr,
         key,
@@ -259,4 +262,97 @@ async fn a_submitted_update_is_committed_then_served_and_bad_ones_are_refused() 
         Err(ClientError::Status { status, .. }) => assert_eq!(status, Status::WRONG_PORT),
         other => panic!("{other:?}"),
     }
+}
+
+/// The `poz-submit-gw` binary: configured by flags and environment,
+/// commits a submitted update, refuses a bad configuration, drains on
+/// SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_commits_a_submission_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let f = fleet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = StaticKeypair::generate();
+    std::fs::write(dir.path().join("noise.key"), hex::encode(key.secret())).unwrap();
+    std::fs::write(dir.path().join("secrets"), hex::encode([4u8; 32])).unwrap();
+    let bin = env!("CARGO_BIN_EXE_poz-submit-gw");
+    let refused = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--store", "127.0.0.1:1"])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not an http(s):// URL"),
+        "{refused:?}"
+    );
+    let mut child = Command::new(bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &f.grpc,
+            "--verifier",
+            &f.grpc,
+        ])
+        .env("POZ_SUBMIT_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
+        .env(
+            "POZ_SUBMIT_GW_CHALLENGE_SECRETS_FILE",
+            dir.path().join("secrets"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let keys = sample::provider_keys();
+    let mut next = workflow::draft(&f.provider, T0 + 5_000).unwrap();
+    workflow::sign_draft(&mut next, &keys.master).unwrap();
+    workflow::apply(&mut next).unwrap();
+    let c = Client::new(ClientConfig {
+        attempts: 1,
+        ..ClientConfig::default()
+    });
+    let ticket = c
+        .submit_signed(
+            &[Endpoint {
+                addr,
+                security: Security::Noise(key.public),
+            }],
+            &SubmitSigned::Record {
+                domain: "social.example".into(),
+                record: next.to_bytes(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ticket.state, SubmissionState::COMMITTED);
+    let served = c
+        .serial(
+            &[Endpoint {
+                addr: f.query,
+                security: Security::Plain,
+            }],
+            "social.example",
+        )
+        .await
+        .unwrap();
+    assert_eq!(served.serial, 3);
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("poz-submit-gw stopped"));
 }
