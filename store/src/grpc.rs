@@ -228,11 +228,12 @@ impl pb::store_read_server::StoreRead for StoreService {
 
     async fn get_submission(
         &self,
-        _req: Request<pb::GetSubmissionRequest>,
+        req: Request<pb::GetSubmissionRequest>,
     ) -> Result<Response<pb::Submission>, Status> {
-        Err(Status::unimplemented(
-            "submissions arrive with the submit gateway (issue 6)",
-        ))
+        let id = submission_id_arg(&req.get_ref().submission_id)?;
+        Ok(Response::new(to_pb_submission(
+            self.store.submission(&id).await?,
+        )))
     }
 }
 
@@ -305,10 +306,37 @@ impl pb::store_write_server::StoreWrite for StoreService {
 
     async fn put_submission(
         &self,
-        _req: Request<pb::Submission>,
+        req: Request<pb::Submission>,
     ) -> Result<Response<pb::Submission>, Status> {
-        Err(Status::unimplemented(
-            "submissions arrive with the submit gateway (issue 6)",
-        ))
+        let r = req.into_inner();
+        let state = u8::try_from(r.state)
+            .ok()
+            .filter(|s| *s <= 3)
+            .ok_or_else(|| Status::invalid_argument(format!("state {} is not 0..=3", r.state)))?;
+        let stored = self
+            .store
+            .put_submission(&crate::Submission {
+                id: submission_id_arg(&r.submission_id)?,
+                state,
+                request: r.request,
+                entry: r.entry,
+                message: r.message,
+            })
+            .await?;
+        Ok(Response::new(to_pb_submission(stored)))
+    }
+}
+
+fn submission_id_arg(v: &[u8]) -> Result<[u8; 16], Status> {
+    <[u8; 16]>::try_from(v).map_err(|_| Status::invalid_argument("submission_id is not 16 bytes"))
+}
+
+fn to_pb_submission(s: crate::Submission) -> pb::Submission {
+    pb::Submission {
+        submission_id: s.id.to_vec(),
+        state: s.state as u32,
+        request: s.request,
+        entry: s.entry,
+        message: s.message,
     }
 }

@@ -208,6 +208,19 @@ fn multi_row_insert(head: &str, rows: usize, cols: usize) -> String {
     sql
 }
 
+/// A submission (SUBMIT_REQUEST) and what became of it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Submission {
+    pub id: [u8; 16],
+    /// 0 committed, 1 pending, 2 issued, 3 refused (SPEC §14.4).
+    pub state: u8,
+    /// The SUBMIT_REQUEST payload as received.
+    pub request: Vec<u8>,
+    /// The issued entry, once issued.
+    pub entry: Option<Vec<u8>>,
+    pub message: String,
+}
+
 /// One row of the signer's audit log.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct SignatureAudit {
@@ -876,6 +889,91 @@ impl Store {
         })
         .await?;
         Ok(ids)
+    }
+
+    /// Records a submission, or moves it on. A new ID is inserted as
+    /// given. For a known ID the request must be the same bytes (else
+    /// IdempotencyMismatch); a final state (issued, refused) never changes
+    /// again, and a pending one takes the new state. Returns what is stored.
+    pub async fn put_submission(&self, sub: &Submission) -> Result<Submission, StoreError> {
+        if sub.state > 3 {
+            return Err(StoreError::Invalid(format!(
+                "submission state {}",
+                sub.state
+            )));
+        }
+        let sub = sub.clone();
+        self.tx(move |tx| {
+            let sub = sub.clone();
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "SELECT state, request, entry, message FROM submissions WHERE submission_id = $1",
+                )
+                .bind(sub.id.to_vec())
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(row) = row else {
+                    sqlx::query(
+                        "INSERT INTO submissions (submission_id, state, request, entry, message, updated_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(sub.id.to_vec())
+                    .bind(sub.state as i32)
+                    .bind(sub.request.clone())
+                    .bind(sub.entry.clone())
+                    .bind(sub.message.clone())
+                    .bind(now_ms())
+                    .execute(&mut **tx)
+                    .await?;
+                    return Ok(sub);
+                };
+                let stored = Submission {
+                    id: sub.id,
+                    state: row.get::<i32, _>(0) as u8,
+                    request: row.get(1),
+                    entry: row.get(2),
+                    message: row.get(3),
+                };
+                if stored.request != sub.request {
+                    return Err(StoreError::IdempotencyMismatch(hex::encode(sub.id)));
+                }
+                // Pending moves on; committed, issued and refused stay.
+                if stored.state != 1 || sub.state == 1 {
+                    return Ok(stored);
+                }
+                sqlx::query(
+                    "UPDATE submissions SET state = $2, entry = $3, message = $4, updated_ms = $5 \
+                     WHERE submission_id = $1",
+                )
+                .bind(sub.id.to_vec())
+                .bind(sub.state as i32)
+                .bind(sub.entry.clone())
+                .bind(sub.message.clone())
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+                Ok(sub)
+            })
+        })
+        .await
+    }
+
+    /// A submission by ID.
+    pub async fn submission(&self, id: &[u8; 16]) -> Result<Submission, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, request, entry, message FROM submissions WHERE submission_id = $1",
+        )
+        .bind(id.to_vec())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("submission {}", hex::encode(id))))?;
+        Ok(Submission {
+            id: *id,
+            state: row.get::<i32, _>(0) as u8,
+            request: row.get(1),
+            entry: row.get(2),
+            message: row.get(3),
+        })
     }
 
     /// The domains bound to a record, in order.

@@ -283,3 +283,55 @@ both!(
         assert!(poz::verify_record(&stored).is_complete());
     }
 );
+
+both!(
+    submissions_are_idempotent_and_final_states_stay,
+    |s: Store| async move {
+        use poz_store::Submission;
+        let pending = Submission {
+            id: [1; 16],
+            state: 1,
+            request: vec![1, 2, 3],
+            entry: None,
+            message: String::new(),
+        };
+        assert!(matches!(
+            s.submission(&[1; 16]).await,
+            Err(poz_store::StoreError::NotFound(_))
+        ));
+        assert_eq!(s.put_submission(&pending).await.unwrap(), pending);
+        // The same request again changes nothing.
+        assert_eq!(s.put_submission(&pending).await.unwrap(), pending);
+        // Another request under the same ID is refused.
+        let other = Submission {
+            request: vec![9],
+            ..pending.clone()
+        };
+        assert!(matches!(
+            s.put_submission(&other).await,
+            Err(poz_store::StoreError::IdempotencyMismatch(_))
+        ));
+        // Pending moves on to issued, which then stays.
+        let issued = Submission {
+            state: 2,
+            entry: Some(vec![7; 10]),
+            ..pending.clone()
+        };
+        assert_eq!(s.put_submission(&issued).await.unwrap(), issued);
+        let refused = Submission {
+            state: 3,
+            message: "late".into(),
+            ..pending.clone()
+        };
+        assert_eq!(s.put_submission(&refused).await.unwrap(), issued);
+        assert_eq!(s.submission(&[1; 16]).await.unwrap(), issued);
+        assert!(matches!(
+            s.put_submission(&Submission {
+                state: 9,
+                ..pending
+            })
+            .await,
+            Err(poz_store::StoreError::Invalid(_))
+        ));
+    }
+);

@@ -4,28 +4,36 @@
 //! the store has committed it.
 #![forbid(unsafe_code)]
 
+pub mod requests;
 pub mod signed;
 
 use poz::wire::{MessageType, Request, Response, Status};
 use poz_query_gw::edge::Answer;
+pub use requests::{BindingRequests, Policy};
 pub use signed::SignedSubmissions;
 
 /// What 7076 answers.
 #[derive(Clone)]
 pub struct Submissions {
     pub signed: SignedSubmissions,
+    /// Binding requests; None: this provider takes none over POZ.
+    pub requests: Option<BindingRequests>,
 }
 
 impl Answer for Submissions {
     async fn answer(&self, req: &Request) -> Response {
         match req.message_type {
             MessageType::SUBMIT_SIGNED => self.signed.answer(req).await,
-            MessageType::SUBMIT_REQUEST | MessageType::SUBMIT_STATUS => Response::error(
-                Status::UNAVAILABLE,
-                req.request_id,
-                0,
-                "this provider does not take binding requests over POZ yet",
-            ),
+            MessageType::SUBMIT_REQUEST | MessageType::SUBMIT_STATUS => match &self.requests {
+                Some(r) if req.message_type == MessageType::SUBMIT_REQUEST => r.request(req).await,
+                Some(r) => r.status(req).await,
+                None => Response::error(
+                    Status::UNAUTHORIZED,
+                    req.request_id,
+                    0,
+                    "this provider takes no binding requests over POZ",
+                ),
+            },
             other => Response::error(
                 Status::WRONG_PORT,
                 req.request_id,

@@ -10,7 +10,7 @@ use poz::gate::{Gate, Port};
 use poz::pow::{Challenger, LoadTargets, PowConfig};
 use poz_kit::ServiceConfig;
 use poz_query_gw::{gateway, Discipline, Edge, LoadMeter};
-use poz_submit_gw::{SignedSubmissions, Submissions};
+use poz_submit_gw::{BindingRequests, Policy, SignedSubmissions, Submissions};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +26,12 @@ struct Config {
     store: String,
     /// The verifier's gRPC address.
     verifier: String,
+    /// Binding requests (SUBMIT_REQUEST): "off" (refused), "queue"
+    /// (recorded as pending for the provider to decide) or "issue" (issued
+    /// at once through the Provider API when the proof holds).
+    binding_requests: String,
+    /// The Provider API's gRPC address (for "issue").
+    provider_api: String,
     /// This gateway's Noise static secret: 64 hex digits, first line (the
     /// ceremony writes it; mount it from a Kubernetes Secret).
     noise_key_file: Option<PathBuf>,
@@ -76,6 +82,8 @@ impl Default for Config {
             listen: "0.0.0.0:7076".into(),
             store: "http://127.0.0.1:50051".into(),
             verifier: "http://127.0.0.1:50052".into(),
+            binding_requests: "queue".into(),
+            provider_api: "http://127.0.0.1:50054".into(),
             noise_key_file: None,
             challenge_secrets_file: None,
             pow_base: p.base,
@@ -108,7 +116,17 @@ impl Default for Config {
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), String> {
         poz_kit::check_listen("listen", &self.listen)?;
-        for (name, url) in [("store", &self.store), ("verifier", &self.verifier)] {
+        if !["off", "queue", "issue"].contains(&self.binding_requests.as_str()) {
+            return Err(format!(
+                "binding_requests must be off, queue or issue, not {:?}",
+                self.binding_requests
+            ));
+        }
+        for (name, url) in [
+            ("store", &self.store),
+            ("verifier", &self.verifier),
+            ("provider_api", &self.provider_api),
+        ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("{name} {url:?} is not an http(s):// URL"));
             }
@@ -238,6 +256,19 @@ async fn main() -> anyhow::Result<()> {
         Gate::new(Challenger::new(pow, secrets), 1_000_000),
         Submissions {
             signed: SignedSubmissions::new(channel(&c.store)?, channel(&c.verifier)?),
+            requests: match c.binding_requests.as_str() {
+                "off" => None,
+                "issue" => Some(BindingRequests::new(
+                    channel(&c.store)?,
+                    Some(channel(&c.provider_api)?),
+                    Policy::Issue,
+                )),
+                _ => Some(BindingRequests::new(
+                    channel(&c.store)?,
+                    None,
+                    Policy::Queue,
+                )),
+            },
         },
         load.clone(),
     );

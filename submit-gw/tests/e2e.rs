@@ -17,7 +17,7 @@ use poz::{workflow, Record};
 use poz_client::{Client, ClientConfig, ClientError, Endpoint, Security};
 use poz_proto::v1 as pb;
 use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
-use poz_submit_gw::{SignedSubmissions, Submissions};
+use poz_submit_gw::{BindingRequests, Policy, SignedSubmissions, Submissions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -72,6 +72,7 @@ async fn fleet() -> Fleet {
         gate(),
         Submissions {
             signed: SignedSubmissions::new(channel.clone(), channel.clone()),
+            requests: Some(BindingRequests::new(channel.clone(), None, Policy::Queue)),
         },
         load(),
     );

@@ -1135,3 +1135,109 @@ mod cache_tests {
         assert!(cache.get(&a).is_some() && cache.get(&c).is_some());
     }
 }
+
+/// Why a SUBMIT_REQUEST's proof does not hold.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitRequestRefused {
+    #[error("the request is for record {asked}, not the record given ({given})")]
+    WrongSubject { asked: Hash32, given: Hash32 },
+    #[error("the subject's master keys do not meet their threshold: {0}")]
+    ThresholdNotMet(String),
+}
+
+/// Checks a SUBMIT_REQUEST (SPEC §14.4): its proof must be signatures by
+/// the subject record's current master keys over the request's digest,
+/// meeting the threshold of one survivorship group, as a revision of that
+/// record would need. So only the holders of a record can ask a provider
+/// to bind a handle to it. Signatures by other keys, or that do not
+/// verify, count for nothing.
+pub fn verify_submit_request(
+    subject: &VerifiedRecord,
+    req: &crate::wire::SubmitRequest,
+) -> Result<(), SubmitRequestRefused> {
+    if req.subject != subject.id {
+        return Err(SubmitRequestRefused::WrongSubject {
+            asked: req.subject,
+            given: subject.id,
+        });
+    }
+    let digest = req.digest();
+    let members: Vec<Member> = subject
+        .record
+        .master
+        .master_keys
+        .iter()
+        .map(Member::from)
+        .collect();
+    let mut ok: Vec<u8> = Vec::new();
+    for s in &req.proof {
+        let is_member = members.iter().any(|m| m.key_idx == s.key_idx);
+        let verifies = subject
+            .record
+            .keys
+            .get(s.key_idx)
+            .is_some_and(|k| k.verify(&digest, s));
+        if is_member && verifies && !ok.contains(&s.key_idx) {
+            ok.push(s.key_idx);
+        }
+    }
+    let tally = evaluate(&members, &ok);
+    if tally.is_met() {
+        Ok(())
+    } else {
+        Err(SubmitRequestRefused::ThresholdNotMet(tally.describe()))
+    }
+}
+
+#[cfg(test)]
+mod submit_request_tests {
+    use super::*;
+    use crate::wire::SubmitRequest;
+
+    #[test]
+    fn only_the_subjects_master_keys_to_threshold_may_ask() {
+        // The tour record: alice, bob, carol 34/33/33 in group 0, and a
+        // recovery key of 100 in group 1.
+        let rec = crate::sample::tour_record().expect("tour record");
+        let vr = verify_and_accept(rec.clone()).expect("valid");
+        let mut req = SubmitRequest {
+            domain: "social.example".into(),
+            handle: "alice".into(),
+            subject: vr.id,
+            proof: Vec::new(),
+        };
+        let digest = req.digest();
+        let sign = |k: &crate::keys::SigningKey| {
+            let idx = rec
+                .keys
+                .index_of(&k.public().id())
+                .expect("key in the record");
+            k.sign(idx, &digest)
+        };
+        let keys = [1u8, 2, 3, 4].map(crate::sample::key);
+        assert!(verify_submit_request(&vr, &req).is_err(), "no proof");
+        req.proof = vec![sign(&keys[0]), sign(&keys[1])];
+        assert!(matches!(
+            verify_submit_request(&vr, &req),
+            Err(SubmitRequestRefused::ThresholdNotMet(_))
+        ));
+        req.proof.push(sign(&keys[2]));
+        assert_eq!(verify_submit_request(&vr, &req), Ok(()));
+        // The recovery key alone meets its own group.
+        req.proof = vec![sign(&keys[3])];
+        assert_eq!(verify_submit_request(&vr, &req), Ok(()));
+        // A signature by a key outside the record counts for nothing.
+        req.proof = vec![crate::sample::key(200).sign(3, &digest)];
+        assert!(verify_submit_request(&vr, &req).is_err());
+        // The same proof for another handle does not verify.
+        req.proof = vec![sign(&keys[3])];
+        req.handle = "mallory".into();
+        assert!(verify_submit_request(&vr, &req).is_err());
+        // Another subject.
+        req.subject = Hash32([1; 32]);
+        assert!(matches!(
+            verify_submit_request(&vr, &req),
+            Err(SubmitRequestRefused::WrongSubject { .. })
+        ));
+    }
+}

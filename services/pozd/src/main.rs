@@ -22,7 +22,7 @@ use poz::{workflow, Codec, Hash32, Record};
 use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
 use poz_signer::ceremony::{CeremonyPlan, HostPlan};
 use poz_signer::{KeyStore, SoftwareKeyStore};
-use poz_submit_gw::{SignedSubmissions, Submissions};
+use poz_submit_gw::{BindingRequests, Policy, SignedSubmissions, Submissions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -277,7 +277,17 @@ async fn main() -> anyhow::Result<()> {
         submit_key.clone(),
         Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000),
         Submissions {
-            signed: SignedSubmissions::new(store_channel, verifier_channel),
+            signed: SignedSubmissions::new(store_channel.clone(), verifier_channel),
+            // The demo provider issues a binding to anyone who proves they
+            // hold the record it names and asks for a free handle.
+            requests: Some(BindingRequests::new(
+                store_channel,
+                Some(
+                    tonic::transport::Endpoint::from_shared(fleet.provider_api.clone())?
+                        .connect_lazy(),
+                ),
+                Policy::Issue,
+            )),
         },
         load.clone(),
     );
