@@ -7,7 +7,6 @@
 
 use crate::{Store, StoreError};
 use poz::codec::Codec;
-use poz::wire::ZoneQuery;
 use poz::zone::ZoneType;
 use poz::Hash32;
 use poz_proto::v1 as pb;
@@ -181,23 +180,13 @@ impl pb::store_read_server::StoreRead for StoreService {
             .ok()
             .filter(|l| (1..=poz::wire::MAX_ZONE_PAGE).contains(l))
             .ok_or_else(|| Status::invalid_argument("limit: 1..=1000"))?;
-        let served = self.store.served(&id).await?;
-        let q = ZoneQuery {
-            domain: "x.invalid".into(),
-            zone_type: zone,
-            after,
-            limit,
-        };
-        let a = served
-            .zone_answer(&q)
-            .ok_or_else(|| Status::not_found(format!("record {id} has no {zone} zone")))?;
+        let (entries, next) = self.store.zone_page(&id, zone, &after, limit).await?;
+        if entries.is_empty() && after.is_zero() {
+            return Err(Status::not_found(format!("record {id} has no {zone} zone")));
+        }
         Ok(Response::new(pb::ListZoneResponse {
-            entries: a.entries.iter().map(|e| e.to_bytes()).collect(),
-            next: if a.next.is_zero() {
-                Vec::new()
-            } else {
-                a.next.0.to_vec()
-            },
+            entries,
+            next: next.map(|d| d.0.to_vec()).unwrap_or_default(),
         }))
     }
 
@@ -205,11 +194,12 @@ impl pb::store_read_server::StoreRead for StoreService {
         &self,
         req: Request<pb::GetMirrorsRequest>,
     ) -> Result<Response<pb::GetMirrorsResponse>, Status> {
+        // Mirrors are not recorded yet (SetMirrors): the list is empty for
+        // every record that exists. Nothing else of the record is read, so
+        // MIRRORS stays cheap for any record size.
         let id = self.record_ref(&req.get_ref().record).await?;
-        let served = self.store.served(&id).await?;
-        Ok(Response::new(pb::GetMirrorsResponse {
-            hosts: served.mirrors.iter().map(|h| h.to_bytes()).collect(),
-        }))
+        self.store.head(&id).await?;
+        Ok(Response::new(pb::GetMirrorsResponse { hosts: Vec::new() }))
     }
 
     async fn get_history(

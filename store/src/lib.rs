@@ -1281,6 +1281,37 @@ impl Store {
         Ok(ServedRecord::new(self.record(id, &[]).await?, Vec::new()))
     }
 
+    /// One ZONE page (SPEC §14.4): entries of `zone` with digests above
+    /// `after`, ascending, at most `limit`, read by primary key in the
+    /// database (never the whole zone: an Identity Zone can hold
+    /// millions), and the cursor for the next page if there is one.
+    pub async fn zone_page(
+        &self,
+        id: &Hash32,
+        zone: ZoneType,
+        after: &Hash32,
+        limit: u16,
+    ) -> Result<(Vec<Vec<u8>>, Option<Hash32>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT digest, entry FROM entries WHERE record_id = $1 AND zone_type = $2 AND digest > $3 \
+             ORDER BY digest LIMIT $4",
+        )
+        .bind(id.0.to_vec())
+        .bind(zone.0 as i32)
+        .bind(after.0.to_vec())
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() > limit as usize;
+        let mut entries = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut last = None;
+        for r in rows.iter().take(limit as usize) {
+            last = Some(to_hash(&r.get::<Vec<u8>, _>(0))?);
+            entries.push(r.get::<Vec<u8>, _>(1));
+        }
+        Ok((entries, if more { last } else { None }))
+    }
+
     /// Counts identity bindings of a record (for operators and tests).
     pub async fn count_bindings(&self, id: &Hash32) -> Result<u64, StoreError> {
         let r = sqlx::query(

@@ -335,3 +335,59 @@ both!(
         ));
     }
 );
+
+both!(
+    zone_pages_walk_the_zone_in_digest_order_once,
+    |s: Store| async move {
+        let (g, p) = provider_genesis_and_rest();
+        let id = s
+            .create_record(&g.to_bytes(), &["social.example".into()], "")
+            .await
+            .unwrap();
+        s.advance_head(&p.to_bytes(), 1, "").await.unwrap();
+        let k = sample::provider_keys();
+        let bulk = sample::bulk_bindings(&p, 100, &[&k.device_a, &k.device_b]).unwrap();
+        let bytes: Vec<Vec<u8>> = bulk.iter().map(|e| e.to_bytes()).collect();
+        s.put_entries(&id, ZoneType::IDENTITY, &bytes, "")
+            .await
+            .unwrap();
+        // The reference: the whole record served in memory, paged the same way.
+        let served = s.served(&id).await.unwrap();
+        for zone in [ZoneType::IDENTITY, ZoneType::SERVICE] {
+            let mut after = poz::Hash32::ZERO;
+            let mut pages = 0;
+            loop {
+                let (got, next) = s.zone_page(&id, zone, &after, 7).await.unwrap();
+                let want = served
+                    .zone_answer(&poz::wire::ZoneQuery {
+                        domain: "social.example".into(),
+                        zone_type: zone,
+                        after,
+                        limit: 7,
+                    })
+                    .unwrap();
+                let want_bytes: Vec<Vec<u8>> = want.entries.iter().map(|e| e.to_bytes()).collect();
+                assert_eq!(got, want_bytes, "{zone} page {pages}");
+                assert_eq!(
+                    next.unwrap_or(poz::Hash32::ZERO),
+                    want.next,
+                    "{zone} page {pages}"
+                );
+                pages += 1;
+                match next {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
+            if zone == ZoneType::IDENTITY {
+                assert_eq!(pages, 101usize.div_ceil(7), "101 bindings in pages of 7");
+            }
+        }
+        // A zone the record does not have: an empty first page.
+        let (none, next) = s
+            .zone_page(&id, ZoneType(9), &poz::Hash32::ZERO, 10)
+            .await
+            .unwrap();
+        assert!(none.is_empty() && next.is_none());
+    }
+);
