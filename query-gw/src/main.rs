@@ -253,9 +253,10 @@ async fn main() -> anyhow::Result<()> {
         "poz-query-gw listening"
     );
     println!(
-        "listening plain {} noise {}",
+        "listening plain {} noise {} key {}",
         plain.local_addr()?,
-        noise.local_addr()?
+        noise.local_addr()?,
+        hex::encode(key.public)
     );
 
     // The difficulty follows the load (the fleet's, through Redis, when

@@ -35,6 +35,10 @@ struct Args {
     /// Handles to ask for, in turn (identity and chain).
     #[arg(long, value_delimiter = ',', default_value = "alice,bob,carol")]
     handles: Vec<String>,
+    /// Instead of --handles: 10,000 handles drawn at random from
+    /// PREFIX0 .. PREFIX(N-1) (as `store-identity` loads them: user0 ..).
+    #[arg(long, value_name = "PREFIX:N")]
+    handle_range: Option<String>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -89,6 +93,23 @@ async fn main() -> anyhow::Result<()> {
         }
         None => Security::Plain,
     };
+    let handles: Vec<String> = match &args.handle_range {
+        None => args.handles.clone(),
+        Some(spec) => {
+            let (prefix, n) = spec
+                .rsplit_once(':')
+                .context("--handle-range is PREFIX:N")?;
+            let n: u64 = n.parse().context("--handle-range N")?;
+            if n == 0 {
+                bail!("--handle-range: N must be at least 1");
+            }
+            use rand_core::RngCore;
+            let mut rng = rand_core::OsRng;
+            (0..10_000)
+                .map(|_| format!("{prefix}{}", rng.next_u64() % n))
+                .collect()
+        }
+    };
     let (message_type, payloads): (MessageType, Vec<Vec<u8>>) = match args.query_type.as_str() {
         "identity" | "chain" => (
             if args.query_type == "identity" {
@@ -96,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 MessageType::CHAIN
             },
-            args.handles
+            handles
                 .iter()
                 .map(|h| {
                     IdentityQuery {
