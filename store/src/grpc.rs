@@ -98,8 +98,16 @@ impl pb::store_read_server::StoreRead for StoreService {
         &self,
         req: Request<pb::GetBindingRequest>,
     ) -> Result<Response<pb::GetBindingResponse>, Status> {
-        let id = self.record_ref(&req.get_ref().record).await?;
-        let (b, r) = self.store.binding(&id, &req.get_ref().handle).await?;
+        let r = req.get_ref();
+        let (b, r) = match r.record.as_ref().and_then(|x| x.by.as_ref()) {
+            Some(pb::record_ref::By::Domain(d)) => {
+                self.store.binding_by_domain(d, &r.handle).await?
+            }
+            _ => {
+                let id = self.record_ref(&r.record).await?;
+                self.store.binding(&id, &r.handle).await?
+            }
+        };
         Ok(Response::new(pb::GetBindingResponse {
             binding: b.to_bytes(),
             revocation: r.map(|r| r.to_bytes()),

@@ -391,3 +391,31 @@ both!(
         assert!(none.is_empty() && next.is_none());
     }
 );
+
+both!(
+    binding_by_domain_equals_binding_by_record,
+    |s: Store| async move {
+        let (g, p) = provider_genesis_and_rest();
+        let id = s
+            .create_record(&g.to_bytes(), &["social.example".into()], "")
+            .await
+            .unwrap();
+        s.advance_head(&p.to_bytes(), 1, "").await.unwrap();
+        let by_id = s.binding(&id, "alice").await.unwrap();
+        assert_eq!(
+            s.binding_by_domain("social.example", "alice")
+                .await
+                .unwrap(),
+            by_id
+        );
+        for (domain, handle, says) in [
+            ("social.example", "nobody", "no binding"),
+            ("nobody.example", "alice", "no record for domain"),
+        ] {
+            match s.binding_by_domain(domain, handle).await {
+                Err(StoreError::NotFound(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("{domain} {handle}: {other:?}"),
+            }
+        }
+    }
+);
