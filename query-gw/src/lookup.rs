@@ -27,11 +27,155 @@ pub const STORE_RETRY_MS: u32 = 1_000;
 /// staleness: an update or revocation is served at most `ttl` late
 /// (default 1 s; 0 turns the cache off). Clients verify every answer, so
 /// a cached answer can be old but never forged.
+///
+/// IDENTITY lookups, the hot path, are gathered: a lookup that arrives
+/// while `in_flight` LookupBindings calls are already out waits for the
+/// next call and goes with every other lookup that queued meanwhile (at
+/// most `max` per call). An idle gateway therefore sends each lookup at
+/// once, alone, and a busy one pays one gRPC call and one SQL statement
+/// per group instead of per lookup; no timer ever holds a lookup back.
 #[derive(Clone)]
 pub struct StoreLookup {
     store: StoreReadClient<Channel>,
     cache: Option<std::sync::Arc<AnswerCache>>,
+    bindings: BindingGather,
 }
+
+/// Default most lookups per LookupBindings call.
+pub const GATHER_MAX: usize = 64;
+/// Default LookupBindings calls out at once.
+pub const GATHER_IN_FLIGHT: usize = 2;
+
+/// What a gathered lookup gets back.
+type Outcome = Result<pb::binding_lookup_result::Outcome, tonic::Status>;
+
+/// One IDENTITY lookup waiting for its group's call.
+struct PendingLookup {
+    lookup: pb::BindingLookup,
+    reply: tokio::sync::oneshot::Sender<Outcome>,
+}
+
+/// The queue into the task that sends the groups.
+#[derive(Clone)]
+struct BindingGather {
+    queue: tokio::sync::mpsc::Sender<PendingLookup>,
+    counts: std::sync::Arc<GatherCounts>,
+}
+
+#[derive(Default)]
+struct GatherCounts {
+    calls: std::sync::atomic::AtomicU64,
+    lookups: std::sync::atomic::AtomicU64,
+}
+
+/// How IDENTITY lookups have been gathered so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherStats {
+    /// LookupBindings calls sent.
+    pub calls: u64,
+    /// Lookups they carried.
+    pub lookups: u64,
+    /// Lookups waiting for a call now.
+    pub queued: usize,
+}
+
+impl BindingGather {
+    /// Starts the task that sends the groups; it ends when the last
+    /// `BindingGather` clone is dropped. Needs a Tokio runtime.
+    fn start(store: StoreReadClient<Channel>, max: usize, in_flight: usize) -> Self {
+        let max = max.clamp(1, STORE_MAX_LOOKUPS);
+        let in_flight = in_flight.max(1);
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<PendingLookup>(max * 64);
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+        let counts = std::sync::Arc::new(GatherCounts::default());
+        let counted = counts.clone();
+        tokio::spawn(async move {
+            loop {
+                // A free slot first, then whatever has queued: while every
+                // slot is busy the queue fills, and the next group takes
+                // it all.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                let mut group = vec![first];
+                while group.len() < max {
+                    match rx.try_recv() {
+                        Ok(p) => group.push(p),
+                        Err(_) => break,
+                    }
+                }
+                use std::sync::atomic::Ordering::Relaxed;
+                counted.calls.fetch_add(1, Relaxed);
+                counted.lookups.fetch_add(group.len() as u64, Relaxed);
+                let mut store = store.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let (lookups, replies): (Vec<_>, Vec<_>) =
+                        group.into_iter().map(|p| (p.lookup, p.reply)).unzip();
+                    let n = lookups.len();
+                    match store
+                        .lookup_bindings(pb::LookupBindingsRequest { lookups })
+                        .await
+                    {
+                        Ok(r) => {
+                            let results = r.into_inner().results;
+                            if results.len() != n {
+                                let bad = tonic::Status::data_loss(format!(
+                                    "the store answered {} of {n} lookups",
+                                    results.len()
+                                ));
+                                for reply in replies {
+                                    let _ = reply.send(Err(bad.clone()));
+                                }
+                                return;
+                            }
+                            for (reply, result) in replies.into_iter().zip(results) {
+                                let _ = reply.send(result.outcome.ok_or_else(|| {
+                                    tonic::Status::data_loss("a lookup result without an outcome")
+                                }));
+                            }
+                        }
+                        Err(s) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(s.clone()));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        BindingGather { queue, counts }
+    }
+
+    fn stats(&self) -> GatherStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        GatherStats {
+            calls: self.counts.calls.load(Relaxed),
+            lookups: self.counts.lookups.load(Relaxed),
+            queued: self.queue.max_capacity() - self.queue.capacity(),
+        }
+    }
+
+    async fn lookup(&self, domain: String, handle: String) -> Outcome {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = PendingLookup {
+            lookup: pb::BindingLookup { domain, handle },
+            reply,
+        };
+        if self.queue.send(pending).await.is_err() {
+            return Err(tonic::Status::unavailable("the lookup task has stopped"));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::unavailable("the lookup task has stopped")))
+    }
+}
+
+/// The store's limit on lookups per LookupBindings call (store.proto).
+const STORE_MAX_LOOKUPS: usize = 1_024;
 
 /// A query: its message type and payload bytes.
 type CacheKey = (u8, Vec<u8>);
@@ -104,13 +248,28 @@ fn corrupt(id: u16, what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 impl StoreLookup {
-    /// Without a cache.
+    /// Without a cache, gathering IDENTITY lookups by the defaults. Needs
+    /// a Tokio runtime.
     pub fn new(channel: Channel) -> Self {
+        let store =
+            StoreReadClient::new(channel).max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE);
         StoreLookup {
-            store: StoreReadClient::new(channel)
-                .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
+            bindings: BindingGather::start(store.clone(), GATHER_MAX, GATHER_IN_FLIGHT),
+            store,
             cache: None,
         }
+    }
+
+    /// How IDENTITY lookups have been gathered so far.
+    pub fn gather_stats(&self) -> GatherStats {
+        self.bindings.stats()
+    }
+
+    /// IDENTITY lookups gathered at most `max` per call (1: each alone),
+    /// with at most `in_flight` calls out at once.
+    pub fn gathering(mut self, max: usize, in_flight: usize) -> Self {
+        self.bindings = BindingGather::start(self.store.clone(), max, in_flight);
+        self
     }
 
     /// With a cache of `capacity` answers kept for `ttl` (zero: none).
@@ -214,19 +373,22 @@ impl StoreLookup {
                     Ok(q) => q,
                     Err(e) => return bad(e),
                 };
-                let ask = pb::GetBindingRequest {
-                    record: by_domain(&q.domain),
-                    handle: q.handle.clone(),
-                };
                 if req.message_type == MessageType::CHAIN {
+                    let ask = pb::GetBindingRequest {
+                        record: by_domain(&q.domain),
+                        handle: q.handle.clone(),
+                    };
                     return match store.get_chain(ask).await {
                         Ok(r) => Response::ok(id, r.into_inner().chain),
                         Err(s) => store_error(id, &s),
                     };
                 }
-                match store.get_binding(ask).await {
-                    Ok(r) => {
-                        let r = r.into_inner();
+                let ask = (q.domain.to_ascii_lowercase(), q.handle.clone());
+                match self.bindings.lookup(ask.0, ask.1).await {
+                    Ok(pb::binding_lookup_result::Outcome::NotFound(why)) => {
+                        Response::error(Status::NOT_FOUND, id, 0, &why)
+                    }
+                    Ok(pb::binding_lookup_result::Outcome::Found(r)) => {
                         let binding = match SignedEntry::from_bytes(&r.binding) {
                             Ok(b) => b,
                             Err(e) => return corrupt(id, "binding", e),

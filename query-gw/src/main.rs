@@ -65,6 +65,12 @@ struct Config {
     cache_ttl_ms: u64,
     /// Answers kept at most.
     cache_entries: usize,
+    /// IDENTITY lookups gathered into one LookupBindings call at most
+    /// (1: each lookup its own call).
+    store_gather_max: usize,
+    /// LookupBindings calls out at once; lookups that arrive while all
+    /// are out wait and go together in the next.
+    store_gather_in_flight: usize,
     /// JSON log lines.
     log_json: bool,
 }
@@ -104,6 +110,8 @@ impl Default for Config {
             redis_timeout_ms: 250,
             cache_ttl_ms: 1_000,
             cache_entries: 100_000,
+            store_gather_max: poz_query_gw::lookup::GATHER_MAX,
+            store_gather_in_flight: poz_query_gw::lookup::GATHER_IN_FLIGHT,
             log_json: false,
         }
     }
@@ -135,10 +143,14 @@ impl ServiceConfig for Config {
             ("max_connections_per_ip", self.max_connections_per_ip),
             ("max_pending", self.max_pending),
             ("max_lookups", self.max_lookups),
+            ("store_gather_in_flight", self.store_gather_in_flight),
         ] {
             if v == 0 {
                 return Err(format!("{name}: at least 1"));
             }
+        }
+        if !(1..=1_024).contains(&self.store_gather_max) {
+            return Err("store_gather_max: 1..=1024 (the store's limit per call)".into());
         }
         if self.rate_per_ip == 0 || self.burst_per_ip == 0 {
             return Err("rate_per_ip and burst_per_ip: at least 1".into());
@@ -241,7 +253,8 @@ async fn main() -> anyhow::Result<()> {
             store,
             Duration::from_millis(c.cache_ttl_ms),
             c.cache_entries,
-        ),
+        )
+        .gathering(c.store_gather_max, c.store_gather_in_flight),
         load.clone(),
     );
     let plain = tokio::net::TcpListener::bind(&c.listen_plain).await?;

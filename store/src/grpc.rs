@@ -29,6 +29,9 @@ impl From<StoreError> for Status {
     }
 }
 
+/// Lookups per LookupBindings call.
+pub const MAX_LOOKUPS: usize = 1_024;
+
 fn hash_arg(field: &str, h: &Option<pb::Hash>) -> Result<Hash32, Status> {
     let v = h.as_ref().map(|h| h.value.as_slice()).unwrap_or_default();
     <[u8; 32]>::try_from(v).map(Hash32).map_err(|_| {
@@ -112,6 +115,41 @@ impl pb::store_read_server::StoreRead for StoreService {
             binding: b.to_bytes(),
             revocation: r.map(|r| r.to_bytes()),
         }))
+    }
+
+    async fn lookup_bindings(
+        &self,
+        req: Request<pb::LookupBindingsRequest>,
+    ) -> Result<Response<pb::LookupBindingsResponse>, Status> {
+        let lookups = &req.get_ref().lookups;
+        if lookups.is_empty() || lookups.len() > MAX_LOOKUPS {
+            return Err(Status::invalid_argument(format!(
+                "lookups: 1..={MAX_LOOKUPS} per call, got {}",
+                lookups.len()
+            )));
+        }
+        let asks: Vec<(String, String)> = lookups
+            .iter()
+            .map(|l| (l.domain.clone(), l.handle.clone()))
+            .collect();
+        let mut results = Vec::with_capacity(asks.len());
+        for answer in self.store.lookup_bindings(&asks).await? {
+            results.push(pb::BindingLookupResult {
+                outcome: Some(match answer {
+                    Ok((b, r)) => {
+                        pb::binding_lookup_result::Outcome::Found(pb::GetBindingResponse {
+                            binding: b.to_bytes(),
+                            revocation: r.map(|r| r.to_bytes()),
+                        })
+                    }
+                    Err(StoreError::NotFound(why)) => {
+                        pb::binding_lookup_result::Outcome::NotFound(why)
+                    }
+                    Err(e) => return Err(e.into()),
+                }),
+            });
+        }
+        Ok(Response::new(pb::LookupBindingsResponse { results }))
     }
 
     async fn get_bindings(

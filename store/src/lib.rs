@@ -181,6 +181,25 @@ const FIRST_ANALYZE: u64 = 10_000;
 /// Handles per IN (…) lookup.
 const HANDLES_PER_QUERY: usize = 500;
 
+/// (domain, handle) pairs per statement of [`Store::lookup_bindings`]:
+/// three parameters each, well inside both backends' limits.
+pub const LOOKUPS_PER_QUERY: usize = 256;
+
+/// A binding and the revocation naming it, if any.
+pub type BindingAnswer = (SignedEntry, Option<SignedEntry>);
+
+/// A stored binding and revocation, decoded (the store wrote them, so a
+/// failure here means the database holds what the store did not write).
+fn decode_binding(entry: &[u8], revocation: Option<Vec<u8>>) -> Result<BindingAnswer, StoreError> {
+    let e = SignedEntry::from_bytes(entry)
+        .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))?;
+    let rev = revocation
+        .map(|b| SignedEntry::from_bytes(&b))
+        .transpose()
+        .map_err(|e| StoreError::Invalid(format!("stored revocation: {e}")))?;
+    Ok((e, rev))
+}
+
 /// Rows per multi-row INSERT of zone entries.
 const ENTRY_ROWS_PER_STATEMENT: usize = 500;
 /// Audit rows per INSERT: 8 parameters each, as far below the limits.
@@ -1144,14 +1163,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("no binding for handle {handle:?}")))?;
-        let e = SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(0))
-            .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))?;
-        let rev = r
-            .get::<Option<Vec<u8>>, _>(1)
-            .map(|b| SignedEntry::from_bytes(&b))
-            .transpose()
-            .map_err(|e| StoreError::Invalid(format!("stored revocation: {e}")))?;
-        Ok((e, rev))
+        decode_binding(&r.get::<Vec<u8>, _>(0), r.get(1))
     }
 
     /// [`Store::binding`] by domain in the same one round trip (the
@@ -1182,14 +1194,89 @@ impl Store {
                 "no binding for handle {handle:?}"
             )));
         };
-        let e = SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(0))
-            .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))?;
-        let rev = r
-            .get::<Option<Vec<u8>>, _>(1)
-            .map(|b| SignedEntry::from_bytes(&b))
-            .transpose()
-            .map_err(|e| StoreError::Invalid(format!("stored revocation: {e}")))?;
-        Ok((e, rev))
+        decode_binding(&r.get::<Vec<u8>, _>(0), r.get(1))
+    }
+
+    /// [`Store::binding_by_domain`] for many (domain, handle) pairs in one
+    /// statement per [`LOOKUPS_PER_QUERY`]: the query gateways gather the
+    /// IDENTITY lookups that arrive while earlier ones are in flight and
+    /// ask for them together, so a busy gateway pays one round trip and one
+    /// statement for a group instead of one per lookup. The answers come
+    /// back in the order asked, each found or NotFound (naming whether the
+    /// domain or the handle is unknown); a database failure fails the lot.
+    pub async fn lookup_bindings(
+        &self,
+        asks: &[(String, String)],
+    ) -> Result<Vec<Result<BindingAnswer, StoreError>>, StoreError> {
+        let mut out: Vec<Result<BindingAnswer, StoreError>> = Vec::with_capacity(asks.len());
+        for (n, chunk) in asks.chunks(LOOKUPS_PER_QUERY).enumerate() {
+            // The pairs as a VALUES list (both backends accept it in a
+            // CTE); for each, the newest binding's digest by the handle
+            // index, then the binding by primary key and any revocation
+            // naming it by the target index.
+            let mut sql = String::from("WITH q(i, domain, handle) AS (VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let p = 3 + 3 * i;
+                sql.push_str(&format!("(${}, ${}, ${})", p, p + 1, p + 2));
+            }
+            sql.push_str(
+                "), b AS (SELECT q.i, d.record_id AS rid, \
+                   (SELECT e.digest FROM entries e WHERE e.record_id = d.record_id AND e.zone_type = $1 \
+                    AND e.handle = q.handle AND e.kind = $2 ORDER BY e.issued_at DESC LIMIT 1) AS digest \
+                   FROM q LEFT JOIN domains d ON d.domain = q.domain) \
+                 SELECT b.i, b.rid, e.entry, \
+                   (SELECT r.entry FROM entries r WHERE r.record_id = b.rid AND r.zone_type = $1 \
+                    AND r.target = b.digest LIMIT 1) \
+                 FROM b LEFT JOIN entries e ON e.record_id = b.rid AND e.zone_type = $1 AND e.digest = b.digest",
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(ZoneType::IDENTITY.0 as i32)
+                .bind(EntryKind::GRANT.0 as i32);
+            for (i, (domain, handle)) in chunk.iter().enumerate() {
+                q = q
+                    .bind(i as i64)
+                    .bind(domain.to_ascii_lowercase())
+                    .bind(handle.as_str());
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            let mut answers: Vec<Option<Result<BindingAnswer, StoreError>>> =
+                (0..chunk.len()).map(|_| None).collect();
+            for r in rows {
+                let i = r.get::<i64, _>(0);
+                let Some(slot) = usize::try_from(i).ok().and_then(|i| answers.get_mut(i)) else {
+                    return Err(StoreError::Invalid(format!("lookup row for no pair ({i})")));
+                };
+                let (domain, handle) = &chunk[i as usize];
+                let answer = match (
+                    r.get::<Option<Vec<u8>>, _>(1),
+                    r.get::<Option<Vec<u8>>, _>(2),
+                ) {
+                    (None, _) => Err(StoreError::NotFound(format!(
+                        "no record for domain {domain}"
+                    ))),
+                    (Some(_), None) => Err(StoreError::NotFound(format!(
+                        "no binding for handle {handle:?}"
+                    ))),
+                    (Some(_), Some(entry)) => decode_binding(&entry, r.get(3)),
+                };
+                *slot = Some(answer);
+            }
+            for (i, a) in answers.into_iter().enumerate() {
+                match a {
+                    Some(a) => out.push(a),
+                    None => {
+                        return Err(StoreError::Invalid(format!(
+                            "no lookup row for pair {}",
+                            n * LOOKUPS_PER_QUERY + i
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The newest binding of each of `handles` (those that have one), with

@@ -183,6 +183,44 @@ both!(store_and_look_up, |s: Store| async move {
             assert_eq!(e.to_bytes(), bulk[i.parse::<usize>().unwrap()]);
         }
     }
+    // Gathered lookups by domain (the gateways' IDENTITY path): answered
+    // in the order asked across statements, each exactly what the single
+    // lookup answers: found, revoked, unknown handle, unknown domain, a
+    // domain in capitals, the same pair twice.
+    let mut asks: Vec<(String, String)> = Vec::new();
+    for i in (0..1_203).rev().step_by(3) {
+        asks.push(("social.example".into(), format!("user{i}")));
+        match i % 4 {
+            0 => asks.push(("social.example".into(), "bob".into())),
+            1 => asks.push(("social.example".into(), format!("nobody{i}"))),
+            2 => asks.push(("nowhere.example".into(), "alice".into())),
+            _ => asks.push(("Social.Example".into(), format!("user{i}"))),
+        }
+    }
+    assert!(asks.len() > 2 * poz_store::LOOKUPS_PER_QUERY);
+    let answers = s.lookup_bindings(&asks).await.unwrap();
+    assert_eq!(answers.len(), asks.len());
+    let (mut found, mut missing) = (0, 0);
+    for ((domain, handle), got) in asks.iter().zip(&answers) {
+        let want = s
+            .binding_by_domain(&domain.to_ascii_lowercase(), handle)
+            .await;
+        match (got, want) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a, &b, "{domain} {handle}");
+                assert_eq!(a.1.is_some(), handle == "bob", "{handle}");
+                found += 1;
+            }
+            (Err(StoreError::NotFound(a)), Err(StoreError::NotFound(b))) => {
+                assert_eq!(a, &b, "{domain} {handle}");
+                missing += 1;
+            }
+            (a, b) => panic!("{domain} {handle}: {a:?} vs {b:?}"),
+        }
+    }
+    assert_eq!((found, missing), (401 + 100 + 100, 100 + 101));
+    assert!(s.lookup_bindings(&[]).await.unwrap().is_empty());
+
     // Pages in handle order.
     let page = s.list_bindings(&id, "user1199", 5).await.unwrap();
     let handles: Vec<&str> = page.iter().map(|(h, _, _)| h.as_str()).collect();
