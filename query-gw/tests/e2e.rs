@@ -144,17 +144,40 @@ async fn every_query_type_plain_and_noise_verified_by_the_client() {
             after = z.next;
         }
         assert_eq!(seen, vr.record.zones[&ZoneType::SERVICE].entries.len());
-        // MIRRORS: none recorded.
+        // MIRRORS: none recorded, then what the operator set, in order.
         let q = DomainQuery {
             domain: "social.example".into(),
         };
-        let m = MirrorsAnswer::from_bytes(
-            &c.request_any(&eps, MessageType::MIRRORS, &q.to_bytes())
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        assert!(m.hosts.is_empty());
+        let mirrors = || async {
+            MirrorsAnswer::from_bytes(
+                &c.request_any(&eps, MessageType::MIRRORS, &q.to_bytes())
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+            .hosts
+        };
+        s.store.set_mirrors(&s.provider.id(), &[]).await.unwrap();
+        assert!(mirrors().await.is_empty());
+        let pool: Vec<_> = ["m1.example", "m2.example"]
+            .iter()
+            .map(|name| poz::entries::PoolHost {
+                hostname: name.to_string(),
+                port: 7075,
+                transport: poz::entries::Transport::TCP,
+                encryption: poz::entries::Encryption::NOISE_NK,
+                server_key: Some([5; 32]),
+                ca_key_idx: poz::entries::NO_CA_KEY,
+                priority: 10,
+                weight: 1,
+            })
+            .collect();
+        let hosts: Vec<Vec<u8>> = pool.iter().rev().map(|h| h.to_bytes()).collect();
+        s.store.set_mirrors(&s.provider.id(), &hosts).await.unwrap();
+        assert_eq!(
+            mirrors().await,
+            pool.iter().rev().cloned().collect::<Vec<_>>()
+        );
         // Unknown domain and handle: NOT_FOUND.
         for (t, payload) in [
             (

@@ -240,12 +240,11 @@ impl pb::store_read_server::StoreRead for StoreService {
         &self,
         req: Request<pb::GetMirrorsRequest>,
     ) -> Result<Response<pb::GetMirrorsResponse>, Status> {
-        // Mirrors are not recorded yet (SetMirrors): the list is empty for
-        // every record that exists. Nothing else of the record is read, so
-        // MIRRORS stays cheap for any record size.
+        // Nothing else of the record is read, so MIRRORS stays cheap for
+        // any record size.
         let id = self.record_ref(&req.get_ref().record).await?;
-        self.store.head(&id).await?;
-        Ok(Response::new(pb::GetMirrorsResponse { hosts: Vec::new() }))
+        let hosts = self.store.mirrors(&id).await?;
+        Ok(Response::new(pb::GetMirrorsResponse { hosts }))
     }
 
     async fn get_history(
@@ -333,11 +332,12 @@ impl pb::store_write_server::StoreWrite for StoreService {
 
     async fn set_mirrors(
         &self,
-        _req: Request<pb::SetMirrorsRequest>,
+        req: Request<pb::SetMirrorsRequest>,
     ) -> Result<Response<pb::SetMirrorsResponse>, Status> {
-        Err(Status::unimplemented(
-            "mirrors are managed with the gateways (issue 6)",
-        ))
+        let r = req.get_ref();
+        let id = hash_arg("record_id", &r.record_id)?;
+        self.store.set_mirrors(&id, &r.hosts).await?;
+        Ok(Response::new(pb::SetMirrorsResponse {}))
     }
 
     async fn put_submission(

@@ -181,6 +181,9 @@ const FIRST_ANALYZE: u64 = 10_000;
 /// Handles per IN (…) lookup.
 const HANDLES_PER_QUERY: usize = 500;
 
+/// Mirrors per record at most: a MIRRORS answer counts them in one byte.
+pub const MAX_MIRRORS: usize = 255;
+
 /// (domain, handle) pairs per statement of [`Store::lookup_bindings`]:
 /// three parameters each, well inside both backends' limits.
 pub const LOOKUPS_PER_QUERY: usize = 256;
@@ -535,6 +538,72 @@ impl Store {
             Box::pin(async move { Self::bind_domain_tx(tx, &d, &id).await })
         })
         .await
+    }
+
+    /// Replaces the servers known to carry a record (MIRRORS, SPEC §14.4):
+    /// pool hosts as SPEC §8.7 encodes them, in the order given, at most
+    /// [`MAX_MIRRORS`]. Mirrors are not signed: an operator sets them, and
+    /// a client only learns where else to ask (whatever it gets there it
+    /// verifies). An empty list removes them all.
+    pub async fn set_mirrors(&self, id: &Hash32, hosts: &[Vec<u8>]) -> Result<(), StoreError> {
+        if hosts.len() > MAX_MIRRORS {
+            return Err(StoreError::Invalid(format!(
+                "hosts: at most {MAX_MIRRORS} (a MIRRORS answer counts them in one byte), got {}",
+                hosts.len()
+            )));
+        }
+        for (i, h) in hosts.iter().enumerate() {
+            poz::entries::PoolHost::from_bytes(h)
+                .map_err(|e| StoreError::Invalid(format!("hosts[{i}]: {e}")))?;
+        }
+        let (id, hosts) = (*id, hosts.to_vec());
+        self.tx(move |tx| {
+            let hosts = hosts.clone();
+            Box::pin(async move {
+                let exists = sqlx::query("SELECT 1 FROM records WHERE record_id = $1")
+                    .bind(id.0.to_vec())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("record {id}")));
+                }
+                sqlx::query("DELETE FROM mirrors WHERE record_id = $1")
+                    .bind(id.0.to_vec())
+                    .execute(&mut **tx)
+                    .await?;
+                for (position, host) in hosts.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO mirrors (record_id, position, host) VALUES ($1, $2, $3)",
+                    )
+                    .bind(id.0.to_vec())
+                    .bind(position as i32)
+                    .bind(host.clone())
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// A record's mirrors in the order they were set (NotFound: no such
+    /// record).
+    pub async fn mirrors(&self, id: &Hash32) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.host FROM records h LEFT JOIN mirrors m ON m.record_id = h.record_id \
+             WHERE h.record_id = $1 ORDER BY m.position",
+        )
+        .bind(id.0.to_vec())
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound(format!("record {id}")));
+        }
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get::<Option<Vec<u8>>, _>(0))
+            .collect())
     }
 
     async fn insert_entries(
@@ -1211,9 +1280,7 @@ impl Store {
         let mut out: Vec<Result<BindingAnswer, StoreError>> = Vec::with_capacity(asks.len());
         for (n, chunk) in asks.chunks(LOOKUPS_PER_QUERY).enumerate() {
             // The pairs as a VALUES list (both backends accept it in a
-            // CTE); for each, the newest binding's digest by the handle
-            // index, then the binding by primary key and any revocation
-            // naming it by the target index.
+            // CTE), each joined to its record by domain.
             let mut sql = String::from("WITH q(i, domain, handle) AS (VALUES ");
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -1222,16 +1289,32 @@ impl Store {
                 let p = 3 + 3 * i;
                 sql.push_str(&format!("(${}, ${}, ${})", p, p + 1, p + 2));
             }
-            sql.push_str(
-                "), b AS (SELECT q.i, d.record_id AS rid, \
-                   (SELECT e.digest FROM entries e WHERE e.record_id = d.record_id AND e.zone_type = $1 \
-                    AND e.handle = q.handle AND e.kind = $2 ORDER BY e.issued_at DESC LIMIT 1) AS digest \
-                   FROM q LEFT JOIN domains d ON d.domain = q.domain) \
-                 SELECT b.i, b.rid, e.entry, \
-                   (SELECT r.entry FROM entries r WHERE r.record_id = b.rid AND r.zone_type = $1 \
-                    AND r.target = b.digest LIMIT 1) \
-                 FROM b LEFT JOIN entries e ON e.record_id = b.rid AND e.zone_type = $1 AND e.digest = b.digest",
-            );
+            sql.push_str(match self.backend {
+                // The newest binding straight from the handle index (one
+                // probe and its heap row), then a revocation naming it by
+                // the target index: two probes per pair.
+                Backend::Postgres => {
+                    ") SELECT q.i, d.record_id, b.entry, \
+                       (SELECT r.entry FROM entries r WHERE r.record_id = d.record_id AND r.zone_type = $1 \
+                        AND r.target = b.digest LIMIT 1) \
+                     FROM q LEFT JOIN domains d ON d.domain = q.domain \
+                     LEFT JOIN LATERAL (SELECT e.entry, e.digest FROM entries e \
+                       WHERE e.record_id = d.record_id AND e.zone_type = $1 AND e.handle = q.handle \
+                       AND e.kind = $2 ORDER BY e.issued_at DESC LIMIT 1) b ON true"
+                }
+                // SQLite has no LATERAL: the newest binding's digest by
+                // the handle index, then the row by primary key.
+                Backend::Sqlite => {
+                    "), b AS (SELECT q.i, d.record_id AS rid, \
+                       (SELECT e.digest FROM entries e WHERE e.record_id = d.record_id AND e.zone_type = $1 \
+                        AND e.handle = q.handle AND e.kind = $2 ORDER BY e.issued_at DESC LIMIT 1) AS digest \
+                       FROM q LEFT JOIN domains d ON d.domain = q.domain) \
+                     SELECT b.i, b.rid, e.entry, \
+                       (SELECT r.entry FROM entries r WHERE r.record_id = b.rid AND r.zone_type = $1 \
+                        AND r.target = b.digest LIMIT 1) \
+                     FROM b LEFT JOIN entries e ON e.record_id = b.rid AND e.zone_type = $1 AND e.digest = b.digest"
+                }
+            });
             let mut q = sqlx::query(&sql)
                 .bind(ZoneType::IDENTITY.0 as i32)
                 .bind(EntryKind::GRANT.0 as i32);

@@ -457,3 +457,69 @@ both!(
         }
     }
 );
+
+both!(
+    mirrors_are_set_replaced_and_cleared,
+    |s: Store| async move {
+        use poz::entries::{Encryption, PoolHost, Transport, NO_CA_KEY};
+        let (g, _) = provider_genesis_and_rest();
+        let id = s
+            .create_record(&g.to_bytes(), &["social.example".into()], "")
+            .await
+            .unwrap();
+        let host = |name: &str, noise: bool| {
+            PoolHost {
+                hostname: name.into(),
+                port: if noise { 7075 } else { 7074 },
+                transport: Transport::TCP,
+                encryption: if noise {
+                    Encryption::NOISE_NK
+                } else {
+                    Encryption::NONE
+                },
+                server_key: noise.then_some([9; 32]),
+                ca_key_idx: NO_CA_KEY,
+                priority: 10,
+                weight: 1,
+            }
+            .to_bytes()
+        };
+        // None until set; then in the order given; replaced whole; cleared.
+        assert!(s.mirrors(&id).await.unwrap().is_empty());
+        let two = vec![host("m2.example", true), host("m1.example", false)];
+        s.set_mirrors(&id, &two).await.unwrap();
+        assert_eq!(s.mirrors(&id).await.unwrap(), two);
+        s.set_mirrors(&id, &two[1..]).await.unwrap();
+        assert_eq!(s.mirrors(&id).await.unwrap(), &two[1..]);
+        s.set_mirrors(&id, &[]).await.unwrap();
+        assert!(s.mirrors(&id).await.unwrap().is_empty());
+        // Refused, with nothing changed: an unknown record, a host that does
+        // not decode, more than a MIRRORS answer can count.
+        s.set_mirrors(&id, &two).await.unwrap();
+        let unknown = poz::Hash32([3; 32]);
+        assert!(matches!(
+            s.set_mirrors(&unknown, &two).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.mirrors(&unknown).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let mut bad = two.clone();
+        bad.push(vec![0xFF; 3]);
+        match s.set_mirrors(&id, &bad).await {
+            Err(StoreError::Invalid(m)) => assert!(m.contains("hosts[2]"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let many = vec![host("m.example", false); poz_store::MAX_MIRRORS + 1];
+        assert!(matches!(
+            s.set_mirrors(&id, &many).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(s.mirrors(&id).await.unwrap(), two);
+        // The most a MIRRORS answer carries.
+        let most = vec![host("m.example", false); poz_store::MAX_MIRRORS];
+        s.set_mirrors(&id, &most).await.unwrap();
+        assert_eq!(s.mirrors(&id).await.unwrap().len(), poz_store::MAX_MIRRORS);
+    }
+);
