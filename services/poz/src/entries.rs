@@ -309,6 +309,79 @@ pub struct PoolHost {
     pub weight: u16,
 }
 
+/// Why a host spec (`PoolHost::from_spec`) is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostSpecError {
+    #[error("{0:?}: expected HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]")]
+    Shape(String),
+    #[error("{0:?}: the port is 1..=65535")]
+    Port(String),
+    #[error("{0:?}: encryption is none, tls or noise_nk")]
+    Encryption(String),
+    #[error("{0:?}: the server key is 64 hex digits")]
+    ServerKey(String),
+    #[error("{0:?}: @PRIORITY/WEIGHT, each 0..=65535")]
+    PriorityWeight(String),
+    #[error("{0:?}: the host name is 1..=255 bytes")]
+    Hostname(String),
+}
+
+impl PoolHost {
+    /// A TCP host from its command-line spec,
+    /// `HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]`
+    /// (ENCRYPTION none, tls or noise_nk; priority 10 and weight 100 when
+    /// not given), as pozctl and the operators' tools take it.
+    pub fn from_spec(spec: &str) -> Result<PoolHost, HostSpecError> {
+        let err = |f: fn(String) -> HostSpecError| f(spec.to_owned());
+        let (addr, prio) = match spec.split_once('@') {
+            Some((a, p)) => (a, Some(p)),
+            None => (spec, None),
+        };
+        let parts: Vec<&str> = addr.split(':').collect();
+        if parts.len() < 2 || parts.len() > 4 {
+            return Err(err(HostSpecError::Shape));
+        }
+        if parts[0].is_empty() || parts[0].len() > 255 {
+            return Err(err(HostSpecError::Hostname));
+        }
+        let port: u16 = parts[1]
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| err(HostSpecError::Port))?;
+        let encryption = match parts.get(2) {
+            Some(e) => Encryption::from_name(e).ok_or_else(|| err(HostSpecError::Encryption))?,
+            None => Encryption::NONE,
+        };
+        let server_key = match parts.get(3) {
+            Some(k) => Some(
+                hex::decode(k)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| err(HostSpecError::ServerKey))?,
+            ),
+            None => None,
+        };
+        let (priority, weight) = match prio {
+            Some(p) => p
+                .split_once('/')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                .ok_or_else(|| err(HostSpecError::PriorityWeight))?,
+            None => (10, 100),
+        };
+        Ok(PoolHost {
+            hostname: parts[0].to_owned(),
+            port,
+            transport: Transport::TCP,
+            encryption,
+            server_key,
+            ca_key_idx: NO_CA_KEY,
+            priority,
+            weight,
+        })
+    }
+}
+
 impl Codec for PoolHost {
     fn encode(&self, out: &mut Vec<u8>) {
         write_str8(out, &self.hostname);
@@ -488,6 +561,54 @@ impl EntryBody {
                 offset: 0,
                 value: other.0 as u64,
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_specs_parse_or_say_what_is_wrong() {
+        let key = "ab".repeat(32);
+        let h = PoolHost::from_spec(&format!("q1.example:7075:noise_nk:{key}@5/60")).unwrap();
+        assert_eq!(
+            (h.hostname.as_str(), h.port, h.encryption, h.server_key),
+            ("q1.example", 7075, Encryption::NOISE_NK, Some([0xab; 32]))
+        );
+        assert_eq!((h.priority, h.weight, h.ca_key_idx), (5, 60, NO_CA_KEY));
+        let plain = PoolHost::from_spec("q2.example:7074").unwrap();
+        assert_eq!(
+            (
+                plain.encryption,
+                plain.server_key,
+                plain.priority,
+                plain.weight
+            ),
+            (Encryption::NONE, None, 10, 100)
+        );
+        // What it encodes decodes to the same host.
+        assert_eq!(PoolHost::from_bytes(&h.to_bytes()).unwrap(), h);
+        for (spec, want) in [
+            (
+                "q1.example",
+                HostSpecError::Shape as fn(String) -> HostSpecError,
+            ),
+            ("a:1:none:k:x", HostSpecError::Shape),
+            (":7074", HostSpecError::Hostname),
+            ("q:0", HostSpecError::Port),
+            ("q:70000", HostSpecError::Port),
+            ("q:7074:rot13", HostSpecError::Encryption),
+            ("q:7075:noise_nk:abcd", HostSpecError::ServerKey),
+            ("q:7074@5", HostSpecError::PriorityWeight),
+            ("q:7074@5/x", HostSpecError::PriorityWeight),
+        ] {
+            assert_eq!(
+                PoolHost::from_spec(spec),
+                Err(want(spec.to_owned())),
+                "{spec}"
+            );
         }
     }
 }

@@ -13,9 +13,7 @@ mod render;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use keyio::{open_key, read_entry, read_record, write_atomic, write_record, Passphrase};
-use poz::entries::{
-    Encryption, PoolHost, RevocationReason, ServiceEntry, ServiceType, Transport, NO_CA_KEY,
-};
+use poz::entries::{PoolHost, RevocationReason, ServiceEntry, ServiceType};
 use poz::verify::{verify_and_accept, verify_binding};
 use poz::workflow::{self, GenesisKey};
 use poz::zone::{EntryKind, SignedEntry, ZoneType};
@@ -156,6 +154,19 @@ enum Cmd {
         target: TargetArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// Set the servers the fleet's MIRRORS answer names for a domain
+    /// (operators: over the store's gRPC API). No --host clears them.
+    Mirrors {
+        /// The domain whose record the mirrors carry.
+        domain: String,
+        /// The store's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        store: String,
+        /// HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]
+        /// (ENCRYPTION = none, tls, noise_nk), in the order to answer. Repeat.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
     /// Push a fully signed record revision to its authority (port 7076).
     Submit {
@@ -625,6 +636,18 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
             domain,
             target,
         } => return net::submit(&target.target(), &domain, &record),
+        Cmd::Mirrors {
+            domain,
+            store,
+            hosts,
+        } => {
+            let hosts = hosts
+                .iter()
+                .map(|h| parse_host(h))
+                .collect::<Result<Vec<_>>>()?;
+            set_mirrors(&store, &domain, &hosts)?;
+            println!("{domain}: {} mirror(s) set", hosts.len());
+        }
         Cmd::Verify {
             record,
             json,
@@ -839,49 +862,40 @@ fn verify(path: &Path, as_json: bool, allow_partial: bool) -> Result<ExitCode> {
     })
 }
 
-fn parse_host(spec: &str) -> Result<PoolHost> {
-    let (addr, prio) = match spec.split_once('@') {
-        Some((a, p)) => (a, Some(p)),
-        None => (spec, None),
-    };
-    let parts: Vec<&str> = addr.split(':').collect();
-    if parts.len() < 2 || parts.len() > 4 {
-        bail!("{spec:?}: expected HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]");
-    }
-    let port: u16 = parts[1]
-        .parse()
-        .with_context(|| format!("{spec:?}: port"))?;
-    let encryption = match parts.get(2) {
-        Some(e) => Encryption::from_name(e)
-            .ok_or_else(|| anyhow!("{spec:?}: encryption is none, tls or noise_nk"))?,
-        None => Encryption::NONE,
-    };
-    let server_key = match parts.get(3) {
-        Some(k) => Some(
-            <[u8; 32]>::try_from(hex::decode(k)?.as_slice())
-                .map_err(|_| anyhow!("{spec:?}: server key is 32 bytes of hex"))?,
-        ),
-        None => None,
-    };
-    let (priority, weight) = match prio {
-        Some(p) => {
-            let (a, b) = p
-                .split_once('/')
-                .ok_or_else(|| anyhow!("{spec:?}: @PRIORITY/WEIGHT"))?;
-            (a.parse().context("priority")?, b.parse().context("weight")?)
-        }
-        None => (10, 100),
-    };
-    Ok(PoolHost {
-        hostname: parts[0].to_owned(),
-        port,
-        transport: Transport::TCP,
-        encryption,
-        server_key,
-        ca_key_idx: NO_CA_KEY,
-        priority,
-        weight,
+/// Resolves the domain at the store, then replaces its record's mirrors.
+fn set_mirrors(store: &str, domain: &str, hosts: &[PoolHost]) -> Result<()> {
+    use poz_proto::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(store.to_owned())
+            .with_context(|| format!("--store {store}"))?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to the store at {store}"))?;
+        let head = pb::store_read_client::StoreReadClient::new(channel.clone())
+            .get_head(pb::GetHeadRequest {
+                record: Some(pb::RecordRef {
+                    by: Some(pb::record_ref::By::Domain(domain.to_ascii_lowercase())),
+                }),
+            })
+            .await
+            .with_context(|| format!("{domain}: resolving the record"))?
+            .into_inner();
+        pb::store_write_client::StoreWriteClient::new(channel)
+            .set_mirrors(pb::SetMirrorsRequest {
+                record_id: head.record_id,
+                hosts: hosts.iter().map(|h| h.to_bytes()).collect(),
+            })
+            .await
+            .with_context(|| format!("{domain}: SetMirrors"))?;
+        Ok(())
     })
+}
+
+fn parse_host(spec: &str) -> Result<PoolHost> {
+    Ok(PoolHost::from_spec(spec)?)
 }
 
 fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
