@@ -383,8 +383,9 @@ impl StoreLookup {
                         Err(s) => store_error(id, &s),
                     };
                 }
-                let ask = (q.domain.to_ascii_lowercase(), q.handle.clone());
-                match self.bindings.lookup(ask.0, ask.1).await {
+                // The codec admits lowercase domains only; the store
+                // lowercases anyway for its other callers.
+                match self.bindings.lookup(q.domain, q.handle).await {
                     Ok(pb::binding_lookup_result::Outcome::NotFound(why)) => {
                         Response::error(Status::NOT_FOUND, id, 0, &why)
                     }
