@@ -364,7 +364,7 @@ async fn cached_answers_are_at_most_the_ttl_old() {
     // Revoke alice in the store (device a alone has deny 100).
     let alice = s.provider.zones[&ZoneType::IDENTITY].entries[0].clone();
     let mut rev = poz::workflow::new_revocation(
-        alice.digest(&s.provider.id(), ZoneType::IDENTITY),
+        alice.identity_digest(&s.provider.id()),
         poz::sample::T0 + 3_000,
         poz::entries::RevocationReason::KEY_COMPROMISE,
     );

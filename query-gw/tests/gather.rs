@@ -77,7 +77,7 @@ async fn lookups_that_queue_behind_a_busy_store_go_together_and_each_gets_its_ow
         .unwrap();
     // user7 is revoked.
     let mut rev = poz::workflow::new_revocation(
-        bulk[7].digest(&id, ZoneType::IDENTITY),
+        bulk[7].identity_digest(&id),
         poz::sample::T0 + 3_000,
         poz::entries::RevocationReason::ACCOUNT_CLOSED,
     );

@@ -139,7 +139,15 @@ struct EntryRow {
     batch_root: Option<Vec<u8>>,
 }
 
-fn entry_row(record_id: &Hash32, zone: ZoneType, e: &SignedEntry) -> Result<EntryRow, StoreError> {
+/// `keys` is the holding record's Public Key Map: an entry that names keys
+/// by index (service hosts' CA keys, trust groups) binds their key IDs
+/// into its digest (SPEC §5.3). Identity Zone entries name none.
+fn entry_row(
+    record_id: &Hash32,
+    zone: ZoneType,
+    keys: &poz::keys::PublicKeyMap,
+    e: &SignedEntry,
+) -> Result<EntryRow, StoreError> {
     let body = EntryBody::decode(zone, e.kind, &e.body)
         .map_err(|err| StoreError::Invalid(format!("{zone} entry: {err}")))?;
     let (issuer, handle, target, issued_at) = match &body {
@@ -157,7 +165,9 @@ fn entry_row(record_id: &Hash32, zone: ZoneType, e: &SignedEntry) -> Result<Entr
         ),
         _ => (*record_id, None, None, None),
     };
-    let digest = e.digest(&issuer, zone);
+    let key_binding = poz::zone::KeyBinding::resolve(&body, keys)
+        .map_err(|err| StoreError::Invalid(format!("{zone} entry: {err}")))?;
+    let digest = e.digest(&issuer, zone, &key_binding);
     Ok(EntryRow {
         digest,
         kind: e.kind.0,
@@ -440,6 +450,11 @@ impl Store {
     ) -> Result<Hash32, StoreError> {
         let rec =
             Record::from_bytes(bytes).map_err(|e| StoreError::Invalid(format!("record: {e}")))?;
+        // A time far ahead of this clock would freeze the record (its
+        // timestamps must increase) or, past 2^63, lose its sign in a
+        // BIGINT column (SPEC §6.7).
+        poz::verify::check_times(&rec, now_ms().max(0) as u64)
+            .map_err(|e| StoreError::Invalid(format!("record: {e}")))?;
         let report = poz::verify_record(&rec);
         if !report.is_complete() {
             let f: Vec<String> = report
@@ -495,7 +510,7 @@ impl Store {
                         .execute(&mut **tx)
                         .await?;
                     for (z, zs) in &rec.zones {
-                        Self::insert_entries(tx, &id, *z, &zs.entries).await?;
+                        Self::insert_entries(tx, &id, *z, &rec.keys, &zs.entries).await?;
                     }
                 }
                 for d in &domains {
@@ -610,11 +625,12 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         id: &Hash32,
         zone: ZoneType,
+        keys: &poz::keys::PublicKeyMap,
         entries: &[SignedEntry],
     ) -> Result<(u32, u32), StoreError> {
         let rows = entries
             .iter()
-            .map(|e| entry_row(id, zone, e))
+            .map(|e| entry_row(id, zone, keys, e))
             .collect::<Result<Vec<_>, _>>()?;
         let now = now_ms();
         let mut stored = 0u32;
@@ -667,6 +683,8 @@ impl Store {
                     .map_err(|e| StoreError::Invalid(format!("entry {i}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        poz::verify::check_entry_times(zone, &decoded, now_ms().max(0) as u64)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let id = *id;
         let request: Vec<u8> = entries
             .iter()
@@ -682,15 +700,28 @@ impl Store {
                     let n = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
                     return Ok((0, n));
                 }
-                if sqlx::query("SELECT 1 FROM records WHERE record_id = $1")
-                    .bind(id.0.to_vec())
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .is_none()
-                {
+                let Some(head) =
+                    sqlx::query("SELECT head_record FROM records WHERE record_id = $1")
+                        .bind(id.0.to_vec())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                else {
                     return Err(StoreError::NotFound(format!("record {id}")));
-                }
-                let (stored, present) = Self::insert_entries(tx, &id, zone, &decoded).await?;
+                };
+                // Entries outside the Identity Zone may name keys by index,
+                // which their digests bind (SPEC §5.3): resolve them in the
+                // head's Public Key Map. Identity entries name none, so a
+                // bulk issue decodes no record.
+                let keys = if zone == ZoneType::IDENTITY {
+                    poz::keys::PublicKeyMap::default()
+                } else {
+                    let bytes: Vec<u8> = head.get(0);
+                    Record::from_bytes(&bytes)
+                        .map_err(|e| StoreError::Invalid(format!("stored head of {id}: {e}")))?
+                        .keys
+                };
+                let (stored, present) =
+                    Self::insert_entries(tx, &id, zone, &keys, &decoded).await?;
                 Self::remember(tx, &idem, &request, &(stored + present).to_be_bytes()).await?;
                 Ok((stored, present))
             })
@@ -741,6 +772,8 @@ impl Store {
     ) -> Result<(u32, Hash32), StoreError> {
         let rec =
             Record::from_bytes(bytes).map_err(|e| StoreError::Invalid(format!("record: {e}")))?;
+        poz::verify::check_times(&rec, now_ms().max(0) as u64)
+            .map_err(|e| StoreError::Invalid(format!("update: {e}")))?;
         let id = rec.id();
         let new = rec.master.clone();
         if new.serial != expected_serial.wrapping_add(1) {
@@ -811,8 +844,9 @@ impl Store {
         let idem = idem.to_owned();
         let bytes = bytes.to_vec();
         let zones = rec.zones.clone();
+        let keys = rec.keys.clone();
         let result = self.tx(move |tx| {
-            let (new, shell, idem, bytes, zones) = (new.clone(), shell.clone(), idem.clone(), bytes.clone(), zones.clone());
+            let (new, shell, idem, bytes, zones, keys) = (new.clone(), shell.clone(), idem.clone(), bytes.clone(), zones.clone(), keys.clone());
             Box::pin(async move {
                 if let Some(r) = Self::idempotent(tx, &idem, &bytes).await? {
                     let mut h = [0u8; 32];
@@ -846,7 +880,7 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                 for (z, zs) in &zones {
-                    Self::insert_entries(tx, &id, *z, &zs.entries).await?;
+                    Self::insert_entries(tx, &id, *z, &keys, &zs.entries).await?;
                 }
                 let mut resp = new.serial.to_be_bytes().to_vec();
                 resp.extend_from_slice(&new.current_master_hash.0);
@@ -1469,18 +1503,10 @@ impl Store {
     /// The CHAIN answer for `handle`.
     pub async fn chain(&self, id: &Hash32, handle: &str) -> Result<Vec<u8>, StoreError> {
         let (binding, revocation) = self.binding(id, handle).await?;
-        let mut rec = self.record(id, &[ZoneType::SERVICE]).await?;
-        // CHAIN carries the Identity authority only (SPEC §14.4): other
-        // authorities would reference services that are not included.
-        rec.zones.clear();
-        rec.authorities.retain(|z, _| *z == ZoneType::IDENTITY);
-        let mut zs = ZoneSection::default();
-        zs.upsert(binding);
-        if let Some(r) = revocation {
-            zs.upsert(r);
-        }
-        rec.zones.insert(ZoneType::IDENTITY, zs);
-        Ok(rec.to_bytes())
+        // The Service Zone is read because the Identity authority may
+        // name a service the answer must carry (SPEC §14.4).
+        let rec = self.record(id, &[ZoneType::SERVICE]).await?;
+        Ok(poz::serve::chain_record(&rec, binding, revocation).to_bytes())
     }
 
     /// Everything served for one record, for in-memory serving (pozd's

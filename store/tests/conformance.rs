@@ -132,7 +132,7 @@ both!(store_and_look_up, |s: Store| async move {
         Err(StoreError::IdempotencyMismatch(_))
     ));
     let mut rev = workflow::new_revocation(
-        bob.digest(&id, ZoneType::IDENTITY),
+        bob.identity_digest(&id),
         T0 + 6_000,
         poz::entries::RevocationReason::ACCOUNT_CLOSED,
     );

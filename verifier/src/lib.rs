@@ -163,7 +163,12 @@ impl pb::verifier_server::Verifier for VerifierService {
             Ok(entries
                 .iter()
                 .map(|e| {
-                    let digest = e.digest(&vr.id, zone);
+                    // An entry that does not decode, or names a key the
+                    // record lacks, gets the bytes-only digest here; the
+                    // threshold check below refuses it by rule.
+                    let digest = e
+                        .digest_in(&vr.id, zone, &vr.record.keys)
+                        .unwrap_or_else(|_| e.digest(&vr.id, zone, &poz::zone::KeyBinding::NONE));
                     let result = if is_binding(e) {
                         match binding_verdicts.next() {
                             Some(Ok(_)) => Ok(()),

@@ -89,7 +89,7 @@ fn main() {
     let batch = sample::bulk_bindings(&prov, 256, &[&device]).unwrap();
     let digests: Vec<[u8; 32]> = batch
         .iter()
-        .map(|e| e.digest(&prov.id(), poz::zone::ZoneType::IDENTITY).0)
+        .map(|e| e.identity_digest(&prov.id()).0)
         .collect();
     let messages: Vec<&[u8]> = digests.iter().map(|d| d.as_slice()).collect();
     let batch_sigs: Vec<_> = batch

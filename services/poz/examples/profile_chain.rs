@@ -16,7 +16,6 @@
 //! and the same with N = 0 to subtract the setup.
 use poz::sample::{self, T0};
 use poz::verify::{verify_and_accept, verify_binding, verify_bindings};
-use poz::zone::ZoneType;
 use poz::{Codec, Record};
 
 /// Bindings per batch in the `batch` and `rawbatch` modes.
@@ -29,7 +28,7 @@ fn main() {
     let (rec, b) = sample::chain_provider().expect("sample chain");
     let bytes = rec.to_bytes();
     let key = rec.keys.get(1).expect("key").clone();
-    let digest = b.digest(&rec.id(), ZoneType::IDENTITY);
+    let digest = b.identity_digest(&rec.id());
     let key_bytes: [u8; 32] = key.bytes().try_into().expect("32 bytes");
     let dalek_key = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).expect("key");
     let dalek_sig =
@@ -44,7 +43,7 @@ fn main() {
     };
     let digests: Vec<[u8; 32]> = batch
         .iter()
-        .map(|e| e.digest(&rec.id(), ZoneType::IDENTITY).0)
+        .map(|e| e.identity_digest(&rec.id()).0)
         .collect();
     let messages: Vec<&[u8]> = digests.iter().map(|d| d.as_slice()).collect();
     let sigs: Vec<_> = batch

@@ -116,6 +116,22 @@ impl MerkleBatch {
     }
 }
 
+/// The number of hashes in the audit path of leaf `index` in a tree of
+/// `tree_size` leaves (RFC 6962 §2.1.1): one per level at which the node
+/// has a sibling; a last even node promoted unchanged has none. At most
+/// 32. `index` must be below `tree_size`.
+pub fn audit_path_len(index: u32, tree_size: u32) -> usize {
+    let (mut i, mut n, mut len) = (index as u64, tree_size as u64, 0usize);
+    while n > 1 {
+        if (i ^ 1) < n {
+            len += 1;
+        }
+        i >>= 1;
+        n = n.div_ceil(2);
+    }
+    len
+}
+
 /// The root an audit path leads to, or `None` when the path does not fit
 /// the index and size exactly (too short, too long, index out of range).
 pub fn root_from_path(
@@ -197,7 +213,10 @@ impl Codec for BatchProof {
             return Err(r.invalid("batch_proof.leaf_index", leaf_index as u64));
         }
         let n = r.u8("batch_proof.path_len")? as usize;
-        if n > MAX_PATH {
+        // One encoding per proof (SPEC §1, §8.9): the path length is
+        // fixed by the index and the size, so any other is refused here
+        // rather than failing later as a signature that does not verify.
+        if n > MAX_PATH || n != audit_path_len(leaf_index, tree_size) {
             return Err(r.invalid("batch_proof.path_len", n as u64));
         }
         let mut path = Vec::with_capacity(n);
@@ -240,16 +259,22 @@ pub enum BatchAuditError {
 /// An auditor's check of a listed batch, for the issuer's `zone`: every
 /// entry proves to `root_digest`, the leaves are exactly 0..n in order,
 /// and n is the size the root commits to. (Each root signature is then
-/// checked with the issuer's keys, as for any entry.) Returns n.
+/// checked with the issuer's keys, as for any entry.) `keys` is the
+/// issuer's Public Key Map, which entries naming keys by index bind into
+/// their digests (SPEC §5.3). Returns n; an entry whose body does not
+/// decode or names a key not in `keys` is `NotInBatch`.
 pub fn audit_batch(
     issuer: &Hash32,
     zone: ZoneType,
+    keys: &crate::keys::PublicKeyMap,
     root_digest: &Hash32,
     entries: &[crate::zone::SignedEntry],
 ) -> Result<u32, BatchAuditError> {
     let mut size = None;
     for (position, e) in entries.iter().enumerate() {
-        let digest = e.digest(issuer, zone);
+        let digest = e
+            .digest_in(issuer, zone, keys)
+            .map_err(|_| BatchAuditError::NotInBatch { position })?;
         let proof = e
             .signatures
             .iter()
@@ -357,5 +382,42 @@ mod tests {
         trailing.push(0);
         assert!(BatchProof::from_bytes(&trailing).is_err());
         assert!(BatchProof::from_bytes(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn path_len_is_the_one_the_index_and_size_fix() {
+        for n in 1..=70u32 {
+            let t = MerkleBatch::new(&digests(n)).unwrap();
+            for i in 0..n {
+                assert_eq!(audit_path_len(i, n), t.path(i).unwrap().len(), "{i} of {n}");
+            }
+        }
+        assert_eq!(audit_path_len(0, u32::MAX), 32);
+        // Issue 12 §6: size 4, index 0, path_len 1 (the right length is 2)
+        // is a decode error at signature.data, not a signature that fails
+        // later.
+        let proof = BatchProof {
+            root_signature: [9; 64],
+            tree_size: 4,
+            leaf_index: 0,
+            path: vec![Hash32([1; 32])],
+        };
+        let err = BatchProof::from_bytes(&proof.to_bytes()).unwrap_err();
+        assert_eq!(err.field(), "batch_proof.path_len");
+        let sig = crate::keys::Signature {
+            key_idx: 1,
+            sig_type: crate::keys::SigType::ED25519_BATCH,
+            data: proof.to_bytes(),
+        };
+        let err = crate::keys::Signature::from_bytes(&sig.to_bytes()).unwrap_err();
+        assert_eq!(err.field(), "signature.data");
+        assert_eq!(err.offset(), 4);
+        assert!(err.to_string().contains("path_len"), "{err}");
+        // The right length decodes.
+        let ok = BatchProof {
+            path: vec![Hash32([1; 32]), Hash32([2; 32])],
+            ..proof
+        };
+        assert!(BatchProof::from_bytes(&ok.to_bytes()).is_ok());
     }
 }

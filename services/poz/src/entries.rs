@@ -35,7 +35,10 @@ impl IdentityBinding {
         issued_at: u64,
         expires_at: u64,
     ) -> Result<Self, Error> {
-        if handle.is_empty() || handle.len() > MAX_HANDLE || !valid_str8(handle) {
+        if let Some(reason) = crate::wire::handle_length_rule_broken(handle) {
+            return Err(Error::InvalidHandle { reason });
+        }
+        if !valid_str8(handle) {
             return Err(Error::InvalidText { field: "handle" });
         }
         if expires_at != 0 && expires_at <= issued_at {
@@ -69,11 +72,11 @@ impl Codec for IdentityBinding {
         let subject = Hash32::read(r)?;
         let at = r.offset();
         let handle = read_str8(r, "binding.handle")?;
-        if handle.is_empty() || handle.len() > MAX_HANDLE {
-            return Err(DecodeError::InvalidValue {
-                field: "binding.handle_length",
+        if let Some(reason) = crate::wire::handle_length_rule_broken(&handle) {
+            return Err(DecodeError::Layout {
+                field: "binding.handle",
                 offset: at,
-                value: handle.len() as u64,
+                reason,
             });
         }
         let issued_at = r.u64("binding.issued_at")?;
@@ -540,6 +543,29 @@ pub enum EntryBody {
 }
 
 impl EntryBody {
+    /// The Public Key Map indices this body names, in field order: each
+    /// pool host's `ca_key_idx` (when not `NO_CA_KEY`), each trust-group
+    /// member's `key_idx`. Every other body names no key. These are the
+    /// indices an entry's digest binds by key ID (SPEC §5.3).
+    pub fn key_refs(&self) -> Vec<u8> {
+        match self {
+            EntryBody::Service(s) => s
+                .pool
+                .iter()
+                .filter(|h| h.ca_key_idx != NO_CA_KEY)
+                .map(|h| h.ca_key_idx)
+                .collect(),
+            EntryBody::Auth(AuthEntry::TrustGroup { members, .. }) => {
+                members.iter().map(|m| m.key_idx).collect()
+            }
+            EntryBody::Binding(_)
+            | EntryBody::Feed(_)
+            | EntryBody::Inbox(_)
+            | EntryBody::Auth(AuthEntry::RevocationService { .. })
+            | EntryBody::Revocation(_) => Vec::new(),
+        }
+    }
+
     /// Decodes `body` as the type its zone and kind say it is.
     pub fn decode(
         zone: crate::zone::ZoneType,

@@ -340,6 +340,18 @@ impl Codec for Signature {
                 offset: at,
                 reason: match e {
                     DecodeError::Truncated { .. } => "batch proof truncated",
+                    DecodeError::InvalidValue {
+                        field: "batch_proof.path_len",
+                        ..
+                    } => "batch proof path_len is not the audit path length for its leaf_index and tree_size",
+                    DecodeError::InvalidValue {
+                        field: "batch_proof.tree_size",
+                        ..
+                    } => "batch proof tree_size is 0",
+                    DecodeError::InvalidValue {
+                        field: "batch_proof.leaf_index",
+                        ..
+                    } => "batch proof leaf_index is not below tree_size",
                     _ => "not a well-formed batch proof",
                 },
             })?;

@@ -94,6 +94,8 @@ pub enum Error {
     KeyMapFull,
     #[error("{field}: text must be 1 to 255 bytes of UTF-8 without control characters")]
     InvalidText { field: &'static str },
+    #[error("{reason}")]
+    InvalidHandle { reason: &'static str },
     #[error("expiry must be after the issue time")]
     InvalidExpiry,
     #[error("KDF parameters are out of bounds")]
@@ -124,4 +126,13 @@ pub enum Error {
     Verification(String),
     #[error("signing with key {key_id} failed: {detail}")]
     Signer { key_id: Hash32, detail: String },
+}
+
+impl From<zone::EntryDigestError> for Error {
+    fn from(e: zone::EntryDigestError) -> Self {
+        match e {
+            zone::EntryDigestError::Body(d) => Error::Decode(d),
+            zone::EntryDigestError::KeyIndex(k) => Error::KeyIndexOutOfRange { key_idx: k.key_idx },
+        }
+    }
 }

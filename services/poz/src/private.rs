@@ -308,6 +308,25 @@ mod tests {
         assert!(matches!(back.open(b"nope"), Err(Error::Decryption)));
     }
 
+    /// SPEC §9 writes the associated data out byte for byte: 76 bytes,
+    /// the raw tag then the header fields, big-endian.
+    #[test]
+    fn associated_data_is_the_76_bytes_spec_9_lists() {
+        let k = SigningKey::from_seed(&[9u8; 32]);
+        let f = KeyFile::create(&k, b"pw", FAST).unwrap();
+        let s = &f.sealed;
+        let aad = s.aad();
+        assert_eq!(aad.len(), 76);
+        assert_eq!(&aad[..22], b"POZ-v0 private-key-map");
+        assert_eq!(aad[22], 0x01);
+        assert_eq!(&aad[23..27], &64u32.to_be_bytes());
+        assert_eq!(&aad[27..31], &1u32.to_be_bytes());
+        assert_eq!(&aad[31..35], &1u32.to_be_bytes());
+        assert_eq!(&aad[35..51], &s.salt);
+        assert_eq!(aad[51], 0x01);
+        assert_eq!(&aad[52..76], &s.nonce);
+    }
+
     #[test]
     fn tampered_params_fail_decryption() {
         let k = SigningKey::from_seed(&[9u8; 32]);

@@ -52,7 +52,7 @@ impl ServedRecord {
         let bindings = bindings
             .into_iter()
             .map(|(h, (e, _, _))| {
-                let rev = revocations.get(&e.digest(&id, ZoneType::IDENTITY)).cloned();
+                let rev = revocations.get(&e.identity_digest(&id)).cloned();
                 (h, (e, rev))
             })
             .collect();
@@ -78,18 +78,7 @@ impl ServedRecord {
     /// Identity Zone holding just the binding and its revocation, if any.
     pub fn chain_answer(&self, handle: &str) -> Option<Vec<u8>> {
         let (binding, revocation) = self.bindings.get(handle)?;
-        let mut r = Record::new(self.record.keys.clone(), self.record.master.clone());
-        r.history = self.record.history.clone();
-        if let Some(a) = self.record.authorities.get(&ZoneType::IDENTITY) {
-            r.authorities.insert(ZoneType::IDENTITY, a.clone());
-        }
-        let mut zs = ZoneSection::default();
-        zs.upsert(binding.clone());
-        if let Some(rev) = revocation {
-            zs.upsert(rev.clone());
-        }
-        r.zones.insert(ZoneType::IDENTITY, zs);
-        Some(r.to_bytes())
+        Some(chain_record(&self.record, binding.clone(), revocation.clone()).to_bytes())
     }
 
     pub fn identity_answer(&self, handle: &str) -> Option<IdentityAnswer> {
@@ -123,7 +112,15 @@ impl ServedRecord {
                 } else {
                     id
                 };
-                (e.digest(&issuer, q.zone_type), e)
+                // The store pages by the same digest (SPEC §5.3); an entry
+                // that names a key the record lacks cannot be in a record
+                // that verified, so the fallback is never served.
+                let digest = e
+                    .digest_in(&issuer, q.zone_type, &self.record.keys)
+                    .unwrap_or_else(|_| {
+                        e.digest(&issuer, q.zone_type, &crate::zone::KeyBinding::NONE)
+                    });
+                (digest, e)
             })
             .filter(|(d, _)| *d > q.after)
             .collect();
@@ -218,6 +215,48 @@ impl Catalog {
     }
 }
 
+/// The CHAIN answer's record (SPEC §14.4) for one binding of `provider`
+/// and its revocation, if any: the Public Key Map, the master zone and
+/// its Zone History, the Identity authority, and an Identity Zone holding
+/// exactly those entries. When the Identity authority names a service
+/// (`service_ref`), the Service authority and that Service Zone entry come
+/// too, so the answer verifies from genesis on its own (`service-ref`).
+/// `provider` needs its Service Zone (and may hold nothing else); no other
+/// authority or zone is carried, nor the Private Key Map or Key Names.
+pub fn chain_record(
+    provider: &Record,
+    binding: SignedEntry,
+    revocation: Option<SignedEntry>,
+) -> Record {
+    let mut r = Record::new(provider.keys.clone(), provider.master.clone());
+    r.history = provider.history.clone();
+    if let Some(a) = provider.authorities.get(&ZoneType::IDENTITY) {
+        r.authorities.insert(ZoneType::IDENTITY, a.clone());
+        if !a.service_ref.is_zero() {
+            let named = provider.zones.get(&ZoneType::SERVICE).and_then(|zs| {
+                zs.entries.iter().find(|e| {
+                    e.kind == EntryKind::GRANT
+                        && crate::entries::ServiceEntry::from_bytes(&e.body)
+                            .is_ok_and(|s| s.service_hash() == a.service_ref)
+                })
+            });
+            if let (Some(sa), Some(e)) = (provider.authorities.get(&ZoneType::SERVICE), named) {
+                r.authorities.insert(ZoneType::SERVICE, sa.clone());
+                let mut zs = ZoneSection::default();
+                zs.upsert(e.clone());
+                r.zones.insert(ZoneType::SERVICE, zs);
+            }
+        }
+    }
+    let mut zs = ZoneSection::default();
+    zs.upsert(binding);
+    if let Some(rev) = revocation {
+        zs.upsert(rev);
+    }
+    r.zones.insert(ZoneType::IDENTITY, zs);
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +276,39 @@ mod tests {
         assert_eq!(b.binding.handle, "alice");
         assert_eq!(b.namespace, "social.example");
         assert!(s.chain_answer("nobody").is_none());
+    }
+
+    /// Issue 12 §7: an Identity authority that names a service needs that
+    /// service in the CHAIN answer, or `service-ref` fails.
+    #[test]
+    fn chain_answer_carries_the_service_the_identity_authority_names() {
+        let mut p = sample::provider().unwrap();
+        let k = sample::provider_keys();
+        let query = p.zones[&ZoneType::SERVICE]
+            .entries
+            .iter()
+            .find_map(|e| {
+                crate::entries::ServiceEntry::from_bytes(&e.body)
+                    .ok()
+                    .filter(|s| s.service_type == crate::entries::ServiceType::POZ_QUERY)
+            })
+            .unwrap();
+        crate::workflow::set_authority(
+            &mut p,
+            ZoneType::IDENTITY,
+            "social.example",
+            query.service_hash(),
+            sample::T0 + 4_000,
+            &[&k.device_a, &k.device_b],
+        )
+        .unwrap();
+        assert!(crate::verify_record(&p).is_complete());
+        let s = ServedRecord::new(p, vec![]);
+        let r = Record::from_bytes(&s.chain_answer("alice").unwrap()).unwrap();
+        let report = crate::verify_record(&r);
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(r.zones[&ZoneType::SERVICE].entries.len(), 1);
+        assert!(!r.authorities.contains_key(&ZoneType::EMAIL));
     }
 
     #[test]

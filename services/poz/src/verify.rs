@@ -7,7 +7,7 @@ use crate::keys::{PublicKeyMap, Signature};
 use crate::master::MasterZone;
 use crate::record::Record;
 use crate::threshold::{delegation_members, evaluate, unreachable_groups, Authority, Member};
-use crate::zone::{EntryKind, SignedEntry, ZoneType};
+use crate::zone::{EntryKind, KeyBinding, SignedEntry, ZoneType};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -66,6 +66,9 @@ pub enum Rule {
     BindingRevoked,
     /// (bindings) Issued by the provider record it is verified against.
     BindingIssuer,
+    /// (bindings) Issued no later than the verification time plus
+    /// [`MAX_CLOCK_SKEW_MS`].
+    BindingTime,
 }
 
 impl Rule {
@@ -97,10 +100,11 @@ impl Rule {
             Rule::BindingExpiry => "binding-expiry",
             Rule::BindingRevoked => "binding-revoked",
             Rule::BindingIssuer => "binding-issuer",
+            Rule::BindingTime => "binding-time",
         }
     }
 
-    pub const ALL: [Rule; 25] = [
+    pub const ALL: [Rule; 26] = [
         Rule::Decode,
         Rule::KeyIndex,
         Rule::MasterGenesis,
@@ -126,6 +130,7 @@ impl Rule {
         Rule::BindingExpiry,
         Rule::BindingRevoked,
         Rule::BindingIssuer,
+        Rule::BindingTime,
     ];
 
     pub fn from_code(s: &str) -> Option<Rule> {
@@ -613,7 +618,6 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
     let mut revoked = HashSet::new();
     let mut services: BTreeMap<Hash32, ServiceType> = BTreeMap::new();
     let mut refs: Vec<(Hash32, Option<ServiceType>, Subject)> = Vec::new();
-    let n_keys = rec.keys.keys.len();
 
     let mut zone_types: Vec<ZoneType> = rec
         .authorities
@@ -704,31 +708,19 @@ fn check_zones(ledger: &mut Ledger, rec: &Record) -> HashSet<Hash32> {
                 EntryBody::Auth(AuthEntry::RevocationService { service }) => {
                     refs.push((*service, Some(ServiceType::REVOCATION), what))
                 }
-                EntryBody::Auth(AuthEntry::TrustGroup { members, .. }) => {
-                    for m in members {
-                        if m.key_idx as usize >= n_keys {
-                            ledger.fail(
-                                Rule::KeyIndex,
-                                format!("{what}: trust group key index {} out of range", m.key_idx),
-                            );
-                        }
-                    }
-                }
-                EntryBody::Service(s) => {
-                    for h in &s.pool {
-                        if h.ca_key_idx != crate::entries::NO_CA_KEY
-                            && h.ca_key_idx as usize >= n_keys
-                        {
-                            ledger.fail(
-                                Rule::KeyIndex,
-                                format!("{what}: ca_key_idx {} out of range", h.ca_key_idx),
-                            );
-                        }
-                    }
-                }
                 _ => {}
             }
-            let digest = e.digest(&id, z);
+            // Every key the body names by index (CA keys, trust-group
+            // members) is bound by ID into the digest its signers signed
+            // (SPEC §5.3), so a swapped key fails `entry-signatures`.
+            let key_binding = match KeyBinding::resolve(&body, &rec.keys) {
+                Ok(kb) => kb,
+                Err(err) => {
+                    ledger.fail(Rule::KeyIndex, format!("{what}: {err}"));
+                    continue;
+                }
+            };
+            let digest = e.digest(&id, z, &key_binding);
             let (members, rule) = match e.kind {
                 EntryKind::REVOKE => (&deny, Rule::RevocationDeny),
                 _ => (&grant, Rule::EntryGrant),
@@ -896,7 +888,7 @@ impl<'a> PendingBinding<'a> {
             ));
         };
         let grant = delegation_members(&deleg.keys, Authority::Grant);
-        let digest = entry.digest(&provider.id, ZoneType::IDENTITY);
+        let digest = entry.identity_digest(&provider.id);
         let mut checks = Vec::with_capacity(entry.signatures.len());
         for s in &entry.signatures {
             if !grant.iter().any(|m| m.key_idx == s.key_idx) {
@@ -946,6 +938,15 @@ impl<'a> PendingBinding<'a> {
             ));
         };
         let (binding, digest) = (self.binding, self.digest);
+        if binding.issued_at > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(err(
+                Rule::BindingTime,
+                format!(
+                    "issued at {} ms, more than {} ms after now ({} ms)",
+                    binding.issued_at, MAX_CLOCK_SKEW_MS, now
+                ),
+            ));
+        }
         if binding.is_expired(now) {
             return Err(err(
                 Rule::BindingExpiry,
@@ -971,6 +972,86 @@ impl<'a> PendingBinding<'a> {
             authorizing_group: group,
         })
     }
+}
+
+/// How far ahead of the checking clock a timestamp may be: 5 minutes, in
+/// ms (SPEC §6.7). Clocks of well-run hosts agree within seconds; a
+/// minute-scale allowance absorbs a badly set laptop without letting a
+/// record be stamped into the far future.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// A time in a record that lies too far ahead of the accepting clock.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{what} is {timestamp} ms, more than {skew} ms after now ({now} ms)", skew = MAX_CLOCK_SKEW_MS)]
+pub struct FutureTimestamp {
+    /// Which time: `master zone serial N`, `identity authority`, `identity
+    /// entry 3 issued_at`, …
+    pub what: String,
+    pub timestamp: u64,
+    pub now: u64,
+}
+
+/// The acceptance-time bound of SPEC §6.7: every time `rec` carries (each
+/// revision's timestamp, each authority section's, each binding's
+/// `issued_at`, each revocation's `revoked_at`) is at most `now` +
+/// [`MAX_CLOCK_SKEW_MS`]. A store, a gateway or a signer calls this with
+/// its own clock before accepting a record or entries; the verdict of
+/// `verify_record` itself does not depend on the time.
+///
+/// Errors: the first [`FutureTimestamp`] found.
+pub fn check_times(rec: &Record, now: u64) -> Result<(), FutureTimestamp> {
+    let limit = now.saturating_add(MAX_CLOCK_SKEW_MS);
+    let late = |what: String, timestamp: u64| {
+        if timestamp > limit {
+            Err(FutureTimestamp {
+                what,
+                timestamp,
+                now,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    for m in rec.history.iter().chain(std::iter::once(&rec.master)) {
+        late(
+            format!("master zone serial {} timestamp", m.serial),
+            m.timestamp,
+        )?;
+    }
+    for (z, a) in &rec.authorities {
+        late(format!("{z} authority timestamp"), a.timestamp)?;
+    }
+    for (z, zs) in &rec.zones {
+        check_entry_times(*z, &zs.entries, now)?;
+    }
+    Ok(())
+}
+
+/// [`check_times`] for entries on their own (an append of bindings or
+/// revocations): each binding's `issued_at` and each revocation's
+/// `revoked_at` is at most `now` + [`MAX_CLOCK_SKEW_MS`]. Entries whose
+/// body does not decode are left to the verifier.
+pub fn check_entry_times(
+    zone: ZoneType,
+    entries: &[SignedEntry],
+    now: u64,
+) -> Result<(), FutureTimestamp> {
+    let limit = now.saturating_add(MAX_CLOCK_SKEW_MS);
+    for (i, e) in entries.iter().enumerate() {
+        let t = match EntryBody::decode(zone, e.kind, &e.body) {
+            Ok(EntryBody::Binding(b)) => ("issued_at", b.issued_at),
+            Ok(EntryBody::Revocation(r)) => ("revoked_at", r.revoked_at),
+            _ => continue,
+        };
+        if t.1 > limit {
+            return Err(FutureTimestamp {
+                what: format!("{zone} entry {i} {}", t.0),
+                timestamp: t.1,
+                now,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn not_verified(key_idx: u8) -> BindingError {

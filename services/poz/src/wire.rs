@@ -3,7 +3,7 @@
 //! A connection carries one request and one response. On 7074 the frames
 //! travel as they are; on 7075/7076 inside Noise NK messages (`noise`).
 
-use crate::codec::{read_str8, valid_str8, write_str8, Codec, DecodeError, Reader};
+use crate::codec::{read_str8, write_str8, Codec, DecodeError, Reader};
 use crate::entries::PoolHost;
 use crate::hash::Hash32;
 use crate::keys::{read_signatures, write_signatures, Signature};
@@ -385,22 +385,50 @@ impl Codec for ErrorDetail {
 /// A domain name as queries carry it: 1..=253 bytes, lowercase ASCII
 /// letters, digits, '-', '.' (so one name has one spelling).
 pub fn valid_domain(d: &str) -> bool {
-    !d.is_empty()
-        && d.len() <= 253
-        && d.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !d.starts_with('.')
-        && !d.ends_with('.')
-        && !d.contains("..")
+    domain_rule_broken(d).is_none()
+}
+
+/// The rule of SPEC §14.4 that `d` breaks as a query's domain, in words a
+/// client's log can show, or `None` when it is a valid domain.
+pub fn domain_rule_broken(d: &str) -> Option<&'static str> {
+    if d.is_empty() {
+        Some("domain is empty (1..=253 bytes)")
+    } else if d.len() > 253 {
+        Some("domain is longer than 253 bytes")
+    } else if d.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some("domain has upper-case letters (queries carry lowercase only)")
+    } else if !d
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        Some("domain has a character other than a-z, 0-9, '-' and '.'")
+    } else if d.starts_with('.') || d.ends_with('.') || d.contains("..") {
+        Some("domain has an empty label (leading, trailing or doubled '.')")
+    } else {
+        None
+    }
+}
+
+/// The rule of SPEC §8.4 that `h` breaks as a handle's length, or `None`.
+/// (Control characters and bad UTF-8 are refused by `str8` itself.)
+pub fn handle_length_rule_broken(h: &str) -> Option<&'static str> {
+    if h.is_empty() {
+        Some("handle is empty (1..=64 bytes)")
+    } else if h.len() > crate::entries::MAX_HANDLE {
+        Some("handle is longer than 64 bytes")
+    } else {
+        None
+    }
 }
 
 fn read_domain(r: &mut Reader<'_>) -> Result<String, DecodeError> {
     let at = r.offset();
     let d = read_str8(r, "query.domain")?;
-    if !valid_domain(&d) {
-        return Err(DecodeError::InvalidText {
+    if let Some(reason) = domain_rule_broken(&d) {
+        return Err(DecodeError::Layout {
             field: "query.domain",
             offset: at,
+            reason,
         });
     }
     Ok(d)
@@ -439,10 +467,11 @@ impl Codec for IdentityQuery {
         let domain = read_domain(r)?;
         let at = r.offset();
         let handle = read_str8(r, "query.handle")?;
-        if handle.is_empty() || handle.len() > crate::entries::MAX_HANDLE {
-            return Err(DecodeError::InvalidText {
+        if let Some(reason) = handle_length_rule_broken(&handle) {
+            return Err(DecodeError::Layout {
                 field: "query.handle",
                 offset: at,
+                reason,
             });
         }
         Ok(IdentityQuery { domain, handle })
@@ -764,10 +793,11 @@ impl Codec for SubmitRequest {
         let domain = read_domain(r)?;
         let at = r.offset();
         let handle = read_str8(r, "submit_request.handle")?;
-        if handle.is_empty() || handle.len() > crate::entries::MAX_HANDLE || !valid_str8(&handle) {
-            return Err(DecodeError::InvalidText {
+        if let Some(reason) = handle_length_rule_broken(&handle) {
+            return Err(DecodeError::Layout {
                 field: "submit_request.handle",
                 offset: at,
+                reason,
             });
         }
         Ok(SubmitRequest {
@@ -920,5 +950,40 @@ mod tests {
         for d in ["", "Social.example", "a..b", ".a", "a.", "a b", "é.example"] {
             assert!(!valid_domain(d), "{d:?}");
         }
+    }
+
+    /// Issue 12 §6: a refused domain or handle names the rule it breaks,
+    /// not "must be UTF-8 without control characters".
+    #[test]
+    fn refused_domains_and_handles_name_their_rule() {
+        let query = |domain: &str, handle: &str| {
+            let mut p = vec![domain.len() as u8];
+            p.extend_from_slice(domain.as_bytes());
+            p.push(handle.len() as u8);
+            p.extend_from_slice(handle.as_bytes());
+            IdentityQuery::from_bytes(&p).unwrap_err().to_string()
+        };
+        let long = format!("{}.example", "a".repeat(246));
+        assert_eq!(long.len(), 254);
+        let e = query(&long, "alice");
+        assert!(e.contains("longer than 253 bytes"), "{e}");
+        let e = query("Demo.example", "alice");
+        assert!(e.contains("upper-case"), "{e}");
+        let e = query("demo.example", &"a".repeat(65));
+        assert!(e.contains("handle is longer than 64 bytes"), "{e}");
+        let e = query("demo.example", "");
+        assert!(e.contains("handle is empty"), "{e}");
+        for e in [query(&long, "a"), query("demo.example", "")] {
+            assert!(!e.contains("control characters"), "{e}");
+        }
+        // Control characters are still refused as text.
+        let e = query("demo.example", "al\u{7}ice");
+        assert!(e.contains("control characters"), "{e}");
+        assert_eq!(
+            crate::entries::IdentityBinding::new(Hash32::ZERO, Hash32::ZERO, &"a".repeat(65), 1, 0)
+                .unwrap_err()
+                .to_string(),
+            "handle is longer than 64 bytes"
+        );
     }
 }

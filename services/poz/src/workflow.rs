@@ -410,7 +410,7 @@ pub fn entry_signing_target(
 ) -> Result<(u8, Hash32), Error> {
     require_record_id(rec)?;
     let idx = delegation_index(rec, zone, entry_authority(entry), key_id)?;
-    Ok((idx, entry.digest(&rec.id(), zone)))
+    Ok((idx, entry.digest_in(&rec.id(), zone, &rec.keys)?))
 }
 
 /// What key `key_id` signs for a batch of `entries` of `rec`'s `zone`
@@ -438,7 +438,7 @@ pub fn batch_signing_target(
             None => *slot.insert(delegation_index(rec, zone, authority, key_id)?),
         };
         idx = Some(i);
-        digests.push(e.digest(&id, zone));
+        digests.push(e.digest_in(&id, zone, &rec.keys)?);
     }
     let tree = crate::batch::MerkleBatch::new(&digests).map_err(|e| Error::Invalid {
         what: "batch",
@@ -505,7 +505,7 @@ pub fn entry_tally(rec: &Record, zone: ZoneType, entry: &SignedEntry) -> Result<
         .delegation(zone)
         .ok_or(Error::NotDelegated { zone })?;
     let members = delegation_members(&d.keys, entry_authority(entry));
-    let digest = entry.digest(&rec.id(), zone);
+    let digest = entry.digest_in(&rec.id(), zone, &rec.keys)?;
     let id = rec.id();
     Ok(tally(
         &rec.keys,
@@ -674,7 +674,7 @@ pub fn resign_zone(
             if entry_issuer(&snapshot, zone, e) != id {
                 continue;
             }
-            let digest = e.digest(&id, zone);
+            let digest = e.digest_in(&id, zone, &snapshot.keys)?;
             let authority = entry_authority(e);
             fix(&snapshot, &mut e.signatures, authority, digest);
         }

@@ -159,16 +159,47 @@ impl SignedEntry {
         }
     }
 
-    /// The entry's identity and what its signers sign:
-    /// `H(tag ‖ issuer ‖ zone_type ‖ kind ‖ u32 len ‖ body)`. The issuer is
-    /// the record whose delegation keys sign (for a binding, its `issuer`).
-    pub fn digest(&self, issuer: &Hash32, zone: ZoneType) -> Hash32 {
+    /// The entry's identity and what its signers sign (SPEC §8.2, §5.3):
+    /// `H("POZ-v0 zone-entry", issuer ‖ zone_type ‖ kind ‖ u32 len ‖ body ‖ K)`
+    /// where `K` is the 32-byte key ID of every key the body names by index
+    /// (`keys`, from [`KeyBinding::resolve`]). The issuer is the record whose
+    /// delegation keys sign (for a binding, its `issuer`).
+    pub fn digest(&self, issuer: &Hash32, zone: ZoneType, keys: &KeyBinding) -> Hash32 {
         let mut h = TaggedHasher::new(tag::ENTRY_ID);
         h.update(&issuer.0)
             .update(&[zone.0, self.kind.0])
             .update(&(self.body.len() as u32).to_be_bytes())
             .update(&self.body);
+        for id in &keys.0 {
+            h.update(&id.0);
+        }
         h.finish()
+    }
+
+    /// The digest of an Identity Zone entry (a binding or a revocation).
+    /// Neither body names a key by index, so `K` is empty and the digest
+    /// needs no Public Key Map: this is what a binding's holder, a store
+    /// or a gateway computes from the entry alone.
+    pub fn identity_digest(&self, issuer: &Hash32) -> Hash32 {
+        self.digest(issuer, ZoneType::IDENTITY, &KeyBinding::NONE)
+    }
+
+    /// The digest of this entry as it stands in a record whose Public Key
+    /// Map is `keys`: decodes the body (any zone), resolves the indices it
+    /// names and binds their key IDs (SPEC §5.3).
+    ///
+    /// Errors: [`EntryDigestError::Body`] when the body does not decode
+    /// as `zone` and the entry's kind say; [`EntryDigestError::KeyIndex`]
+    /// when a named index is not in `keys`.
+    pub fn digest_in(
+        &self,
+        issuer: &Hash32,
+        zone: ZoneType,
+        keys: &crate::keys::PublicKeyMap,
+    ) -> Result<Hash32, EntryDigestError> {
+        let body = crate::entries::EntryBody::decode(zone, self.kind, &self.body)?;
+        let binding = KeyBinding::resolve(&body, keys)?;
+        Ok(self.digest(issuer, zone, &binding))
     }
 
     pub fn add_signature(&mut self, sig: Signature) {
@@ -215,6 +246,54 @@ impl Codec for SignedEntry {
             signatures,
         })
     }
+}
+
+/// The key IDs an entry body names by index, in field order (SPEC §5.3):
+/// what an entry's digest binds so that swapping a key in the Public Key
+/// Map under a signed entry breaks its signatures.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct KeyBinding(pub Vec<crate::keys::KeyId>);
+
+impl KeyBinding {
+    /// A body that names no key (bindings, revocations, inboxes, feeds,
+    /// revocation-service references, hosts without a CA key).
+    pub const NONE: KeyBinding = KeyBinding(Vec::new());
+
+    /// Resolves every index `body` names ([`EntryBody::key_refs`]) in
+    /// `keys`.
+    ///
+    /// Errors: [`KeyIndexError`] naming the first index not in the map.
+    pub fn resolve(
+        body: &crate::entries::EntryBody,
+        keys: &crate::keys::PublicKeyMap,
+    ) -> Result<KeyBinding, KeyIndexError> {
+        body.key_refs()
+            .into_iter()
+            .map(|idx| {
+                keys.get(idx)
+                    .map(|k| k.id())
+                    .ok_or(KeyIndexError { key_idx: idx })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(KeyBinding)
+    }
+}
+
+/// An entry names a key index that is not in the record's Public Key Map
+/// (rule `key-index`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("key index {key_idx} is not in the Public Key Map")]
+pub struct KeyIndexError {
+    pub key_idx: u8,
+}
+
+/// Why an entry's digest cannot be computed in a record.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum EntryDigestError {
+    #[error("entry body: {0}")]
+    Body(#[from] DecodeError),
+    #[error(transparent)]
+    KeyIndex(#[from] KeyIndexError),
 }
 
 /// A zone section: entries in canonical order (by kind, then body bytes).

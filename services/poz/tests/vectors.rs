@@ -27,6 +27,9 @@ struct Vector {
     breaks: Option<Rule>,
     /// For binding vectors: the binding entry and the verification time.
     binding: Option<(Vec<u8>, u64)>,
+    /// Rules that fail only because `breaks` does (a threshold whose
+    /// every signature is the broken one): listed, never implied.
+    also_fails: Vec<Rule>,
 }
 
 fn dir() -> PathBuf {
@@ -81,7 +84,11 @@ fn entry_signed(
     signers: &[&SigningKey],
 ) -> SignedEntry {
     let mut e = SignedEntry::new(kind, body);
-    let digest = e.digest(&rec.id(), zone);
+    // Some invalid vectors sign a body that does not decode: it names no
+    // key, so its digest binds none.
+    let digest = e
+        .digest_in(&rec.id(), zone, &rec.keys)
+        .unwrap_or_else(|_| e.digest(&rec.id(), zone, &poz::zone::KeyBinding::NONE));
     for s in signers {
         let idx = rec.keys.index_of(&s.public().id()).unwrap();
         e.add_signature(s.sign(idx, &digest));
@@ -98,6 +105,7 @@ fn build() -> Vec<Vector> {
             bytes: rec.to_bytes(),
             breaks,
             binding: None,
+            also_fails: Vec::new(),
         })
     };
     let pk = provider_keys();
@@ -122,7 +130,7 @@ fn build() -> Vec<Vector> {
     {
         let mut p = provider.clone();
         let alice = &p.zones[&ZoneType::IDENTITY].entries[0];
-        let target = alice.digest(&p.id(), ZoneType::IDENTITY);
+        let target = alice.identity_digest(&p.id());
         let mut rev =
             workflow::new_revocation(target, T0 + 3_000, RevocationReason::ACCOUNT_CLOSED);
         workflow::sign_entry(&p, ZoneType::IDENTITY, &mut rev, &pk.device_b).unwrap();
@@ -333,7 +341,7 @@ fn build() -> Vec<Vector> {
             &[&pk.device_a, &pk.device_b],
         )
         .unwrap();
-        let d = e.digest(&p.id(), ZoneType::IDENTITY);
+        let d = e.identity_digest(&p.id());
         e.add_signature(pk.master.sign(0, &d));
         p.zones.get_mut(&ZoneType::IDENTITY).unwrap().upsert(e);
         push("invalid-entry-signatures", "A binding signed by both devices and also by the master key, which is not an identity delegation key.", &p, Some(Rule::EntrySignatures));
@@ -422,6 +430,7 @@ fn build() -> Vec<Vector> {
             bytes,
             breaks: Some(Rule::Decode),
             binding: None,
+            also_fails: Vec::new(),
         })
     };
     let mut b = good.clone();
@@ -504,6 +513,7 @@ fn build() -> Vec<Vector> {
             bytes: rec.to_bytes(),
             breaks,
             binding: Some((entry.to_bytes(), now)),
+            also_fails: Vec::new(),
         })
     };
     let alice = provider.zones[&ZoneType::IDENTITY].entries[0].clone();
@@ -534,7 +544,7 @@ fn build() -> Vec<Vector> {
     );
     {
         let mut p = provider.clone();
-        let target = alice.digest(&p.id(), ZoneType::IDENTITY);
+        let target = alice.identity_digest(&p.id());
         let mut rev =
             workflow::new_revocation(target, T0 + 3_000, RevocationReason::KEY_COMPROMISE);
         workflow::sign_entry(&p, ZoneType::IDENTITY, &mut rev, &pk.device_a).unwrap();
@@ -573,6 +583,25 @@ fn build() -> Vec<Vector> {
         T0 + 10_000,
         Some(Rule::EntryGrant),
     );
+    // SPEC §6.7: a binding stamped further ahead of the verifier's clock
+    // than the allowed skew (5 minutes) is refused.
+    let early = sample::issue(
+        &provider,
+        sample::user_id(5),
+        "erin",
+        T0 + 10_000 + poz::verify::MAX_CLOCK_SKEW_MS + 1,
+        0,
+        &[&pk.device_a, &pk.device_b],
+    )
+    .unwrap();
+    bind(
+        "binding-issued-in-future",
+        "A binding issued 5 minutes and 1 ms after the verification time (now_ms): later than the allowed clock skew.",
+        &early,
+        &provider,
+        T0 + 10_000,
+        Some(Rule::BindingTime),
+    );
     // Batch signatures (SPEC §8.9): five bindings, each device signing the
     // batch root once.
     let mut batch = sample::bulk_bindings(&provider, 5, &[]).unwrap();
@@ -598,7 +627,123 @@ fn build() -> Vec<Vector> {
         T0 + 10_000,
         Some(Rule::EntrySignatures),
     );
+    key_binding_vectors(&provider, &mut v);
+    {
+        // SPEC §8.9: path_len is fixed by (leaf_index, tree_size); a proof
+        // of leaf 0 of 4 with one hash (the right length is 2) does not
+        // decode.
+        let mut p = provider.clone();
+        let mut e = sample::issue(&p, sample::user_id(6), "frank", T0 + 3_000, 0, &[]).unwrap();
+        let proof = poz::batch::BatchProof {
+            root_signature: [7; 64],
+            tree_size: 4,
+            leaf_index: 0,
+            path: vec![tagged_hash("sibling", &[])],
+        };
+        e.signatures.push(poz::keys::Signature {
+            key_idx: 1,
+            sig_type: poz::keys::SigType::ED25519_BATCH,
+            data: proof.to_bytes(),
+        });
+        p.zones.get_mut(&ZoneType::IDENTITY).unwrap().upsert(e);
+        v.push(Vector {
+            name: "invalid-batch-path-len",
+            description: "An identity entry with a batch signature for leaf 0 of 4 whose path_len is 1 (the audit path of that leaf has 2 hashes): a decode error at signature.data.",
+            bytes: p.to_bytes(),
+            breaks: Some(Rule::Decode),
+            binding: None,
+            also_fails: Vec::new(),
+        });
+    }
     v
+}
+
+/// SPEC §5.3: an entry that names a key by index binds that key's ID into
+/// its digest. A valid record whose HTTPS service host names a CA key and
+/// whose trust group names a member key, both keys appended to the Public
+/// Key Map after the delegations were signed; then the same records with
+/// only those 32 key bytes replaced. The record ID does not change, the
+/// entry's signature no longer verifies, and so its grant falls short.
+fn key_binding_vectors(provider: &Record, v: &mut Vec<Vector>) {
+    use poz::entries::{
+        AuthEntry, Encryption, PoolHost, ServiceEntry, ServiceType, Transport, TrustMember,
+    };
+    let pk = provider_keys();
+    let mut with_ca = provider.clone();
+    let ca = with_ca.keys.add(key(60).public()).unwrap();
+    let https = ServiceEntry {
+        service_type: ServiceType::HTTPS,
+        name: "login".into(),
+        pool: vec![PoolHost {
+            hostname: "login.social.example".into(),
+            port: 443,
+            transport: Transport::TCP,
+            encryption: Encryption::TLS,
+            server_key: None,
+            ca_key_idx: ca,
+            priority: 10,
+            weight: 100,
+        }],
+    };
+    let e = entry_signed(
+        &with_ca,
+        ZoneType::SERVICE,
+        EntryKind::GRANT,
+        https.to_bytes(),
+        &[&pk.zones],
+    );
+    workflow::insert_entry(&mut with_ca, ZoneType::SERVICE, e).unwrap();
+    let member = with_ca.keys.add(key(61).public()).unwrap();
+    let group = AuthEntry::TrustGroup {
+        group_id: 2,
+        name: "staff".into(),
+        members: vec![TrustMember {
+            key_idx: member,
+            value: 100,
+        }],
+    };
+    let e = entry_signed(
+        &with_ca,
+        ZoneType::AUTH,
+        EntryKind::GRANT,
+        group.to_bytes(),
+        &[&pk.zones],
+    );
+    workflow::insert_entry(&mut with_ca, ZoneType::AUTH, e).unwrap();
+    let vector = |name, description, rec: &Record, breaks: Option<Rule>| Vector {
+        name,
+        description,
+        bytes: rec.to_bytes(),
+        breaks,
+        binding: None,
+        also_fails: if breaks.is_some() {
+            vec![Rule::EntryGrant]
+        } else {
+            Vec::new()
+        },
+    };
+    v.push(vector(
+        "valid-keys-named-by-entries",
+        "The provider with two keys appended to its Public Key Map (indices 4 and 5): an HTTPS service host whose ca_key_idx is 4 and a trust group whose one member is key 5, each entry signed by the zones key over a digest that binds the key ID it names (SPEC §5.3).",
+        &with_ca,
+        None,
+    ));
+    let mut swapped = with_ca.clone();
+    swapped.keys.keys[ca as usize] = key(62).public();
+    v.push(vector(
+        "invalid-ca-key-swapped",
+        "valid-keys-named-by-entries with only the 32 bytes of key 4 (the HTTPS host's CA key) replaced: same record ID, but the service entry's signature covers the old key's ID and fails; its grant is then 0 of 100 (also_fails).",
+        &swapped,
+        Some(Rule::EntrySignatures),
+    ));
+    let mut swapped = with_ca.clone();
+    swapped.keys.keys[member as usize] = key(62).public();
+    v.push(vector(
+        "invalid-trust-member-key-swapped",
+        "valid-keys-named-by-entries with only the 32 bytes of key 5 (the trust group's member) replaced: the trust group entry's signature fails; its grant is then 0 of 100 (also_fails).",
+        &swapped,
+        Some(Rule::EntrySignatures),
+    ));
 }
 
 fn describe(v: &Vector) -> Value {
@@ -610,6 +755,9 @@ fn describe(v: &Vector) -> Value {
         "valid": v.breaks.is_none(),
         "breaks": v.breaks.map(|r| r.code()),
     });
+    if !v.also_fails.is_empty() {
+        j["also_fails"] = json!(v.also_fails.iter().map(|r| r.code()).collect::<Vec<_>>());
+    }
     if let Ok(rec) = Record::from_bytes(&v.bytes) {
         j["record_id"] = json!(rec.id().to_hex());
         j["serial"] = json!(rec.master.serial);
@@ -679,7 +827,11 @@ fn vectors_are_committed_and_each_breaks_exactly_its_rule() {
     let mut names = BTreeSet::new();
     for v in &vectors {
         assert!(names.insert(v.name), "duplicate vector name {}", v.name);
-        let want: BTreeSet<Rule> = v.breaks.into_iter().collect();
+        let want: BTreeSet<Rule> = v
+            .breaks
+            .into_iter()
+            .chain(v.also_fails.iter().copied())
+            .collect();
         assert_eq!(failed_rules(v), want, "vector {}", v.name);
         let desc = describe(v);
         let path = d.join(format!("{}.poz", v.name));

@@ -117,7 +117,7 @@ fn seed_example_either_device_revokes_adding_needs_both() {
     for dev in [&k.device_a, &k.device_b] {
         let mut p2 = p.clone();
         workflow::insert_entry(&mut p2, ZoneType::IDENTITY, both.clone()).unwrap();
-        let target = both.digest(&p2.id(), ZoneType::IDENTITY);
+        let target = both.identity_digest(&p2.id());
         let mut rev =
             workflow::new_revocation(target, T0 + 7_000, RevocationReason::KEY_COMPROMISE);
         workflow::sign_entry(&p2, ZoneType::IDENTITY, &mut rev, dev).unwrap();
@@ -259,7 +259,7 @@ fn rotating_an_identity_device_in_one_revision_keeps_bindings_and_revocations() 
     .unwrap();
     workflow::insert_entry(&mut p, ZoneType::IDENTITY, bob.clone()).unwrap();
     let mut rev = workflow::new_revocation(
-        bob.digest(&p.id(), ZoneType::IDENTITY),
+        bob.identity_digest(&p.id()),
         T0 + 4_000,
         RevocationReason::KEY_COMPROMISE,
     );
@@ -323,7 +323,7 @@ fn batch_binding_verdicts_match_one_by_one() {
     let both = [&k.device_a, &k.device_b];
     let revoked = sample::issue(&rec, sample::user_id(9), "gone", T0 + 5, 0, &both).unwrap();
     let mut rv = workflow::new_revocation(
-        revoked.digest(&rec.id(), ZoneType::IDENTITY),
+        revoked.identity_digest(&rec.id()),
         T0 + 6,
         RevocationReason::UNSPECIFIED,
     );

@@ -930,7 +930,7 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
                 "binding \"{handle}\" -> {subject} written to {}",
                 out.display()
             );
-            println!("binding id {}", e.digest(&rec.id(), ZoneType::IDENTITY));
+            println!("binding id {}", e.identity_digest(&rec.id()));
             println!("grant: {}", t.describe());
             if add {
                 workflow::insert_entry(&mut rec, ZoneType::IDENTITY, e).map_err(lib)?;
@@ -1034,7 +1034,7 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             let e = read_entry(&binding)?;
             let reason = RevocationReason::from_name(&reason)
                 .ok_or_else(|| anyhow!("unknown reason {reason:?}"))?;
-            let target = e.digest(&rec.id(), ZoneType::IDENTITY);
+            let target = e.identity_digest(&rec.id());
             let mut rev = workflow::new_revocation(target, time.unwrap_or_else(now_ms), reason);
             for k in &keys {
                 let k = open_key(k, pass)?;

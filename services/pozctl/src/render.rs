@@ -77,7 +77,7 @@ pub fn entry_json(rec: &Record, zone: ZoneType, e: &SignedEntry) -> Value {
     let issuer = entry_issuer(rec, zone, e);
     json!({
         "kind": e.kind.to_string(),
-        "digest": e.digest(&issuer, zone),
+        "digest": e.digest_in(&issuer, zone, &rec.keys).ok(),
         "signers": e.signatures.iter().map(|s| s.key_idx).collect::<Vec<_>>(),
         "body": body_json(zone, e),
     })

@@ -777,7 +777,7 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         }
         let (record_bytes, rec) = self.upstream.provider().await?;
         let mut rev = workflow::new_revocation(
-            binding.digest(&self.upstream.record_id, ZoneType::IDENTITY),
+            binding.identity_digest(&self.upstream.record_id),
             now_ms(),
             reason,
         );
@@ -882,7 +882,7 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
 fn issued(e: &SignedEntry, issuer: &Hash32, key: String) -> pb::IssuedBinding {
     pb::IssuedBinding {
         entry: e.to_bytes(),
-        digest: pbhash(&e.digest(issuer, ZoneType::IDENTITY)),
+        digest: pbhash(&e.identity_digest(issuer)),
         idempotency_key: key,
     }
 }

@@ -166,7 +166,7 @@ async fn bulk_issue_broken_off_and_resumed_issues_each_binding_once() {
     }
     // Each batch can be listed and audited: its entries prove to the root
     // the signer's audit log recorded, leaves 0..n complete and in order.
-    let digest = bindings[17].digest(&f.provider.id(), poz::zone::ZoneType::IDENTITY);
+    let digest = bindings[17].identity_digest(&f.provider.id());
     let (root, _) = bindings[17].signatures[0]
         .entry_message(&f.provider.id(), poz::zone::ZoneType::IDENTITY, &digest)
         .unwrap();
@@ -174,6 +174,7 @@ async fn bulk_issue_broken_off_and_resumed_issues_each_binding_once() {
     let n = poz::batch::audit_batch(
         &f.provider.id(),
         poz::zone::ZoneType::IDENTITY,
+        &f.provider.keys,
         &root,
         &batch,
     )
@@ -187,6 +188,7 @@ async fn bulk_issue_broken_off_and_resumed_issues_each_binding_once() {
         poz::batch::audit_batch(
             &f.provider.id(),
             poz::zone::ZoneType::IDENTITY,
+            &f.provider.keys,
             &root,
             &batch[1..]
         ),
@@ -196,6 +198,7 @@ async fn bulk_issue_broken_off_and_resumed_issues_each_binding_once() {
         poz::batch::audit_batch(
             &f.provider.id(),
             poz::zone::ZoneType::IDENTITY,
+            &f.provider.keys,
             &root,
             &batch[..batch.len() - 1]
         ),

@@ -1,0 +1,58 @@
+//! `pozctl verify` on every committed record vector (SPEC §13): a valid
+//! vector exits 0; an invalid one exits 1 (refused, never 2: the file was
+//! read) and names the rule it breaks. Among them are the key-binding
+//! vectors of SPEC §5.3 (issue 12 §1): a record whose service host's CA
+//! key or trust-group member was swapped in the Public Key Map keeps its
+//! record ID, and verify must still refuse it.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn vectors() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../poz/vectors")
+}
+
+#[test]
+fn verify_accepts_valid_vectors_and_names_the_rule_of_invalid_ones() {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vectors().join("index.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    for v in index.as_array().unwrap() {
+        if v["kind"] != "record" {
+            continue;
+        }
+        let file = vectors().join(v["file"].as_str().unwrap());
+        let out = Command::new(env!("CARGO_BIN_EXE_pozctl"))
+            .args(["verify", file.to_str().unwrap(), "--allow-partial"])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let name = v["name"].as_str().unwrap();
+        if v["valid"] == true {
+            assert_eq!(out.status.code(), Some(0), "{name}: {text}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{name}: {text}");
+            let rule = v["breaks"].as_str().unwrap();
+            if rule != "decode" {
+                assert!(text.contains(rule), "{name}: {rule} not named in {text}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} record vectors");
+    for swapped in ["invalid-ca-key-swapped", "invalid-trust-member-key-swapped"] {
+        assert!(
+            index
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == swapped && v["breaks"] == "entry-signatures"),
+            "{swapped} missing"
+        );
+    }
+}
