@@ -523,3 +523,71 @@ both!(
         assert_eq!(s.mirrors(&id).await.unwrap().len(), poz_store::MAX_MIRRORS);
     }
 );
+
+// Issue 12 §9: a revision stamped near u64::MAX would freeze the record
+// (timestamps must increase) and a time of 2^63 or more loses its sign in
+// a BIGINT column. The store refuses any time more than 5 minutes ahead of
+// its clock (SPEC §6.7), and the record can still advance afterwards.
+both!(times_from_the_future_are_refused, |s: Store| async move {
+    let (g, p) = provider_genesis_and_rest();
+    let id = s
+        .create_record(&g.to_bytes(), &["social.example".into()], "")
+        .await
+        .unwrap();
+    s.advance_head(&p.to_bytes(), 1, "").await.unwrap();
+    let pk = sample::provider_keys();
+    for far in [u64::MAX - 1, 1 << 63, T0 + 50 * 365 * 86_400_000] {
+        let mut d = workflow::draft(&p, far).unwrap();
+        workflow::sign_draft(&mut d, &pk.master).unwrap();
+        workflow::apply(&mut d).unwrap();
+        match s.advance_head(&d.to_bytes(), 2, "").await {
+            Err(StoreError::Invalid(m)) => {
+                assert!(m.contains("more than 300000 ms after now"), "{m}")
+            }
+            other => panic!("{far}: {other:?}"),
+        }
+        assert_eq!(s.head(&id).await.unwrap().0, 2);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut d = workflow::draft(&p, now).unwrap();
+    workflow::sign_draft(&mut d, &pk.master).unwrap();
+    workflow::apply(&mut d).unwrap();
+    assert_eq!(s.advance_head(&d.to_bytes(), 2, "").await.unwrap().0, 3);
+
+    // Bindings: issued an hour ahead is refused; issued now is stored.
+    let ahead = sample::issue(
+        &p,
+        sample::user_id(9),
+        "zed",
+        now + 3_600_000,
+        0,
+        &[&pk.device_a, &pk.device_b],
+    )
+    .unwrap();
+    let err = s
+        .put_entries(&id, ZoneType::IDENTITY, &[ahead.to_bytes()], "")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("issued_at")),
+        "{err:?}"
+    );
+    let on_time = sample::issue(
+        &p,
+        sample::user_id(9),
+        "zed",
+        now,
+        0,
+        &[&pk.device_a, &pk.device_b],
+    )
+    .unwrap();
+    assert_eq!(
+        s.put_entries(&id, ZoneType::IDENTITY, &[on_time.to_bytes()], "")
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+});
