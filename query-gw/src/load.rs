@@ -165,7 +165,10 @@ mod tests {
     fn a_few_slow_requests_are_not_overload() {
         let (m, t0) = meter();
         for i in 0..3 {
-            m.request_done_at(t0 + Duration::from_millis(100 * i), Duration::from_millis(1_600));
+            m.request_done_at(
+                t0 + Duration::from_millis(100 * i),
+                Duration::from_millis(1_600),
+            );
         }
         let load = m.local_at(t0 + Duration::from_millis(1_200));
         assert_eq!(load.p99_latency_ms, 0.0);
@@ -177,7 +180,10 @@ mod tests {
     fn a_window_of_slow_requests_is_overload() {
         let (m, t0) = meter();
         for i in 0..MIN_LATENCY_SAMPLES as u64 {
-            m.request_done_at(t0 + Duration::from_millis(10 * i), Duration::from_millis(200));
+            m.request_done_at(
+                t0 + Duration::from_millis(10 * i),
+                Duration::from_millis(200),
+            );
         }
         let load = m.local_at(t0 + Duration::from_millis(1_200));
         assert_eq!(load.p99_latency_ms, 200.0);
@@ -186,9 +192,15 @@ mod tests {
         // One request short of the minimum: not counted.
         let (m, t0) = meter();
         for i in 0..MIN_LATENCY_SAMPLES as u64 - 1 {
-            m.request_done_at(t0 + Duration::from_millis(10 * i), Duration::from_millis(200));
+            m.request_done_at(
+                t0 + Duration::from_millis(10 * i),
+                Duration::from_millis(200),
+            );
         }
-        assert_eq!(m.local_at(t0 + Duration::from_millis(1_200)).p99_latency_ms, 0.0);
+        assert_eq!(
+            m.local_at(t0 + Duration::from_millis(1_200)).p99_latency_ms,
+            0.0
+        );
     }
 
     #[test]
@@ -196,6 +208,9 @@ mod tests {
         let (m, t0) = meter();
         let m = m.with_min_latency_samples(1);
         m.request_done_at(t0, Duration::from_millis(100));
-        assert_eq!(m.local_at(t0 + Duration::from_millis(1_100)).p99_latency_ms, 100.0);
+        assert_eq!(
+            m.local_at(t0 + Duration::from_millis(1_100)).p99_latency_ms,
+            100.0
+        );
     }
 }

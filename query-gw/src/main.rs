@@ -248,11 +248,9 @@ async fn main() -> anyhow::Result<()> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(5))
         .connect_lazy();
-    let load = Arc::new(
-        LoadMeter::new(pow, targets).with_min_latency_samples(c.min_latency_samples),
-    );
-    let replay =
-        gateway::shared_replay(&c.redis_url, Duration::from_millis(c.redis_timeout_ms))?;
+    let load =
+        Arc::new(LoadMeter::new(pow, targets).with_min_latency_samples(c.min_latency_samples));
+    let replay = gateway::shared_replay(&c.redis_url, Duration::from_millis(c.redis_timeout_ms))?;
     let edge = Edge::with_replay(
         discipline,
         key.clone(),

@@ -229,10 +229,7 @@ async fn a_proof_is_spent_once_in_the_fleet_and_once_per_gateway_without_redis()
             support::raw_plain(b, &lookup)
         );
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
-        let ok = [&ra, &rb]
-            .iter()
-            .filter(|r| r.status == Status::OK)
-            .count();
+        let ok = [&ra, &rb].iter().filter(|r| r.status == Status::OK).count();
         let refused = [&ra, &rb].iter().filter(|r| replayed(r)).count();
         assert_eq!((ok, refused), (1, 1), "{:?} {:?}", ra.status, rb.status);
     }
@@ -243,5 +240,9 @@ async fn a_proof_is_spent_once_in_the_fleet_and_once_per_gateway_without_redis()
     let r = support::raw_plain(a, &lookup).await.unwrap();
     assert_eq!((r.status, r.request_id), (Status::OK, 9));
     let r = support::raw_plain(a, &lookup).await.unwrap();
-    assert!(replayed(&r), "the same gateway without Redis: {:?}", r.status);
+    assert!(
+        replayed(&r),
+        "the same gateway without Redis: {:?}",
+        r.status
+    );
 }

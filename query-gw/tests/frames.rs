@@ -107,12 +107,28 @@ async fn too_large_echoes_the_id_plain_with_pow_and_inside_noise() {
     let g = gateway(Discipline::default()).await;
     for frame in [TOO_LARGE.to_vec(), too_large_with_pow()] {
         let r = raw_plain(g.plain, &frame).await;
-        assert_eq!(status_and_id(r), (Status::TOO_LARGE, 0x4321), "{frame:02x?}");
-        let r = raw_plain_pieces(g.plain, &[&frame[..4], &frame[4..]], Duration::from_millis(100))
-            .await;
-        assert_eq!(status_and_id(r), (Status::TOO_LARGE, 0x4321), "{frame:02x?}");
+        assert_eq!(
+            status_and_id(r),
+            (Status::TOO_LARGE, 0x4321),
+            "{frame:02x?}"
+        );
+        let r = raw_plain_pieces(
+            g.plain,
+            &[&frame[..4], &frame[4..]],
+            Duration::from_millis(100),
+        )
+        .await;
+        assert_eq!(
+            status_and_id(r),
+            (Status::TOO_LARGE, 0x4321),
+            "{frame:02x?}"
+        );
         let r = raw_noise(g.noise, &g.key.public, &frame).await;
-        assert_eq!(status_and_id(r), (Status::TOO_LARGE, 0x4321), "{frame:02x?}");
+        assert_eq!(
+            status_and_id(r),
+            (Status::TOO_LARGE, 0x4321),
+            "{frame:02x?}"
+        );
     }
 }
 
@@ -145,7 +161,11 @@ async fn a_frame_cut_short_by_the_client_is_answered_with_what_arrived() {
         (&[0x01], Status::UNSUPPORTED_VERSION, 0),
         (&[0x00, 0x01, 0x43], Status::BAD_REQUEST, 0),
         (&[0x00, 0x01, 0x43, 0x21], Status::BAD_REQUEST, 0x4321),
-        (&[0x00, 0x01, 0x43, 0x21, 0x00, 0x00, 0x05, 1], Status::BAD_REQUEST, 0x4321),
+        (
+            &[0x00, 0x01, 0x43, 0x21, 0x00, 0x00, 0x05, 1],
+            Status::BAD_REQUEST,
+            0x4321,
+        ),
     ];
     for (sent, status, id) in cases {
         let mut s = tokio::net::TcpStream::connect(g.plain).await.unwrap();

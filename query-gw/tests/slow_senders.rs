@@ -304,9 +304,12 @@ async fn slow_uploaders_leave_the_difficulty_at_base() {
         if after.is_none() && uploads.iter().all(|u| u.is_finished()) {
             after = Some(Instant::now());
         }
-        let r = support::raw_plain(plain, &support::frame(MessageType::CHALLENGE, 2, Vec::new()))
-            .await
-            .unwrap();
+        let r = support::raw_plain(
+            plain,
+            &support::frame(MessageType::CHALLENGE, 2, Vec::new()),
+        )
+        .await
+        .unwrap();
         let c = poz::wire::Challenge::from_bytes(&r.payload).unwrap();
         assert_eq!(c.difficulty, 0, "a slow uploader raised the difficulty");
         let r = support::raw_plain(plain, &master).await.unwrap();

@@ -253,11 +253,9 @@ async fn main() -> anyhow::Result<()> {
             .timeout(Duration::from_secs(10))
             .connect_lazy())
     };
-    let load = Arc::new(
-        LoadMeter::new(pow, targets).with_min_latency_samples(c.min_latency_samples),
-    );
-    let replay =
-        gateway::shared_replay(&c.redis_url, Duration::from_millis(c.redis_timeout_ms))?;
+    let load =
+        Arc::new(LoadMeter::new(pow, targets).with_min_latency_samples(c.min_latency_samples));
+    let replay = gateway::shared_replay(&c.redis_url, Duration::from_millis(c.redis_timeout_ms))?;
     let edge = Edge::with_replay(
         discipline,
         key.clone(),

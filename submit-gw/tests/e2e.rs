@@ -396,13 +396,25 @@ async fn frame_errors_on_the_submit_port_echo_the_request_id() {
     let cases: [(&[u8], Status, u16); 7] = [
         (&v1, Status::UNSUPPORTED_VERSION, 0x1234),
         (&[0x01], Status::UNSUPPORTED_VERSION, 0),
-        (&[0x00, 0x01, 0x43, 0x21, 0x00, 0xff, 0xff], Status::TOO_LARGE, 0x4321),
+        (
+            &[0x00, 0x01, 0x43, 0x21, 0x00, 0xff, 0xff],
+            Status::TOO_LARGE,
+            0x4321,
+        ),
         (&with_pow, Status::TOO_LARGE, 0x4321),
-        (&[0x00, 0x13, 0x07, 0x07, 0x00, 0x00, 0x01, 0x00], Status::WRONG_PORT, 0x0707),
+        (
+            &[0x00, 0x13, 0x07, 0x07, 0x00, 0x00, 0x01, 0x00],
+            Status::WRONG_PORT,
+            0x0707,
+        ),
         (&status_15, Status::BAD_REQUEST, 0x0c0c),
         (&status_17, Status::BAD_REQUEST, 0x0d0d),
     ];
     for (frame, status, id) in cases {
-        assert_eq!(raw_noise(f.submit, k, frame).await, (status, id), "{frame:02x?}");
+        assert_eq!(
+            raw_noise(f.submit, k, frame).await,
+            (status, id),
+            "{frame:02x?}"
+        );
     }
 }

@@ -11,9 +11,7 @@
 
 use crate::codec::Codec;
 use crate::pow::{replay_key, replay_ttl_ms, Challenger, ReplayGuard, Seen};
-use crate::wire::{
-    MessageType, PowReason, PowRequired, Request, RequestPayload, Response, Status,
-};
+use crate::wire::{MessageType, PowReason, PowRequired, Request, RequestPayload, Response, Status};
 use std::sync::{Arc, Mutex};
 
 /// The three POZ ports and their contracts.
@@ -334,10 +332,18 @@ mod tests {
         let cases: [(&[u8], Status, u16); 6] = [
             (&v1, Status::UNSUPPORTED_VERSION, 0x1234),
             (&[0x01], Status::UNSUPPORTED_VERSION, 0),
-            (&[0x00, 0x01, 0x43, 0x21, 0x00, 0xff, 0xff], Status::TOO_LARGE, 0x4321),
+            (
+                &[0x00, 0x01, 0x43, 0x21, 0x00, 0xff, 0xff],
+                Status::TOO_LARGE,
+                0x4321,
+            ),
             (&with_pow, Status::TOO_LARGE, 0x4321),
             (&[0x00, 0x01, 0x43, 0x21, 0x07], Status::BAD_REQUEST, 0x4321),
-            (&[0x00, 0x13, 0x07, 0x07, 0x00, 0x00, 0x01, 0x00], Status::BAD_REQUEST, 0x0707),
+            (
+                &[0x00, 0x13, 0x07, 0x07, 0x00, 0x00, 0x01, 0x00],
+                Status::BAD_REQUEST,
+                0x0707,
+            ),
         ];
         for port in [Port::Plain, Port::NoiseQuery, Port::NoiseSubmit] {
             for (frame, status, id) in cases {
@@ -348,7 +354,11 @@ mod tests {
                     status
                 };
                 let r = respond(g.admit(port, frame, 0, 12));
-                assert_eq!((r.status, r.request_id), (status, id), "{frame:02x?} on {port:?}");
+                assert_eq!(
+                    (r.status, r.request_id),
+                    (status, id),
+                    "{frame:02x?} on {port:?}"
+                );
             }
         }
     }

@@ -375,7 +375,10 @@ mod tests {
         let ch = c.issue(issued_at, 4);
         let sol = solve(&ch.challenge, 4, issued_at, 0, 1 << 20).unwrap();
         // The timestamp runs out first: one window after it.
-        assert_eq!(c.check_until(&sol, issued_at + 10, 4), Ok(issued_at + w + 1));
+        assert_eq!(
+            c.check_until(&sol, issued_at + 10, 4),
+            Ok(issued_at + w + 1)
+        );
         // A timestamp late in the window: the challenge runs out first, at
         // the end of the next window (the challenge's `expires_at`).
         let late = issued_at + w - 1;
@@ -413,7 +416,9 @@ mod tests {
         assert_eq!(p99_latency_ms(&mut few, 50), 0.0);
         assert_eq!(p99_latency_ms(&mut [], 0), 0.0);
         // A real window: 200 requests, 2 of them slow.
-        let mut many: Vec<u64> = (0..200).map(|i| if i < 2 { 900_000 } else { 2_000 }).collect();
+        let mut many: Vec<u64> = (0..200)
+            .map(|i| if i < 2 { 900_000 } else { 2_000 })
+            .collect();
         assert_eq!(p99_latency_ms(&mut many, 50), 900.0);
         // 100 requests all slow: overload.
         let mut slow = vec![300_000u64; 100];

@@ -1066,7 +1066,10 @@ mod tests {
         }
         for i in 4..=b.len() {
             let e = Request::check(&b[..i]).unwrap_err();
-            assert_eq!((e.status(), e.request_id()), (Status::UNSUPPORTED_VERSION, 0x1234));
+            assert_eq!(
+                (e.status(), e.request_id()),
+                (Status::UNSUPPORTED_VERSION, 0x1234)
+            );
         }
         let r = Request::decode(&b).unwrap_err().response();
         assert_eq!(
@@ -1077,7 +1080,10 @@ mod tests {
         // message that short): id 0, the only case.
         for short in [&b[..1], &b[..3]] {
             let e = Request::decode(short).unwrap_err();
-            assert_eq!((e.status(), e.request_id()), (Status::UNSUPPORTED_VERSION, 0));
+            assert_eq!(
+                (e.status(), e.request_id()),
+                (Status::UNSUPPORTED_VERSION, 0)
+            );
         }
         let e = Request::decode(&[0, 0x01, 0x43]).unwrap_err();
         assert_eq!((e.status(), e.request_id()), (Status::BAD_REQUEST, 0));

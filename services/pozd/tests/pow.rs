@@ -48,11 +48,7 @@ fn start(pow_base: u8) -> Pozd {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
-    let (plain, noise, submit) = (
-        addr(free_port()),
-        addr(free_port()),
-        addr(free_port()),
-    );
+    let (plain, noise, submit) = (addr(free_port()), addr(free_port()), addr(free_port()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_pozd"))
         .arg("--data")
         .arg(&data)
