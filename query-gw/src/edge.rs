@@ -20,11 +20,18 @@
 //! - the response must be written within `write_timeout`;
 //! - on shutdown, listeners close and connections in progress finish
 //!   within `drain_timeout`.
+//!
+//! A proof of work admitted by the gate is spent fleet-wide when the
+//! gateway shares a Redis ([`crate::fleet::SharedReplay`], SPEC §15).
+//! The latency fed to the load meter is the server's own: from the whole
+//! request to the answer ready to send, so a slow sender (or reader) does
+//! not count its own time as the gateway's.
 
+use crate::fleet::{SharedReplay, Spend};
 use crate::load::LoadMeter;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poz::codec::Codec;
-use poz::gate::{Admission, Gate, Port};
+use poz::gate::{Admission, Decision, Gate, Port};
 use poz::noise::{length_prefixed, split_message, NkResponder, StaticKeypair, MAX_MESSAGE};
 use poz::wire::{Request, Response, Status};
 use std::collections::HashMap;
@@ -81,6 +88,8 @@ pub struct Counters {
     pub timed_out: AtomicUsize,
     pub rate_limited: AtomicUsize,
     pub shed: AtomicUsize,
+    /// Proofs refused as spent at another gateway (fleet-wide guard).
+    pub replayed_in_fleet: AtomicUsize,
     pub answered: AtomicUsize,
 }
 
@@ -98,6 +107,8 @@ pub struct Edge<A> {
     pub answerer: A,
     pub load: Arc<LoadMeter>,
     pub counters: Counters,
+    /// The fleet's spent proofs (None: this gateway's own guard only).
+    replay: Option<SharedReplay>,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     pending: Semaphore,
@@ -142,6 +153,13 @@ enum ReadEnd {
     Close,
 }
 
+/// A request read whole, and when its last byte arrived: the server's
+/// latency starts there.
+struct Read {
+    end: ReadEnd,
+    arrived: Instant,
+}
+
 impl<A: Answer> Edge<A> {
     pub fn new(
         discipline: Discipline,
@@ -149,6 +167,19 @@ impl<A: Answer> Edge<A> {
         gate: Gate,
         answerer: A,
         load: Arc<LoadMeter>,
+    ) -> Arc<Self> {
+        Self::with_replay(discipline, key, gate, answerer, load, None)
+    }
+
+    /// Like [`Edge::new`], with the fleet's replay guard: a proof admitted
+    /// here is refused at every gateway sharing `replay` (SPEC §15).
+    pub fn with_replay(
+        discipline: Discipline,
+        key: StaticKeypair,
+        gate: Gate,
+        answerer: A,
+        load: Arc<LoadMeter>,
+        replay: Option<SharedReplay>,
     ) -> Arc<Self> {
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota =
@@ -162,6 +193,7 @@ impl<A: Answer> Edge<A> {
             answerer,
             load,
             counters: Counters::default(),
+            replay,
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             limiter: RateLimiter::keyed(quota),
@@ -243,8 +275,7 @@ impl<A: Answer> Edge<A> {
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
         self.load.connection_opened();
         let _ = stream.set_nodelay(true);
-        let started = Instant::now();
-        let read = {
+        let Read { end: read, arrived } = {
             let Ok(_pending) = self.pending.try_acquire() else {
                 self.counters
                     .refused_pending
@@ -275,6 +306,9 @@ impl<A: Answer> Edge<A> {
                 }
             }
         };
+        // The server's latency: from the whole request to the answer ready
+        // to send. Neither the client's upload nor its reading counts.
+        self.load.request_done(arrived.elapsed());
         let write = async {
             for m in &out {
                 stream.write_all(m).await?;
@@ -287,31 +321,32 @@ impl<A: Answer> Edge<A> {
         {
             self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
         }
-        self.load.request_done(started.elapsed());
     }
 
     /// Reads one request: a whole plain frame (checked from its header) or
     /// one length-prefixed Noise message, under the read and idle timeouts.
-    async fn read_request(&self, stream: &mut TcpStream, port: Port) -> ReadEnd {
+    async fn read_request(&self, stream: &mut TcpStream, port: Port) -> Read {
+        let end = self.read_until_whole(stream, port).await;
+        Read {
+            end,
+            arrived: Instant::now(),
+        }
+    }
+
+    async fn read_until_whole(&self, stream: &mut TcpStream, port: Port) -> ReadEnd {
         let deadline = Instant::now() + self.discipline.read_timeout;
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 4096];
         loop {
             if port == Port::Plain {
+                // Errors come only once the id arrived, so they echo it.
                 match Request::check(&buf) {
                     Ok(Some(n)) => {
                         buf.truncate(n);
                         return ReadEnd::Whole(buf);
                     }
                     Ok(None) => {}
-                    Err(e) => {
-                        return ReadEnd::Refuse(Response::error(
-                            e.status(),
-                            e.request_id(),
-                            0,
-                            &e.to_string(),
-                        ))
-                    }
+                    Err(e) => return ReadEnd::Refuse(e.response()),
                 }
             } else {
                 if let Some((m, _)) = split_message(&buf) {
@@ -329,6 +364,14 @@ impl<A: Answer> Edge<A> {
             let wait = self.discipline.idle_timeout.min(deadline - now);
             match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
                 Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                // The client stopped sending (EOF) part-way through a
+                // plain frame: what arrived is judged as the whole frame
+                // (SPEC §14.2: id 0 only if its id bytes never came).
+                Ok(Ok(_)) if port == Port::Plain && !buf.is_empty() => {
+                    return Request::decode(&buf)
+                        .err()
+                        .map_or(ReadEnd::Close, |e| ReadEnd::Refuse(e.response()));
+                }
                 Ok(_) => return ReadEnd::Close,
                 Err(_) => {
                     self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
@@ -345,7 +388,9 @@ impl<A: Answer> Edge<A> {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
-            let id = Request::decode(frame).map(|r| r.request_id).unwrap_or(0);
+            // Echo the id whenever it arrived, even in a frame that
+            // would not decode.
+            let id = Request::peek_id(frame).unwrap_or(0);
             let ms = wait.as_millis().clamp(1, u32::MAX as u128) as u32;
             return Response::error(
                 Status::RATE_LIMITED,
@@ -355,16 +400,25 @@ impl<A: Answer> Edge<A> {
             );
         }
         let difficulty = self.load.difficulty();
-        let admission = self.gate.lock().unwrap_or_else(|p| p.into_inner()).admit(
-            port,
-            frame,
-            now_ms(),
-            difficulty,
-        );
+        let Decision { admission, spent } = self
+            .gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(port, frame, now_ms(), difficulty);
         let req = match admission {
             Admission::Respond(r) => return r,
             Admission::Admit(req) => req,
         };
+        // A proof new here must be new to the fleet too (SPEC §15).
+        if let (Some(spent), Some(fleet)) = (spent, &self.replay) {
+            if fleet.spend(&spent.key, spent.ttl_ms).await == Spend::Replayed {
+                self.counters
+                    .replayed_in_fleet
+                    .fetch_add(1, Ordering::Relaxed);
+                let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+                return gate.replayed(req.request_id, now_ms(), difficulty);
+            }
+        }
         let Ok(Ok(_permit)) =
             tokio::time::timeout(self.discipline.queue_wait, self.lookups.acquire()).await
         else {

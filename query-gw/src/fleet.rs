@@ -14,6 +14,10 @@
 //! If Redis cannot be reached within `timeout`, the gateway uses its own
 //! load: neither an outage of Redis nor a gateway left without
 //! protection.
+//!
+//! The same Redis holds the fleet's spent proofs of work
+//! ([`SharedReplay`]), so a proof is good once per fleet, not once per
+//! gateway; without Redis, once per gateway.
 
 use poz::pow::{Load, LoadTargets};
 use redis::aio::ConnectionManager;
@@ -168,6 +172,109 @@ impl FleetLoad {
         }
         self.last = Some(source);
         (load, targets, source)
+    }
+}
+
+/// The key prefix of every spent proof of work (SPEC §15, "Replay").
+pub const REPLAY_KEY_PREFIX: &str = "poz:pow:";
+
+/// After Redis failed or timed out, the replay guard is local only for
+/// this long before Redis is tried again, so an outage costs one timeout
+/// per this interval, not one per request.
+pub const REPLAY_RETRY: Duration = Duration::from_secs(1);
+
+/// What the fleet-wide replay guard says of a proof.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spend {
+    /// Recorded now: no gateway had spent it.
+    Fresh,
+    /// Another request (here or at another gateway) spent it first.
+    Replayed,
+    /// Redis did not answer in time: only this process's guard decided.
+    Local,
+}
+
+/// The replay guard shared by the fleet's gateways through Redis: a
+/// spent proof is the key `poz:pow:<replay key, hex>`, set with `SET NX
+/// PX ttl`, one atomic operation, so of two gateways racing on one proof
+/// exactly one admits it; the key expires when no gateway would accept
+/// the proof any more. When Redis is unreachable, each gateway's own guard
+/// (in `poz::gate::Gate`) still refuses a replay at that gateway.
+pub struct SharedReplay {
+    client: redis::Client,
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    timeout: Duration,
+    /// Redis is not asked before this (after a failure).
+    pause_until: std::sync::Mutex<Option<std::time::Instant>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl SharedReplay {
+    /// `url` is the fleet's Redis; a request to it slower than `timeout`
+    /// counts as a failure.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+        Ok(SharedReplay {
+            client: redis::Client::open(url)?,
+            conn: tokio::sync::OnceCell::new(),
+            timeout,
+            pause_until: std::sync::Mutex::new(None),
+            down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The Redis key of a spent proof.
+    pub fn key(replay_key: &[u8; 32]) -> String {
+        format!("{REPLAY_KEY_PREFIX}{}", hex::encode(replay_key))
+    }
+
+    async fn set_nx(&self, key: &str, ttl_ms: u64) -> Result<bool, redis::RedisError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| self.client.get_connection_manager())
+            .await?;
+        let mut conn = conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(1u8)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Records a proof as spent for `ttl_ms`, unless some gateway already
+    /// did (`Replayed`). `Local` when Redis failed, timed out, or is in
+    /// its retry pause after a failure.
+    pub async fn spend(&self, replay_key: &[u8; 32], ttl_ms: u64) -> Spend {
+        use std::sync::atomic::Ordering;
+        let now = std::time::Instant::now();
+        {
+            let pause = self.pause_until.lock().unwrap_or_else(|p| p.into_inner());
+            if pause.is_some_and(|t| now < t) {
+                return Spend::Local;
+            }
+        }
+        let key = Self::key(replay_key);
+        let failed = match tokio::time::timeout(self.timeout, self.set_nx(&key, ttl_ms)).await {
+            Ok(Ok(fresh)) => {
+                if self.down.swap(false, Ordering::AcqRel) {
+                    tracing::info!("shared proof-of-work replay guard available again");
+                }
+                return if fresh { Spend::Fresh } else { Spend::Replayed };
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                error = %failed,
+                "shared proof-of-work replay guard unavailable; each gateway refuses replays on its own"
+            );
+        }
+        *self.pause_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(now + REPLAY_RETRY);
+        Spend::Local
     }
 }
 

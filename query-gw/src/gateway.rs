@@ -4,7 +4,7 @@
 //! or its own), and forget quiet addresses.
 
 use crate::edge::{Answer, Edge};
-use crate::fleet::{FleetLoad, Source};
+use crate::fleet::{FleetLoad, SharedReplay, Source};
 use crate::load::LoadMeter;
 use anyhow::Context;
 use poz::noise::StaticKeypair;
@@ -50,6 +50,17 @@ pub struct SharedLoad<'a> {
     pub gateway_id: &'a str,
     pub ttl: Duration,
     pub timeout: Duration,
+}
+
+/// The fleet's replay guard on `redis_url` (None when empty: this
+/// gateway's own guard only).
+pub fn shared_replay(redis_url: &str, timeout: Duration) -> anyhow::Result<Option<SharedReplay>> {
+    if redis_url.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        SharedReplay::new(redis_url, timeout).context("redis_url for the replay guard")?,
+    ))
 }
 
 /// Recomputes the difficulty four times a second from the fleet's load

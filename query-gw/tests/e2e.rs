@@ -325,6 +325,57 @@ async fn an_address_over_its_rate_is_told_when_to_retry() {
     assert!((1..=1_000).contains(&retry), "{retry}");
 }
 
+/// SPEC §15: RATE_LIMITED does not consume a proof. A request refused
+/// for its address's rate is retried with the same proof after the hint
+/// and admitted; the proof is then spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_request_keeps_its_proof() {
+    let s = store_with_provider().await;
+    let pow = PowConfig {
+        base: 6,
+        ..PowConfig::default()
+    };
+    let discipline = Discipline {
+        rate_per_ip: 1,
+        burst_per_ip: 1,
+        ..Discipline::default()
+    };
+    let g = gateway(&s.url, discipline, pow).await;
+    assert_eq!(g.load.difficulty(), 6);
+    let r = raw_plain(g.plain, &frame(MessageType::CHALLENGE, 1, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::OK);
+    let c = poz::wire::Challenge::from_bytes(&r.payload).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let sol = poz::pow::solve(&c.challenge, c.difficulty, now, 0, 1 << 24).unwrap();
+    let mut req = poz::wire::Request::new(
+        MessageType::SERIAL,
+        2,
+        DomainQuery {
+            domain: "social.example".into(),
+        }
+        .to_bytes(),
+    );
+    req.pow = Some(sol);
+    let r = raw_plain(g.plain, &req.to_bytes()).await.unwrap();
+    assert_eq!((r.status, r.request_id), (Status::RATE_LIMITED, 2));
+    let wait = poz::wire::ErrorDetail::from_bytes(&r.payload)
+        .unwrap()
+        .retry_after_ms;
+    tokio::time::sleep(Duration::from_millis(wait as u64 + 100)).await;
+    let r = raw_plain(g.plain, &req.to_bytes()).await.unwrap();
+    assert_eq!((r.status, r.request_id), (Status::OK, 2));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let r = raw_plain(g.plain, &req.to_bytes()).await.unwrap();
+    assert_eq!((r.status, r.request_id), (Status::POW_REQUIRED, 2));
+    let p = poz::wire::PowRequired::from_bytes(&r.payload).unwrap();
+    assert_eq!(p.reason, poz::wire::PowReason::REPLAYED);
+}
+
 /// The answer cache: a revocation committed in the store is served at
 /// most `ttl` late, never later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,17 @@
 //! Two `poz-query-gw` processes sharing one Redis (a throwaway
 //! `redis-server` on a free port): load on one raises the difficulty of
 //! both; with Redis stopped, each falls back to its own load, so the
-//! loaded one stays protected and the idle one drops to the base.
+//! loaded one stays protected and the idle one drops to the base. A proof
+//! of work spent at one is refused at the other (once per fleet, SPEC
+//! §15); with Redis stopped, each still refuses its own replays.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 mod support;
 
 use poz::codec::Codec;
-use poz::wire::{Challenge, MessageType, Status};
+use poz::wire::{
+    Challenge, DomainQuery, MessageType, PowReason, PowRequired, Request, Response, Status,
+};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -59,6 +63,17 @@ fn redis_server() -> (Killed, String) {
 }
 
 fn gateway(store: &str, redis: &str, id: &str, dir: &std::path::Path) -> (Killed, SocketAddr) {
+    gateway_with(store, redis, id, dir, &[])
+}
+
+/// A gateway with settings `env` over the defaults below.
+fn gateway_with(
+    store: &str,
+    redis: &str,
+    id: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Killed, SocketAddr) {
     let key = poz::noise::StaticKeypair::generate();
     let key_file = dir.join(format!("{id}.key"));
     std::fs::write(&key_file, hex::encode(key.secret())).unwrap();
@@ -79,6 +94,7 @@ fn gateway(store: &str, redis: &str, id: &str, dir: &std::path::Path) -> (Killed
         .env("POZ_QUERY_GW_RATE_PER_IP", "1000")
         .env("POZ_QUERY_GW_BURST_PER_IP", "1000")
         .env("POZ_QUERY_GW_LOAD_TTL_MS", "1500")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -144,4 +160,89 @@ async fn two_gateways_share_load_through_redis_and_fall_back_without_it() {
     let da = until_difficulty(a, "A after Redis stopped", |d| d >= 8).await;
     eprintln!("local: A {da}, B {db}");
     load.abort();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A MASTER lookup of `social.example` carrying a fresh proof for the
+/// challenge `gw` hands out now.
+async fn lookup_with_fresh_proof(gw: SocketAddr, id: u16) -> Vec<u8> {
+    let r = support::raw_plain(gw, &support::frame(MessageType::CHALLENGE, id, Vec::new()))
+        .await
+        .unwrap();
+    let c = Challenge::from_bytes(&r.payload).unwrap();
+    assert!(c.difficulty > 0);
+    let sol = poz::pow::solve(&c.challenge, c.difficulty, now_ms(), 0, 1 << 24).unwrap();
+    let mut req = Request::new(
+        MessageType::MASTER,
+        id,
+        DomainQuery {
+            domain: "social.example".into(),
+        }
+        .to_bytes(),
+    );
+    req.pow = Some(sol);
+    req.to_bytes()
+}
+
+fn replayed(r: &Response) -> bool {
+    r.status == Status::POW_REQUIRED
+        && PowRequired::from_bytes(&r.payload).unwrap().reason == PowReason::REPLAYED
+}
+
+/// Issue 12 §4: a proof spent on a MASTER lookup at one gateway was
+/// admitted again at another sharing the challenge secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_is_spent_once_in_the_fleet_and_once_per_gateway_without_redis() {
+    let s = support::store_with_provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, url) = redis_server();
+    // Every request needs a proof, at a difficulty load does not change.
+    let pow = [
+        ("POZ_QUERY_GW_POW_BASE", "8"),
+        ("POZ_QUERY_GW_POW_CAP", "8"),
+        ("POZ_QUERY_GW_CACHE_TTL_MS", "0"),
+    ];
+    let (_a, a) = gateway_with(&s.url, &url, "gw-a", dir.path(), &pow);
+    let (_b, b) = gateway_with(&s.url, &url, "gw-b", dir.path(), &pow);
+
+    let lookup = lookup_with_fresh_proof(a, 7).await;
+    let r = support::raw_plain(a, &lookup).await.unwrap();
+    assert_eq!((r.status, r.request_id), (Status::OK, 7));
+    let r = support::raw_plain(b, &lookup).await.unwrap();
+    assert!(replayed(&r), "the other gateway: {:?}", r.status);
+    assert_eq!(r.request_id, 7);
+    let r = support::raw_plain(a, &lookup).await.unwrap();
+    assert!(replayed(&r), "the same gateway: {:?}", r.status);
+
+    // Two gateways racing on one proof: exactly one admits it (one atomic
+    // SET NX in Redis), whichever gets there first.
+    for id in 100..110u16 {
+        let lookup = lookup_with_fresh_proof(a, id).await;
+        let (ra, rb) = tokio::join!(
+            support::raw_plain(a, &lookup),
+            support::raw_plain(b, &lookup)
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        let ok = [&ra, &rb].iter().filter(|r| r.status == Status::OK).count();
+        let refused = [&ra, &rb].iter().filter(|r| replayed(r)).count();
+        assert_eq!((ok, refused), (1, 1), "{:?} {:?}", ra.status, rb.status);
+    }
+
+    // Redis stops: each gateway's own guard still refuses a replay there.
+    drop(redis);
+    let lookup = lookup_with_fresh_proof(a, 9).await;
+    let r = support::raw_plain(a, &lookup).await.unwrap();
+    assert_eq!((r.status, r.request_id), (Status::OK, 9));
+    let r = support::raw_plain(a, &lookup).await.unwrap();
+    assert!(
+        replayed(&r),
+        "the same gateway without Redis: {:?}",
+        r.status
+    );
 }

@@ -3,6 +3,7 @@
 //! whenever the gateway cuts it off. A normal client on another address
 //! keeps getting answers, every slow connection is cut within the read
 //! timeout, the gateway's memory stays bounded, and SIGTERM drains it.
+//! Slow uploaders alone leave the proof-of-work difficulty at its base.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 mod support;
@@ -213,4 +214,113 @@ async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
     assert!(out.status.success(), "{out:?}");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("poz-query-gw stopped"), "{log}");
+}
+
+/// Issue 12 §5: a CHALLENGE (`00 13 07 07 00 00 00`) uploaded in three
+/// pieces 0.8 s apart once raised every client's difficulty to 21 (the
+/// upload counted as server latency). Several slow uploaders, plain and
+/// Noise, each answered; throughout and after, every other client sees the
+/// base difficulty and a MASTER without proof is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploaders_leave_the_difficulty_at_base() {
+    let s = support::store_with_provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = poz::noise::StaticKeypair::generate();
+    std::fs::write(dir.path().join("noise.key"), hex::encode(key.secret())).unwrap();
+    std::fs::write(
+        dir.path().join("secrets"),
+        format!("{}\n", hex::encode([9u8; 32])),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"))
+        .args([
+            "--listen-plain",
+            "127.0.0.1:0",
+            "--listen-noise",
+            "127.0.0.1:0",
+        ])
+        .args(["--store", &s.url])
+        .env("POZ_QUERY_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
+        .env(
+            "POZ_QUERY_GW_CHALLENGE_SECRETS_FILE",
+            dir.path().join("secrets"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let plain: SocketAddr = words[2].parse().unwrap();
+    let noise: SocketAddr = words[4].parse().unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+
+    let challenge: [u8; 7] = [0x00, 0x13, 0x07, 0x07, 0x00, 0x00, 0x00];
+    let pause = Duration::from_millis(800);
+    let mut uploads = Vec::new();
+    for i in 0..6 {
+        let public = key.public;
+        uploads.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for _ in 0..2 {
+                let r = if i % 2 == 0 {
+                    support::raw_plain_pieces(
+                        plain,
+                        &[&challenge[..2], &challenge[2..5], &challenge[5..]],
+                        pause,
+                    )
+                    .await
+                } else {
+                    support::raw_noise_pieces(noise, &public, &challenge, 3, pause).await
+                };
+                answers.push(r.map(|r| (r.status, r.request_id)));
+            }
+            answers
+        }));
+    }
+    let master = support::frame(
+        MessageType::MASTER,
+        0x0101,
+        DomainQuery {
+            domain: "social.example".into(),
+        }
+        .to_bytes(),
+    );
+    // About every tuner tick (250 ms) while the uploads go on, and for
+    // 1.5 s after the last (the old fault showed a second later).
+    let mut after: Option<Instant> = None;
+    let mut checks = 0;
+    while after.is_none_or(|t| t.elapsed() < Duration::from_millis(1_500)) {
+        if after.is_none() && uploads.iter().all(|u| u.is_finished()) {
+            after = Some(Instant::now());
+        }
+        let r = support::raw_plain(
+            plain,
+            &support::frame(MessageType::CHALLENGE, 2, Vec::new()),
+        )
+        .await
+        .unwrap();
+        let c = poz::wire::Challenge::from_bytes(&r.payload).unwrap();
+        assert_eq!(c.difficulty, 0, "a slow uploader raised the difficulty");
+        let r = support::raw_plain(plain, &master).await.unwrap();
+        assert_eq!(r.status, poz::wire::Status::OK, "MASTER without proof");
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for u in uploads {
+        for a in u.await.unwrap() {
+            assert_eq!(a, Some((poz::wire::Status::OK, 0x0707)));
+        }
+    }
+    assert!(checks >= 2, "{checks}");
 }

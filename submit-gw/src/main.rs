@@ -48,6 +48,9 @@ struct Config {
     target_new_connections_per_s: f64,
     target_in_flight: f64,
     target_p99_latency_ms: f64,
+    /// Requests a one-second window must hold before its p99 latency can
+    /// raise the difficulty (fewer: no latency overload).
+    min_latency_samples: usize,
     max_connections: usize,
     max_connections_per_ip: usize,
     max_pending: usize,
@@ -59,8 +62,8 @@ struct Config {
     max_lookups: usize,
     queue_wait_ms: u64,
     drain_timeout_ms: u64,
-    /// Redis for the fleet's shared load (e.g. redis://redis:6379/0);
-    /// empty: this gateway's own load only.
+    /// Redis for the fleet's shared load and spent proofs of work (e.g.
+    /// redis://redis:6379/0); empty: this gateway's own only.
     redis_url: String,
     /// This gateway's name in the shared load (default: host name and
     /// process ID).
@@ -93,6 +96,7 @@ impl Default for Config {
             target_new_connections_per_s: t.new_connections_per_s,
             target_in_flight: t.in_flight,
             target_p99_latency_ms: t.p99_latency_ms,
+            min_latency_samples: poz_query_gw::load::MIN_LATENCY_SAMPLES,
             max_connections: d.max_connections,
             max_connections_per_ip: d.max_connections_per_ip,
             max_pending: d.max_pending,
@@ -249,8 +253,10 @@ async fn main() -> anyhow::Result<()> {
             .timeout(Duration::from_secs(10))
             .connect_lazy())
     };
-    let load = Arc::new(LoadMeter::new(pow, targets));
-    let edge = Edge::new(
+    let load =
+        Arc::new(LoadMeter::new(pow, targets).with_min_latency_samples(c.min_latency_samples));
+    let replay = gateway::shared_replay(&c.redis_url, Duration::from_millis(c.redis_timeout_ms))?;
+    let edge = Edge::with_replay(
         discipline,
         key.clone(),
         Gate::new(Challenger::new(pow, secrets), 1_000_000),
@@ -271,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
             },
         },
         load.clone(),
+        replay,
     );
     let listener = tokio::net::TcpListener::bind(&c.listen).await?;
     tracing::info!(

@@ -357,3 +357,64 @@ async fn the_binary_commits_a_submission_and_stops_cleanly() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("poz-submit-gw stopped"));
 }
+
+/// One Noise NK exchange on 7076 with `frame` as the request, its message
+/// sent in two writes 0.3 s apart: (status, request id).
+async fn raw_noise(addr: SocketAddr, key: &[u8; 32], frame: &[u8]) -> (Status, u16) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = poz::noise::NkInitiator::new(key).unwrap();
+    let msg = poz::noise::length_prefixed(&client.write_request(frame).unwrap());
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&msg[..1]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.write_all(&msg[1..]).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let (m, _) = poz::noise::split_message(&buf).unwrap();
+    let r = client.read_message(m).unwrap().unwrap();
+    (r.status, r.request_id)
+}
+
+/// Issue 12 §6 on the submit port: frame errors inside Noise echo the
+/// request id whenever it arrived; payload rules per type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_errors_on_the_submit_port_echo_the_request_id() {
+    let f = fleet().await;
+    let k = &f.key.public;
+    let mut v1 = vec![0x01, 0x01, 0x12, 0x34, 0x00, 0x00, 0x0d, 12];
+    v1.extend_from_slice(b"demo.example");
+    let mut with_pow = vec![0x00, 0x22, 0x43, 0x21, 0x01];
+    with_pow.extend_from_slice(&[0x5A; 32]);
+    with_pow.extend_from_slice(&[0xff, 0xff]);
+    let mut status_15 = vec![0x00, 0x22, 0x0c, 0x0c, 0x00, 0x00, 0x0f];
+    status_15.extend_from_slice(&[0; 15]);
+    let mut status_17 = vec![0x00, 0x22, 0x0d, 0x0d, 0x00, 0x00, 0x11];
+    status_17.extend_from_slice(&[0; 17]);
+    let cases: [(&[u8], Status, u16); 7] = [
+        (&v1, Status::UNSUPPORTED_VERSION, 0x1234),
+        (&[0x01], Status::UNSUPPORTED_VERSION, 0),
+        (
+            &[0x00, 0x01, 0x43, 0x21, 0x00, 0xff, 0xff],
+            Status::TOO_LARGE,
+            0x4321,
+        ),
+        (&with_pow, Status::TOO_LARGE, 0x4321),
+        (
+            &[0x00, 0x13, 0x07, 0x07, 0x00, 0x00, 0x01, 0x00],
+            Status::WRONG_PORT,
+            0x0707,
+        ),
+        (&status_15, Status::BAD_REQUEST, 0x0c0c),
+        (&status_17, Status::BAD_REQUEST, 0x0d0d),
+    ];
+    for (frame, status, id) in cases {
+        assert_eq!(
+            raw_noise(f.submit, k, frame).await,
+            (status, id),
+            "{frame:02x?}"
+        );
+    }
+}

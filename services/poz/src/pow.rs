@@ -7,6 +7,12 @@
 //! gateway sharing the secret accepts every other's challenges, and they
 //! expire by themselves. Verification is one hash; a bounded replay guard
 //! refuses a solution seen before.
+//!
+//! A proof is spent once per fleet (SPEC §15, "Replay"): this module says
+//! what makes two proofs the same ([`replay_key`]) and how long a spent
+//! proof must be remembered ([`Challenger::check_until`],
+//! [`replay_ttl_ms`]); the gateways keep the fleet-wide record (Redis) and
+//! [`ReplayGuard`] is each process's own.
 
 use crate::hash::{tag, tagged_hash};
 use crate::wire::{Challenge, PowReason, PowSolution};
@@ -173,25 +179,75 @@ impl Challenger {
     /// Checks a solution at `now` against the difficulty required now.
     /// Does not check replay: see `ReplayGuard`.
     pub fn check(&self, sol: &PowSolution, now: u64, required: u8) -> Result<(), PowReason> {
+        self.check_until(sol, now, required).map(|_| ())
+    }
+
+    /// Like [`Challenger::check`], and on success returns when this server
+    /// stops accepting the solution (ms since the epoch, exclusive): the
+    /// end of its challenge's second window, or one window after its
+    /// timestamp, whichever comes first. A spent proof needs remembering
+    /// only until then (SPEC §15, "Replay").
+    pub fn check_until(&self, sol: &PowSolution, now: u64, required: u8) -> Result<u64, PowReason> {
         let w = self.window(now);
-        let known = self.secrets.0.iter().any(|s| {
-            [w, w.saturating_sub(1)]
+        let window_ms = self.config.window_ms.max(1);
+        let issued = [w, w.saturating_sub(1)].into_iter().find(|win| {
+            self.secrets
+                .0
                 .iter()
-                .any(|win| derive_challenge(s, *win) == sol.challenge)
+                .any(|s| derive_challenge(s, *win) == sol.challenge)
         });
-        if !known {
+        let Some(issued) = issued else {
             return Err(PowReason::EXPIRED);
-        }
+        };
         // The client's clock may differ from ours by at most one window.
-        if sol.timestamp.abs_diff(now) > self.config.window_ms {
+        if sol.timestamp.abs_diff(now) > window_ms {
             return Err(PowReason::EXPIRED);
         }
         if leading_zero_bits(&pow_hash(&sol.challenge, sol.timestamp, sol.nonce)) < required as u32
         {
             return Err(PowReason::INSUFFICIENT);
         }
-        Ok(())
+        let challenge_ends = issued.saturating_add(2).saturating_mul(window_ms);
+        let timestamp_ends = sol.timestamp.saturating_add(window_ms).saturating_add(1);
+        Ok(challenge_ends.min(timestamp_ends))
     }
+}
+
+/// What makes two proofs of work the same (SPEC §15, "Replay"): the same
+/// challenge, timestamp and nonce, whatever request, port or gateway they
+/// come with. The key is the proof's 32-byte PoW hash (the one its
+/// difficulty is counted on), a function of exactly those three fields.
+pub fn replay_key(sol: &PowSolution) -> [u8; 32] {
+    pow_hash(&sol.challenge, sol.timestamp, sol.nonce)
+}
+
+/// How much the clocks of a fleet's gateways may differ (ms): a spent
+/// proof is remembered this much longer than the gateway that spent it
+/// would still accept it, so a gateway whose clock is behind does not
+/// accept it again.
+pub const REPLAY_CLOCK_SKEW_MS: u64 = 5_000;
+
+/// How long (ms, at least 1) a proof spent at `now` must stay recorded in
+/// the fleet-wide replay guard: until `valid_until` (from
+/// [`Challenger::check_until`]) plus [`REPLAY_CLOCK_SKEW_MS`].
+pub fn replay_ttl_ms(valid_until: u64, now: u64) -> u64 {
+    valid_until
+        .saturating_sub(now)
+        .max(1)
+        .saturating_add(REPLAY_CLOCK_SKEW_MS)
+}
+
+/// The p99 of one window's request latencies (ms), or 0 when the window
+/// holds fewer than `min_samples` (SPEC §15, "The fleet's load"): over a
+/// handful of samples the p99 is the slowest one, and one slow request is
+/// not overload. Sorts `samples_us` (microseconds) in place.
+pub fn p99_latency_ms(samples_us: &mut [u64], min_samples: usize) -> f64 {
+    if samples_us.is_empty() || samples_us.len() < min_samples {
+        return 0.0;
+    }
+    samples_us.sort_unstable();
+    let at = (samples_us.len() * 99 / 100).min(samples_us.len() - 1);
+    samples_us[at] as f64 / 1000.0
 }
 
 /// Remembers solutions of the current and the previous window, so each is
@@ -234,7 +290,7 @@ impl ReplayGuard {
             self.current = HashSet::new();
             self.window = window;
         }
-        let key = pow_hash(&sol.challenge, sol.timestamp, sol.nonce);
+        let key = replay_key(sol);
         if self.current.contains(&key) || self.previous.contains(&key) {
             return Seen::Replayed;
         }
@@ -308,6 +364,65 @@ mod tests {
         };
         assert_eq!(g.check_and_insert(&other(7), 13), Seen::Fresh);
         assert_eq!(g.check_and_insert(&other(8), 13), Seen::Full);
+    }
+
+    #[test]
+    fn a_proof_is_valid_until_its_challenge_or_timestamp_runs_out() {
+        let c = challenger();
+        let w = c.config.window_ms;
+        // Issued at the start of window 100; solved with the server's time.
+        let issued_at = 100 * w;
+        let ch = c.issue(issued_at, 4);
+        let sol = solve(&ch.challenge, 4, issued_at, 0, 1 << 20).unwrap();
+        // The timestamp runs out first: one window after it.
+        assert_eq!(
+            c.check_until(&sol, issued_at + 10, 4),
+            Ok(issued_at + w + 1)
+        );
+        // A timestamp late in the window: the challenge runs out first, at
+        // the end of the next window (the challenge's `expires_at`).
+        let late = issued_at + w - 1;
+        let sol = solve(&ch.challenge, 4, late, 0, 1 << 20).unwrap();
+        let until = c.check_until(&sol, late + 1_000, 4).unwrap();
+        assert_eq!(until, ch.expires_at);
+        assert_eq!(until, 102 * w);
+        // Seen from the next window, the same answer.
+        assert_eq!(c.check_until(&sol, 101 * w + 5, 4), Ok(102 * w));
+        // Refused at the moment it says.
+        assert_eq!(c.check(&sol, until, 4), Err(PowReason::EXPIRED));
+    }
+
+    #[test]
+    fn replay_key_and_ttl() {
+        let a = PowSolution {
+            challenge: [3; 16],
+            timestamp: 1,
+            nonce: 2,
+        };
+        let b = PowSolution { nonce: 3, ..a };
+        let c = PowSolution { timestamp: 2, ..a };
+        assert_eq!(replay_key(&a), replay_key(&a.clone()));
+        assert_ne!(replay_key(&a), replay_key(&b));
+        assert_ne!(replay_key(&a), replay_key(&c));
+        assert_eq!(replay_key(&a), pow_hash(&a.challenge, 1, 2));
+        assert_eq!(replay_ttl_ms(10_000, 4_000), 6_000 + REPLAY_CLOCK_SKEW_MS);
+        assert_eq!(replay_ttl_ms(10_000, 12_000), 1 + REPLAY_CLOCK_SKEW_MS);
+    }
+
+    #[test]
+    fn too_few_latency_samples_are_no_p99() {
+        // Three slow uploads (1.6 s each) alone: no latency overload.
+        let mut few = vec![1_600_000u64; 3];
+        assert_eq!(p99_latency_ms(&mut few, 50), 0.0);
+        assert_eq!(p99_latency_ms(&mut [], 0), 0.0);
+        // A real window: 200 requests, 2 of them slow.
+        let mut many: Vec<u64> = (0..200)
+            .map(|i| if i < 2 { 900_000 } else { 2_000 })
+            .collect();
+        assert_eq!(p99_latency_ms(&mut many, 50), 900.0);
+        // 100 requests all slow: overload.
+        let mut slow = vec![300_000u64; 100];
+        assert_eq!(p99_latency_ms(&mut slow, 50), 300.0);
     }
 
     #[test]

@@ -89,13 +89,23 @@ pub struct Request {
 }
 
 /// Why a request frame could not be used, with what a server needs to
-/// answer it (the request id, when the header got that far).
+/// answer it: the request id, whenever its two bytes (offsets 2–3)
+/// arrived (SPEC §14.2).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("protocol version {version} is not supported (only 0)")]
-    UnsupportedVersion { version: u8, request_id: u16 },
+    UnsupportedVersion {
+        version: u8,
+        /// None when the frame ended before its id bytes.
+        request_id: Option<u16>,
+    },
     #[error("request of {len} bytes exceeds the maximum of {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        len: usize,
+        max: usize,
+        /// Always known: the length comes after the id.
+        request_id: u16,
+    },
     #[error("malformed frame: {error}")]
     Malformed {
         request_id: Option<u16>,
@@ -113,15 +123,26 @@ impl FrameError {
         }
     }
 
-    /// The request id to echo (0 when the header never arrived).
+    /// The request id to echo: the frame's whenever its id bytes arrived,
+    /// 0 only when the frame ended before them (SPEC §14.2).
     pub fn request_id(&self) -> u16 {
         match self {
-            FrameError::UnsupportedVersion { request_id, .. } => *request_id,
-            FrameError::TooLarge { .. } => 0,
+            FrameError::UnsupportedVersion { request_id, .. } => request_id.unwrap_or(0),
+            FrameError::TooLarge { request_id, .. } => *request_id,
             FrameError::Malformed { request_id, .. } => request_id.unwrap_or(0),
         }
     }
+
+    /// The error response for this frame: its status, the echoed id, and
+    /// the reason as the detail (not retryable).
+    pub fn response(&self) -> Response {
+        Response::error(self.status(), self.request_id(), 0, &self.to_string())
+    }
 }
+
+/// Offset of the request id in a request frame (after version and type),
+/// in every version: a server that cannot read a frame still echoes it.
+const REQUEST_ID_AT: usize = 2;
 
 impl Request {
     pub fn new(message_type: MessageType, request_id: u16, payload: Vec<u8>) -> Self {
@@ -133,29 +154,34 @@ impl Request {
         }
     }
 
+    /// The request id of the bytes of a frame so far: `Some` as soon as
+    /// its two bytes (offsets 2–3) are there, whatever else the frame
+    /// holds.
+    pub fn peek_id(buf: &[u8]) -> Option<u16> {
+        let b = buf.get(REQUEST_ID_AT..REQUEST_ID_AT + 2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+
     /// Decides cheaply whether `buf` holds a whole request yet: `Ok(None)`
     /// means read more, `Ok(Some(n))` means the frame is the first `n`
     /// bytes. Fails as soon as the header shows the frame is unusable, so
-    /// a server never buffers more than `MAX_REQUEST_LEN` for one request.
+    /// a server never buffers more than `MAX_REQUEST_LEN` for one request;
+    /// but never before the request id arrived, so that every error it
+    /// returns echoes the id (SPEC §14.2). A frame that ends before its id
+    /// is judged by [`Request::decode`].
     pub fn check(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-        if buf.is_empty() {
+        let Some(request_id) = Request::peek_id(buf) else {
             return Ok(None);
-        }
+        };
         if buf[0] != VERSION {
-            let request_id = if buf.len() >= 4 {
-                u16::from_be_bytes([buf[2], buf[3]])
-            } else {
-                0
-            };
             return Err(FrameError::UnsupportedVersion {
                 version: buf[0],
-                request_id,
+                request_id: Some(request_id),
             });
         }
         if buf.len() < 5 {
             return Ok(None);
         }
-        let request_id = u16::from_be_bytes([buf[2], buf[3]]);
         let pow_len = match buf[4] {
             0 => 0,
             1 => POW_LEN,
@@ -180,20 +206,32 @@ impl Request {
             return Err(FrameError::TooLarge {
                 len: total,
                 max: MAX_REQUEST_LEN,
+                request_id,
             });
         }
         Ok((buf.len() >= total).then_some(total))
     }
 
-    /// Decodes exactly one whole request.
+    /// Decodes exactly one whole request: `buf` is everything the client
+    /// sent (a Noise message's payload, or a plain frame whose sender
+    /// stopped). A frame that ends early is UNSUPPORTED_VERSION if its
+    /// first byte says so, else malformed; either echoes the id if it
+    /// arrived.
     pub fn decode(buf: &[u8]) -> Result<Request, FrameError> {
         let Some(total) = Request::check(buf)? else {
-            return Err(FrameError::Malformed {
-                request_id: (buf.len() >= 4).then(|| u16::from_be_bytes([buf[2], buf[3]])),
-                error: DecodeError::Truncated {
-                    field: "request",
-                    offset: buf.len(),
-                    needed: 1,
+            let request_id = Request::peek_id(buf);
+            return Err(match buf.first() {
+                Some(&version) if version != VERSION => FrameError::UnsupportedVersion {
+                    version,
+                    request_id,
+                },
+                _ => FrameError::Malformed {
+                    request_id,
+                    error: DecodeError::Truncated {
+                        field: "request",
+                        offset: buf.len(),
+                        needed: 1,
+                    },
                 },
             });
         };
@@ -737,12 +775,31 @@ impl Codec for SubmitSigned {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let kind = SubmitKind(r.u8("submit.kind")?);
+        if !kind.is_known() {
+            return Err(DecodeError::InvalidValue {
+                field: "submit.kind",
+                offset: r.offset() - 1,
+                value: kind.0 as u64,
+            });
+        }
         let domain = read_domain(r)?;
         match kind {
-            SubmitKind::RECORD => Ok(SubmitSigned::Record {
-                domain,
-                record: r.rest().to_vec(),
-            }),
+            SubmitKind::RECORD => {
+                // The record runs to the end of the payload; it is decoded
+                // (strictly) when verified, but it cannot be empty.
+                let record = r.rest();
+                if record.is_empty() {
+                    return Err(DecodeError::Truncated {
+                        field: "submit.record",
+                        offset: r.offset(),
+                        needed: 1,
+                    });
+                }
+                Ok(SubmitSigned::Record {
+                    domain,
+                    record: record.to_vec(),
+                })
+            }
             SubmitKind::ENTRY => {
                 let zone_type = ZoneType(r.u8("submit.zone_type")?);
                 if !zone_type.is_known() {
@@ -864,6 +921,84 @@ impl Codec for StatusQuery {
     }
 }
 
+/// A request's payload decoded by its type's rule (SPEC §14.4): exactly
+/// the bytes the type names, nothing after them (CHALLENGE: nothing at
+/// all). Error offsets count from the payload's first byte.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum RequestPayload {
+    /// CHALLENGE: empty.
+    Challenge,
+    /// MASTER, MIRRORS, SERIAL: a domain.
+    Domain(DomainQuery),
+    /// IDENTITY, CHAIN: a domain and a handle.
+    Identity(IdentityQuery),
+    /// ZONE.
+    Zone(ZoneQuery),
+    SubmitSigned(SubmitSigned),
+    SubmitRequest(SubmitRequest),
+    /// SUBMIT_STATUS: a 16-byte submission id.
+    SubmitStatus(StatusQuery),
+}
+
+impl RequestPayload {
+    /// Decodes the payload of a request of type `t`. Errors:
+    /// `TrailingBytes` at `<type>.payload` for bytes after what the type
+    /// names (any byte, for CHALLENGE); the field's error for a field that
+    /// is missing, cut short or invalid; `InvalidValue` at `request.type`
+    /// for a type that has no payload rule (not a query or submit type).
+    pub fn decode(t: MessageType, payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        let (p, field) = match t {
+            MessageType::CHALLENGE => (RequestPayload::Challenge, "challenge.payload"),
+            MessageType::MASTER => (
+                RequestPayload::Domain(DomainQuery::read(&mut r)?),
+                "master.payload",
+            ),
+            MessageType::MIRRORS => (
+                RequestPayload::Domain(DomainQuery::read(&mut r)?),
+                "mirrors.payload",
+            ),
+            MessageType::SERIAL => (
+                RequestPayload::Domain(DomainQuery::read(&mut r)?),
+                "serial.payload",
+            ),
+            MessageType::IDENTITY => (
+                RequestPayload::Identity(IdentityQuery::read(&mut r)?),
+                "identity.payload",
+            ),
+            MessageType::CHAIN => (
+                RequestPayload::Identity(IdentityQuery::read(&mut r)?),
+                "chain.payload",
+            ),
+            MessageType::ZONE => (
+                RequestPayload::Zone(ZoneQuery::read(&mut r)?),
+                "zone.payload",
+            ),
+            MessageType::SUBMIT_SIGNED => (
+                RequestPayload::SubmitSigned(SubmitSigned::read(&mut r)?),
+                "submit_signed.payload",
+            ),
+            MessageType::SUBMIT_REQUEST => (
+                RequestPayload::SubmitRequest(SubmitRequest::read(&mut r)?),
+                "submit_request.payload",
+            ),
+            MessageType::SUBMIT_STATUS => (
+                RequestPayload::SubmitStatus(StatusQuery::read(&mut r)?),
+                "submit_status.payload",
+            ),
+            other => {
+                return Err(DecodeError::InvalidValue {
+                    field: "request.type",
+                    offset: 1,
+                    value: other.0 as u64,
+                })
+            }
+        };
+        r.expect_end(field)?;
+        Ok(p)
+    }
+}
+
 /// SUBMIT_STATUS answer.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StatusAnswer {
@@ -942,6 +1077,226 @@ mod tests {
         let e = Request::check(&[1, 0x10, 0x12, 0x34, 0]).unwrap_err();
         assert_eq!(e.status(), Status::UNSUPPORTED_VERSION);
         assert_eq!(e.request_id(), 0x1234);
+    }
+
+    /// Issue 12 §6: `01` alone, then `01 12 34 00 00 0d` + domain: the
+    /// reader waits for the id instead of answering id 0 at the first byte.
+    fn version_1_master() -> Vec<u8> {
+        let mut b = vec![0x01, 0x01, 0x12, 0x34, 0x00, 0x00, 0x0d];
+        write_str8(&mut b, "demo.example");
+        assert_eq!(b.len(), 7 + 13);
+        b
+    }
+
+    #[test]
+    fn a_wrong_version_waits_for_the_id_bytes() {
+        let b = version_1_master();
+        for i in 0..4 {
+            assert_eq!(Request::check(&b[..i]), Ok(None), "prefix {i}");
+        }
+        for i in 4..=b.len() {
+            let e = Request::check(&b[..i]).unwrap_err();
+            assert_eq!(
+                (e.status(), e.request_id()),
+                (Status::UNSUPPORTED_VERSION, 0x1234)
+            );
+        }
+        let r = Request::decode(&b).unwrap_err().response();
+        assert_eq!(
+            (r.status, r.request_id),
+            (Status::UNSUPPORTED_VERSION, 0x1234)
+        );
+        // A frame that ends before its id (the client stopped, or a Noise
+        // message that short): id 0, the only case.
+        for short in [&b[..1], &b[..3]] {
+            let e = Request::decode(short).unwrap_err();
+            assert_eq!(
+                (e.status(), e.request_id()),
+                (Status::UNSUPPORTED_VERSION, 0)
+            );
+        }
+        let e = Request::decode(&[0, 0x01, 0x43]).unwrap_err();
+        assert_eq!((e.status(), e.request_id()), (Status::BAD_REQUEST, 0));
+        let e = Request::decode(&[0, 0x01, 0x43, 0x21, 0]).unwrap_err();
+        assert_eq!((e.status(), e.request_id()), (Status::BAD_REQUEST, 0x4321));
+    }
+
+    #[test]
+    fn too_large_echoes_the_id() {
+        let plain = [0x00, 0x01, 0x43, 0x21, 0x00, 0xff, 0xff];
+        let mut with_pow = vec![0x00, 0x01, 0x43, 0x21, 0x01];
+        with_pow.extend_from_slice(&[0xAB; POW_LEN]);
+        with_pow.extend_from_slice(&[0xff, 0xff]);
+        for b in [&plain[..], &with_pow[..]] {
+            let e = Request::check(b).unwrap_err();
+            assert_eq!((e.status(), e.request_id()), (Status::TOO_LARGE, 0x4321));
+            // As a Noise payload, decoded whole.
+            let r = Request::decode(b).unwrap_err().response();
+            assert_eq!((r.status, r.request_id), (Status::TOO_LARGE, 0x4321));
+        }
+        // The largest frame that fits is not too large.
+        let len = (MAX_REQUEST_LEN - REQUEST_HEADER_LEN) as u16;
+        let [hi, lo] = len.to_be_bytes();
+        assert_eq!(Request::check(&[0, 1, 0x43, 0x21, 0, hi, lo]), Ok(None));
+        let [hi, lo] = (len + 1).to_be_bytes();
+        assert!(Request::check(&[0, 1, 0x43, 0x21, 0, hi, lo]).is_err());
+    }
+
+    /// A valid payload of type `t` decodes; one byte more is trailing
+    /// bytes at `<type>.payload`, right after it; one byte less fails.
+    fn payload_rule(t: MessageType, valid: &[u8], field: &'static str) {
+        assert!(RequestPayload::decode(t, valid).is_ok(), "{t}");
+        let mut extra = valid.to_vec();
+        extra.push(0);
+        let e = RequestPayload::decode(t, &extra).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::TrailingBytes {
+                field,
+                offset: valid.len(),
+                extra: 1
+            },
+            "{t}"
+        );
+        assert_eq!(e.field(), field);
+        if let Some((_, short)) = valid.split_last() {
+            assert!(RequestPayload::decode(t, short).is_err(), "{t} cut short");
+        }
+    }
+
+    fn domain() -> Vec<u8> {
+        DomainQuery {
+            domain: "demo.example".into(),
+        }
+        .to_bytes()
+    }
+
+    fn identity() -> Vec<u8> {
+        IdentityQuery {
+            domain: "demo.example".into(),
+            handle: "alice".into(),
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn challenge_payload_is_empty() {
+        payload_rule(MessageType::CHALLENGE, &[], "challenge.payload");
+        // Issue 12 §6: `00 13 rr rr 00 00 01 00` frames a 1-byte payload.
+        let frame = [0x00, 0x13, 0x5a, 0xa5, 0x00, 0x00, 0x01, 0x00];
+        let req = Request::decode(&frame).unwrap();
+        assert_eq!(req.request_id, 0x5aa5);
+        let e = RequestPayload::decode(req.message_type, &req.payload).unwrap_err();
+        assert_eq!(e.field(), "challenge.payload");
+    }
+
+    #[test]
+    fn master_payload_is_a_domain() {
+        payload_rule(MessageType::MASTER, &domain(), "master.payload");
+    }
+
+    #[test]
+    fn mirrors_payload_is_a_domain() {
+        payload_rule(MessageType::MIRRORS, &domain(), "mirrors.payload");
+    }
+
+    #[test]
+    fn serial_payload_is_a_domain() {
+        payload_rule(MessageType::SERIAL, &domain(), "serial.payload");
+    }
+
+    #[test]
+    fn identity_payload_is_a_domain_and_a_handle() {
+        payload_rule(MessageType::IDENTITY, &identity(), "identity.payload");
+    }
+
+    #[test]
+    fn chain_payload_is_a_domain_and_a_handle() {
+        payload_rule(MessageType::CHAIN, &identity(), "chain.payload");
+    }
+
+    #[test]
+    fn zone_payload() {
+        let q = ZoneQuery {
+            domain: "demo.example".into(),
+            zone_type: ZoneType::SERVICE,
+            after: Hash32::ZERO,
+            limit: 10,
+        };
+        payload_rule(MessageType::ZONE, &q.to_bytes(), "zone.payload");
+    }
+
+    #[test]
+    fn submit_signed_payloads() {
+        let rec = crate::sample::provider().unwrap();
+        let entry = rec.zones[&ZoneType::IDENTITY].entries[0].clone();
+        let kind2 = SubmitSigned::Entry {
+            domain: "demo.example".into(),
+            zone_type: ZoneType::IDENTITY,
+            entry,
+        };
+        payload_rule(
+            MessageType::SUBMIT_SIGNED,
+            &kind2.to_bytes(),
+            "submit_signed.payload",
+        );
+        // Kind 1: the record runs to the end (its own decoder refuses
+        // trailing bytes), but it is not empty.
+        let kind1 = SubmitSigned::Record {
+            domain: "demo.example".into(),
+            record: rec.to_bytes(),
+        };
+        assert!(RequestPayload::decode(MessageType::SUBMIT_SIGNED, &kind1.to_bytes()).is_ok());
+        let empty = SubmitSigned::Record {
+            domain: "demo.example".into(),
+            record: Vec::new(),
+        };
+        let e = RequestPayload::decode(MessageType::SUBMIT_SIGNED, &empty.to_bytes()).unwrap_err();
+        assert_eq!(e.field(), "submit.record");
+        let e = RequestPayload::decode(MessageType::SUBMIT_SIGNED, &[7]).unwrap_err();
+        assert_eq!((e.field(), e.offset()), ("submit.kind", 0));
+        assert!(RequestPayload::decode(MessageType::SUBMIT_SIGNED, &[]).is_err());
+    }
+
+    #[test]
+    fn submit_request_payload() {
+        let q = SubmitRequest {
+            domain: "demo.example".into(),
+            handle: "alice".into(),
+            subject: Hash32([5; 32]),
+            proof: vec![Signature {
+                key_idx: 0,
+                sig_type: crate::keys::SigType::ED25519,
+                data: vec![1; 64],
+            }],
+        };
+        payload_rule(
+            MessageType::SUBMIT_REQUEST,
+            &q.to_bytes(),
+            "submit_request.payload",
+        );
+    }
+
+    #[test]
+    fn submit_status_payload_is_a_submission_id() {
+        payload_rule(
+            MessageType::SUBMIT_STATUS,
+            &[9; 16],
+            "submit_status.payload",
+        );
+    }
+
+    #[test]
+    fn every_known_type_has_a_payload_rule() {
+        for t in 0..=255u8 {
+            let t = MessageType(t);
+            let e = RequestPayload::decode(t, &[]);
+            if !t.is_known() {
+                assert_eq!(e.unwrap_err().field(), "request.type");
+            } else if t != MessageType::CHALLENGE {
+                assert_ne!(e.unwrap_err().field(), "request.type", "{t}");
+            }
+        }
     }
 
     #[test]

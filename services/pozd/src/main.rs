@@ -51,6 +51,11 @@ struct Args {
     /// How long the query gateway reuses an answer (0: never).
     #[arg(long, default_value_t = 1_000)]
     cache_ttl_ms: u64,
+    /// Proof-of-work difficulty with no load (leading zero bits, 0..=24;
+    /// 0: no proof asked for until load raises it).
+    #[arg(long, default_value_t = 0, env = "POZD_POW_BASE",
+          value_parser = clap::value_parser!(u8).range(0..=24))]
+    pow_base: u8,
     /// The demo provider's domain (first start only).
     #[arg(long, default_value = "demo.example")]
     domain: String,
@@ -259,12 +264,19 @@ async fn main() -> anyhow::Result<()> {
         tonic::transport::Endpoint::from_shared(fleet.store.clone())?.connect_lazy();
     let verifier_channel =
         tonic::transport::Endpoint::from_shared(fleet.verifier.clone())?.connect_lazy();
-    let pow = PowConfig::default();
+    let pow = PowConfig {
+        base: args.pow_base,
+        ..PowConfig::default()
+    };
     let load = Arc::new(LoadMeter::new(pow, LoadTargets::default()));
+    // One replay guard for 7074, 7075 and 7076: a proof is spent once in
+    // this process, whichever port it is shown on (SPEC §15).
+    let query_gate = Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000);
+    let submit_gate = query_gate.sharing_replay();
     let edge = Edge::new(
         Discipline::default(),
         noise_key.clone(),
-        Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000),
+        query_gate,
         StoreLookup::with_cache(
             store_channel.clone(),
             Duration::from_millis(args.cache_ttl_ms),
@@ -275,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
     let submissions = Edge::new(
         Discipline::default(),
         submit_key.clone(),
-        Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000),
+        submit_gate,
         Submissions {
             signed: SignedSubmissions::new(store_channel.clone(), verifier_channel),
             // The demo provider issues a binding to anyone who proves they
