@@ -400,7 +400,10 @@ impl Store {
         };
         let filled = store.fill_skeletons().await?;
         if filled > 0 {
-            tracing::info!(filled, "filled the skeletons of bindings stored before 0005");
+            tracing::info!(
+                filled,
+                "filled the skeletons of bindings stored before 0005"
+            );
         }
         Ok(store)
     }
@@ -725,16 +728,14 @@ impl Store {
                 };
                 let revocation = match revocation {
                     None => None,
-                    Some(rev) => {
-                        match EntryBody::decode(ZoneType::IDENTITY, rev.kind, &rev.body) {
-                            Ok(EntryBody::Revocation(x)) => Some((x.reason, x.revoked_at)),
-                            _ => {
-                                return Err(StoreError::Invalid(
-                                    "stored revocation does not decode".into(),
-                                ))
-                            }
+                    Some(rev) => match EntryBody::decode(ZoneType::IDENTITY, rev.kind, &rev.body) {
+                        Ok(EntryBody::Revocation(x)) => Some((x.reason, x.revoked_at)),
+                        _ => {
+                            return Err(StoreError::Invalid(
+                                "stored revocation does not decode".into(),
+                            ))
                         }
-                    }
+                    },
                 };
                 held.digests.insert(digest);
                 let list = held.by_skeleton.entry(skeleton).or_default();

@@ -680,7 +680,12 @@ both!(
         assert_eq!(
             handle_rule(
                 cooled
-                    .put_entries(&id, ZoneType::IDENTITY, &[bind(&p, 9, "carol", T0 + 7_000)], "")
+                    .put_entries(
+                        &id,
+                        ZoneType::IDENTITY,
+                        &[bind(&p, 9, "carol", T0 + 7_000)],
+                        ""
+                    )
                     .await
             ),
             Some(HandleRule::Reserved)
@@ -705,8 +710,11 @@ both!(
         let target = poz::zone::SignedEntry::from_bytes(&dora)
             .unwrap()
             .digest(&id, ZoneType::IDENTITY);
-        let mut rev =
-            workflow::new_revocation(target, T0 + 9_000, poz::entries::RevocationReason::SUPERSEDED);
+        let mut rev = workflow::new_revocation(
+            target,
+            T0 + 9_000,
+            poz::entries::RevocationReason::SUPERSEDED,
+        );
         workflow::sign_entry(&p, ZoneType::IDENTITY, &mut rev, &k.device_a).unwrap();
         s.put_entries(&id, ZoneType::IDENTITY, &[rev.to_bytes()], "")
             .await
@@ -761,12 +769,13 @@ both!(
     binding_requests_are_one_per_ask_capped_and_expire,
     |s: Store| async move {
         use poz_store::Submission;
-        let ask = |handle: &str, subject: u8, proof: Vec<poz::Signature>| poz::wire::SubmitRequest {
-            domain: "social.example".into(),
-            handle: handle.into(),
-            subject: sample::user_id(subject),
-            proof,
-        };
+        let ask =
+            |handle: &str, subject: u8, proof: Vec<poz::Signature>| poz::wire::SubmitRequest {
+                domain: "social.example".into(),
+                handle: handle.into(),
+                subject: sample::user_id(subject),
+                proof,
+            };
         let pending = |r: &poz::wire::SubmitRequest| Submission {
             id: r.submission_id(),
             state: 1,

@@ -207,9 +207,7 @@ pub fn check_handle(handle: &str, policy: HandlePolicy) -> Result<(), HandleRefu
         let punct = HANDLE_PUNCTUATION.contains(&c);
         let allowed = match policy {
             HandlePolicy::Ascii => c.is_ascii_lowercase() || c.is_ascii_digit() || punct,
-            HandlePolicy::Unicode => {
-                punct || (!c.is_ascii_punctuation() && c.identifier_allowed())
-            }
+            HandlePolicy::Unicode => punct || (!c.is_ascii_punctuation() && c.identifier_allowed()),
         };
         if !allowed {
             let rule = match policy {
@@ -354,7 +352,10 @@ pub fn judge_issue(
         if h.handle == handle {
             return refuse(
                 HandleRule::BindingUnique,
-                format!("{handle:?} has a live binding to another subject ({})", h.subject),
+                format!(
+                    "{handle:?} has a live binding to another subject ({})",
+                    h.subject
+                ),
             );
         }
         return refuse(

@@ -1001,10 +1001,12 @@ fn superseded_by(
     zone.entries
         .iter()
         .filter(|e| e.kind == EntryKind::GRANT)
-        .filter_map(|e| match EntryBody::decode(ZoneType::IDENTITY, e.kind, &e.body) {
-            Ok(EntryBody::Binding(b)) => Some(b),
-            _ => None,
-        })
+        .filter_map(
+            |e| match EntryBody::decode(ZoneType::IDENTITY, e.kind, &e.body) {
+                Ok(EntryBody::Binding(b)) => Some(b),
+                _ => None,
+            },
+        )
         .find(|b| {
             b.handle == binding.handle
                 && b.subject != binding.subject

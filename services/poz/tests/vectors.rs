@@ -554,10 +554,8 @@ fn build() -> Vec<Vector> {
         // (its revocation need not be served).
         let mut p = provider.clone();
         let signers = [&pk.device_a, &pk.device_b];
-        let first =
-            sample::issue(&p, sample::user_id(5), "erin", T0 + 100, 0, &signers).unwrap();
-        let later =
-            sample::issue(&p, sample::user_id(6), "erin", T0 + 200, 0, &signers).unwrap();
+        let first = sample::issue(&p, sample::user_id(5), "erin", T0 + 100, 0, &signers).unwrap();
+        let later = sample::issue(&p, sample::user_id(6), "erin", T0 + 200, 0, &signers).unwrap();
         workflow::insert_entry(&mut p, ZoneType::IDENTITY, first.clone()).unwrap();
         workflow::insert_entry(&mut p, ZoneType::IDENTITY, later).unwrap();
         bind(

@@ -460,7 +460,11 @@ async fn a_revoked_handle_is_reserved_until_freed() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::AlreadyExists, "{}", e.message());
-        assert!(e.message().starts_with("handle-reserved:"), "{}", e.message());
+        assert!(
+            e.message().starts_with("handle-reserved:"),
+            "{}",
+            e.message()
+        );
     }
     let freed = api
         .free_handle(pb::FreeHandleRequest {
