@@ -927,8 +927,7 @@ impl Store {
                 })
                 .collect();
             if !candidates.is_empty() {
-                let verdicts =
-                    Self::judge_bindings(&mut **tx, id, &candidates, reservation).await?;
+                let verdicts = Self::judge_bindings(tx, id, &candidates, reservation).await?;
                 if let Some(Err(refused)) = verdicts.into_iter().find(|v| v.is_err()) {
                     return Err(StoreError::Handle(refused));
                 }

@@ -640,7 +640,7 @@ both!(
         let (p, id) = provider_stored(&s).await;
         let k = sample::provider_keys();
         let carol = bind(&p, 3, "carol", T0 + 5_000);
-        s.put_entries(&id, ZoneType::IDENTITY, &[carol.clone()], "")
+        s.put_entries(&id, ZoneType::IDENTITY, std::slice::from_ref(&carol), "")
             .await
             .unwrap();
         let target = poz::zone::SignedEntry::from_bytes(&carol)
@@ -701,7 +701,7 @@ both!(
             Err(StoreError::NotFound(_))
         ));
         let dora = bind(&p, 9, "carol", T0 + 8_000);
-        s.put_entries(&id, ZoneType::IDENTITY, &[dora.clone()], "")
+        s.put_entries(&id, ZoneType::IDENTITY, std::slice::from_ref(&dora), "")
             .await
             .unwrap();
         assert_eq!(s.binding(&id, "carol").await.unwrap().0.to_bytes(), dora);
@@ -722,7 +722,7 @@ both!(
         let other = bind(&p, 4, "carol", T0 + 10_000);
         assert_eq!(
             handle_rule(
-                s.put_entries(&id, ZoneType::IDENTITY, &[other.clone()], "")
+                s.put_entries(&id, ZoneType::IDENTITY, std::slice::from_ref(&other), "")
                     .await
             ),
             Some(HandleRule::Reserved)
@@ -758,7 +758,7 @@ both!(
         s.put_entries(&id, ZoneType::IDENTITY, &[bind(&p, 7, "gina", T0 + 1)], "")
             .await
             .unwrap();
-        s.put_entries(&id, ZoneType::IDENTITY, &[newest.clone()], "")
+        s.put_entries(&id, ZoneType::IDENTITY, std::slice::from_ref(&newest), "")
             .await
             .unwrap();
         assert_eq!(s.binding(&id, "gina").await.unwrap().0.to_bytes(), newest);

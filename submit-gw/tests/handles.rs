@@ -181,9 +181,12 @@ fn binding(s: &Setup, subject: Hash32, handle: &str, at: u64) -> SubmitSigned {
     }
 }
 
+/// The status and rule name of a refusal.
+type Refused = (Status, &'static str);
+
 /// The five look-alikes of `alice` from issue 12 §3, with the rule each
 /// is refused by under `ascii` and under `unicode` (status, rule).
-const LOOK_ALIKES: [(&str, (Status, &str), (Status, &str)); 5] = [
+const LOOK_ALIKES: [(&str, Refused, Refused); 5] = [
     (
         "Alice",
         (Status::BAD_REQUEST, "handle-case"),
