@@ -3,7 +3,12 @@
 //! Status mapping (documented in proto/poz/v1/store.proto):
 //! NotFound → NOT_FOUND; Invalid → INVALID_ARGUMENT; Conflict (the head
 //! moved) → ABORTED; Fork → ALREADY_EXISTS; an idempotency key reused for
-//! another request → FAILED_PRECONDITION; database errors → UNAVAILABLE.
+//! another request → FAILED_PRECONDITION; database errors → UNAVAILABLE;
+//! a handle rule (SPEC §8.4) → INVALID_ARGUMENT for the handle's own
+//! characters, ALREADY_EXISTS for `binding-unique`, `handle-confusable`
+//! and `handle-reserved` (the message begins with the rule's name); a time
+//! ≥ 2^63 → OUT_OF_RANGE; too many pending binding requests →
+//! RESOURCE_EXHAUSTED.
 
 use crate::{Store, StoreError};
 use poz::codec::Codec;
@@ -25,9 +30,20 @@ impl From<StoreError> for Status {
                 Status::unavailable(format!("database: {e}"))
             }
             StoreError::Migration(e) => Status::internal(format!("migration: {e}")),
+            // The message begins with the rule's name (SPEC §8.4).
+            StoreError::Handle(r) if r.rule.is_about_the_handle() => {
+                Status::invalid_argument(r.to_string())
+            }
+            StoreError::Handle(r) => Status::already_exists(r.to_string()),
+            e @ StoreError::TimeOutOfRange { .. } => Status::out_of_range(e.to_string()),
+            e @ StoreError::TooManyPending { .. } => Status::resource_exhausted(e.to_string()),
         }
     }
 }
+
+/// Candidates per CheckHandles call: two bulk chunks of the largest size
+/// (16,384, the Provider API's in-flight chunk and the next) with room.
+pub const MAX_CANDIDATES: usize = 40_000;
 
 /// Lookups per LookupBindings call.
 pub const MAX_LOOKUPS: usize = 1_024;
@@ -73,6 +89,41 @@ impl StoreService {
 
 #[tonic::async_trait]
 impl pb::store_read_server::StoreRead for StoreService {
+    async fn check_handles(
+        &self,
+        req: Request<pb::CheckHandlesRequest>,
+    ) -> Result<Response<pb::CheckHandlesResponse>, Status> {
+        let r = req.get_ref();
+        if r.candidates.len() > MAX_CANDIDATES {
+            return Err(Status::invalid_argument(format!(
+                "candidates: at most {MAX_CANDIDATES} per call"
+            )));
+        }
+        let id = self.record_ref(&r.record).await?;
+        let candidates = r
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                hash_arg(&format!("candidates[{i}].subject"), &c.subject)
+                    .map(|s| (c.handle.clone(), s))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let verdicts = self.store.check_handles(&id, &candidates).await?;
+        Ok(Response::new(pb::CheckHandlesResponse {
+            verdicts: verdicts
+                .into_iter()
+                .map(|v| match v {
+                    Ok(()) => pb::HandleVerdict::default(),
+                    Err(e) => pb::HandleVerdict {
+                        rule: e.rule.name().to_string(),
+                        message: e.to_string(),
+                    },
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_master(
         &self,
         req: Request<pb::GetMasterRequest>,
@@ -274,6 +325,16 @@ impl pb::store_read_server::StoreRead for StoreService {
 
 #[tonic::async_trait]
 impl pb::store_write_server::StoreWrite for StoreService {
+    async fn free_handle(
+        &self,
+        req: Request<pb::FreeStoreHandleRequest>,
+    ) -> Result<Response<pb::FreeHandleResponse>, Status> {
+        let r = req.into_inner();
+        let id = hash_arg("record_id", &r.record_id)?;
+        let freed = self.store.free_handle(&id, &r.handle).await?;
+        Ok(Response::new(pb::FreeHandleResponse { freed }))
+    }
+
     async fn create_record(
         &self,
         req: Request<pb::CreateRecordRequest>,

@@ -47,6 +47,26 @@ pub struct StoreOptions {
     /// Attempts for a transaction that failed with a serialization
     /// failure or deadlock (SQLSTATE 40001 / 40P01).
     pub retries: u32,
+    /// How long a handle whose binding was revoked for reason unspecified
+    /// or superseded stays reserved (SPEC §8.4.3); `None`: until an
+    /// operator frees it (`free_handle`). Key-compromise, account-closed
+    /// and policy revocations reserve until freed whatever this says.
+    pub revoked_handle_cooldown: Option<Duration>,
+    /// Pending binding requests (SUBMIT_REQUEST) one subject may have at
+    /// once (SPEC §14.4).
+    pub pending_per_subject: u32,
+    /// A pending binding request older than this is refused as expired.
+    pub pending_ttl: Duration,
+}
+
+impl StoreOptions {
+    fn reservation(&self) -> poz::handle::Reservation {
+        poz::handle::Reservation {
+            cooldown_ms: self
+                .revoked_handle_cooldown
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -57,6 +77,9 @@ impl Default for StoreOptions {
             statement_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             retries: 3,
+            revoked_handle_cooldown: None,
+            pending_per_subject: 8,
+            pending_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -85,6 +108,24 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A binding's handle breaks a handle rule (SPEC §8.4): its
+    /// characters, or who already holds it or a look-alike
+    /// (`binding-unique`, `handle-confusable`, `handle-reserved`).
+    #[error("{0}")]
+    Handle(#[from] poz::handle::HandleRefused),
+    /// A time (ms since the epoch) that does not fit the database's
+    /// signed 64-bit columns: refused, never wrapped (a wrapped time
+    /// would sort before every other).
+    #[error("{field}: {value} does not fit a signed 64-bit time (at most 2^63 - 1)")]
+    TimeOutOfRange { field: &'static str, value: u64 },
+    /// A subject has as many pending binding requests as allowed.
+    #[error("subject {subject} already has {limit} pending binding requests")]
+    TooManyPending { subject: Hash32, limit: u32 },
+}
+
+/// A u64 time as the database stores it (BIGINT): refused when ≥ 2^63.
+fn db_time(field: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::TimeOutOfRange { field, value })
 }
 
 impl StoreError {
@@ -108,7 +149,7 @@ impl StoreError {
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
@@ -137,6 +178,12 @@ struct EntryRow {
     bytes: Vec<u8>,
     /// The batch root digest its first batch signature proves to.
     batch_root: Option<Vec<u8>>,
+    /// Bindings: the handle's confusable skeleton (SPEC §8.4.2).
+    skeleton: Option<String>,
+    /// Bindings this record issued (not copies of other providers'
+    /// bindings in a user's record): the subject and expiry, for the
+    /// handle rules.
+    binding: Option<(Hash32, u64)>,
 }
 
 /// `keys` is the holding record's Public Key Map: an entry that names keys
@@ -155,20 +202,31 @@ fn entry_row(
             b.issuer,
             Some(b.handle.clone()),
             None,
-            Some(b.issued_at as i64),
+            Some(db_time("binding.issued_at", b.issued_at)?),
         ),
         EntryBody::Revocation(r) => (
             *record_id,
             None,
             Some(r.target.0.to_vec()),
-            Some(r.revoked_at as i64),
+            Some(db_time("revocation.revoked_at", r.revoked_at)?),
         ),
         _ => (*record_id, None, None, None),
+    };
+    let binding = match &body {
+        EntryBody::Binding(b) => {
+            // Expiry is not a column, but it is compared as a time: the
+            // same bound.
+            db_time("binding.expires_at", b.expires_at)?;
+            (b.issuer == *record_id).then_some((b.subject, b.expires_at))
+        }
+        _ => None,
     };
     let key_binding = poz::zone::KeyBinding::resolve(&body, keys)
         .map_err(|err| StoreError::Invalid(format!("{zone} entry: {err}")))?;
     let digest = e.digest(&issuer, zone, &key_binding);
     Ok(EntryRow {
+        skeleton: handle.as_deref().map(poz::handle::skeleton),
+        binding,
         digest,
         kind: e.kind.0,
         handle,
@@ -211,6 +269,13 @@ fn decode_binding(entry: &[u8], revocation: Option<Vec<u8>>) -> Result<BindingAn
         .transpose()
         .map_err(|e| StoreError::Invalid(format!("stored revocation: {e}")))?;
     Ok((e, rev))
+}
+
+/// Stored bindings by the skeleton of their handle, and their digests.
+#[derive(Default)]
+struct HeldBySkeleton {
+    by_skeleton: std::collections::HashMap<String, Vec<poz::handle::HeldBinding>>,
+    digests: std::collections::HashSet<Vec<u8>>,
 }
 
 /// Rows per multi-row INSERT of zone entries.
@@ -336,17 +401,33 @@ impl Store {
         });
         let pool = pool.connect(url).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             backend,
             options,
             stored: Default::default(),
             next_analyze: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(FIRST_ANALYZE)),
-        })
+        };
+        let filled = store.fill_skeletons().await?;
+        if filled > 0 {
+            tracing::info!(
+                filled,
+                "filled the skeletons of bindings stored before 0005"
+            );
+        }
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The same database under other settings (the pool is shared).
+    pub fn with_options(&self, options: StoreOptions) -> Store {
+        Store {
+            options,
+            ..self.clone()
+        }
     }
 
     /// Runs `f` in a transaction, retrying serialization failures.
@@ -483,6 +564,7 @@ impl Store {
         let bytes = bytes.to_vec();
         let domains = domains.to_vec();
         let idem = idem.to_owned();
+        let reservation = self.options.reservation();
         self.tx(move |tx| {
             let (rec, bytes, domains, idem) = (rec.clone(), bytes.clone(), domains.clone(), idem.clone());
             Box::pin(async move {
@@ -496,7 +578,7 @@ impl Store {
                         .bind(id.0.to_vec())
                         .bind(1i64)
                         .bind(rec.master.current_master_hash.0.to_vec())
-                        .bind(rec.master.timestamp as i64)
+                        .bind(db_time("master.timestamp", rec.master.timestamp)?)
                         .bind(head_shell(&rec))
                         .bind(now)
                         .execute(&mut **tx)
@@ -510,7 +592,7 @@ impl Store {
                         .execute(&mut **tx)
                         .await?;
                     for (z, zs) in &rec.zones {
-                        Self::insert_entries(tx, &id, *z, &rec.keys, &zs.entries).await?;
+                        Self::insert_entries(tx, &id, *z, &rec.keys, &zs.entries, &reservation).await?;
                     }
                 }
                 for d in &domains {
@@ -621,28 +703,264 @@ impl Store {
             .collect())
     }
 
+    /// The bindings `id` holds whose handle has one of `skeletons`, each
+    /// with its revocation and whether an operator freed it, by skeleton
+    /// (SPEC §8.4.3), and the digests among them.
+    async fn held_by_skeleton(
+        conn: &mut sqlx::AnyConnection,
+        id: &Hash32,
+        skeletons: &[String],
+    ) -> Result<HeldBySkeleton, StoreError> {
+        let mut held: HeldBySkeleton = Default::default();
+        for chunk in skeletons.chunks(HANDLES_PER_QUERY) {
+            let mut sql = String::from(
+                "SELECT b.skeleton, b.digest, b.entry, r.entry, f.digest FROM entries b \
+                 LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+                 LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
+                 WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.skeleton IN (",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 4));
+            }
+            sql.push(')');
+            let mut q = sqlx::query(&sql)
+                .bind(id.0.to_vec())
+                .bind(ZoneType::IDENTITY.0 as i32)
+                .bind(EntryKind::GRANT.0 as i32);
+            for sk in chunk {
+                q = q.bind(sk.clone());
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                let skeleton: String = r.get(0);
+                let digest: Vec<u8> = r.get(1);
+                let (entry, revocation) = decode_binding(&r.get::<Vec<u8>, _>(2), r.get(3))?;
+                let b = match EntryBody::decode(ZoneType::IDENTITY, entry.kind, &entry.body) {
+                    Ok(EntryBody::Binding(b)) => b,
+                    _ => return Err(StoreError::Invalid("stored binding does not decode".into())),
+                };
+                let revocation = match revocation {
+                    None => None,
+                    Some(rev) => match EntryBody::decode(ZoneType::IDENTITY, rev.kind, &rev.body) {
+                        Ok(EntryBody::Revocation(x)) => Some((x.reason, x.revoked_at)),
+                        _ => {
+                            return Err(StoreError::Invalid(
+                                "stored revocation does not decode".into(),
+                            ))
+                        }
+                    },
+                };
+                held.digests.insert(digest);
+                let list = held.by_skeleton.entry(skeleton).or_default();
+                // A binding with two revocations is listed twice; either
+                // reserves it.
+                list.push(poz::handle::HeldBinding {
+                    handle: b.handle,
+                    subject: b.subject,
+                    expires_at: b.expires_at,
+                    revocation,
+                    freed: r.get::<Option<Vec<u8>>, _>(4).is_some(),
+                });
+            }
+        }
+        Ok(held)
+    }
+
+    /// Judges new bindings against what `id` holds (SPEC §8.4.1–§8.4.3):
+    /// each handle's characters (the baseline every policy shares), then
+    /// its skeleton against every stored binding and every earlier
+    /// candidate. `candidates` are (handle, subject, digest); one verdict
+    /// each, in order. A candidate already stored (same digest) is a retry
+    /// and passes.
+    async fn judge_bindings(
+        conn: &mut sqlx::AnyConnection,
+        id: &Hash32,
+        candidates: &[(String, Hash32, Option<Vec<u8>>)],
+        reservation: &poz::handle::Reservation,
+    ) -> Result<Vec<Result<(), poz::handle::HandleRefused>>, StoreError> {
+        let skeletons: Vec<String> = {
+            let mut v: Vec<String> = candidates
+                .iter()
+                .map(|(h, _, _)| poz::handle::skeleton(h))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut held = Self::held_by_skeleton(conn, id, &skeletons).await?;
+        let now = u64::try_from(now_ms()).unwrap_or(0);
+        let mut verdicts = Vec::with_capacity(candidates.len());
+        for (handle, subject, digest) in candidates {
+            if digest.as_ref().is_some_and(|d| held.digests.contains(d)) {
+                verdicts.push(Ok(()));
+                continue;
+            }
+            let verdict = poz::handle::check_baseline(handle).and_then(|()| {
+                let sk = poz::handle::skeleton(handle);
+                let list = held.by_skeleton.entry(sk).or_default();
+                poz::handle::judge_issue(handle, subject, now, list, reservation)?;
+                list.push(poz::handle::HeldBinding {
+                    handle: handle.clone(),
+                    subject: *subject,
+                    expires_at: 0,
+                    revocation: None,
+                    freed: false,
+                });
+                Ok(())
+            });
+            verdicts.push(verdict);
+        }
+        Ok(verdicts)
+    }
+
+    /// Whether bindings of `candidates` (handle, subject) could be issued
+    /// now by record `id` (SPEC §8.4): the same judgement a commit makes,
+    /// without writing. The Provider API asks before it signs, so a bulk
+    /// issue refuses item by item; the commit checks again.
+    pub async fn check_handles(
+        &self,
+        id: &Hash32,
+        candidates: &[(String, Hash32)],
+    ) -> Result<Vec<Result<(), poz::handle::HandleRefused>>, StoreError> {
+        let candidates: Vec<(String, Hash32, Option<Vec<u8>>)> = candidates
+            .iter()
+            .map(|(h, s)| (h.clone(), *s, None))
+            .collect();
+        let mut conn = self.pool.acquire().await?;
+        Self::judge_bindings(&mut conn, id, &candidates, &self.options.reservation()).await
+    }
+
+    /// Frees the handle of every revoked binding of `handle` (SPEC
+    /// §8.4.3): its revocations no longer reserve it. Returns how many
+    /// bindings were freed; NotFound when the handle has no revoked
+    /// binding not yet freed.
+    pub async fn free_handle(&self, id: &Hash32, handle: &str) -> Result<u32, StoreError> {
+        let (id, handle) = (*id, handle.to_owned());
+        self.tx(move |tx| {
+            let handle = handle.clone();
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "SELECT DISTINCT b.digest FROM entries b \
+                     JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+                     LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
+                     WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle = $4 \
+                     AND f.digest IS NULL",
+                )
+                .bind(id.0.to_vec())
+                .bind(ZoneType::IDENTITY.0 as i32)
+                .bind(EntryKind::GRANT.0 as i32)
+                .bind(handle.clone())
+                .fetch_all(&mut **tx)
+                .await?;
+                if rows.is_empty() {
+                    return Err(StoreError::NotFound(format!(
+                        "no revoked binding of {handle:?} to free"
+                    )));
+                }
+                let now = now_ms();
+                for r in &rows {
+                    sqlx::query(
+                        "INSERT INTO handle_releases (record_id, digest, freed_ms) VALUES ($1, $2, $3)",
+                    )
+                    .bind(id.0.to_vec())
+                    .bind(r.get::<Vec<u8>, _>(0))
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(rows.len() as u32)
+            })
+        })
+        .await
+    }
+
+    /// Fills the skeleton of bindings written before migration 0005, a
+    /// thousand at a time.
+    async fn fill_skeletons(&self) -> Result<u64, StoreError> {
+        let mut filled = 0u64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT record_id, zone_type, digest, handle FROM entries \
+                 WHERE handle IS NOT NULL AND skeleton IS NULL LIMIT 1000",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(filled);
+            }
+            let rows: Vec<(Vec<u8>, i32, Vec<u8>, String)> = rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+            filled += rows.len() as u64;
+            self.tx(move |tx| {
+                let rows = rows.clone();
+                Box::pin(async move {
+                    for (record_id, zone, digest, handle) in rows {
+                        sqlx::query(
+                            "UPDATE entries SET skeleton = $1 \
+                             WHERE record_id = $2 AND zone_type = $3 AND digest = $4",
+                        )
+                        .bind(poz::handle::skeleton(&handle))
+                        .bind(record_id)
+                        .bind(zone)
+                        .bind(digest)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+    }
+
     async fn insert_entries(
         tx: &mut Transaction<'static, Any>,
         id: &Hash32,
         zone: ZoneType,
         keys: &poz::keys::PublicKeyMap,
         entries: &[SignedEntry],
+        reservation: &poz::handle::Reservation,
     ) -> Result<(u32, u32), StoreError> {
         let rows = entries
             .iter()
             .map(|e| entry_row(id, zone, keys, e))
             .collect::<Result<Vec<_>, _>>()?;
+        // One live binding per handle, and no look-alike of another
+        // subject's (SPEC §8.4): checked here, inside the transaction
+        // that commits, so every path (Provider API, bulk import,
+        // SUBMIT_SIGNED, a record's own zones) is held to it.
+        if zone == ZoneType::IDENTITY {
+            let candidates: Vec<(String, Hash32, Option<Vec<u8>>)> = rows
+                .iter()
+                .filter(|r| r.kind == EntryKind::GRANT.0)
+                .filter_map(|r| {
+                    let (subject, _) = r.binding?;
+                    Some((r.handle.clone()?, subject, Some(r.digest.0.to_vec())))
+                })
+                .collect();
+            if !candidates.is_empty() {
+                let verdicts = Self::judge_bindings(tx, id, &candidates, reservation).await?;
+                if let Some(Err(refused)) = verdicts.into_iter().find(|v| v.is_err()) {
+                    return Err(StoreError::Handle(refused));
+                }
+            }
+        }
         let now = now_ms();
         let mut stored = 0u32;
         // Multi-row inserts: one round trip per chunk instead of per entry
         // (a provider's bulk issue writes thousands at a time). 10 bind
         // parameters per row; 500 rows stay far below both backends'
-        // parameter limits (Postgres 65,535; SQLite 32,766).
+        // parameter limits (Postgres 65,535; SQLite 32,766); 11 with the
+        // skeleton.
         for chunk in rows.chunks(ENTRY_ROWS_PER_STATEMENT) {
             let mut sql = multi_row_insert(
-                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms, batch_root)",
+                "INSERT INTO entries (record_id, zone_type, digest, kind, handle, target, issued_at, entry, stored_ms, batch_root, skeleton)",
                 chunk.len(),
-                10,
+                11,
             );
             // Entries are immutable: a row with this key is this entry, so
             // "insert if absent" (portable to Postgres and SQLite) suffices.
@@ -659,7 +977,8 @@ impl Store {
                     .bind(row.issued_at)
                     .bind(row.bytes.clone())
                     .bind(now)
-                    .bind(row.batch_root.clone());
+                    .bind(row.batch_root.clone())
+                    .bind(row.skeleton.clone());
             }
             stored += q.execute(&mut **tx).await?.rows_affected() as u32;
         }
@@ -693,6 +1012,7 @@ impl Store {
             .chain([zone.0])
             .collect();
         let idem = idem.to_owned();
+        let reservation = self.options.reservation();
         self.tx(move |tx| {
             let (decoded, request, idem) = (decoded.clone(), request.clone(), idem.clone());
             Box::pin(async move {
@@ -721,7 +1041,7 @@ impl Store {
                         .keys
                 };
                 let (stored, present) =
-                    Self::insert_entries(tx, &id, zone, &keys, &decoded).await?;
+                    Self::insert_entries(tx, &id, zone, &keys, &decoded, &reservation).await?;
                 Self::remember(tx, &idem, &request, &(stored + present).to_be_bytes()).await?;
                 Ok((stored, present))
             })
@@ -845,6 +1165,7 @@ impl Store {
         let bytes = bytes.to_vec();
         let zones = rec.zones.clone();
         let keys = rec.keys.clone();
+        let reservation = self.options.reservation();
         let result = self.tx(move |tx| {
             let (new, shell, idem, bytes, zones, keys) = (new.clone(), shell.clone(), idem.clone(), bytes.clone(), zones.clone(), keys.clone());
             Box::pin(async move {
@@ -858,13 +1179,13 @@ impl Store {
                     "UPDATE records SET head_serial = $1, head_hash = $2, head_timestamp = $3, head_record = $4, updated_ms = $5 \
                      WHERE record_id = $6 AND head_serial = $7 AND head_hash = $8",
                 )
-                .bind(new.serial as i64)
+                .bind(i64::from(new.serial))
                 .bind(new.current_master_hash.0.to_vec())
-                .bind(new.timestamp as i64)
+                .bind(db_time("master.timestamp", new.timestamp)?)
                 .bind(shell)
                 .bind(now)
                 .bind(id.0.to_vec())
-                .bind(expected_serial as i64)
+                .bind(i64::from(expected_serial))
                 .bind(new.previous_master_hash.0.to_vec())
                 .execute(&mut **tx)
                 .await?;
@@ -873,14 +1194,14 @@ impl Store {
                 }
                 sqlx::query("INSERT INTO master_revisions (record_id, serial, master_hash, master_zone, stored_ms) VALUES ($1, $2, $3, $4, $5)")
                     .bind(id.0.to_vec())
-                    .bind(new.serial as i64)
+                    .bind(i64::from(new.serial))
                     .bind(new.current_master_hash.0.to_vec())
                     .bind(new.to_bytes())
                     .bind(now)
                     .execute(&mut **tx)
                     .await?;
                 for (z, zs) in &zones {
-                    Self::insert_entries(tx, &id, *z, &keys, &zs.entries).await?;
+                    Self::insert_entries(tx, &id, *z, &keys, &zs.entries, &reservation).await?;
                 }
                 let mut resp = new.serial.to_be_bytes().to_vec();
                 resp.extend_from_slice(&new.current_master_hash.0);
@@ -923,7 +1244,7 @@ impl Store {
             "SELECT master_hash FROM master_revisions WHERE record_id = $1 AND serial = $2",
         )
         .bind(id.0.to_vec())
-        .bind(new.serial as i64)
+        .bind(i64::from(new.serial))
         .fetch_optional(&mut **tx)
         .await;
         if let Ok(Some(r)) = existing {
@@ -995,7 +1316,7 @@ impl Store {
                     let mut q = sqlx::query(&sql);
                     for (row, id) in chunk.iter().zip(ids) {
                         q = q
-                            .bind(*id as i64)
+                            .bind(i64::try_from(*id).unwrap_or(i64::MAX))
                             .bind(at)
                             .bind(row.key_id.0.to_vec())
                             .bind(row.record_id.0.to_vec())
@@ -1014,9 +1335,16 @@ impl Store {
     }
 
     /// Records a submission, or moves it on. A new ID is inserted as
-    /// given. For a known ID the request must be the same bytes (else
-    /// IdempotencyMismatch); a final state (issued, refused) never changes
-    /// again, and a pending one takes the new state. Returns what is stored.
+    /// given. For a known ID the request must ask the same (the same
+    /// bytes, or for SUBMIT_REQUEST payloads the same domain, handle and
+    /// subject whatever the proof; else IdempotencyMismatch). Issued stays
+    /// issued; a pending one takes the new state; a refused one is opened
+    /// again by a new pending request (the handle may have been freed).
+    ///
+    /// A SUBMIT_REQUEST payload counts against its subject (SPEC §14.4):
+    /// a pending request older than `pending_ttl` is refused as expired,
+    /// and a new pending request beyond `pending_per_subject` is
+    /// TooManyPending. Returns what is stored.
     pub async fn put_submission(&self, sub: &Submission) -> Result<Submission, StoreError> {
         if sub.state > 3 {
             return Err(StoreError::Invalid(format!(
@@ -1025,56 +1353,108 @@ impl Store {
             )));
         }
         let sub = sub.clone();
+        let asked = poz::wire::SubmitRequest::from_bytes(&sub.request).ok();
+        let limit = self.options.pending_per_subject;
+        let ttl_ms = i64::try_from(self.options.pending_ttl.as_millis()).unwrap_or(i64::MAX);
         self.tx(move |tx| {
-            let sub = sub.clone();
+            let (sub, asked) = (sub.clone(), asked.clone());
             Box::pin(async move {
+                let now = now_ms();
+                let subject = asked.as_ref().map(|a| a.subject.0.to_vec());
+                if let Some(subject) = &subject {
+                    // Expire this subject's stale pending requests first.
+                    sqlx::query(
+                        "UPDATE submissions SET state = 3, message = $1, updated_ms = $2 \
+                         WHERE subject = $3 AND state = 1 AND created_ms <= $4",
+                    )
+                    .bind("expired: the provider did not decide in time; ask again")
+                    .bind(now)
+                    .bind(subject.clone())
+                    .bind(now.saturating_sub(ttl_ms))
+                    .execute(&mut **tx)
+                    .await?;
+                }
                 let row = sqlx::query(
                     "SELECT state, request, entry, message FROM submissions WHERE submission_id = $1",
                 )
                 .bind(sub.id.to_vec())
                 .fetch_optional(&mut **tx)
                 .await?;
-                let Some(row) = row else {
+                let stored = row.map(|row| Submission {
+                    id: sub.id,
+                    state: row.get::<i32, _>(0) as u8,
+                    request: row.get(1),
+                    entry: row.get(2),
+                    message: row.get(3),
+                });
+                if let Some(stored) = &stored {
+                    let same_ask = stored.request == sub.request
+                        || match (&asked, poz::wire::SubmitRequest::from_bytes(&stored.request)) {
+                            (Some(a), Ok(b)) => {
+                                a.domain.eq_ignore_ascii_case(&b.domain)
+                                    && a.handle == b.handle
+                                    && a.subject == b.subject
+                            }
+                            _ => false,
+                        };
+                    if !same_ask {
+                        return Err(StoreError::IdempotencyMismatch(hex::encode(sub.id)));
+                    }
+                    let reopen = stored.state == 3 && sub.state == 1;
+                    // Pending moves on; committed and issued stay.
+                    if !reopen && (stored.state != 1 || sub.state == 1) {
+                        return Ok(stored.clone());
+                    }
+                }
+                let opens = sub.state == 1 && stored.as_ref().is_none_or(|s| s.state != 1);
+                if let (true, Some(subject), Some(a)) = (opens, &subject, &asked) {
+                    let pending = sqlx::query(
+                        "SELECT COUNT(*) FROM submissions WHERE subject = $1 AND state = 1",
+                    )
+                    .bind(subject.clone())
+                    .fetch_one(&mut **tx)
+                    .await?
+                    .get::<i64, _>(0);
+                    if pending >= i64::from(limit) {
+                        return Err(StoreError::TooManyPending {
+                            subject: a.subject,
+                            limit,
+                        });
+                    }
+                }
+                if stored.is_none() {
                     sqlx::query(
-                        "INSERT INTO submissions (submission_id, state, request, entry, message, updated_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        "INSERT INTO submissions (submission_id, state, request, entry, message, updated_ms, subject, created_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
                     )
                     .bind(sub.id.to_vec())
                     .bind(sub.state as i32)
                     .bind(sub.request.clone())
                     .bind(sub.entry.clone())
                     .bind(sub.message.clone())
-                    .bind(now_ms())
+                    .bind(now)
+                    .bind(subject)
                     .execute(&mut **tx)
                     .await?;
                     return Ok(sub);
-                };
-                let stored = Submission {
-                    id: sub.id,
-                    state: row.get::<i32, _>(0) as u8,
-                    request: row.get(1),
-                    entry: row.get(2),
-                    message: row.get(3),
-                };
-                if stored.request != sub.request {
-                    return Err(StoreError::IdempotencyMismatch(hex::encode(sub.id)));
                 }
-                // Pending moves on; committed, issued and refused stay.
-                if stored.state != 1 || sub.state == 1 {
-                    return Ok(stored);
-                }
+                // Reopened requests start their time again.
                 sqlx::query(
-                    "UPDATE submissions SET state = $2, entry = $3, message = $4, updated_ms = $5 \
+                    "UPDATE submissions SET state = $2, entry = $3, message = $4, updated_ms = $5, \
+                     created_ms = CASE WHEN $2 = 1 THEN $5 ELSE created_ms END \
                      WHERE submission_id = $1",
                 )
                 .bind(sub.id.to_vec())
                 .bind(sub.state as i32)
                 .bind(sub.entry.clone())
                 .bind(sub.message.clone())
-                .bind(now_ms())
+                .bind(now)
                 .execute(&mut **tx)
                 .await?;
-                Ok(sub)
+                Ok(Submission {
+                    request: stored.map(|s| s.request).unwrap_or(sub.request.clone()),
+                    ..sub
+                })
             })
         })
         .await
@@ -1083,19 +1463,28 @@ impl Store {
     /// A submission by ID.
     pub async fn submission(&self, id: &[u8; 16]) -> Result<Submission, StoreError> {
         let row = sqlx::query(
-            "SELECT state, request, entry, message FROM submissions WHERE submission_id = $1",
+            "SELECT state, request, entry, message, created_ms FROM submissions WHERE submission_id = $1",
         )
         .bind(id.to_vec())
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("submission {}", hex::encode(id))))?;
-        Ok(Submission {
+        let mut sub = Submission {
             id: *id,
             state: row.get::<i32, _>(0) as u8,
             request: row.get(1),
             entry: row.get(2),
             message: row.get(3),
-        })
+        };
+        // A pending request past its time reads as refused (expired) even
+        // before its subject's next request rewrites the row.
+        let ttl_ms = i64::try_from(self.options.pending_ttl.as_millis()).unwrap_or(i64::MAX);
+        let created = row.get::<Option<i64>, _>(4);
+        if sub.state == 1 && created.is_some_and(|c| c <= now_ms().saturating_sub(ttl_ms)) {
+            sub.state = 3;
+            sub.message = "expired: the provider did not decide in time; ask again".into();
+        }
+        Ok(sub)
     }
 
     /// The domains bound to a record, in order.
@@ -1187,7 +1576,7 @@ impl Store {
     pub async fn history(&self, id: &Hash32, from: u32) -> Result<Vec<MasterZone>, StoreError> {
         let rows = sqlx::query("SELECT master_zone FROM master_revisions WHERE record_id = $1 AND serial >= $2 ORDER BY serial")
             .bind(id.0.to_vec())
-            .bind(from as i64)
+            .bind(i64::from(from))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -1354,7 +1743,7 @@ impl Store {
                 .bind(EntryKind::GRANT.0 as i32);
             for (i, (domain, handle)) in chunk.iter().enumerate() {
                 q = q
-                    .bind(i as i64)
+                    .bind(i64::try_from(i).unwrap_or(i64::MAX))
                     .bind(domain.to_ascii_lowercase())
                     .bind(handle.as_str());
             }
@@ -1463,7 +1852,7 @@ impl Store {
         .bind(ZoneType::IDENTITY.0 as i32)
         .bind(EntryKind::GRANT.0 as i32)
         .bind(after)
-        .bind(limit as i64)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -1533,7 +1922,7 @@ impl Store {
         .bind(id.0.to_vec())
         .bind(zone.0 as i32)
         .bind(after.0.to_vec())
-        .bind(limit as i64 + 1)
+        .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await?;
         let more = rows.len() > limit as usize;

@@ -29,6 +29,13 @@ struct Config {
     busy_timeout_ms: u64,
     /// Attempts for a transaction that hit a serialization failure.
     retries: u32,
+    /// How long a handle revoked for reason unspecified or superseded
+    /// stays reserved, ms; 0: until an operator frees it (SPEC §8.4.3).
+    revoked_handle_cooldown_ms: u64,
+    /// Pending binding requests one subject may have at once.
+    pending_per_subject: u32,
+    /// A pending binding request older than this is refused, ms.
+    pending_ttl_ms: u64,
     /// JSON log lines.
     log_json: bool,
 }
@@ -44,6 +51,9 @@ impl Default for Config {
             statement_timeout_ms: o.statement_timeout.as_millis() as u64,
             busy_timeout_ms: o.busy_timeout.as_millis() as u64,
             retries: o.retries,
+            revoked_handle_cooldown_ms: 0,
+            pending_per_subject: o.pending_per_subject,
+            pending_ttl_ms: u64::try_from(o.pending_ttl.as_millis()).unwrap_or(u64::MAX),
             log_json: false,
         }
     }
@@ -65,10 +75,14 @@ impl ServiceConfig for Config {
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
         }
+        if self.pending_per_subject == 0 {
+            return Err("pending_per_subject must be at least 1".into());
+        }
         for (name, v) in [
             ("acquire_timeout_ms", self.acquire_timeout_ms),
             ("statement_timeout_ms", self.statement_timeout_ms),
             ("busy_timeout_ms", self.busy_timeout_ms),
+            ("pending_ttl_ms", self.pending_ttl_ms),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -121,6 +135,10 @@ async fn main() -> anyhow::Result<()> {
         statement_timeout: Duration::from_millis(c.statement_timeout_ms),
         busy_timeout: Duration::from_millis(c.busy_timeout_ms),
         retries: c.retries,
+        revoked_handle_cooldown: (c.revoked_handle_cooldown_ms > 0)
+            .then(|| Duration::from_millis(c.revoked_handle_cooldown_ms)),
+        pending_per_subject: c.pending_per_subject,
+        pending_ttl: Duration::from_millis(c.pending_ttl_ms),
     };
     let store = Store::open(&c.database_url, options).await?;
     let listener = tokio::net::TcpListener::bind(&c.listen).await?;

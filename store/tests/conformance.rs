@@ -591,3 +591,326 @@ both!(times_from_the_future_are_refused, |s: Store| async move {
         (1, 0)
     );
 });
+
+/// A provider stored at its head (with `alice` bound to user 1), and its
+/// record ID.
+async fn provider_stored(s: &Store) -> (Record, poz::Hash32) {
+    let (g, p) = provider_genesis_and_rest();
+    let id = s
+        .create_record(&g.to_bytes(), &["social.example".into()], "")
+        .await
+        .unwrap();
+    s.advance_head(&p.to_bytes(), 1, "").await.unwrap();
+    (p, id)
+}
+
+fn bind(p: &Record, subject: u8, handle: &str, at: u64) -> Vec<u8> {
+    let k = sample::provider_keys();
+    sample::issue(
+        p,
+        sample::user_id(subject),
+        handle,
+        at,
+        0,
+        &[&k.device_a, &k.device_b],
+    )
+    .unwrap()
+    .to_bytes()
+}
+
+fn handle_rule(r: Result<(u32, u32), StoreError>) -> Option<poz::handle::HandleRule> {
+    match r {
+        Err(StoreError::Handle(h)) => Some(h.rule),
+        Ok(_) => None,
+        Err(e) => panic!("not a handle refusal: {e}"),
+    }
+}
+
+both!(
+    one_live_binding_per_handle_and_no_look_alikes,
+    |s: Store| async move {
+        use poz::handle::HandleRule;
+        let (p, id) = provider_stored(&s).await;
+        let put = |b: Vec<u8>| {
+            let s = s.clone();
+            async move { s.put_entries(&id, ZoneType::IDENTITY, &[b], "").await }
+        };
+        // Issue 12 §2: a second binding of alice to another subject (the
+        // SUBMIT_SIGNED kind 2 path reaches the store like this).
+        assert_eq!(
+            handle_rule(put(bind(&p, 9, "alice", T0 + 50_000)).await),
+            Some(HandleRule::BindingUnique)
+        );
+        // Issue 12 §3: the five look-alikes, each to another subject.
+        for (handle, rule) in [
+            ("Alice", HandleRule::Confusable),
+            ("\u{430}lice", HandleRule::Confusable),
+            ("alice\u{200B}", HandleRule::Format),
+            ("\u{202E}ecila", HandleRule::Bidi),
+            ("al\u{131}ce", HandleRule::Confusable),
+        ] {
+            assert_eq!(
+                handle_rule(put(bind(&p, 9, handle, T0 + 50_000)).await),
+                Some(rule),
+                "{handle:?}"
+            );
+        }
+        // The holder may be re-issued its handle (a retry, a renewal).
+        assert_eq!(
+            put(bind(&p, 1, "alice", T0 + 60_000)).await.unwrap(),
+            (1, 0)
+        );
+        // Look-alikes in one put, to two subjects: refused together.
+        let both = vec![bind(&p, 3, "dave", T0 + 1), bind(&p, 4, "Dave", T0 + 1)];
+        assert!(matches!(
+            s.put_entries(&id, ZoneType::IDENTITY, &both, "").await,
+            Err(StoreError::Handle(_))
+        ));
+        assert!(s.binding(&id, "dave").await.is_err(), "nothing stored");
+        // CheckHandles judges the same way, in order, without writing.
+        let verdicts = s
+            .check_handles(
+                &id,
+                &[
+                    ("alice".into(), sample::user_id(1)),
+                    ("alice".into(), sample::user_id(9)),
+                    ("\u{430}lice".into(), sample::user_id(9)),
+                    ("erin".into(), sample::user_id(5)),
+                    ("erln".into(), sample::user_id(6)),
+                    ("frank".into(), sample::user_id(6)),
+                ],
+            )
+            .await
+            .unwrap();
+        let rules: Vec<Option<HandleRule>> = verdicts
+            .into_iter()
+            .map(|v| v.err().map(|e| e.rule))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                None,
+                Some(HandleRule::BindingUnique),
+                Some(HandleRule::Confusable),
+                None,
+                None,
+                None
+            ]
+        );
+        assert!(s.binding(&id, "erin").await.is_err(), "nothing written");
+    }
+);
+
+both!(
+    a_revoked_handle_stays_reserved_until_freed,
+    |s: Store| async move {
+        use poz::handle::HandleRule;
+        let (p, id) = provider_stored(&s).await;
+        let k = sample::provider_keys();
+        let carol = bind(&p, 3, "carol", T0 + 5_000);
+        s.put_entries(&id, ZoneType::IDENTITY, std::slice::from_ref(&carol), "")
+            .await
+            .unwrap();
+        let target = poz::zone::SignedEntry::from_bytes(&carol)
+            .unwrap()
+            .identity_digest(&id);
+        let mut rev = workflow::new_revocation(
+            target,
+            T0 + 6_000,
+            poz::entries::RevocationReason::ACCOUNT_CLOSED,
+        );
+        workflow::sign_entry(&p, ZoneType::IDENTITY, &mut rev, &k.device_a).unwrap();
+        s.put_entries(&id, ZoneType::IDENTITY, &[rev.to_bytes()], "")
+            .await
+            .unwrap();
+        // Issue 12 §9: another holder's request for carol, and the old
+        // holder's, are both refused; so is a look-alike.
+        for (subject, handle) in [(9, "carol"), (3, "carol"), (9, "caro1")] {
+            let r = s
+                .put_entries(
+                    &id,
+                    ZoneType::IDENTITY,
+                    &[bind(&p, subject, handle, T0 + 7_000)],
+                    "",
+                )
+                .await;
+            assert_eq!(
+                handle_rule(r),
+                Some(HandleRule::Reserved),
+                "{subject} {handle}"
+            );
+        }
+        // A cooldown does not lapse an account-closed revocation.
+        let cooled = s.with_options(StoreOptions {
+            revoked_handle_cooldown: Some(std::time::Duration::ZERO),
+            ..StoreOptions::default()
+        });
+        assert_eq!(
+            handle_rule(
+                cooled
+                    .put_entries(
+                        &id,
+                        ZoneType::IDENTITY,
+                        &[bind(&p, 9, "carol", T0 + 7_000)],
+                        ""
+                    )
+                    .await
+            ),
+            Some(HandleRule::Reserved)
+        );
+        // The operator frees it; then anyone may have it.
+        assert!(matches!(
+            s.free_handle(&id, "nobody").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(s.free_handle(&id, "carol").await.unwrap(), 1);
+        assert!(matches!(
+            s.free_handle(&id, "carol").await,
+            Err(StoreError::NotFound(_))
+        ));
+        let dora = bind(&p, 9, "carol", T0 + 8_000);
+        s.put_entries(&id, ZoneType::IDENTITY, std::slice::from_ref(&dora), "")
+            .await
+            .unwrap();
+        assert_eq!(s.binding(&id, "carol").await.unwrap().0.to_bytes(), dora);
+        // A revocation for reason superseded: the holder may take the
+        // handle back; others wait for the cooldown, when one is set.
+        let target = poz::zone::SignedEntry::from_bytes(&dora)
+            .unwrap()
+            .identity_digest(&id);
+        let mut rev = workflow::new_revocation(
+            target,
+            T0 + 9_000,
+            poz::entries::RevocationReason::SUPERSEDED,
+        );
+        workflow::sign_entry(&p, ZoneType::IDENTITY, &mut rev, &k.device_a).unwrap();
+        s.put_entries(&id, ZoneType::IDENTITY, &[rev.to_bytes()], "")
+            .await
+            .unwrap();
+        let other = bind(&p, 4, "carol", T0 + 10_000);
+        assert_eq!(
+            handle_rule(
+                s.put_entries(&id, ZoneType::IDENTITY, std::slice::from_ref(&other), "")
+                    .await
+            ),
+            Some(HandleRule::Reserved)
+        );
+        assert_eq!(
+            cooled
+                .put_entries(&id, ZoneType::IDENTITY, &[other], "")
+                .await
+                .unwrap(),
+            (1, 0)
+        );
+    }
+);
+
+both!(
+    times_that_do_not_fit_i64_are_refused_not_wrapped,
+    |s: Store| async move {
+        let (p, id) = provider_stored(&s).await;
+        // Issue 12 §9: a binding stamped 2^63 would be stored negative and
+        // sort as the oldest. Issue times that far ahead are refused by the
+        // clock bound first (SPEC §6.7); nothing is stored.
+        for at in [1u64 << 63, u64::MAX - 1] {
+            let r = s
+                .put_entries(&id, ZoneType::IDENTITY, &[bind(&p, 7, "gina", at)], "")
+                .await;
+            assert!(
+                matches!(&r, Err(StoreError::Invalid(m)) if m.contains("issued_at")),
+                "{r:?}"
+            );
+        }
+        assert!(s.binding(&id, "gina").await.is_err());
+        // An expiry is any future time, so only the column's range bounds
+        // it: 2^63 and more is refused, never wrapped; the largest that
+        // fits is stored as is.
+        let k = sample::provider_keys();
+        let expiring = |expires_at: u64| {
+            sample::issue(
+                &p,
+                sample::user_id(7),
+                "gina",
+                T0 + 1,
+                expires_at,
+                &[&k.device_a, &k.device_b],
+            )
+            .unwrap()
+            .to_bytes()
+        };
+        for at in [1u64 << 63, u64::MAX] {
+            let r = s
+                .put_entries(&id, ZoneType::IDENTITY, &[expiring(at)], "")
+                .await;
+            assert!(
+                matches!(r, Err(StoreError::TimeOutOfRange { value, .. }) if value == at),
+                "{r:?}"
+            );
+        }
+        assert!(s.binding(&id, "gina").await.is_err());
+        let last = expiring((1u64 << 63) - 1);
+        s.put_entries(&id, ZoneType::IDENTITY, std::slice::from_ref(&last), "")
+            .await
+            .unwrap();
+        assert_eq!(s.binding(&id, "gina").await.unwrap().0.to_bytes(), last);
+    }
+);
+
+both!(
+    binding_requests_are_one_per_ask_capped_and_expire,
+    |s: Store| async move {
+        use poz_store::Submission;
+        let ask =
+            |handle: &str, subject: u8, proof: Vec<poz::Signature>| poz::wire::SubmitRequest {
+                domain: "social.example".into(),
+                handle: handle.into(),
+                subject: sample::user_id(subject),
+                proof,
+            };
+        let pending = |r: &poz::wire::SubmitRequest| Submission {
+            id: r.submission_id(),
+            state: 1,
+            request: r.to_bytes(),
+            entry: None,
+            message: String::new(),
+        };
+        let first = ask("h0", 1, vec![key(1).sign(0, &poz::Hash32([1; 32]))]);
+        s.put_submission(&pending(&first)).await.unwrap();
+        // The same ask with another proof (a junk signature appended) is
+        // the same submission: no second row, no mismatch.
+        let mut padded = first.clone();
+        padded.proof.push(key(2).sign(200, &poz::Hash32([2; 32])));
+        assert_eq!(padded.submission_id(), first.submission_id());
+        let again = s.put_submission(&pending(&padded)).await.unwrap();
+        assert_eq!(again.request, first.to_bytes());
+        // At most pending_per_subject (8) pending per subject.
+        for i in 1..8 {
+            s.put_submission(&pending(&ask(&format!("h{i}"), 1, vec![])))
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            s.put_submission(&pending(&ask("h8", 1, vec![]))).await,
+            Err(StoreError::TooManyPending { limit: 8, .. })
+        ));
+        // Another subject is not held back.
+        s.put_submission(&pending(&ask("h8", 2, vec![])))
+            .await
+            .unwrap();
+        // Expired requests read as refused and free their places.
+        let quick = s.with_options(StoreOptions {
+            pending_ttl: std::time::Duration::ZERO,
+            ..StoreOptions::default()
+        });
+        let old = quick.submission(&first.submission_id()).await.unwrap();
+        assert_eq!(old.state, 3);
+        assert!(old.message.starts_with("expired"), "{}", old.message);
+        quick
+            .put_submission(&pending(&ask("h9", 1, vec![])))
+            .await
+            .unwrap();
+        // A refused request asked again is pending again.
+        let reopened = s.put_submission(&pending(&first)).await.unwrap();
+        assert_eq!(reopened.state, 1);
+    }
+);

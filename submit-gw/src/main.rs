@@ -32,6 +32,13 @@ struct Config {
     binding_requests: String,
     /// The Provider API's gRPC address (for "issue").
     provider_api: String,
+    /// The handle namespace policy (SPEC §8.4.1) for SUBMIT_REQUEST and
+    /// SUBMIT_SIGNED bindings: "ascii" or "unicode"; the Provider API's.
+    handle_policy: String,
+    /// This provider's record ID (64 hex digits): binding requests for
+    /// another record's domain are refused here. Empty: the Provider API
+    /// refuses them ("issue"); a "queue" provider checks them itself.
+    provider_record: String,
     /// This gateway's Noise static secret: 64 hex digits, first line (the
     /// ceremony writes it; mount it from a Kubernetes Secret).
     noise_key_file: Option<PathBuf>,
@@ -87,6 +94,8 @@ impl Default for Config {
             verifier: "http://127.0.0.1:50052".into(),
             binding_requests: "queue".into(),
             provider_api: "http://127.0.0.1:50054".into(),
+            handle_policy: "ascii".into(),
+            provider_record: String::new(),
             noise_key_file: None,
             challenge_secrets_file: None,
             pow_base: p.base,
@@ -134,6 +143,17 @@ impl ServiceConfig for Config {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("{name} {url:?} is not an http(s):// URL"));
             }
+        }
+        self.handle_policy
+            .parse::<poz::handle::HandlePolicy>()
+            .map_err(|e| format!("handle_policy: {e}"))?;
+        if !self.provider_record.is_empty()
+            && poz::Hash32::from_hex(&self.provider_record).is_none()
+        {
+            return Err(format!(
+                "provider_record {:?} is not 64 hex digits",
+                self.provider_record
+            ));
         }
         if self.noise_key_file.is_none() {
             return Err("noise_key_file is required (the ceremony writes one per gateway)".into());
@@ -253,6 +273,18 @@ async fn main() -> anyhow::Result<()> {
             .timeout(Duration::from_secs(10))
             .connect_lazy())
     };
+    let handle_policy: poz::handle::HandlePolicy = c
+        .handle_policy
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("handle_policy: {e}"))?;
+    let provider_record = poz::Hash32::from_hex(&c.provider_record);
+    let requests = |r: BindingRequests| {
+        let r = r.with_handle_policy(handle_policy);
+        match provider_record {
+            Some(p) => r.with_provider_record(p),
+            None => r,
+        }
+    };
     let load =
         Arc::new(LoadMeter::new(pow, targets).with_min_latency_samples(c.min_latency_samples));
     let replay = gateway::shared_replay(&c.redis_url, Duration::from_millis(c.redis_timeout_ms))?;
@@ -261,19 +293,20 @@ async fn main() -> anyhow::Result<()> {
         key.clone(),
         Gate::new(Challenger::new(pow, secrets), 1_000_000),
         Submissions {
-            signed: SignedSubmissions::new(channel(&c.store)?, channel(&c.verifier)?),
+            signed: SignedSubmissions::new(channel(&c.store)?, channel(&c.verifier)?)
+                .with_handle_policy(handle_policy),
             requests: match c.binding_requests.as_str() {
                 "off" => None,
-                "issue" => Some(BindingRequests::new(
+                "issue" => Some(requests(BindingRequests::new(
                     channel(&c.store)?,
                     Some(channel(&c.provider_api)?),
                     Policy::Issue,
-                )),
-                _ => Some(BindingRequests::new(
+                ))),
+                _ => Some(requests(BindingRequests::new(
                     channel(&c.store)?,
                     None,
                     Policy::Queue,
-                )),
+                ))),
             },
         },
         load.clone(),

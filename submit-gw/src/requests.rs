@@ -4,28 +4,43 @@
 //!
 //! The subject's record must be known to the provider's store (published
 //! to it first); the gateway verifies it from genesis and checks the
-//! proof (`poz::verify::verify_submit_request`). The request is then
-//! recorded as a pending submission (idempotent by its bytes). With the
+//! proof (`poz::verify::verify_submit_request`: every signature a master
+//! key's, valid, and no key twice). The request is then recorded as a
+//! pending submission whose ID names what is asked (domain, handle,
+//! subject; `SubmitRequest::submission_id`), so the same ask with another
+//! proof is the same submission. A subject has at most the store's
+//! `pending_per_subject` pending requests, each expiring after
+//! `pending_ttl`. With the
 //! `issue` policy the gateway issues the binding at once through the
 //! Provider API (which signs, verifies and commits it) and records it as
 //! issued, or as refused with the reason (the handle is taken); with the
 //! `queue` policy it stays pending for the provider's own process.
 //!
-//! Statuses: BAD_REQUEST (undecodable, a bad handle), NOT_FOUND (no record
-//! for the domain, the subject's record unknown, no such submission),
-//! UNAUTHORIZED (the proof does not meet the subject's threshold, or the
-//! subject's record does not verify), UNAVAILABLE with a retry hint.
+//! Statuses: BAD_REQUEST (undecodable; a handle that breaks the handle
+//! policy, the message beginning with the rule's name, SPEC §8.4.1; a
+//! domain that is not this provider's), NOT_FOUND (no record for the
+//! domain, the subject's record unknown, no such submission),
+//! UNAUTHORIZED (a proof signature by a key that is not a master key, one
+//! that does not verify, a key twice, a proof short of the subject's
+//! threshold, or a subject record that does not verify), RATE_LIMITED (the
+//! subject has too many pending requests), UNAVAILABLE with a retry hint.
+//! A handle held by another subject, a look-alike of one, or a reserved
+//! handle (`binding-unique`, `handle-confusable`, `handle-reserved`) is
+//! not an error: the ticket says refused (3) and SUBMIT_STATUS gives the
+//! rule.
 
-use crate::signed::{submission_id, RETRY_MS};
+use crate::signed::RETRY_MS;
 use pb::provider_api_client::ProviderApiClient;
 use pb::store_read_client::StoreReadClient;
 use pb::store_write_client::StoreWriteClient;
 use poz::codec::Codec;
+use poz::handle::HandlePolicy;
 use poz::wire::{
     Request, Response, Status, StatusAnswer, StatusQuery, SubmissionState, SubmitRequest,
     SubmitTicket,
 };
 use poz::zone::SignedEntry;
+use poz::Hash32;
 use poz::Record;
 use poz_proto::v1 as pb;
 use tonic::transport::Channel;
@@ -45,12 +60,17 @@ pub struct BindingRequests {
     store_write: StoreWriteClient<Channel>,
     provider_api: Option<ProviderApiClient<Channel>>,
     policy: Policy,
+    handle_policy: HandlePolicy,
+    /// This provider's record: requests for another record's domain are
+    /// refused. Configured, or asked of the Provider API once.
+    provider: std::sync::Arc<tokio::sync::OnceCell<Hash32>>,
 }
 
 fn peer_error(id: u16, s: &tonic::Status) -> Response {
     match s.code() {
         tonic::Code::NotFound => Response::error(Status::NOT_FOUND, id, 0, s.message()),
         tonic::Code::InvalidArgument => Response::error(Status::BAD_REQUEST, id, 0, s.message()),
+        tonic::Code::ResourceExhausted => Response::error(Status::RATE_LIMITED, id, 0, s.message()),
         _ => {
             tracing::warn!(code = ?s.code(), message = s.message(), "peer failed");
             Response::error(
@@ -76,7 +96,53 @@ impl BindingRequests {
             store_write: StoreWriteClient::new(store),
             provider_api: provider_api.map(ProviderApiClient::new),
             policy,
+            handle_policy: HandlePolicy::default(),
+            provider: Default::default(),
         }
+    }
+
+    /// Refuses handles that break `policy` (SPEC §8.4.1); the default is
+    /// `ascii`.
+    pub fn with_handle_policy(mut self, policy: HandlePolicy) -> Self {
+        self.handle_policy = policy;
+        self
+    }
+
+    /// Refuses requests for domains of other records than `provider`.
+    pub fn with_provider_record(mut self, provider: Hash32) -> Self {
+        self.provider = std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(provider)));
+        self
+    }
+
+    /// This provider's record: as configured, else the Provider API's
+    /// (asked once); None when neither is known (a `queue` gateway
+    /// without `provider_record`: the provider's process checks).
+    async fn provider_record(&self, id: u16) -> Result<Option<Hash32>, Response> {
+        if let Some(p) = self.provider.get() {
+            return Ok(Some(*p));
+        }
+        let Some(api) = &self.provider_api else {
+            return Ok(None);
+        };
+        let info = api
+            .clone()
+            .get_provider(pb::GetProviderRequest {})
+            .await
+            .map_err(|s| peer_error(id, &s))?
+            .into_inner();
+        let p = info
+            .record_id
+            .and_then(|h| <[u8; 32]>::try_from(h.value.as_slice()).ok())
+            .map(Hash32)
+            .ok_or_else(|| {
+                Response::error(
+                    Status::UNAVAILABLE,
+                    id,
+                    RETRY_MS,
+                    "the Provider API answered badly",
+                )
+            })?;
+        Ok(Some(*self.provider.get_or_init(|| async { p }).await))
     }
 
     /// SUBMIT_REQUEST.
@@ -98,13 +164,31 @@ impl BindingRequests {
         ask: &SubmitRequest,
         payload: &[u8],
     ) -> Result<SubmitTicket, Response> {
+        poz::handle::check_handle(&ask.handle, self.handle_policy)
+            .map_err(|e| Response::error(Status::BAD_REQUEST, id, 0, &e.to_string()))?;
         // The provider exists here, and the subject's record is known.
         let mut read = self.store_read.clone();
-        read.get_head(pb::GetHeadRequest {
-            record: record_ref(pb::record_ref::By::Domain(ask.domain.to_ascii_lowercase())),
-        })
-        .await
-        .map_err(|s| peer_error(id, &s))?;
+        let head = read
+            .get_head(pb::GetHeadRequest {
+                record: record_ref(pb::record_ref::By::Domain(ask.domain.to_ascii_lowercase())),
+            })
+            .await
+            .map_err(|s| peer_error(id, &s))?
+            .into_inner();
+        if let Some(ours) = self.provider_record(id).await? {
+            let theirs = head
+                .record_id
+                .and_then(|h| <[u8; 32]>::try_from(h.value.as_slice()).ok())
+                .map(Hash32);
+            if theirs != Some(ours) {
+                return Err(Response::error(
+                    Status::BAD_REQUEST,
+                    id,
+                    0,
+                    &format!("{} is not a domain of this provider", ask.domain),
+                ));
+            }
+        }
         let subject = read
             .get_master(pb::GetMasterRequest {
                 record: record_ref(pb::record_ref::By::RecordId(pb::Hash {
@@ -143,7 +227,7 @@ impl BindingRequests {
         })?;
         proof.map_err(|m| Response::error(Status::UNAUTHORIZED, id, 0, &m))?;
 
-        let sid = submission_id(payload);
+        let sid = ask.submission_id();
         let mut write = self.store_write.clone();
         let stored = write
             .put_submission(pb::Submission {

@@ -8,14 +8,20 @@
 //!   store then advances the head by compare-and-swap on serial − 1,
 //!   checking that the revision links to the stored chain and verifies
 //!   from genesis. A revision already stored is an idempotent success.
-//! - kind 2, one signed zone entry: the verifier checks it against the
-//!   record as the store serves it; the store appends it (idempotent).
+//! - kind 2, one signed zone entry: an identity binding's handle must meet
+//!   the handle policy (SPEC §8.4.1); the verifier checks the entry
+//!   against the record as the store serves it; the store appends it
+//!   (idempotent), refusing a binding for a handle that another subject
+//!   holds, a look-alike of one, or a reserved handle (SPEC §8.4.2–§8.4.3).
 //!
 //! Statuses: BAD_REQUEST (undecodable, or the record is not the
-//! domain's), NOT_FOUND (no record for the domain), UNAUTHORIZED (does
-//! not verify: signatures, thresholds), CONFLICT (the head moved on, or a
-//! different revision with this serial exists: a fork), UNAVAILABLE with a
-//! retry hint (a peer is down).
+//! domain's; a handle that breaks the handle policy or a time the store
+//! cannot hold, the message naming the rule), NOT_FOUND (no record for the
+//! domain), UNAUTHORIZED (does not verify: signatures, thresholds),
+//! CONFLICT (the head moved on, or a different revision with this serial
+//! exists: a fork; a binding refused by `binding-unique`,
+//! `handle-confusable` or `handle-reserved`, the message beginning with
+//! the rule's name), UNAVAILABLE with a retry hint (a peer is down).
 
 use pb::store_read_client::StoreReadClient;
 use pb::store_write_client::StoreWriteClient;
@@ -35,6 +41,7 @@ pub struct SignedSubmissions {
     store_read: StoreReadClient<Channel>,
     store_write: StoreWriteClient<Channel>,
     verifier: VerifierClient<Channel>,
+    handle_policy: poz::handle::HandlePolicy,
 }
 
 /// The ticket of a submission: its ID is the first 16 bytes of a hash of
@@ -80,7 +87,15 @@ impl SignedSubmissions {
             store_read: StoreReadClient::new(store.clone()).max_decoding_message_size(m),
             store_write: StoreWriteClient::new(store).max_encoding_message_size(m),
             verifier: VerifierClient::new(verifier).max_encoding_message_size(m),
+            handle_policy: poz::handle::HandlePolicy::default(),
         }
+    }
+
+    /// Refuses identity bindings whose handle breaks `policy` (SPEC
+    /// §8.4.1); the default is `ascii`.
+    pub fn with_handle_policy(mut self, policy: poz::handle::HandlePolicy) -> Self {
+        self.handle_policy = policy;
+        self
     }
 
     /// Answers one admitted SUBMIT_SIGNED request.
@@ -178,6 +193,14 @@ impl SignedSubmissions {
         zone: poz::zone::ZoneType,
         entry: &poz::zone::SignedEntry,
     ) -> Result<(), Response> {
+        if zone == poz::zone::ZoneType::IDENTITY && entry.kind == poz::zone::EntryKind::GRANT {
+            if let Ok(poz::entries::EntryBody::Binding(b)) =
+                poz::entries::EntryBody::decode(zone, entry.kind, &entry.body)
+            {
+                poz::handle::check_handle(&b.handle, self.handle_policy)
+                    .map_err(|e| Response::error(Status::BAD_REQUEST, id, 0, &e.to_string()))?;
+            }
+        }
         let master = self
             .store_read
             .clone()

@@ -59,6 +59,7 @@ pub mod codec;
 pub mod ed25519;
 pub mod entries;
 pub mod gate;
+pub mod handle;
 pub mod hash;
 pub mod keys;
 pub mod master;

@@ -64,6 +64,9 @@ pub enum Rule {
     BindingExpiry,
     /// (bindings) Not revoked by the issuer.
     BindingRevoked,
+    /// (bindings) No later binding of the same handle to another subject
+    /// in the provider's Identity Zone (SPEC §8.4, `binding-unique`).
+    BindingSuperseded,
     /// (bindings) Issued by the provider record it is verified against.
     BindingIssuer,
     /// (bindings) Issued no later than the verification time plus
@@ -99,12 +102,13 @@ impl Rule {
             Rule::ServiceRef => "service-ref",
             Rule::BindingExpiry => "binding-expiry",
             Rule::BindingRevoked => "binding-revoked",
+            Rule::BindingSuperseded => "binding-superseded",
             Rule::BindingIssuer => "binding-issuer",
             Rule::BindingTime => "binding-time",
         }
     }
 
-    pub const ALL: [Rule; 26] = [
+    pub const ALL: [Rule; 27] = [
         Rule::Decode,
         Rule::KeyIndex,
         Rule::MasterGenesis,
@@ -129,6 +133,7 @@ impl Rule {
         Rule::ServiceRef,
         Rule::BindingExpiry,
         Rule::BindingRevoked,
+        Rule::BindingSuperseded,
         Rule::BindingIssuer,
         Rule::BindingTime,
     ];
@@ -959,6 +964,15 @@ impl<'a> PendingBinding<'a> {
                 format!("revoked by the provider (binding {digest})"),
             ));
         }
+        if let Some(later) = superseded_by(provider, &binding) {
+            return Err(err(
+                Rule::BindingSuperseded,
+                format!(
+                    "the provider's Identity Zone binds {:?} to {} since {} (this binding: {} since {})",
+                    binding.handle, later.subject, later.issued_at, binding.subject, binding.issued_at
+                ),
+            ));
+        }
         let namespace = provider
             .record
             .authorities
@@ -1052,6 +1066,33 @@ pub fn check_entry_times(
         }
     }
     Ok(())
+}
+
+/// A later binding of the same handle to another subject in the
+/// provider's Identity Zone as this verifier has it (SPEC §8.4,
+/// `binding-unique`): a handle's binding is replaced only after the old
+/// one is revoked, so such a binding shows that this one was revoked
+/// even when its revocation was not served. A server that omits the later
+/// binding cannot be caught here; only the provider's revocation can.
+fn superseded_by(
+    provider: &VerifiedRecord,
+    binding: &crate::entries::IdentityBinding,
+) -> Option<crate::entries::IdentityBinding> {
+    let zone = provider.record.zones.get(&ZoneType::IDENTITY)?;
+    zone.entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::GRANT)
+        .filter_map(
+            |e| match EntryBody::decode(ZoneType::IDENTITY, e.kind, &e.body) {
+                Ok(EntryBody::Binding(b)) => Some(b),
+                _ => None,
+            },
+        )
+        .find(|b| {
+            b.handle == binding.handle
+                && b.subject != binding.subject
+                && b.issued_at > binding.issued_at
+        })
 }
 
 fn not_verified(key_idx: u8) -> BindingError {
@@ -1217,21 +1258,33 @@ mod cache_tests {
     }
 }
 
-/// Why a SUBMIT_REQUEST's proof does not hold.
+/// Why a SUBMIT_REQUEST's proof does not hold (SPEC §14.4).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitRequestRefused {
     #[error("the request is for record {asked}, not the record given ({given})")]
     WrongSubject { asked: Hash32, given: Hash32 },
     #[error("the subject's master keys do not meet their threshold: {0}")]
     ThresholdNotMet(String),
+    /// A proof signature by a key index that is not one of the subject's
+    /// master keys.
+    #[error("proof signature {position}: key {key_idx} is not a master key of the subject")]
+    NotMember { position: usize, key_idx: u8 },
+    /// A proof signature that does not verify.
+    #[error("proof signature {position}: the signature by key {key_idx} does not verify")]
+    BadSignature { position: usize, key_idx: u8 },
+    /// Two proof signatures by the same key.
+    #[error("proof signature {position}: key {key_idx} signed twice")]
+    DuplicateSigner { position: usize, key_idx: u8 },
 }
 
 /// Checks a SUBMIT_REQUEST (SPEC §14.4): its proof must be signatures by
 /// the subject record's current master keys over the request's digest,
 /// meeting the threshold of one survivorship group, as a revision of that
 /// record would need. So only the holders of a record can ask a provider
-/// to bind a handle to it. Signatures by other keys, or that do not
-/// verify, count for nothing.
+/// to bind a handle to it. Every signature of the proof must be by a
+/// master key, verify, and name a key no other signature names: anything
+/// else is refused, never ignored (a request padded with junk signatures
+/// is not another request).
 pub fn verify_submit_request(
     subject: &VerifiedRecord,
     req: &crate::wire::SubmitRequest,
@@ -1251,16 +1304,23 @@ pub fn verify_submit_request(
         .map(Member::from)
         .collect();
     let mut ok: Vec<u8> = Vec::new();
-    for s in &req.proof {
-        let is_member = members.iter().any(|m| m.key_idx == s.key_idx);
+    for (position, s) in req.proof.iter().enumerate() {
+        let key_idx = s.key_idx;
+        if !members.iter().any(|m| m.key_idx == key_idx) {
+            return Err(SubmitRequestRefused::NotMember { position, key_idx });
+        }
+        if ok.contains(&key_idx) {
+            return Err(SubmitRequestRefused::DuplicateSigner { position, key_idx });
+        }
         let verifies = subject
             .record
             .keys
-            .get(s.key_idx)
+            .get(key_idx)
             .is_some_and(|k| k.verify(&digest, s));
-        if is_member && verifies && !ok.contains(&s.key_idx) {
-            ok.push(s.key_idx);
+        if !verifies {
+            return Err(SubmitRequestRefused::BadSignature { position, key_idx });
         }
+        ok.push(key_idx);
     }
     let tally = evaluate(&members, &ok);
     if tally.is_met() {
@@ -1307,9 +1367,36 @@ mod submit_request_tests {
         // The recovery key alone meets its own group.
         req.proof = vec![sign(&keys[3])];
         assert_eq!(verify_submit_request(&vr, &req), Ok(()));
-        // A signature by a key outside the record counts for nothing.
+        // A signature by a key outside the record does not verify.
         req.proof = vec![crate::sample::key(200).sign(3, &digest)];
         assert!(verify_submit_request(&vr, &req).is_err());
+        // Issue 12: a valid proof with a junk signature appended (a key
+        // index that is no master key) is refused, not padded through.
+        for junk in [200u8, 249] {
+            req.proof = vec![sign(&keys[3]), crate::sample::key(9).sign(junk, &digest)];
+            assert_eq!(
+                verify_submit_request(&vr, &req),
+                Err(SubmitRequestRefused::NotMember {
+                    position: 1,
+                    key_idx: junk
+                })
+            );
+        }
+        // The same key twice.
+        req.proof = vec![sign(&keys[3]), sign(&keys[3])];
+        assert!(matches!(
+            verify_submit_request(&vr, &req),
+            Err(SubmitRequestRefused::DuplicateSigner { position: 1, .. })
+        ));
+        // A master key's signature over something else.
+        let mut other = req.clone();
+        other.handle = "someone".into();
+        let idx3 = rec.keys.index_of(&keys[2].public().id()).expect("carol");
+        req.proof = vec![sign(&keys[3]), keys[2].sign(idx3, &other.digest())];
+        assert!(matches!(
+            verify_submit_request(&vr, &req),
+            Err(SubmitRequestRefused::BadSignature { position: 1, .. })
+        ));
         // The same proof for another handle does not verify.
         req.proof = vec![sign(&keys[3])];
         req.handle = "mallory".into();
@@ -1320,5 +1407,39 @@ mod submit_request_tests {
             verify_submit_request(&vr, &req),
             Err(SubmitRequestRefused::WrongSubject { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod superseded_tests {
+    use super::*;
+    use crate::sample::{self, T0};
+
+    /// Issue 12 §2: a second binding of `alice` to another subject, in the
+    /// provider's zone as served, voids the first even without its
+    /// revocation in sight (SPEC §8.4 `binding-unique`).
+    #[test]
+    fn a_later_binding_to_another_subject_supersedes() {
+        let k = sample::provider_keys();
+        let mut p = sample::provider().expect("provider");
+        let signers = [&k.device_a, &k.device_b];
+        let first =
+            sample::issue(&p, sample::user_id(7), "dora", T0 + 10, 0, &signers).expect("first");
+        let later =
+            sample::issue(&p, sample::user_id(8), "dora", T0 + 20, 0, &signers).expect("later");
+        let renewal =
+            sample::issue(&p, sample::user_id(7), "dora", T0 + 15, 0, &signers).expect("renewal");
+        crate::workflow::insert_entry(&mut p, ZoneType::IDENTITY, first.clone()).expect("insert");
+        let vp = verify_and_accept(p.clone()).expect("valid");
+        verify_binding(&vp, &first, T0 + 100).expect("alone, the first holds");
+        crate::workflow::insert_entry(&mut p, ZoneType::IDENTITY, renewal.clone()).expect("renew");
+        let vp = verify_and_accept(p.clone()).expect("valid");
+        verify_binding(&vp, &first, T0 + 100).expect("a renewal to the same subject");
+        crate::workflow::insert_entry(&mut p, ZoneType::IDENTITY, later.clone()).expect("insert");
+        let vp = verify_and_accept(p).expect("valid");
+        let e = verify_binding(&vp, &first, T0 + 100).expect_err("superseded");
+        assert_eq!(e.rule, Rule::BindingSuperseded);
+        assert_eq!(e.rule.code(), "binding-superseded");
+        verify_binding(&vp, &later, T0 + 100).expect("the later one holds");
     }
 }

@@ -837,6 +837,21 @@ impl SubmitRequest {
         self.subject.encode(&mut b);
         crate::hash::tagged_hash(crate::hash::tag::SUBMIT_REQUEST, &[&b])
     }
+
+    /// The submission ID of this request (SPEC §14.4): the first 16 bytes
+    /// of `H("POZ-v0 submission-id", str8(lowercase domain) ‖ str8(handle)
+    /// ‖ subject)`. It names what is asked, not the proof: the same ask
+    /// with another proof (or junk appended) is the same submission.
+    pub fn submission_id(&self) -> [u8; 16] {
+        let mut b = Vec::with_capacity(64 + self.domain.len() + self.handle.len());
+        write_str8(&mut b, &self.domain.to_ascii_lowercase());
+        write_str8(&mut b, &self.handle);
+        self.subject.encode(&mut b);
+        let h = crate::hash::tagged_hash("POZ-v0 submission-id", &[&b]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.0[..16]);
+        id
+    }
 }
 
 impl Codec for SubmitRequest {

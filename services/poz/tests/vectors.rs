@@ -558,6 +558,25 @@ fn build() -> Vec<Vector> {
             Some(Rule::BindingRevoked),
         );
     }
+    {
+        // SPEC §8.4.3: the provider's zone also carries a later binding of
+        // the same handle to another subject, so the earlier one is void
+        // (its revocation need not be served).
+        let mut p = provider.clone();
+        let signers = [&pk.device_a, &pk.device_b];
+        let first = sample::issue(&p, sample::user_id(5), "erin", T0 + 100, 0, &signers).unwrap();
+        let later = sample::issue(&p, sample::user_id(6), "erin", T0 + 200, 0, &signers).unwrap();
+        workflow::insert_entry(&mut p, ZoneType::IDENTITY, first.clone()).unwrap();
+        workflow::insert_entry(&mut p, ZoneType::IDENTITY, later).unwrap();
+        bind(
+            "binding-superseded",
+            "erin's binding to user 5 (T0 + 100 ms) against a provider record whose Identity Zone also binds erin to user 6 at T0 + 200 ms.",
+            &first,
+            &p,
+            T0 + 10_000,
+            Some(Rule::BindingSuperseded),
+        );
+    }
     bind(
         "binding-wrong-issuer",
         "alice's binding checked against another record (the tour record).",

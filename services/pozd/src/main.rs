@@ -59,6 +59,10 @@ struct Args {
     /// The demo provider's domain (first start only).
     #[arg(long, default_value = "demo.example")]
     domain: String,
+    /// The handle namespace policy (SPEC §8.4.1): "ascii" (lowercase
+    /// a-z, 0-9 and . - _) or "unicode" (one script, NFC, case-folded).
+    #[arg(long, default_value = "ascii", env = "POZD_HANDLE_POLICY")]
+    handle_policy: poz::handle::HandlePolicy,
     /// JSON log lines.
     #[arg(long)]
     log_json: bool,
@@ -259,7 +263,9 @@ async fn main() -> anyhow::Result<()> {
         .context("the record has no domain")?;
 
     // Store, verifier, signer and Provider API on loopback gRPC.
-    let fleet = poz_provider::inprocess::start(store, keys, id, 1_000).await?;
+    let fleet =
+        poz_provider::inprocess::start_with_policy(store, keys, id, 1_000, args.handle_policy)
+            .await?;
     let store_channel =
         tonic::transport::Endpoint::from_shared(fleet.store.clone())?.connect_lazy();
     let verifier_channel =
@@ -289,17 +295,22 @@ async fn main() -> anyhow::Result<()> {
         submit_key.clone(),
         submit_gate,
         Submissions {
-            signed: SignedSubmissions::new(store_channel.clone(), verifier_channel),
+            signed: SignedSubmissions::new(store_channel.clone(), verifier_channel)
+                .with_handle_policy(args.handle_policy),
             // The demo provider issues a binding to anyone who proves they
             // hold the record it names and asks for a free handle.
-            requests: Some(BindingRequests::new(
-                store_channel,
-                Some(
-                    tonic::transport::Endpoint::from_shared(fleet.provider_api.clone())?
-                        .connect_lazy(),
-                ),
-                Policy::Issue,
-            )),
+            requests: Some(
+                BindingRequests::new(
+                    store_channel,
+                    Some(
+                        tonic::transport::Endpoint::from_shared(fleet.provider_api.clone())?
+                            .connect_lazy(),
+                    ),
+                    Policy::Issue,
+                )
+                .with_handle_policy(args.handle_policy)
+                .with_provider_record(id),
+            ),
         },
         load.clone(),
     );

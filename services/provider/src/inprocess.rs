@@ -4,6 +4,7 @@
 //! figures and the behaviour are the services'.
 
 use crate::{Peers, ProviderApiService};
+use poz::handle::HandlePolicy;
 use poz::Hash32;
 use poz_proto::v1 as pb;
 use poz_signer::KeyStore;
@@ -28,12 +29,24 @@ pub struct LocalFleet {
     pub provider_api: String,
 }
 
-/// Starts the four services for `record_id` over `store` and `keys`.
+/// Starts the four services for `record_id` over `store` and `keys`, with
+/// the default handle policy (`ascii`).
 pub async fn start(
     store: poz_store::Store,
     keys: Arc<dyn KeyStore>,
     record_id: Hash32,
     batch_size: usize,
+) -> anyhow::Result<LocalFleet> {
+    start_with_policy(store, keys, record_id, batch_size, HandlePolicy::default()).await
+}
+
+/// [`start`] with the Provider API issuing handles under `policy`.
+pub async fn start_with_policy(
+    store: poz_store::Store,
+    keys: Arc<dyn KeyStore>,
+    record_id: Hash32,
+    batch_size: usize,
+    policy: HandlePolicy,
 ) -> anyhow::Result<LocalFleet> {
     let m = poz_kit::MAX_GRPC_MESSAGE;
     let (l, store_addr) = listen().await?;
@@ -70,7 +83,7 @@ pub async fn start(
             )
             .serve_with_incoming(poz_kit::incoming(l)),
     );
-    let api = ProviderApiService::new(
+    let api = ProviderApiService::with_policy(
         record_id,
         Peers {
             store: channel(&store_addr).await?,
@@ -78,6 +91,7 @@ pub async fn start(
             signer: channel(&signer_addr).await?,
         },
         batch_size,
+        policy,
     );
     let (l, api_addr) = listen().await?;
     tokio::spawn(

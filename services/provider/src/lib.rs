@@ -14,8 +14,16 @@
 //!
 //! Idempotency: a handle already bound to the same subject counts as
 //! issued (its existing binding is returned), so any retry, including a
-//! bulk stream resumed after a break, issues nothing twice. A handle
-//! bound to another subject is ALREADY_EXISTS.
+//! bulk stream resumed after a break, issues nothing twice.
+//!
+//! Handle rules (SPEC §8.4), on IssueBinding and on each BulkIssue item:
+//! a handle that breaks the configured namespace policy (`ascii` or
+//! `unicode`, [`poz::handle::HandlePolicy`]) is INVALID_ARGUMENT; a handle
+//! with a live binding to another subject (`binding-unique`), a look-alike
+//! of another subject's handle (`handle-confusable`) or a revoked,
+//! reserved handle (`handle-reserved`) is ALREADY_EXISTS. Every message
+//! begins with the rule's name. The store judges the same way again when
+//! it commits.
 #![forbid(unsafe_code)]
 
 pub mod inprocess;
@@ -25,6 +33,7 @@ use pb::store_read_client::StoreReadClient;
 use pb::store_write_client::StoreWriteClient;
 use pb::verifier_client::VerifierClient;
 use poz::entries::RevocationReason;
+use poz::handle::HandlePolicy;
 use poz::keys::{KeyId, Signature};
 use poz::threshold::{delegation_members, Authority};
 use poz::zone::{SignedEntry, ZoneType};
@@ -63,6 +72,8 @@ struct Upstream {
     verifier: VerifierClient<Channel>,
     signer: SignerClient<Channel>,
     batch_size: usize,
+    /// The handle namespace policy (SPEC §8.4.1).
+    policy: HandlePolicy,
 }
 
 /// One IssueBinding call waiting for its group.
@@ -141,7 +152,18 @@ const MAX_ISSUE_GROUP: usize = 64;
 const ISSUE_WORKERS: usize = 2;
 
 impl ProviderApiService {
+    /// The service with the default handle policy (`ascii`).
     pub fn new(record_id: Hash32, peers: Peers, batch_size: usize) -> Self {
+        Self::with_policy(record_id, peers, batch_size, HandlePolicy::default())
+    }
+
+    /// The service for `record_id`, issuing handles under `policy`.
+    pub fn with_policy(
+        record_id: Hash32,
+        peers: Peers,
+        batch_size: usize,
+        policy: HandlePolicy,
+    ) -> Self {
         let upstream = Upstream {
             record_id,
             store_read: StoreReadClient::new(peers.store.clone())
@@ -153,6 +175,7 @@ impl ProviderApiService {
             signer: SignerClient::new(peers.signer)
                 .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
             batch_size: batch_size.max(1),
+            policy,
         };
         // Each queue holds at most a few groups; beyond that callers wait
         // to enqueue, which is the backpressure a flood of calls gets.
@@ -309,6 +332,10 @@ impl Upstream {
                     continue;
                 }
             };
+            if let Err(e) = poz::handle::check_handle(&r.handle, self.policy) {
+                decisions.push(Decision::Refused(Status::invalid_argument(e.to_string())));
+                continue;
+            }
             let earlier = seen
                 .get(r.handle.as_str())
                 .map(|(s, first)| (*s, Some(*first)))
@@ -317,7 +344,7 @@ impl Upstream {
                 Some((s, Some(first))) if s == subject => Decision::SameAs(first),
                 Some((s, None)) if s == subject => Decision::InFlight,
                 Some(_) => Decision::Refused(Status::already_exists(format!(
-                    "handle {:?} is being issued to another subject",
+                    "binding-unique: handle {:?} is being issued to another subject",
                     r.handle
                 ))),
                 None => {
@@ -334,20 +361,71 @@ impl Upstream {
         let existing = self.existing(&lookup).await?;
         for d in &mut decisions {
             let Decision::Issue(w) = d else { continue };
-            // Unbound, or its binding was revoked: it stays to be issued.
+            // Already bound to this subject and not revoked: a retry.
             if let Some((e, false)) = existing.get(&w.handle) {
                 let same = poz::entries::IdentityBinding::from_bytes(&e.body)
                     .map(|b| b.subject == w.subject)
                     .unwrap_or(false);
-                *d = if same {
-                    Decision::Existing(e.clone())
-                } else {
-                    Decision::Refused(Status::already_exists(format!(
-                        "handle {:?} is bound to another subject",
-                        w.handle
-                    )))
-                };
+                if same {
+                    *d = Decision::Existing(e.clone());
+                }
             }
+        }
+        // The rest, judged by the store as its commit will judge them
+        // (SPEC §8.4): one live binding per handle, look-alikes, reserved
+        // handles. The previous chunk's handles, signed but perhaps not
+        // yet committed, go first so this chunk is judged against them.
+        let mut candidates: Vec<pb::HandleCandidate> = inflight
+            .iter()
+            .map(|(h, s)| pb::HandleCandidate {
+                handle: h.clone(),
+                subject: pbhash(s),
+            })
+            .collect();
+        let skip = candidates.len();
+        let mut judged = Vec::new();
+        for (i, d) in decisions.iter().enumerate() {
+            if let Decision::Issue(w) = d {
+                judged.push(i);
+                candidates.push(pb::HandleCandidate {
+                    handle: w.handle.clone(),
+                    subject: pbhash(&w.subject),
+                });
+            }
+        }
+        if judged.is_empty() {
+            return Ok(decisions);
+        }
+        let verdicts = self
+            .store_read
+            .clone()
+            .check_handles(pb::CheckHandlesRequest {
+                record: self.record_ref(),
+                candidates,
+            })
+            .await?
+            .into_inner()
+            .verdicts;
+        if verdicts.len() != skip + judged.len() {
+            return Err(Status::internal(format!(
+                "the store judged {} of {} handles",
+                verdicts.len(),
+                skip + judged.len()
+            )));
+        }
+        for (i, v) in judged.into_iter().zip(&verdicts[skip..]) {
+            if v.rule.is_empty() {
+                continue;
+            }
+            let about_the_handle = matches!(
+                v.rule.as_str(),
+                "handle-length" | "handle-bidi" | "handle-format"
+            );
+            decisions[i] = Decision::Refused(if about_the_handle {
+                Status::invalid_argument(v.message.clone())
+            } else {
+                Status::already_exists(v.message.clone())
+            });
         }
         Ok(decisions)
     }
@@ -860,6 +938,34 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         Ok(Response::new(pb::ListBindingsResponse {
             bindings,
             next_after,
+        }))
+    }
+
+    async fn free_handle(
+        &self,
+        req: Request<pb::FreeHandleRequest>,
+    ) -> Result<Response<pb::FreedHandle>, Status> {
+        let handle = req.into_inner().handle;
+        let freed = self
+            .upstream
+            .store_write
+            .clone()
+            .free_handle(pb::FreeStoreHandleRequest {
+                record_id: pbhash(&self.upstream.record_id),
+                handle,
+            })
+            .await?
+            .into_inner()
+            .freed;
+        Ok(Response::new(pb::FreedHandle { freed }))
+    }
+
+    async fn get_provider(
+        &self,
+        _req: Request<pb::GetProviderRequest>,
+    ) -> Result<Response<pb::ProviderInfo>, Status> {
+        Ok(Response::new(pb::ProviderInfo {
+            record_id: pbhash(&self.upstream.record_id),
         }))
     }
 

@@ -26,6 +26,9 @@ struct Config {
     signer: String,
     /// Bindings per batch signature in a bulk issue.
     batch_size: usize,
+    /// The handle namespace policy (SPEC §8.4.1): "ascii" (lowercase
+    /// a-z, 0-9 and . - _) or "unicode" (one script, NFC, case-folded).
+    handle_policy: String,
     /// JSON log lines.
     log_json: bool,
 }
@@ -39,6 +42,7 @@ impl Default for Config {
             verifier: "http://127.0.0.1:50052".into(),
             signer: "http://127.0.0.1:50053".into(),
             batch_size: 1000,
+            handle_policy: "ascii".into(),
             log_json: false,
         }
     }
@@ -63,6 +67,9 @@ impl ServiceConfig for Config {
         if !(1..=100_000).contains(&self.batch_size) {
             return Err("batch_size must be 1..=100000".into());
         }
+        self.handle_policy
+            .parse::<poz::handle::HandlePolicy>()
+            .map_err(|e| format!("handle_policy: {e}"))?;
         Ok(())
     }
 }
@@ -117,10 +124,13 @@ async fn main() -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(ProviderApiServer::new(ProviderApiService::new(
+        .add_service(ProviderApiServer::new(ProviderApiService::with_policy(
             record_id,
             peers,
             c.batch_size,
+            c.handle_policy
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("handle_policy: {e}"))?,
         )))
         .serve_with_incoming_shutdown(poz_kit::incoming(listener), poz_kit::shutdown_signal())
         .await?;

@@ -367,3 +367,122 @@ async fn concurrent_single_issues_sign_and_store_each_handle_once() {
         "one signature per stored binding, none wasted"
     );
 }
+
+fn ask(handle: &str, subject: u64, key: &str) -> pb::IssueBindingRequest {
+    pb::IssueBindingRequest {
+        handle: handle.into(),
+        subject: Some(pb::Hash {
+            value: self::subject(subject).0.to_vec(),
+        }),
+        expires_at: 0,
+        idempotency_key: key.into(),
+    }
+}
+
+/// Issue 12 §2, §3: the handle rules over IssueBinding and over BulkIssue,
+/// where each refused item names its rule and the others are issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_rules_refuse_each_item_by_name() {
+    let f = fleet(100).await;
+    let mut api = f.api.clone();
+    api.issue_binding(ask("alice", 1, "a")).await.unwrap();
+    api.issue_binding(ask("mary", 1, "m")).await.unwrap();
+    // IssueBinding: the second live binding, and a look-alike.
+    for (handle, code, rule) in [
+        ("alice", Code::AlreadyExists, "binding-unique"),
+        ("rnary", Code::AlreadyExists, "handle-confusable"),
+        ("Alice", Code::InvalidArgument, "handle-case"),
+        ("\u{430}lice", Code::InvalidArgument, "handle-charset"),
+        ("alice\u{200B}", Code::InvalidArgument, "handle-format"),
+        ("\u{202E}ecila", Code::InvalidArgument, "handle-bidi"),
+        ("al\u{131}ce", Code::InvalidArgument, "handle-charset"),
+    ] {
+        let e = api.issue_binding(ask(handle, 2, "x")).await.unwrap_err();
+        assert_eq!(e.code(), code, "{handle:?}: {}", e.message());
+        assert!(
+            e.message().starts_with(&format!("{rule}:")),
+            "{handle:?}: {}",
+            e.message()
+        );
+    }
+    // BulkIssue (what `pozctl identity import` streams): the same rules,
+    // item by item, including two look-alikes within one chunk.
+    let items = vec![
+        ask("alice", 2, "b-alice"),
+        ask("Alice", 2, "b-Alice"),
+        ask("\u{202E}ecila", 2, "b-bidi"),
+        ask("nora", 3, "b-nora"),
+        ask("n0ra", 4, "b-n0ra"),
+        ask("oscar", 5, "b-oscar"),
+        ask("mary", 1, "b-retry"),
+    ];
+    let mut progress = api
+        .bulk_issue(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut errors = std::collections::HashMap::new();
+    let mut committed = std::collections::HashSet::new();
+    while let Some(p) = progress.message().await.unwrap() {
+        for e in p.errors {
+            errors.insert(e.idempotency_key, e.message);
+        }
+        committed.extend(p.committed_keys);
+    }
+    let rule_of = |k: &str| errors[k].split(':').next().unwrap_or_default().to_string();
+    assert_eq!(rule_of("b-alice"), "binding-unique");
+    assert_eq!(rule_of("b-Alice"), "handle-case");
+    assert_eq!(rule_of("b-bidi"), "handle-bidi");
+    assert_eq!(rule_of("b-n0ra"), "handle-confusable");
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    let want: std::collections::HashSet<String> = ["b-nora", "b-oscar", "b-retry"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(committed, want);
+    assert!(f.store.binding(&f.provider.id(), "n0ra").await.is_err());
+}
+
+/// Issue 12 §9: a revoked handle is reserved, for its old holder too,
+/// until the operator frees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_handle_is_reserved_until_freed() {
+    let f = fleet(100).await;
+    let mut api = f.api.clone();
+    api.issue_binding(ask("carol", 1, "c1")).await.unwrap();
+    api.revoke_binding(pb::RevokeBindingRequest {
+        handle: "carol".into(),
+        reason: 3,
+        idempotency_key: String::new(),
+    })
+    .await
+    .unwrap();
+    for subject in [2, 1] {
+        let e = api
+            .issue_binding(ask("carol", subject, "c2"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{}", e.message());
+        assert!(
+            e.message().starts_with("handle-reserved:"),
+            "{}",
+            e.message()
+        );
+    }
+    let freed = api
+        .free_handle(pb::FreeHandleRequest {
+            handle: "carol".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(freed.freed, 1);
+    let b = api
+        .issue_binding(ask("carol", 2, "c3"))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = SignedEntry::from_bytes(&b.entry).unwrap();
+    let binding = poz::entries::IdentityBinding::from_bytes(&e.body).unwrap();
+    assert_eq!(binding.subject, subject(2));
+}
