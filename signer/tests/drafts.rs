@@ -26,7 +26,10 @@ fn serial_3_draft() -> Record {
 #[tokio::test]
 async fn a_draft_without_the_chain_from_genesis_is_refused_unsigned_and_unaudited() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("audit.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("audit.db").display()
+    );
     let audit = Store::open(&url, StoreOptions::default()).await.unwrap();
     let owner = sample::key(10);
     let key_id = owner.public().id();
@@ -46,8 +49,16 @@ async fn a_draft_without_the_chain_from_genesis_is_refused_unsigned_and_unaudite
     let mut gap = honest.clone();
     gap.history.pop();
     let cases = [
-        (&no_history, DraftRefused::NoHistory { serial: 3 }, "carries no zone history"),
-        (&gap, DraftRefused::NotNext { serial: 3, last: 1 }, "does not follow"),
+        (
+            &no_history,
+            DraftRefused::NoHistory { serial: 3 },
+            "carries no zone history",
+        ),
+        (
+            &gap,
+            DraftRefused::NotNext { serial: 3, last: 1 },
+            "does not follow",
+        ),
     ];
     for (draft, typed, said) in cases {
         assert_eq!(check_draft_chain(draft), Err(typed));

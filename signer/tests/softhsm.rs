@@ -16,8 +16,8 @@ use poz_store::{Store, StoreOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use zeroize::Zeroizing;
 use tonic::{Code, Request};
+use zeroize::Zeroizing;
 
 /// The SoftHSM2 module: `POZ_PKCS11_MODULE`, else Debian's paths.
 fn module() -> PathBuf {
@@ -894,5 +894,8 @@ fn a_spawned_service_dies_with_the_process_that_spawned_it() {
     while alive(&pid) && std::time::Instant::now() < until {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(!alive(&pid), "poz-signer {pid} outlived the process that spawned it");
+    assert!(
+        !alive(&pid),
+        "poz-signer {pid} outlived the process that spawned it"
+    );
 }

@@ -62,7 +62,10 @@ fn interrupted(api: &str, status: &tonic::Status) -> String {
         Code::DeadlineExceeded => format!("the Provider API at {api} did not answer in time"),
         Code::ResourceExhausted => format!("the Provider API at {api} is overloaded"),
         Code::PermissionDenied | Code::Unauthenticated => {
-            format!("the Provider API at {api} refused this client: {}", status.message())
+            format!(
+                "the Provider API at {api} refused this client: {}",
+                status.message()
+            )
         }
         code => format!(
             "the Provider API at {api} ended the import ({code:?}): {}",
@@ -141,10 +144,7 @@ pub fn import(csv: &Path, api: &str, quiet: bool) -> Result<ExitCode> {
     if let Some(status) = broken {
         // The raw transport error (an h2 dump) helps nobody here; what
         // does: what happened, what is done, what to do.
-        eprintln!(
-            "error: the import stopped: {}",
-            interrupted(api, &status)
-        );
+        eprintln!("error: the import stopped: {}", interrupted(api, &status));
         eprintln!(
             "{committed} of {total} bindings from {} were committed (as of the server's last progress report).",
             csv.display()

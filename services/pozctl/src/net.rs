@@ -48,7 +48,10 @@ struct Pin {
 #[derive(Debug)]
 enum NotTheDomain {
     /// The record's Identity authority speaks for another domain.
-    Namespace { record: poz::Hash32, namespace: String },
+    Namespace {
+        record: poz::Hash32,
+        namespace: String,
+    },
     /// The binding's human form names another domain.
     Binding { human: String },
     /// The answer's record is not the pinned one.
@@ -372,7 +375,10 @@ pub fn submit(t: &Target, domain: &str, record: &Path) -> Result<ExitCode> {
     }
     let bytes = std::fs::read(record).with_context(|| format!("reading {}", record.display()))?;
     let rec = poz::Record::from_bytes(&bytes).map_err(|e| {
-        crate::refuse(format!("{} is not a valid POZ record: {e}", record.display()))
+        crate::refuse(format!(
+            "{} is not a valid POZ record: {e}",
+            record.display()
+        ))
     })?;
     let report = poz::verify_record(&rec);
     if !report.is_complete() {

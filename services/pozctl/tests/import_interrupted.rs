@@ -121,7 +121,10 @@ async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
         )),
         "{stderr}"
     );
-    assert!(stderr.contains("Rerun the same command to resume"), "{stderr}");
+    assert!(
+        stderr.contains("Rerun the same command to resume"),
+        "{stderr}"
+    );
     for raw in ["h2 protocol", "broken pipe", "transport error"] {
         assert!(!stderr.contains(raw), "{raw} in {stderr}");
     }

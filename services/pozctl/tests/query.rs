@@ -92,7 +92,9 @@ async fn query_plain_and_noise_and_submit() {
     .unwrap();
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        err.contains(&format!("record {id} is not the record {other} that --record-id pins")),
+        err.contains(&format!(
+            "record {id} is not the record {other} that --record-id pins"
+        )),
         "{err}"
     );
     assert_eq!(err.matches("is not the record").count(), 1, "{err}");
@@ -301,8 +303,16 @@ async fn a_pin_mismatch_is_said_once() {
         .unwrap();
         assert_eq!(code, 1, "private {private}: {out}{err}");
         let sentence = format!("record {id} is not the record {wrong} that discovery pins");
-        assert_eq!(err.matches(&sentence).count(), 1, "private {private}: {err}");
-        assert_eq!(err.matches("is not the record").count(), 1, "private {private}: {err}");
+        assert_eq!(
+            err.matches(&sentence).count(),
+            1,
+            "private {private}: {err}"
+        );
+        assert_eq!(
+            err.matches("is not the record").count(),
+            1,
+            "private {private}: {err}"
+        );
         assert_eq!(err.lines().count(), 1, "private {private}: {err}");
         assert!(!out.contains("VERIFIED"), "{out}");
     }
@@ -326,7 +336,10 @@ async fn discovery_reads_the_well_known_file_and_its_pin() {
     let s = support::start(c, 0).await;
     let (ns, dns_task) = support::dns(
         "social.example.",
-        vec![support::rec("social.example.", RData::A(A::new(127, 0, 0, 1)))],
+        vec![support::rec(
+            "social.example.",
+            RData::A(A::new(127, 0, 0, 1)),
+        )],
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -356,11 +369,16 @@ async fn discovery_reads_the_well_known_file_and_its_pin() {
         .unwrap();
         assert_eq!(code, want, "{out}{err}");
         if want == 0 {
-            assert!(out.contains("VERIFIED record for social.example (discovered via well-known)"), "{out}");
+            assert!(
+                out.contains("VERIFIED record for social.example (discovered via well-known)"),
+                "{out}"
+            );
             assert!(out.contains("pinned by discovery"), "{out}");
         } else {
             assert!(
-                err.contains(&format!("record {id} is not the record {pinned} that discovery pins")),
+                err.contains(&format!(
+                    "record {id} is not the record {pinned} that discovery pins"
+                )),
                 "{err}"
             );
         }
