@@ -111,10 +111,7 @@ pub enum ClientError {
         error: std::io::Error,
     },
     #[error("noise with {addr}: {error}")]
-    Noise {
-        addr: SocketAddr,
-        error: NoiseError,
-    },
+    Noise { addr: SocketAddr, error: NoiseError },
     #[error("{addr} sent a malformed response: {detail}")]
     Malformed { addr: SocketAddr, detail: String },
     #[error("{addr} answered {status}: {message}")]

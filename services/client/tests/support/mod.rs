@@ -336,7 +336,9 @@ pub async fn https(ca: &TestCa, body: String) -> (SocketAddr, tokio::task::JoinH
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![tokio_rustls::rustls::pki_types::CertificateDer::from(ca.leaf_der.clone())],
+            vec![tokio_rustls::rustls::pki_types::CertificateDer::from(
+                ca.leaf_der.clone(),
+            )],
             tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(ca.leaf_key_der.clone().into()),
         )
         .unwrap();
@@ -376,4 +378,3 @@ pub async fn https(ca: &TestCa, body: String) -> (SocketAddr, tokio::task::JoinH
     });
     (addr, task)
 }
-
