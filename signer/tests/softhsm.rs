@@ -819,7 +819,9 @@ fn a_spawned_service_dies_with_the_process_that_spawned_it() {
     const HELPER: &str = "POZ_TEST_SERVICE_HELPER_CONFIG";
     let bin = env!("CARGO_BIN_EXE_poz-signer");
     if let Some(conf) = std::env::var_os(HELPER) {
-        // The helper role: spawn, report, wait to be killed.
+        // The helper role: spawn, report, wait to be killed (never reaps:
+        // it is SIGKILLed first).
+        #[allow(clippy::zombie_processes)]
         let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
             .env("POZ_SIGNER_CONFIG", conf)
             .stdout(Stdio::piped())
