@@ -13,15 +13,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// 32 bytes from 64 hex digits; the decoded buffer is wiped after use
+/// (these are secrets).
 fn hex32(line: &str, what: &str) -> anyhow::Result<[u8; 32]> {
-    let b = hex::decode(line.trim()).with_context(|| format!("{what}: not hex"))?;
+    let b = zeroize::Zeroizing::new(
+        hex::decode(line.trim()).with_context(|| format!("{what}: not hex"))?,
+    );
     <[u8; 32]>::try_from(b.as_slice()).map_err(|_| anyhow::anyhow!("{what}: not 32 bytes"))
 }
 
 /// A Noise static secret: 64 hex digits on the first line.
 pub fn read_noise_key(path: &Path) -> anyhow::Result<StaticKeypair> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
     Ok(StaticKeypair::from_secret(hex32(
         text.lines().next().unwrap_or_default(),
         &path.display().to_string(),
@@ -30,8 +35,9 @@ pub fn read_noise_key(path: &Path) -> anyhow::Result<StaticKeypair> {
 
 /// Challenge secrets, 64 hex digits per line, the current one first.
 pub fn read_secrets(path: &Path) -> anyhow::Result<Secrets> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
     let secrets = text
         .lines()
         .filter(|l| !l.trim().is_empty())

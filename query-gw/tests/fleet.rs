@@ -17,10 +17,22 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A process spawned with `poz_kit::tie_to_parent`: it ends when its
+/// stdin closes, so it dies with this test process however that ends.
+/// Dropping it closes the pipe and reaps the process (killed if it has
+/// not gone after 10 s).
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -43,7 +55,14 @@ fn redis_server() -> (Killed, String) {
         );
     for _ in 0..20 {
         let port = free_port();
-        let child = Command::new(bin)
+        // redis-server cannot watch its stdin: a shell does it for it and
+        // stops it when this process's end of the pipe closes.
+        let child = poz_kit::tie_to_parent(&mut Command::new("sh"))
+            .args([
+                "-c",
+                "\"$0\" \"$@\" & pid=$!; cat >/dev/null; kill $pid; wait $pid",
+                bin,
+            ])
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -79,7 +98,7 @@ fn gateway_with(
     std::fs::write(&key_file, hex::encode(key.secret())).unwrap();
     let secrets = dir.join("secrets");
     std::fs::write(&secrets, format!("{}\n", hex::encode([3u8; 32]))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"))
+    let mut child = poz_kit::tie_to_parent(&mut Command::new(env!("CARGO_BIN_EXE_poz-query-gw")))
         .args([
             "--listen-plain",
             "127.0.0.1:0",

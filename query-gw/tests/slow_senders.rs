@@ -84,7 +84,7 @@ async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
         format!("{}\n", hex::encode([9u8; 32])),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"))
+    let mut child = poz_kit::tie_to_parent(&mut Command::new(env!("CARGO_BIN_EXE_poz-query-gw")))
         .args([
             "--listen-plain",
             "127.0.0.1:0",
@@ -103,6 +103,9 @@ async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Held until the end: closing it stops the gateway at once (the
+    // SIGTERM drain below must be what stops it).
+    let _alive = child.stdin.take();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

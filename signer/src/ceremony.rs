@@ -88,7 +88,9 @@ pub enum CeremonyError {
     Plan(String),
     #[error("the key store holds no key labelled {0:?}")]
     MissingKey(String),
-    #[error("{0}")]
+    // Transparent: its message is the workflow error's own, and a chain
+    // printer (anyhow's `{:#}`) says it once.
+    #[error(transparent)]
     Workflow(#[from] poz::Error),
     #[error("the finished record does not verify: {0}")]
     DoesNotVerify(String),

@@ -13,4 +13,4 @@ pub mod service;
 
 pub use keystore::{HeldKey, KeyStore, KeyStoreError, SoftwareKeyStore};
 pub use pkcs11::{Pkcs11KeyStore, TokenConfig};
-pub use service::SignerService;
+pub use service::{check_draft_chain, DraftRefused, SignerService};

@@ -12,9 +12,10 @@ use poz_store::{Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+use zeroize::Zeroizing;
 
-/// Every setting, with its default.
-#[derive(Serialize, Deserialize, Debug)]
+/// Every setting, with its default. (No `Debug`: it holds the PIN.)
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     /// gRPC address.
@@ -28,8 +29,8 @@ struct Config {
     /// A file holding the token's user PIN (first line). Prefer it, or
     /// POZ_SIGNER_PIN from a Kubernetes Secret, to a PIN in the file.
     pin_file: Option<PathBuf>,
-    /// The user PIN (prefer pin_file).
-    pin: Option<String>,
+    /// The user PIN (prefer pin_file); wiped from memory when dropped.
+    pin: Option<Zeroizing<String>>,
     /// PKCS#11 sessions for parallel signing.
     sessions: usize,
     /// Software backend: POZ key files (`pozctl key generate`).
@@ -128,9 +129,15 @@ struct Args {
     log_json: bool,
 }
 
-fn first_line(path: &std::path::Path) -> anyhow::Result<String> {
-    let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(s.lines().next().unwrap_or_default().to_string())
+/// The first line of a secret's file (a PIN, a passphrase); the file's
+/// text and the line are wiped from memory when dropped.
+fn first_line(path: &std::path::Path) -> anyhow::Result<Zeroizing<String>> {
+    let s = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    Ok(Zeroizing::new(
+        s.lines().next().unwrap_or_default().to_string(),
+    ))
 }
 
 fn open_keys(c: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
@@ -159,6 +166,8 @@ fn token(c: &Config) -> anyhow::Result<TokenConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A supervisor that pipes our stdin may tie our life to its own.
+    poz_kit::exit_with_stdin();
     let args = Args::parse();
     let c: Config = poz_kit::load_config("POZ_SIGNER_", &args.config, &args)?;
     if args.config.print_config {
@@ -256,10 +265,17 @@ async fn ceremony(
         })
         .collect();
     audit.append_signatures(&rows).await?;
-    std::fs::create_dir_all(out.join("noise"))?;
+    // Owner-only, as the key files in it.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(out.join("noise"))?;
+    }
     for (host, port, kp) in &done.noise_keys {
         let path = out.join("noise").join(format!("{host}-{port}.key"));
-        write_secret(&path, &hex_string(kp.secret()))?;
+        write_secret(&path, &Zeroizing::new(hex_string(kp.secret())))?;
         println!(
             "noise key {host}:{port}: public {} -> {}",
             hex_string(&kp.public),

@@ -9,6 +9,13 @@
 //! it; each signature borrows one session. Every signature the token
 //! returns is verified with the public key before it is used: a faulty
 //! HSM must not put a bad signature into a record.
+//!
+//! A PKCS#11 module is initialised once per process (`C_Initialize` a
+//! second time fails, and a `C_Finalize` under another user's feet takes
+//! its sessions away). Every key store of a process, on one token or
+//! several, therefore shares one context per module path ([`module`]),
+//! initialised on first use and never finalised: sessions hold the
+//! context and may outlive any one store; the process's end releases it.
 
 use crate::keystore::{HeldKey, KeyStore, KeyStoreError};
 use cryptoki::context::{CInitializeArgs, Pkcs11};
@@ -19,7 +26,10 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use poz::keys::{KeyId, PublicKey};
 use poz::Hash32;
-use std::sync::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock};
+use zeroize::Zeroizing;
 
 /// `CKA_EC_PARAMS` for Ed25519: the PrintableString "edwards25519"
 /// (PKCS#11 3.0 §2.3.10; SoftHSM2 also accepts the OID form).
@@ -27,10 +37,51 @@ const EDWARDS25519: [u8; 14] = [
     0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9',
 ];
 
+/// The process's initialised PKCS#11 contexts, by module path (as given
+/// and canonicalised: two spellings of one file share one context).
+fn modules() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    MODULES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The process-wide context of the PKCS#11 module at `path`: loaded and
+/// initialised (`CKF_OS_LOCKING_OK`: the module may be called from any
+/// thread) the first time it is asked for, the same context afterwards.
+/// Never finalised (see the module docs).
+///
+/// Errors: [`KeyStoreError::Pkcs11`] when the module cannot be loaded or
+/// refuses to initialise.
+pub fn module(path: &Path) -> Result<Pkcs11, KeyStoreError> {
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    // A poisoned lock only means another thread panicked while holding
+    // it; the map itself is always consistent (one insert).
+    let mut map = modules().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = map.get(&key) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(path)
+        .map_err(|e| KeyStoreError::Pkcs11(format!("loading {}: {e}", path.display())))?;
+    match ctx.initialize(CInitializeArgs::OsThreads) {
+        Ok(()) => {}
+        // Initialised by someone else in this process (not through this
+        // map): usable as it is.
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => {
+            return Err(KeyStoreError::Pkcs11(format!(
+                "initialising {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    map.insert(key, ctx.clone());
+    Ok(ctx)
+}
+
 /// A logged-in PKCS#11 token.
 pub struct Pkcs11KeyStore {
-    // Kept so the library stays initialised as long as the store lives.
-    _ctx: Pkcs11,
     sessions: Mutex<Vec<Session>>,
     session_free: Condvar,
     session_count: usize,
@@ -38,27 +89,38 @@ pub struct Pkcs11KeyStore {
     handles: Vec<ObjectHandle>,
 }
 
-/// How to reach a token.
-#[derive(Clone, Debug)]
+/// How to reach a token. `Debug` shows the PIN as `<redacted>`; the PIN
+/// is wiped from memory when the configuration is dropped.
+#[derive(Clone)]
 pub struct TokenConfig {
     /// The PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
     pub module: std::path::PathBuf,
     /// The token's label.
     pub token_label: String,
     /// The user PIN.
-    pub pin: String,
+    pub pin: Zeroizing<String>,
     /// Sessions to open (parallel signing), at least 1.
     pub sessions: usize,
 }
 
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pin", &"<redacted>")
+            .field("sessions", &self.sessions)
+            .finish()
+    }
+}
+
 impl Pkcs11KeyStore {
-    /// Initialises the module, finds the token by label, opens
-    /// `sessions` sessions and logs in, and loads every Ed25519 private
-    /// key with its public key.
+    /// Takes the process's context of the module ([`module`]), finds the
+    /// token by label, opens `sessions` sessions and logs in, and loads
+    /// every Ed25519 private key with its public key. Several stores may
+    /// be open at once in one process, on one token or several.
     pub fn open(cfg: &TokenConfig) -> Result<Self, KeyStoreError> {
-        let ctx = Pkcs11::new(&cfg.module)
-            .map_err(|e| KeyStoreError::Pkcs11(format!("loading {}: {e}", cfg.module.display())))?;
-        ctx.initialize(CInitializeArgs::OsThreads)?;
+        let ctx = module(&cfg.module)?;
         let mut slot = None;
         for s in ctx.get_slots_with_token()? {
             if ctx.get_token_info(s)?.label().trim_end() == cfg.token_label {
@@ -71,12 +133,20 @@ impl Pkcs11KeyStore {
         for _ in 0..cfg.sessions.max(1) {
             sessions.push(ctx.open_rw_session(slot)?);
         }
-        // A login holds for every session of the application.
-        let pin = AuthPin::new(cfg.pin.clone());
-        sessions[0].login(UserType::User, Some(&pin))?;
+        // A login holds for every session of the application (the
+        // process) with the token: another store of this process on the
+        // same token may have logged in already, and its login is ours.
+        let pin = AuthPin::new(String::clone(&cfg.pin));
+        match sessions[0].login(UserType::User, Some(&pin)) {
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserAlreadyLoggedIn,
+                _,
+            )) => {}
+            Err(e) => return Err(e.into()),
+        }
         let (keys, handles) = load_keys(&sessions[0])?;
         Ok(Pkcs11KeyStore {
-            _ctx: ctx,
             session_count: sessions.len(),
             sessions: Mutex::new(sessions),
             session_free: Condvar::new(),

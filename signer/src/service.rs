@@ -2,8 +2,9 @@
 //!
 //! 1. decode the request strictly (INVALID_ARGUMENT);
 //! 2. re-validate it: the issuer's record verifies, the entry's body
-//!    decodes for its zone and a binding names this issuer; a draft's
-//!    chain up to the authorizing revision verifies (FAILED_PRECONDITION);
+//!    decodes for its zone and a binding names this issuer; a draft after
+//!    genesis carries its chain, which verifies from genesis up to the
+//!    authorizing revision ([`DraftRefused`], FAILED_PRECONDITION);
 //! 3. policy: the key is held (NOT_FOUND) and may sign this object, as
 //!    the standard decides it: an authorizing master key for a draft, a
 //!    delegation key with grant (GRANT) or deny (REVOKE) weight for an
@@ -136,6 +137,79 @@ impl SignerService {
     }
 }
 
+/// Why a master-zone draft is refused before any key is asked to sign it
+/// (SPEC §6: a revision after genesis is authorized by the master keys of
+/// the revision before it, which only a chain from genesis establishes).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DraftRefused {
+    /// A draft after genesis without its zone history: nothing says which
+    /// master keys authorize it, and its own would vouch for themselves.
+    #[error("draft serial {serial} carries no zone history: a revision after genesis is signed only with the chain that authorizes it, from genesis")]
+    NoHistory { serial: u32 },
+    /// A genesis draft (serial 1) that carries a history.
+    #[error("a genesis draft (serial 1) carries a zone history of {revisions} revisions")]
+    GenesisWithHistory { revisions: usize },
+    /// The draft does not follow the last revision of its history.
+    #[error("draft serial {serial} does not follow the history's last revision, serial {last}")]
+    NotNext { serial: u32, last: u32 },
+    /// The chain the draft extends fails a rule.
+    #[error("the chain this draft extends does not verify: {0}")]
+    ChainInvalid(String),
+    /// The chain verifies but does not reach genesis.
+    #[error("the chain this draft extends does not verify from genesis: {0}")]
+    ChainIncomplete(String),
+}
+
+impl From<DraftRefused> for Status {
+    fn from(e: DraftRefused) -> Self {
+        Status::failed_precondition(e.to_string())
+    }
+}
+
+/// Step 2 for a master-zone draft: a genesis draft stands alone; any later
+/// draft carries a zone history that verifies from genesis and ends at the
+/// revision right before it. CPU-bound (signature checks): run it on a
+/// blocking thread.
+pub fn check_draft_chain(draft: &Record) -> Result<(), DraftRefused> {
+    let serial = draft.master.serial;
+    if serial <= 1 {
+        return match draft.history.len() {
+            0 => Ok(()),
+            revisions => Err(DraftRefused::GenesisWithHistory { revisions }),
+        };
+    }
+    let Some(prev) = draft.history.last() else {
+        return Err(DraftRefused::NoHistory { serial });
+    };
+    if prev.serial.checked_add(1) != Some(serial) {
+        return Err(DraftRefused::NotNext {
+            serial,
+            last: prev.serial,
+        });
+    }
+    let mut head = draft.clone();
+    head.master = prev.clone();
+    head.history.pop();
+    head.zones.clear();
+    head.authorities.clear();
+    let report = poz::verify_record(&head);
+    if let Some((rule, detail)) = report.failures().next() {
+        return Err(DraftRefused::ChainInvalid(format!("{rule}: {detail}")));
+    }
+    if !report.is_complete() {
+        let why: Vec<String> = report
+            .checks
+            .iter()
+            .filter_map(|c| match &c.outcome {
+                poz::verify::Outcome::NotChecked(why) => Some(format!("{}: {why}", c.rule)),
+                _ => None,
+            })
+            .collect();
+        return Err(DraftRefused::ChainIncomplete(why.join("; ")));
+    }
+    Ok(())
+}
+
 fn hash_arg(field: &str, h: &Option<pb::Hash>) -> Result<Hash32, Status> {
     let v = h
         .as_ref()
@@ -252,26 +326,12 @@ impl pb::signer_server::Signer for SignerService {
         let r = req.into_inner();
         let key_id = self.held_key(&r.key_id)?;
         let draft = decode_record("draft", &r.draft)?;
-        // The chain the draft extends must verify up to its last revision.
-        if let Some(prev) = draft.history.last() {
-            let mut head = draft.clone();
-            head.master = prev.clone();
-            head.history.pop();
-            head.zones.clear();
-            head.authorities.clear();
-            let report = tokio::task::spawn_blocking(move || poz::verify_record(&head))
-                .await
-                .map_err(|e| Status::internal(format!("verification task: {e}")))?;
-            let failure = report
-                .failures()
-                .next()
-                .map(|(rule, detail)| format!("{rule}: {detail}"));
-            if let Some(f) = failure {
-                return Err(Status::failed_precondition(format!(
-                    "the chain this draft extends does not verify: {f}"
-                )));
-            }
-        }
+        // The chain the draft extends verifies from genesis up to its
+        // last revision: only that says which master keys authorize it.
+        let checked = draft.clone();
+        tokio::task::spawn_blocking(move || check_draft_chain(&checked))
+            .await
+            .map_err(|e| Status::internal(format!("verification task: {e}")))??;
         let (idx, digest) =
             poz::workflow::draft_signing_target(&draft, &key_id).map_err(policy_status)?;
         let out = self

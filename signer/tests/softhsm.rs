@@ -1,6 +1,8 @@
 //! The signer against a real SoftHSM2 token (Debian's `softhsm2`; the
 //! README's test command installs it). Each test initialises its own token
-//! in a temporary directory, so tests never share key material.
+//! (its own label), so tests never share key material. The tests pass
+//! under `cargo test` (threads of one process, sharing the module's one
+//! context) as under nextest (a process per test).
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
@@ -12,8 +14,10 @@ use poz_proto::v1::signer_server::Signer;
 use poz_signer::{KeyStore, Pkcs11KeyStore, SignerService, TokenConfig};
 use poz_store::{Store, StoreOptions};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use tonic::{Code, Request};
+use zeroize::Zeroizing;
 
 /// The SoftHSM2 module: `POZ_PKCS11_MODULE`, else Debian's paths.
 fn module() -> PathBuf {
@@ -31,40 +35,73 @@ fn module() -> PathBuf {
     .expect("SoftHSM2 is not installed (apt-get install softhsm2; deploy/test.sh does it)")
 }
 
-/// A fresh token "poz-test" (user PIN 1234) in `dir`. SoftHSM2 reads
-/// SOFTHSM2_CONF when the module is initialised; nextest runs each test in
-/// its own process, so setting it here affects this test only.
-fn fresh_token(dir: &std::path::Path) -> TokenConfig {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "poz-test",
-            "--pin",
-            "1234",
-            "--so-pin",
-            "5678",
-        ])
-        .output()
-        .expect("softhsm2-util runs");
-    assert!(out.status.success(), "{out:?}");
+/// The process's SoftHSM2 configuration, made once: SoftHSM2 reads
+/// `SOFTHSM2_CONF` when the module is initialised, and the module is
+/// initialised once per process (every key store shares its context), so
+/// every test of this process keeps its token in one directory (under
+/// Cargo's target tmp, one per process; those of finished runs are
+/// removed). Child processes (the `poz-signer` binary) inherit it.
+fn softhsm_conf() -> &'static PathBuf {
+    static CONF: OnceLock<PathBuf> = OnceLock::new();
+    CONF.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("softhsm-") {
+                    if !std::path::Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let dir = root.join(format!("softhsm-{}", std::process::id()));
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        conf
+    })
+}
+
+/// A fresh token (user PIN 1234, a label of its own), initialised through
+/// the process's context of the module on its free slot (SoftHSM2 then
+/// offers a new free slot). `_dir` is the test's own directory (PIN
+/// files, audit databases).
+fn fresh_token(_dir: &std::path::Path) -> TokenConfig {
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // One initialisation at a time: two would race for the free slot.
+    static INIT: Mutex<()> = Mutex::new(());
+    softhsm_conf();
+    let label = format!("poz-test-{}", NEXT.fetch_add(1, Ordering::SeqCst));
+    let ctx = poz_signer::pkcs11::module(&module()).unwrap();
+    let _one = INIT.lock().unwrap_or_else(|p| p.into_inner());
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| !ctx.get_token_info(*s).unwrap().token_initialized())
+        .expect("SoftHSM2 offers a free slot");
+    let so_pin = AuthPin::new("5678".into());
+    ctx.init_token(slot, &so_pin, &label).unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    session.login(UserType::So, Some(&so_pin)).unwrap();
+    session.init_pin(&AuthPin::new("1234".into())).unwrap();
+    session.logout().unwrap();
     TokenConfig {
         module: module(),
-        token_label: "poz-test".into(),
-        pin: "1234".into(),
+        token_label: label,
+        pin: Zeroizing::new("1234".into()),
         sessions: 2,
     }
 }
@@ -405,8 +442,9 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
     std::fs::write(
         &conf,
         format!(
-            "listen = \"127.0.0.1:0\"\npkcs11_module = \"{}\"\ntoken_label = \"poz-test\"\npin_file = \"{}\"\naudit_database_url = \"sqlite://{}?mode=rwc\"\n",
+            "listen = \"127.0.0.1:0\"\npkcs11_module = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\naudit_database_url = \"sqlite://{}?mode=rwc\"\n",
             cfg.module.display(),
+            cfg.token_label,
             pin.display(),
             dir.path().join("audit.db").display()
         ),
@@ -435,12 +473,15 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("audit_database_url is required"));
 
-    let mut child = Command::new(bin)
+    // Tied to this process: it exits when the test ends however it ends.
+    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
         .env("POZ_SIGNER_CONFIG", &conf)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Held until the end: the SIGTERM below must be what stops it.
+    let _alive = child.stdin.take();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -493,8 +534,9 @@ async fn the_ceremony_makes_a_provider_record_signed_inside_the_token() {
     std::fs::write(
         &conf,
         format!(
-            "pkcs11_module = \"{}\"\ntoken_label = \"poz-test\"\npin_file = \"{}\"\naudit_database_url = \"sqlite://{}?mode=rwc\"\n",
+            "pkcs11_module = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\naudit_database_url = \"sqlite://{}?mode=rwc\"\n",
             cfg.module.display(),
+            cfg.token_label,
             pin.display(),
             audit_db.display()
         ),
@@ -683,8 +725,10 @@ noise = true
     b.add_signature(poz::keys::Signature::from_bytes(&r.signature).unwrap());
     let vr = poz::verify::verify_and_accept(rec.clone()).unwrap();
     poz::verify::verify_binding(&vr, &b, rec.master.timestamp + 20).unwrap();
-    // The module is initialised once per process: close it before the
-    // token is opened again below.
+    // A second key store on the same token while this one is open (the
+    // module's context is shared by the process).
+    let second = Pkcs11KeyStore::open(&cfg).unwrap();
+    assert_eq!(second.keys().len(), 5);
     drop(svc);
 
     // Never overwritten; a bad plan is refused before any key is made.
@@ -706,4 +750,154 @@ noise = true
     );
     let hsm = Pkcs11KeyStore::open(&cfg).unwrap();
     assert_eq!(hsm.keys().len(), 5, "no key made for a refused plan");
+}
+
+/// Issue 12 §8: two key stores in one process (two tokens of one module,
+/// and the same token twice) sign at once from several threads: the
+/// module's context is shared, nothing initialises it twice, nothing
+/// crashes.
+#[test]
+fn key_stores_of_one_process_share_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg_a, cfg_b) = (fresh_token(dir.path()), fresh_token(dir.path()));
+    let a = Arc::new(token_with_keys(&cfg_a, &["a-1"]));
+    let b = Arc::new(token_with_keys(&cfg_b, &["b-1"]));
+    // The same token opened again while the first store is open: one
+    // login for both.
+    let a_again = Arc::new(
+        Pkcs11KeyStore::open(&TokenConfig {
+            sessions: 1,
+            ..cfg_a.clone()
+        })
+        .unwrap(),
+    );
+    assert_eq!(a_again.keys()[0].public, a.keys()[0].public);
+    let threads: Vec<_> = [a.clone(), b.clone(), a_again.clone()]
+        .into_iter()
+        .flat_map(|s| [s.clone(), s])
+        .enumerate()
+        .map(|(n, s)| {
+            std::thread::spawn(move || {
+                let key = s.keys()[0].public.clone();
+                for i in 0..20u8 {
+                    let d = poz::hash::tagged_hash("test", &[&[n as u8, i]]);
+                    let sig = s.sign(&key.id(), &d).unwrap();
+                    let check = poz::keys::Signature {
+                        key_idx: 0,
+                        sig_type: poz::keys::SigType::ED25519,
+                        data: sig.to_vec(),
+                    };
+                    assert!(key.verify(&d, &check));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_ne!(a.keys()[0].public, b.keys()[0].public);
+    // A wrong token label is a typed refusal, not a crash.
+    let e = Pkcs11KeyStore::open(&TokenConfig {
+        token_label: "no-such-token".into(),
+        ..cfg_a.clone()
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(e, poz_signer::KeyStoreError::NoToken(_)), "{e}");
+}
+
+/// Issue 12 §8: a crash of the test process left two `poz-signer`
+/// children running. A service spawned with `poz_kit::tie_to_parent`
+/// exits when the process that spawned it dies, even by SIGKILL (no
+/// `Drop` runs): a helper process (this test binary, re-run in a helper
+/// role) spawns the signer, prints its PID and waits; the helper is
+/// SIGKILLed; the signer must go.
+#[test]
+fn a_spawned_service_dies_with_the_process_that_spawned_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    const HELPER: &str = "POZ_TEST_SERVICE_HELPER_CONFIG";
+    let bin = env!("CARGO_BIN_EXE_poz-signer");
+    if let Some(conf) = std::env::var_os(HELPER) {
+        // The helper role: spawn, report, wait to be killed (never reaps:
+        // it is SIGKILLed first).
+        #[allow(clippy::zombie_processes)]
+        let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
+            .env("POZ_SIGNER_CONFIG", conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("listening "), "{line}");
+        println!("service pid {}", child.id());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fresh_token(dir.path());
+    drop(token_with_keys(&cfg, &["k"]));
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    let conf = dir.path().join("signer.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = \"127.0.0.1:0\"\npkcs11_module = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\naudit_database_url = \"sqlite://{}?mode=rwc\"\n",
+            cfg.module.display(),
+            cfg.token_label,
+            pin.display(),
+            dir.path().join("audit.db").display()
+        ),
+    )
+    .unwrap();
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_spawned_service_dies_with_the_process_that_spawned_it",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER, &conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for line in BufReader::new(helper.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // libtest may print "test NAME ... " on the same line first.
+        if let Some(p) = line.split("service pid ").nth(1) {
+            pid = Some(p.trim().to_string());
+            break;
+        }
+    }
+    let pid = pid.expect("the helper reports the service's PID");
+    let alive = |pid: &str| {
+        // Gone, or a zombie waiting for a reaper: no longer running.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    };
+    assert!(alive(&pid), "the service runs while its parent lives");
+    helper.kill().unwrap(); // SIGKILL: no Drop, no cleanup in the helper
+    helper.wait().unwrap();
+    // Generous: the service exits as soon as it reads end of file.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while alive(&pid) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !alive(&pid),
+        "poz-signer {pid} outlived the process that spawned it"
+    );
 }

@@ -17,7 +17,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use tonic::Code;
 
-/// A running `poz-store`; killed (SIGKILL) on drop.
+/// A running `poz-store`; killed (SIGKILL) on drop, and tied to this
+/// process (`poz_kit::tie_to_parent`): it exits when the test process
+/// ends in any way, a panic or SIGKILL included.
 struct StoreProcess {
     child: Child,
     addr: String,
@@ -32,7 +34,7 @@ impl StoreProcess {
 
     /// Starts `cmd` and waits for its `listening ADDR` line.
     fn spawn(mut cmd: Command) -> StoreProcess {
-        let mut child = cmd
+        let mut child = poz_kit::tie_to_parent(&mut cmd)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -234,6 +234,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A supervisor that pipes our stdin may tie our life to its own.
+    poz_kit::exit_with_stdin();
     let args = Args::parse();
     let c: Config = poz_kit::load_config("POZ_SUBMIT_GW_", &args.config, &args)?;
     if args.config.print_config {

@@ -288,7 +288,8 @@ async fn the_binary_commits_a_submission_and_stops_cleanly() {
         String::from_utf8_lossy(&refused.stderr).contains("is not an http(s):// URL"),
         "{refused:?}"
     );
-    let mut child = Command::new(bin)
+    // Tied to this process: it exits when the test ends however it ends.
+    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -306,6 +307,8 @@ async fn the_binary_commits_a_submission_and_stops_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Held until the end: the SIGTERM drain below must be what stops it.
+    let _alive = child.stdin.take();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

@@ -57,7 +57,13 @@ pub struct ClientConfig {
     /// Attempts per endpoint for retryable failures (at least 1).
     pub attempts: u32,
     pub backoff_base: Duration,
+    /// The longest wait between attempts. A server whose retry hint
+    /// (`retry_after_ms`) asks for longer is given up, not waited for.
     pub backoff_max: Duration,
+    /// The longest one call may take over all its attempts, backoffs and
+    /// endpoints (`request`, `request_any` and what is built on them): no
+    /// wait starts that would end past it, whatever a server hints.
+    pub deadline: Duration,
     /// The hardest proof of work the caller is willing to do.
     pub max_pow_difficulty: u8,
     pub max_response: usize,
@@ -74,6 +80,7 @@ impl Default for ClientConfig {
             attempts: 3,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            deadline: Duration::from_secs(60),
             max_pow_difficulty: 24,
             max_response: MAX_RESPONSE_PAYLOAD,
             local_ip: None,
@@ -85,10 +92,12 @@ impl Default for ClientConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("connecting to {addr}: {source}")]
+    // The cause is in the message and deliberately not a `source`: a
+    // chain printer (anyhow's `{:#}`) would say it twice.
+    #[error("connecting to {addr}: {error}")]
     Connect {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{stage} with {addr} timed out after {after:?}")]
     Timeout {
@@ -96,16 +105,13 @@ pub enum ClientError {
         stage: &'static str,
         after: Duration,
     },
-    #[error("talking to {addr}: {source}")]
+    #[error("talking to {addr}: {error}")]
     Io {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("noise with {addr}: {source}")]
-    Noise {
-        addr: SocketAddr,
-        source: NoiseError,
-    },
+    #[error("noise with {addr}: {error}")]
+    Noise { addr: SocketAddr, error: NoiseError },
     #[error("{addr} sent a malformed response: {detail}")]
     Malformed { addr: SocketAddr, detail: String },
     #[error("{addr} answered {status}: {message}")]
@@ -225,7 +231,7 @@ impl Client {
                 stage: "connect",
                 after: self.config.connect_timeout,
             })?
-            .map_err(|source| ClientError::Connect { addr, source })?;
+            .map_err(|error| ClientError::Connect { addr, error })?;
         let _ = stream.set_nodelay(true);
         let work = async {
             match ep.security {
@@ -258,7 +264,7 @@ impl Client {
         addr: SocketAddr,
         req: &Request,
     ) -> Result<Response, ClientError> {
-        let io = |source| ClientError::Io { addr, source };
+        let io = |error| ClientError::Io { addr, error };
         s.write_all(&req.to_bytes()).await.map_err(io)?;
         let mut buf = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 64 * 1024];
@@ -305,8 +311,8 @@ impl Client {
         key: &[u8; 32],
         req: &Request,
     ) -> Result<Response, ClientError> {
-        let io = |source| ClientError::Io { addr, source };
-        let noise = |source| ClientError::Noise { addr, source };
+        let io = |error| ClientError::Io { addr, error };
+        let noise = |error| ClientError::Noise { addr, error };
         let mut session = NkInitiator::new(key)
             .map_err(noise)?
             .with_max_payload(self.config.max_response);
@@ -333,28 +339,51 @@ impl Client {
         }
     }
 
-    fn backoff(&self, attempt: u32, hint_ms: u32) -> Duration {
+    /// The wait before retry `attempt` (0-based): exponential from
+    /// `backoff_base` up to `backoff_max`, with jitter, and never shorter
+    /// than the server's hint. `None` when the hint asks for more than
+    /// `backoff_max`: the client neither sleeps that long on a server's
+    /// word (a hint of 0xFFFFFFFF ms is 49 days) nor retries before it
+    /// (SPEC §14.3); it gives that server up.
+    fn backoff(&self, attempt: u32, hint_ms: u32) -> Option<Duration> {
+        let max = self.config.backoff_max;
+        let hint = Duration::from_millis(hint_ms as u64);
+        if hint > max {
+            return None;
+        }
         let exp = self
             .config
             .backoff_base
-            .saturating_mul(1u32 << attempt.min(16));
-        let base = exp
-            .min(self.config.backoff_max)
-            .max(Duration::from_millis(hint_ms as u64));
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(max);
         // Full jitter on the upper half: spreads clients that failed together.
         let mut r = [0u8; 4];
         rand_core::OsRng.fill_bytes(&mut r);
         let frac = u32::from_be_bytes(r) as f64 / u32::MAX as f64;
-        base.mul_f64(0.5 + 0.5 * frac)
+        Some(exp.mul_f64(0.5 + 0.5 * frac).max(hint))
     }
 
     /// Sends a request, solving proof of work when asked (up to the
-    /// configured difficulty) and retrying retryable failures with backoff.
+    /// configured difficulty) and retrying retryable failures with backoff,
+    /// within `deadline` from now (the last error is returned when the
+    /// next wait would end past it).
     pub async fn request(
         &self,
         ep: &Endpoint,
         message_type: MessageType,
         payload: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.config.deadline;
+        self.request_until(ep, message_type, payload, deadline)
+            .await
+    }
+
+    async fn request_until(
+        &self,
+        ep: &Endpoint,
+        message_type: MessageType,
+        payload: Vec<u8>,
+        deadline: tokio::time::Instant,
     ) -> Result<Vec<u8>, ClientError> {
         let mut req = Request::new(message_type, self.request_id(), payload);
         let mut attempt = 0;
@@ -419,8 +448,16 @@ impl Client {
                 ClientError::Status { retry_after_ms, .. } => *retry_after_ms,
                 _ => 0,
             };
-            tracing::debug!(%err, attempt, "retrying");
-            tokio::time::sleep(self.backoff(attempt - 1, hint)).await;
+            let Some(wait) = self.backoff(attempt - 1, hint) else {
+                tracing::debug!(%err, attempt, hint, "giving up: the server's retry hint exceeds the backoff maximum");
+                return Err(err);
+            };
+            if tokio::time::Instant::now() + wait > deadline {
+                tracing::debug!(%err, attempt, "giving up: the next attempt would start past the deadline");
+                return Err(err);
+            }
+            tracing::debug!(%err, attempt, ?wait, "retrying");
+            tokio::time::sleep(wait).await;
             req.request_id = self.request_id();
         }
     }
@@ -435,8 +472,17 @@ impl Client {
         payload: &[u8],
     ) -> Result<Vec<u8>, ClientError> {
         let mut errors = Vec::new();
+        // One deadline for the whole pool: a host that stalls cannot hold
+        // up the others past it.
+        let deadline = tokio::time::Instant::now() + self.config.deadline;
         for ep in endpoints {
-            match self.request(ep, message_type, payload.to_vec()).await {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            match self
+                .request_until(ep, message_type, payload.to_vec(), deadline)
+                .await
+            {
                 Ok(p) => return Ok(p),
                 Err(e) if e.is_retryable() => errors.push(e),
                 Err(e) => return Err(e),

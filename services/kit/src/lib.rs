@@ -24,6 +24,55 @@ pub fn init_tracing(json: bool) {
     };
 }
 
+/// The environment variable that ties a service to its parent: when it is
+/// `1`, [`exit_with_stdin`] makes the service exit once its stdin reaches
+/// end of file.
+pub const EXIT_WITH_STDIN: &str = "POZ_EXIT_WITH_STDIN";
+
+/// When `POZ_EXIT_WITH_STDIN=1`, starts a thread that reads stdin (and
+/// discards it) until end of file or a read error, then exits the process
+/// with status 0. Every service binary calls this first thing in `main`.
+///
+/// Why: a test harness (or any supervisor) that spawns a service keeps
+/// the write end of a pipe on the service's stdin open; the kernel closes
+/// it when the parent dies, however it dies (a panic, SIGKILL, a crash),
+/// so the service cannot outlive it. Killing on `Drop` covers only the
+/// orderly paths. Returns whether the watcher was started.
+pub fn exit_with_stdin() -> bool {
+    if std::env::var_os(EXIT_WITH_STDIN).is_none_or(|v| v != "1") {
+        return false;
+    }
+    let started = std::thread::Builder::new()
+        .name("exit-with-stdin".into())
+        .spawn(|| {
+            use std::io::Read;
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 512];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            // Logging may not be set up yet; stderr always is.
+            eprintln!("stdin closed ({EXIT_WITH_STDIN}=1): the parent is gone; exiting");
+            std::process::exit(0);
+        });
+    started.is_ok()
+}
+
+/// Prepares `cmd` to spawn a service tied to this process (tests and
+/// supervisors): sets `POZ_EXIT_WITH_STDIN=1` and a piped stdin. Keep the
+/// spawned child's `stdin` open (leave it in the `Child`) for as long as
+/// the service should live; dropping it, or this process ending in any
+/// way, stops the service (see [`exit_with_stdin`]).
+pub fn tie_to_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env(EXIT_WITH_STDIN, "1")
+        .stdin(std::process::Stdio::piped())
+}
+
 /// Resolves when the process is asked to stop (SIGTERM, Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -154,9 +203,69 @@ pub fn load_config<C: ServiceConfig>(
 }
 
 /// The effective configuration as TOML (`--print-config`): a file an
-/// operator can start from.
+/// operator can start from. Every string that is a URL with a password
+/// (`postgres://user:pw@host/db`, `redis://:pw@host`) or a `password`
+/// query parameter is printed with the password replaced by `REDACTED`
+/// ([`redact_url`]); fields are printed in declaration order.
 pub fn to_toml(c: &impl serde::Serialize) -> Result<String, ConfigError> {
-    toml::to_string(c).map_err(|e| ConfigError::Invalid(format!("cannot print: {e}")))
+    let cannot = |e: &dyn std::fmt::Display| ConfigError::Invalid(format!("cannot print: {e}"));
+    let mut v = toml::Value::try_from(c).map_err(|e| cannot(&e))?;
+    redact_urls(&mut v);
+    toml::to_string(&v).map_err(|e| cannot(&e))
+}
+
+/// What a redacted password reads as.
+pub const REDACTED: &str = "REDACTED";
+
+/// `text` with the password of its URL replaced by [`REDACTED`] (the user
+/// name is kept: it says which role connects), and so the value of any
+/// query parameter that names a password (`password`, `pass`, `passwd`,
+/// `pwd`, `secret`, any case; sqlx and libpq read `password=`). `None`
+/// when `text` is not a URL or holds no password.
+pub fn redact_url(text: &str) -> Option<String> {
+    let mut u = url::Url::parse(text).ok()?;
+    let mut changed = false;
+    if u.password().is_some() {
+        // Only URLs with a host can carry a password; setting one there
+        // cannot fail.
+        changed = u.set_password(Some(REDACTED)).is_ok();
+    }
+    let secret_key = |k: &str| {
+        matches!(
+            k.to_ascii_lowercase().as_str(),
+            "password" | "pass" | "passwd" | "pwd" | "secret"
+        )
+    };
+    if u.query_pairs().any(|(k, _)| secret_key(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_key(&k) {
+                    REDACTED.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    changed.then(|| u.to_string())
+}
+
+/// Redacts every URL string in a configuration value, at any depth.
+fn redact_urls(v: &mut toml::Value) {
+    match v {
+        toml::Value::String(s) => {
+            if let Some(r) = redact_url(s) {
+                *s = r;
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(redact_urls),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| redact_urls(v)),
+        _ => {}
+    }
 }
 
 /// Checks that `addr` is a socket address (`host:port` with an IP).
@@ -235,6 +344,51 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    /// Issue 12 §9: `--print-config` printed database and Redis URLs with
+    /// their passwords.
+    #[test]
+    fn printed_configurations_never_show_a_password() {
+        #[derive(Serialize)]
+        struct Urls {
+            listen: String,
+            database_url: String,
+            redis_url: String,
+            audit_database_url: String,
+            sqlite: String,
+            stores: Vec<String>,
+            note: String,
+        }
+        let c = Urls {
+            listen: "127.0.0.1:1".into(),
+            database_url: "postgres://poz_store:s3cr3t-pw@db.internal:5432/poz".into(),
+            redis_url: "redis://:hunter2@127.0.0.1:6379/0".into(),
+            audit_database_url: "postgres://signer@db/poz?sslmode=require&password=pa55".into(),
+            sqlite: "sqlite:///var/lib/poz/audit.db?mode=rwc".into(),
+            stores: vec!["http://admin:letmein@store:50051".into()],
+            note: "not a url: hunter2".into(),
+        };
+        let printed = to_toml(&c).unwrap();
+        for secret in ["s3cr3t-pw", "hunter2@", "pa55", "letmein"] {
+            assert!(!printed.contains(secret), "{secret} in\n{printed}");
+        }
+        for kept in [
+            "listen = \"127.0.0.1:1\"",
+            "database_url = \"postgres://poz_store:REDACTED@db.internal:5432/poz\"",
+            "redis_url = \"redis://:REDACTED@127.0.0.1:6379/0\"",
+            "audit_database_url = \"postgres://signer@db/poz?sslmode=require&password=REDACTED\"",
+            "sqlite = \"sqlite:///var/lib/poz/audit.db?mode=rwc\"",
+            "\"http://admin:REDACTED@store:50051/\"",
+            "note = \"not a url: hunter2\"",
+        ] {
+            assert!(printed.contains(kept), "{kept} not in\n{printed}");
+        }
+        // Declaration order is kept.
+        let at = |k: &str| printed.find(k).unwrap();
+        assert!(at("listen") < at("database_url") && at("database_url") < at("redis_url"));
+        assert_eq!(redact_url("postgres://u@h/db"), None);
+        assert_eq!(redact_url("127.0.0.1:5432"), None);
     }
 
     #[test]

@@ -83,12 +83,20 @@ pub use record::Record;
 pub use verify::{verify_binding, verify_record, Report, Rule, VerifiedRecord};
 pub use zone::{AuthoritySection, EntryKind, SignedEntry, ZoneSection, ZoneType};
 
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Self {
+        Error::Decode(e)
+    }
+}
+
 /// Errors of the workflow operations (building, signing, applying).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The message says the decode error itself: no `source`, so a chain
+    /// printer (anyhow's `{:#}`) does not say it twice.
     #[error("decode: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
     #[error("key index {key_idx} is not in the Public Key Map")]
     KeyIndexOutOfRange { key_idx: u8 },
     #[error("the Public Key Map is full (255 keys)")]

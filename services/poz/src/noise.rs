@@ -27,10 +27,18 @@ pub enum NoiseError {
     Protocol(String),
     #[error("message of {len} bytes exceeds the Noise limit")]
     TooLarge { len: usize },
+    /// The message says the decode error itself: no `source`, so a chain
+    /// printer does not say it twice.
     #[error("the response frame is invalid: {0}")]
-    Frame(#[from] DecodeError),
+    Frame(DecodeError),
     #[error("a message arrived after the response was complete")]
     Unexpected,
+}
+
+impl From<DecodeError> for NoiseError {
+    fn from(e: DecodeError) -> Self {
+        NoiseError::Frame(e)
+    }
 }
 
 fn proto(e: snow::Error) -> NoiseError {
@@ -45,7 +53,8 @@ fn params() -> snow::params::NoiseParams {
         .unwrap_or_else(|_| unreachable!("NOISE_PARAMS is a valid Noise name"))
 }
 
-/// An X25519 static key pair: a server's Noise identity.
+/// An X25519 static key pair: a server's Noise identity. The secret is
+/// wiped from memory when the pair is dropped.
 #[derive(Clone)]
 pub struct StaticKeypair {
     secret: [u8; 32],
@@ -60,6 +69,7 @@ impl StaticKeypair {
     }
 
     pub fn from_secret(secret: [u8; 32]) -> Self {
+        // StaticSecret zeroizes itself on drop (x25519-dalek's `zeroize`).
         let s = x25519_dalek::StaticSecret::from(secret);
         let public = x25519_dalek::PublicKey::from(&s).to_bytes();
         StaticKeypair { secret, public }
@@ -67,6 +77,12 @@ impl StaticKeypair {
 
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
+    }
+}
+
+impl Drop for StaticKeypair {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
     }
 }
 

@@ -50,6 +50,37 @@ fn read_csv(path: &Path) -> Result<Vec<Line>> {
     Ok(out)
 }
 
+/// What went wrong with the Provider API, in a sentence.
+fn interrupted(api: &str, status: &tonic::Status) -> String {
+    use tonic::Code;
+    match status.code() {
+        // A connection that went away mid-stream (the server stopped or
+        // was killed, the network broke) surfaces as one of these.
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled => {
+            format!("the connection to the Provider API at {api} was lost (the server stopped or the network failed)")
+        }
+        Code::DeadlineExceeded => format!("the Provider API at {api} did not answer in time"),
+        Code::ResourceExhausted => format!("the Provider API at {api} is overloaded"),
+        Code::PermissionDenied | Code::Unauthenticated => {
+            format!(
+                "the Provider API at {api} refused this client: {}",
+                status.message()
+            )
+        }
+        code => format!(
+            "the Provider API at {api} ended the import ({code:?}): {}",
+            status.message()
+        ),
+    }
+}
+
+/// The transport's own words, for whoever debugs it (`POZ_DEBUG=1`).
+fn debug_detail(status: &tonic::Status) {
+    if std::env::var_os("POZ_DEBUG").is_some() {
+        eprintln!("detail: {status}");
+    }
+}
+
 fn key_of(l: &Line) -> String {
     let h = poz::hash::tagged_hash("pozctl import", &[l.handle.as_bytes(), &l.subject.0]);
     format!("import-{}", &h.to_hex()[..32])
@@ -87,25 +118,43 @@ pub fn import(csv: &Path, api: &str, quiet: bool) -> Result<ExitCode> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let (committed, errors) = rt.block_on(async {
+    let mut committed = 0u64;
+    let mut errors = Vec::new();
+    let broken: Option<tonic::Status> = rt.block_on(async {
         let mut client = pb::provider_api_client::ProviderApiClient::connect(api.to_string())
             .await
             .with_context(|| format!("connecting to the Provider API at {api}"))?;
-        let mut progress = client
-            .bulk_issue(tokio_stream::iter(requests))
-            .await
-            .context("BulkIssue")?
-            .into_inner();
-        let mut committed = 0u64;
-        let mut errors = Vec::new();
-        while let Some(p) = progress.message().await.context("BulkIssue progress")? {
-            committed = p.committed;
-            bar.set_position(committed);
-            errors.extend(p.errors);
+        let mut progress = match client.bulk_issue(tokio_stream::iter(requests)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return anyhow::Ok(Some(status)),
+        };
+        loop {
+            match progress.message().await {
+                Ok(Some(p)) => {
+                    committed = p.committed;
+                    bar.set_position(committed);
+                    errors.extend(p.errors);
+                }
+                Ok(None) => return Ok(None),
+                Err(status) => return Ok(Some(status)),
+            }
         }
-        anyhow::Ok((committed, errors))
     })?;
     bar.finish_and_clear();
+    if let Some(status) = broken {
+        // The raw transport error (an h2 dump) helps nobody here; what
+        // does: what happened, what is done, what to do.
+        eprintln!("error: the import stopped: {}", interrupted(api, &status));
+        eprintln!(
+            "{committed} of {total} bindings from {} were committed (as of the server's last progress report).",
+            csv.display()
+        );
+        eprintln!(
+            "Rerun the same command to resume: committed lines are acknowledged again, never issued twice."
+        );
+        debug_detail(&status);
+        return Ok(ExitCode::from(2));
+    }
     println!(
         "committed {committed} of {total} bindings from {}",
         csv.display()

@@ -6,6 +6,7 @@ use poz::private::{KdfParams, KeyFile};
 use poz::{Codec, Hash32, PublicKey, Record, SignedEntry, SigningKey};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Where a passphrase comes from, in order: `--passphrase-file`, the
 /// `POZ_PASSPHRASE` environment variable (for scripts and the tour), then a
@@ -16,26 +17,51 @@ pub struct Passphrase {
 }
 
 impl Passphrase {
-    pub fn get(&self, what: &str) -> Result<Vec<u8>> {
+    /// The passphrase, wiped from memory when the caller drops it.
+    pub fn get(&self, what: &str) -> Result<Zeroizing<Vec<u8>>> {
         if let Some(f) = &self.file {
-            let s = std::fs::read_to_string(f)
-                .with_context(|| format!("reading passphrase file {}", f.display()))?;
-            return Ok(s.trim_end_matches(['\n', '\r']).as_bytes().to_vec());
+            let s = Zeroizing::new(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading passphrase file {}", f.display()))?,
+            );
+            return Ok(Zeroizing::new(
+                s.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+            ));
         }
         if let Ok(p) = std::env::var("POZ_PASSPHRASE") {
-            return Ok(p.into_bytes());
+            return Ok(Zeroizing::new(p.into_bytes()));
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password(format!("passphrase for {what}: "))?;
-            return Ok(p.into_bytes());
+            return Ok(Zeroizing::new(p.into_bytes()));
         }
         bail!("no passphrase for {what}: set POZ_PASSPHRASE, pass --passphrase-file, or run on a terminal")
     }
 }
 
+/// Who may read a file pozctl writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Readers {
+    /// Public data (records without private keys, bindings): 0644, less
+    /// what the umask removes.
+    Anyone,
+    /// Secrets (key files, records carrying a Private Key Map): 0600 from
+    /// the moment the file exists, whatever the umask.
+    Owner,
+}
+
 /// Writes a file atomically (temp file + rename), so an interrupted write
-/// never leaves half a record behind.
+/// never leaves half a record behind; public data.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_for(path, bytes, Readers::Anyone)
+}
+
+/// Writes a file atomically, readable by `readers`: the temporary file is
+/// created with its final mode (never a moment readable by others), then
+/// renamed over `path`.
+pub fn write_atomic_for(path: &Path, bytes: &[u8], readers: Readers) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -46,24 +72,55 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .to_string_lossy()
         .to_string();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    // A leftover of a run that died (same PID) would keep its old mode.
+    let _ = std::fs::remove_file(&tmp);
+    let mode = match readers {
+        Readers::Anyone => 0o644,
+        Readers::Owner => 0o600,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
 
+/// Reads a record or draft: a file that cannot be read is an I/O error
+/// (exit 2); one that does not decode is refused (exit 1).
 pub fn read_record(path: &Path) -> Result<Record> {
     let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Record::from_bytes(&b).with_context(|| format!("{} is not a valid POZ record", path.display()))
+    Record::from_bytes(&b)
+        .map_err(|e| crate::refuse(format!("{} is not a valid POZ record: {e}", path.display())))
 }
 
+/// Writes a record; owner-only when it carries a Private Key Map (sealed
+/// keys are still secrets).
 pub fn write_record(path: &Path, rec: &Record) -> Result<()> {
-    write_atomic(path, &rec.to_bytes())
+    let readers = if rec.private_keys.is_some() {
+        Readers::Owner
+    } else {
+        Readers::Anyone
+    };
+    write_atomic_for(path, &rec.to_bytes(), readers)
 }
 
+/// Reads a zone entry (a binding): unreadable is exit 2, undecodable is
+/// refused (exit 1).
 pub fn read_entry(path: &Path) -> Result<SignedEntry> {
     let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    SignedEntry::from_bytes(&b)
-        .with_context(|| format!("{} is not a POZ zone entry", path.display()))
+    SignedEntry::from_bytes(&b).map_err(|e| {
+        crate::refuse(format!(
+            "{} is not a valid POZ zone entry: {e}",
+            path.display()
+        ))
+    })
 }
 
 pub fn read_key_file(path: &Path) -> Result<KeyFile> {
@@ -109,6 +166,6 @@ pub fn create_key_file(out: &Path, pass: &Passphrase) -> Result<SigningKey> {
     let k = SigningKey::generate();
     let p = pass.get(&out.display().to_string())?;
     let kf = KeyFile::create(&k, &p, KdfParams::default())?;
-    write_atomic(out, &kf.to_bytes())?;
+    write_atomic_for(out, &kf.to_bytes(), Readers::Owner)?;
     Ok(k)
 }

@@ -1,8 +1,10 @@
 //! pozctl: create, inspect, sign and verify POZ records and identity
 //! bindings from the command line.
 //!
-//! Exit codes: 0 success; 1 the operation was refused or a check failed
-//! (threshold not met, record invalid); 2 usage or I/O error.
+//! Exit codes (SPEC §12): 0 success; 1 the operation was refused or a
+//! check failed (threshold not met; a record, draft or binding that does
+//! not decode or does not verify; an answer nothing pins); 2 usage or I/O
+//! error (bad flags, unreadable files, unreachable servers).
 #![forbid(unsafe_code)]
 
 mod import;
@@ -197,6 +199,29 @@ struct TargetArgs {
     /// The hardest proof of work to do when a server asks (leading zero bits).
     #[arg(long, default_value_t = 24)]
     max_pow: u8,
+    /// The record ID (64 hex digits) the answer must have: pins the
+    /// domain's record by hand, as discovery's `_poz` TXT record or
+    /// well-known file does. An answer nothing pins is UNPINNED (exit 1).
+    #[arg(long, value_parser = parse_record_id)]
+    record_id: Option<Hash32>,
+    /// Accept an answer nothing pins (printed as UNPINNED, exit 0).
+    #[arg(long)]
+    allow_unpinned: bool,
+    /// Discovery: trust only this CA (PEM file) for the well-known file
+    /// (a private CA), instead of the web PKI.
+    #[arg(long, value_name = "PEM")]
+    well_known_root: Option<PathBuf>,
+    /// Discovery: fetch the well-known file from this IP:PORT (split
+    /// horizon, tests); needs --well-known-root.
+    #[arg(long, requires = "well_known_root")]
+    well_known_address: Option<std::net::SocketAddr>,
+    /// Discovery without the well-known file (DNS only).
+    #[arg(long, conflicts_with = "well_known_root")]
+    no_well_known: bool,
+}
+
+fn parse_record_id(s: &str) -> std::result::Result<Hash32, String> {
+    Hash32::from_hex(s).ok_or_else(|| format!("{s:?} is not a record ID (64 hex digits)"))
 }
 
 impl TargetArgs {
@@ -207,6 +232,11 @@ impl TargetArgs {
             noise_key: self.noise_key.clone(),
             nameserver: self.nameserver,
             max_pow: self.max_pow,
+            record_id: self.record_id,
+            allow_unpinned: self.allow_unpinned,
+            well_known_root: self.well_known_root.clone(),
+            well_known_address: self.well_known_address,
+            no_well_known: self.no_well_known,
         }
     }
 }
@@ -388,16 +418,42 @@ fn refuse(msg: impl Into<String>) -> anyhow::Error {
     anyhow!(Refused(msg.into()))
 }
 
-/// Maps library refusals (thresholds, verification) to exit code 1.
+/// Maps library refusals to exit code 1: thresholds, verification, and
+/// a record, draft or entry that does not decode or is not in the state
+/// the operation needs. What is left (bad text or times given on the
+/// command line, a wrong passphrase) is usage: 2.
 fn lib(e: poz::Error) -> anyhow::Error {
     match e {
         poz::Error::ThresholdNotMet { .. }
         | poz::Error::NotAuthorizingKey { .. }
         | poz::Error::Verification(_)
         | poz::Error::TimestampNotIncreasing { .. }
-        | poz::Error::NotDelegated { .. } => refuse(e.to_string()),
+        | poz::Error::NotDelegated { .. }
+        | poz::Error::Decode(_)
+        | poz::Error::Invalid { .. }
+        | poz::Error::KeyIndexOutOfRange { .. }
+        | poz::Error::Draft
+        | poz::Error::NotDraft => refuse(e.to_string()),
         other => anyhow!(other),
     }
+}
+
+/// An error with its causes on one line, each said once: a cause whose
+/// text the line already holds (an error that prints its source in its
+/// own message, as many do) is not repeated.
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn parse_zone(s: &str) -> Result<ZoneType> {
@@ -431,10 +487,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if e.downcast_ref::<Refused>().is_some() {
-                eprintln!("refused: {e}");
+                eprintln!("refused: {}", chain_text(&e));
                 ExitCode::from(1)
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", chain_text(&e));
                 ExitCode::from(2)
             }
         }

@@ -5,7 +5,7 @@ use crate::render;
 use anyhow::{anyhow, bail, Context, Result};
 use poz::codec::Codec;
 use poz::wire::SubmitSigned;
-use poz_client::discovery::Discovery;
+use poz_client::discovery::{Discovery, HttpsWellKnown};
 use poz_client::{Client, ClientConfig, ClientError, Endpoint, Security};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -21,6 +21,91 @@ pub struct Target {
     pub noise_key: Option<String>,
     pub nameserver: Option<SocketAddr>,
     pub max_pow: u8,
+    /// The record ID the answer must have (`--record-id`), pinned by hand.
+    pub record_id: Option<poz::Hash32>,
+    /// Accept an answer nothing pins (exit 0, printed as UNPINNED).
+    pub allow_unpinned: bool,
+    /// Discovery's well-known file: trust only this CA (PEM) instead of
+    /// the web PKI, and fetch it from this address (tests, split horizon).
+    pub well_known_root: Option<std::path::PathBuf>,
+    pub well_known_address: Option<SocketAddr>,
+    /// Discovery without the well-known file.
+    pub no_well_known: bool,
+}
+
+/// What ties an answer to the domain asked (issue 12 §9): a record ID
+/// pinned by discovery (DNS `_poz` TXT, the well-known file) or by
+/// `--record-id`. Without one, a server (or anything between us and it)
+/// can answer with another domain's record, and only the Identity
+/// namespace check below stands in the way.
+#[derive(Clone, Copy, Debug)]
+struct Pin {
+    id: poz::Hash32,
+    by: &'static str,
+}
+
+/// Why an answer is refused although it verifies (exit 1).
+#[derive(Debug)]
+enum NotTheDomain {
+    /// The record's Identity authority speaks for another domain.
+    Namespace {
+        record: poz::Hash32,
+        namespace: String,
+    },
+    /// The binding's human form names another domain.
+    Binding { human: String },
+    /// The answer's record is not the pinned one.
+    Pinned { got: poz::Hash32, pin: Pin },
+}
+
+impl std::fmt::Display for NotTheDomain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotTheDomain::Namespace { record, namespace } => write!(
+                f,
+                "record {record} speaks for identity namespace \"{namespace}\", not the domain asked"
+            ),
+            NotTheDomain::Binding { human } => {
+                write!(f, "binding \"{human}\" is not in the namespace of the domain asked")
+            }
+            NotTheDomain::Pinned { got, pin } => write!(
+                f,
+                "record {got} is not the record {} that {} pins",
+                pin.id, pin.by
+            ),
+        }
+    }
+}
+
+/// Whether `namespace` (an Identity authority's; empty: none stated)
+/// names `domain` (case and a final dot aside).
+fn same_domain(namespace: &str, domain: &str) -> bool {
+    namespace
+        .trim_end_matches('.')
+        .eq_ignore_ascii_case(domain.trim_end_matches('.'))
+}
+
+/// A verified record answers for `domain` only if its Identity authority,
+/// when it states a namespace, names `domain`, and it is the pinned record
+/// when something pins one.
+fn check_record(
+    rec: &poz::Record,
+    id: poz::Hash32,
+    domain: &str,
+    pin: Option<Pin>,
+) -> Result<(), NotTheDomain> {
+    if let Some(a) = rec.authorities.get(&poz::zone::ZoneType::IDENTITY) {
+        if !a.namespace.is_empty() && !same_domain(&a.namespace, domain) {
+            return Err(NotTheDomain::Namespace {
+                record: id,
+                namespace: a.namespace.clone(),
+            });
+        }
+    }
+    match pin {
+        Some(p) if p.id != id => Err(NotTheDomain::Pinned { got: id, pin: p }),
+        _ => Ok(()),
+    }
 }
 
 fn noise_key(hex_key: &str) -> Result<[u8; 32]> {
@@ -41,6 +126,28 @@ fn resolve(server: &str) -> Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// Discovery as pozctl runs it: DNS (the system's resolver or
+/// `--nameserver`) and the well-known file over HTTPS (the web PKI, or
+/// `--well-known-root`), unless `--no-well-known`.
+fn discovery(t: &Target, domain: &str) -> Result<Discovery> {
+    let disc = match t.nameserver {
+        Some(ns) => Discovery::with_nameserver(ns),
+        None => Discovery::system()?,
+    };
+    if t.no_well_known {
+        return Ok(disc);
+    }
+    let fetcher = match &t.well_known_root {
+        Some(pem) => {
+            let root = std::fs::read(pem)
+                .with_context(|| format!("--well-known-root {}", pem.display()))?;
+            HttpsWellKnown::with_root(&root, t.well_known_address.map(|a| (domain, a)))?
+        }
+        None => HttpsWellKnown::web_pki()?,
+    };
+    Ok(disc.with_well_known(Box::new(fetcher)))
+}
+
 async fn endpoints(
     t: &Target,
     domain: &str,
@@ -56,10 +163,7 @@ async fn endpoints(
             .collect();
         return Ok((eps, None, format!("server {s}")));
     }
-    let disc = match t.nameserver {
-        Some(ns) => Discovery::with_nameserver(ns),
-        None => Discovery::system()?,
-    };
+    let disc = discovery(t, domain)?;
     let d = disc.discover(domain).await?;
     let pin = d.pin(domain)?;
     if t.private {
@@ -68,9 +172,11 @@ async fn endpoints(
         if eps.is_empty() {
             bail!("{domain}'s record publishes no reachable Noise NK query host");
         }
+        // What discovery pinned, not the record just fetched: an answer
+        // is pinned only if something other than a server vouches for it.
         return Ok((
             eps,
-            Some(record.id),
+            pin,
             format!(
                 "discovered via {}, Noise NK host from the record's Service Zone",
                 d.via
@@ -125,6 +231,56 @@ pub fn exit_for(e: &ClientError) -> u8 {
     }
 }
 
+/// Why a query ends without an answer to print as it is.
+enum Failure {
+    /// The client's error (a server's refusal, an answer that does not
+    /// verify: 1; unreachable: 2; see `exit_for`).
+    Client(ClientError),
+    /// The answer verifies but is not the domain's (exit 1).
+    NotTheDomain(NotTheDomain),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl From<NotTheDomain> for Failure {
+    fn from(e: NotTheDomain) -> Self {
+        Failure::NotTheDomain(e)
+    }
+}
+
+/// The pin the answer must match: `--record-id`, else discovery's; both
+/// given and different is a refusal.
+fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pin>> {
+    Ok(match (t.record_id, found) {
+        (Some(given), Some(d)) if given != d => {
+            return Err(crate::refuse(format!(
+                "--record-id {given} is not the record {d} that discovery pins"
+            )))
+        }
+        (Some(id), _) => Some(Pin {
+            id,
+            by: "--record-id",
+        }),
+        (None, Some(id)) => Some(Pin {
+            id,
+            by: "discovery",
+        }),
+        (None, None) => None,
+    })
+}
+
+/// How a verified answer is tied to the domain, for the first line.
+fn tied(pin: Option<Pin>) -> String {
+    match pin {
+        Some(p) => format!("record ID pinned by {}", p.by),
+        None => "UNPINNED: nothing ties this record to the domain asked".into(),
+    }
+}
+
 pub fn query(
     t: &Target,
     domain: &str,
@@ -134,47 +290,78 @@ pub fn query(
 ) -> Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
-        let (eps, pin, via) = endpoints(t, domain).await?;
+        let (eps, found, via) = match endpoints(t, domain).await {
+            Ok(found) => found,
+            // Discovery's own lookups (--private asks for the record
+            // first) fail as the query would: same words, same code.
+            Err(e) => match e.downcast_ref::<ClientError>() {
+                Some(ce) => {
+                    eprintln!("query failed: {}", crate::chain_text(&e));
+                    return Ok(ExitCode::from(exit_for(ce)));
+                }
+                None => return Err(e),
+            },
+        };
+        let pin = pin_of(t, found)?;
+        // The client checks no pin: pozctl does, and says which pinned it.
         let c = client(t);
-        let result: Result<(), ClientError> = async {
+        let pinned = pin.is_some();
+        let verdict = if pinned { "VERIFIED" } else { "UNPINNED" };
+        let result: Result<(), Failure> = async {
             match (what, handle) {
                 ("serial", _) => {
                     let a = c.serial(&eps, domain).await?;
+                    if let Some(p) = pin.filter(|p| p.id != a.record_id) {
+                        return Err(NotTheDomain::Pinned { got: a.record_id, pin: p }.into());
+                    }
                     if as_json {
-                        println!("{}", json!({"record_id": a.record_id, "serial": a.serial, "current_master_hash": a.current_master_hash, "timestamp": a.timestamp}));
+                        println!("{}", json!({"record_id": a.record_id, "serial": a.serial, "current_master_hash": a.current_master_hash, "timestamp": a.timestamp, "pinned": pinned}));
                     } else {
-                        println!("{domain}: record {} serial {} ({via}; SERIAL is unsigned: a freshness hint)", a.record_id, a.serial);
+                        println!("{domain}: record {} serial {} ({via}; SERIAL is unsigned: a freshness hint; {})", a.record_id, a.serial, tied(pin));
                     }
                 }
                 ("master", _) | ("auto", None) => {
-                    let r = c.master(&eps, domain, pin).await?;
+                    let r = c.master(&eps, domain, None).await?;
+                    check_record(&r.record, r.id, domain, pin)?;
                     if as_json {
-                        println!("{}", serde_json::to_string_pretty(&json!({"verified": true, "record": render::record_json(&r.record)})).unwrap_or_default());
+                        println!("{}", serde_json::to_string_pretty(&json!({"verified": true, "pinned": pinned, "pinned_by": pin.map(|p| p.by), "record": render::record_json(&r.record)})).unwrap_or_default());
                     } else {
-                        println!("VERIFIED record for {domain} ({via}), chain from genesis");
+                        println!("{verdict} record for {domain} ({via}), chain from genesis; {}", tied(pin));
                         print!("{}", render::record_text(&r.record));
                     }
                 }
                 ("chain", Some(h)) | ("auto", Some(h)) => {
-                    let (p, b) = c.chain(&eps, domain, h, pin).await?;
+                    let (p, b) = c.chain(&eps, domain, h, None).await?;
+                    check_record(&p.record, p.id, domain, pin)?;
+                    let human = if b.namespace.is_empty() { b.binding.handle.clone() } else { format!("{}@{}", b.binding.handle, b.namespace) };
+                    if !b.namespace.is_empty() && !same_domain(&b.namespace, domain) {
+                        return Err(NotTheDomain::Binding { human }.into());
+                    }
                     if as_json {
-                        println!("{}", json!({"verified": true, "provider": p.id, "serial": p.record.master.serial, "binding": b}));
+                        println!("{}", json!({"verified": true, "pinned": pinned, "pinned_by": pin.map(|p| p.by), "provider": p.id, "serial": p.record.master.serial, "binding": b}));
                     } else {
-                        let ns = if b.namespace.is_empty() { String::new() } else { format!("@{}", b.namespace) };
-                        println!("VERIFIED binding \"{}{}\" -> {}", b.binding.handle, ns, b.binding.subject);
-                        println!("provider {} serial {} ({via})", p.id, p.record.master.serial);
+                        println!("{verdict} binding \"{human}\" -> {}", b.binding.subject);
+                        println!("provider {} serial {} ({via}); {}", p.id, p.record.master.serial, tied(pin));
                     }
                 }
                 (other, _) => {
-                    return Err(ClientError::Invalid(format!("query type {other:?} needs --handle or is unknown (master, serial, chain)")));
+                    return Err(ClientError::Invalid(format!("query type {other:?} needs --handle or is unknown (master, serial, chain)")).into());
                 }
             }
             Ok(())
         }
         .await;
         match result {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e) => {
+            Ok(()) if pinned || t.allow_unpinned => Ok(ExitCode::SUCCESS),
+            Ok(()) => {
+                eprintln!("refused: nothing pins the record for {domain} (no _poz TXT or well-known pin, no --record-id); give --record-id ID, or --allow-unpinned to accept it");
+                Ok(ExitCode::from(1))
+            }
+            Err(Failure::NotTheDomain(e)) => {
+                eprintln!("refused: {e} ({domain})");
+                Ok(ExitCode::from(1))
+            }
+            Err(Failure::Client(e)) => {
                 eprintln!("query failed: {e}");
                 Ok(ExitCode::from(exit_for(&e)))
             }
@@ -187,14 +374,18 @@ pub fn submit(t: &Target, domain: &str, record: &Path) -> Result<ExitCode> {
         bail!("submissions are encrypted: give the submit server's --noise-key");
     }
     let bytes = std::fs::read(record).with_context(|| format!("reading {}", record.display()))?;
-    let rec = poz::Record::from_bytes(&bytes)
-        .with_context(|| format!("{} is not a POZ record", record.display()))?;
+    let rec = poz::Record::from_bytes(&bytes).map_err(|e| {
+        crate::refuse(format!(
+            "{} is not a valid POZ record: {e}",
+            record.display()
+        ))
+    })?;
     let report = poz::verify_record(&rec);
     if !report.is_complete() {
-        bail!(
+        return Err(crate::refuse(format!(
             "{} does not verify completely; nothing was sent (run pozctl verify)",
             record.display()
-        );
+        )));
     }
     let mut public = rec.clone();
     public.private_keys = None;

@@ -82,10 +82,57 @@ fn garbage_files_get_clear_errors_not_panics() {
     let (code, out) = pozctl(p, &["verify", "junk.poz"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL decode"), "{out}");
+    // Issue 12 §6: inspect exited 2 on an undecodable record while
+    // verify exited 1. Every command refuses it (1); 2 stays for usage
+    // and I/O errors.
     let (code, out) = pozctl(p, &["inspect", "junk.poz"]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("is not a valid POZ record"), "{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused: junk.poz is not a valid POZ record"),
+        "{out}"
+    );
     let (code, out) = pozctl(p, &["sign", "junk.poz", "--key", "missing.key"]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 1, "{out}");
     assert!(!out.contains("panicked"), "{out}");
+    std::fs::write(p.join("junk.bin"), b"\x01\x02").unwrap();
+    for args in [
+        &["identity", "verify", "junk.bin", "--provider", "junk.poz"][..],
+        &["export", "junk.poz", "--out", "x.poz"],
+        &["draft", "junk.poz", "--out", "x.poz"],
+    ] {
+        let (code, out) = pozctl(p, args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+    }
+    // Usage and I/O: 2.
+    let (code, out) = pozctl(p, &["inspect", "missing.poz"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("reading missing.poz"), "{out}");
+    let (code, out) = pozctl(p, &["verify", "missing.poz"]);
+    assert_eq!(code, 2, "{out}");
+}
+
+/// Issue 12 §9: `pozctl key generate` wrote key files -rw-r--r-- under a
+/// 022 umask. Key files, and records carrying a Private Key Map, are 0600
+/// from the start.
+#[test]
+fn secrets_are_written_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let mode = |f: &str| std::fs::metadata(p.join(f)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(pozctl(p, &["key", "generate", "--out", "k.key"]).0, 0);
+    assert_eq!(mode("k.key"), 0o600);
+    let (code, out) = pozctl(
+        p,
+        &[
+            "create",
+            "--out",
+            "r.poz",
+            "--key",
+            "k.key:0:100",
+            "--embed-keys",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(mode("r.poz"), 0o600);
 }

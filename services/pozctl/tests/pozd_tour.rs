@@ -24,7 +24,9 @@ struct Pozd {
 
 fn start(bin: &std::path::Path, data: &std::path::Path, ports: (u16, u16, u16)) -> Pozd {
     let (plain, noise, submit) = ports;
-    let mut child = Command::new(bin)
+    // Tied to this process: pozd exits when the test ends however it ends
+    // (a failed assertion included), not only through `stop`.
+    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
         .arg("--data")
         .arg(data)
         .args(["--plain", &format!("127.0.0.1:{plain}")])
@@ -51,6 +53,8 @@ fn start(bin: &std::path::Path, data: &std::path::Path, ports: (u16, u16, u16)) 
 }
 
 fn stop(mut p: Pozd) {
+    // Held until pozd has stopped: SIGTERM must be what stops it.
+    let _alive = p.child.stdin.take();
     Command::new("kill")
         .arg(p.child.id().to_string())
         .status()
@@ -117,21 +121,39 @@ fn pozd_serves_its_demo_provider_to_the_printed_pozctl_commands() {
     // A restart serves the same record from the same data.
     let p = start(&pozd, &data, (plain, noise, submit));
     assert_eq!(p.printed[0], serving);
+    let id = serving
+        .split("(record ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap()
+        .to_string();
     let out = Command::new(&pozctl)
         .args(["query", "demo.example", "--server"])
         .arg(format!("127.0.0.1:{plain}"))
-        .args(["--handle", "carol"])
+        .args(["--record-id", &id, "--handle", "carol"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("VERIFIED binding \"carol@demo.example\"")
     );
+    // Nothing pins the answer without --record-id: UNPINNED, exit 1.
+    let out = Command::new(&pozctl)
+        .args(["query", "demo.example", "--server"])
+        .arg(format!("127.0.0.1:{plain}"))
+        .args(["--handle", "carol"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("UNPINNED binding \"carol@demo.example\""),
+        "{out:?}"
+    );
     // An unknown handle is refused (exit 1).
     let out = Command::new(&pozctl)
         .args(["query", "demo.example", "--server"])
         .arg(format!("127.0.0.1:{plain}"))
-        .args(["--handle", "mallory"])
+        .args(["--record-id", &id, "--handle", "mallory"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -37,6 +37,8 @@ async fn query_plain_and_noise_and_submit() {
         })
     };
 
+    // A server named by hand pins nothing: the answer verifies, but is
+    // UNPINNED and refused (1) unless the caller accepts it.
     let (code, out, err) = run(vec![
         "query".into(),
         "social.example".into(),
@@ -45,9 +47,57 @@ async fn query_plain_and_noise_and_submit() {
     ])
     .await
     .unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("UNPINNED record for social.example"), "{out}");
+    assert!(!out.contains("VERIFIED"), "{out}");
+    assert!(err.contains("nothing pins the record"), "{err}");
+    let (code, out, err) = run(vec![
+        "query".into(),
+        "social.example".into(),
+        "--server".into(),
+        plain.clone(),
+        "--allow-unpinned".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("UNPINNED record for social.example"), "{out}");
+    assert!(out.contains(&id), "{out}");
+    // --record-id pins it.
+    let (code, out, err) = run(vec![
+        "query".into(),
+        "social.example".into(),
+        "--server".into(),
+        plain.clone(),
+        "--record-id".into(),
+        id.clone(),
+    ])
+    .await
+    .unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("VERIFIED record for social.example"), "{out}");
+    assert!(out.contains("pinned by --record-id"), "{out}");
     assert!(out.contains(&id), "{out}");
+    // Another record ID pinned: refused, once, naming both.
+    let other = "ab".repeat(32);
+    let (code, out, err) = run(vec![
+        "query".into(),
+        "social.example".into(),
+        "--server".into(),
+        plain.clone(),
+        "--record-id".into(),
+        other.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "record {id} is not the record {other} that --record-id pins"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("is not the record").count(), 1, "{err}");
 
     let (code, out, err) = run(vec![
         "query".into(),
@@ -58,6 +108,8 @@ async fn query_plain_and_noise_and_submit() {
         noise.clone(),
         "--noise-key".into(),
         key.clone(),
+        "--record-id".into(),
+        id.clone(),
         "--json".into(),
     ])
     .await
@@ -65,6 +117,7 @@ async fn query_plain_and_noise_and_submit() {
     assert_eq!(code, 0, "{out}{err}");
     let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(j["verified"], true);
+    assert_eq!(j["pinned"], true);
     assert_eq!(j["binding"]["binding"]["handle"], "alice");
     assert_eq!(j["provider"], id);
 
@@ -75,6 +128,8 @@ async fn query_plain_and_noise_and_submit() {
         "nobody".into(),
         "--server".into(),
         plain.clone(),
+        "--record-id".into(),
+        id.clone(),
     ])
     .await
     .unwrap();
@@ -87,6 +142,8 @@ async fn query_plain_and_noise_and_submit() {
         "social.example".into(),
         "--server".into(),
         plain.clone(),
+        "--record-id".into(),
+        id.clone(),
         "--max-pow".into(),
         "2".into(),
     ])
@@ -162,4 +219,170 @@ async fn query_private_by_domain_with_discovery() {
         "{out}"
     );
     task.abort();
+}
+
+/// Issue 12 §9: through a proxy that renamed `demo.example` to
+/// `evil.example` on the way to another server, pozctl printed "VERIFIED
+/// record for demo.example" (another domain's record) and `VERIFIED
+/// binding "alice@evil.example"`, exit 0. Here a second server answers
+/// for `demo.example` with the record of `social.example` (its Identity
+/// namespace): refused, exit 1, with or without --allow-unpinned; and a
+/// pin does not make another domain's record acceptable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_domains_record_is_refused() {
+    let p = sample::provider().unwrap();
+    let id = p.id().to_hex();
+    let mut c = Catalog::default();
+    c.insert("demo.example", ServedRecord::new(p.clone(), vec![]));
+    let s = support::start(c, 0).await;
+    let plain = s.plain.to_string();
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = ["query", "demo.example", "--server", &plain]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        tokio::task::spawn_blocking(move || {
+            pozctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    for extra in [
+        vec![],
+        vec!["--allow-unpinned"],
+        vec!["--record-id", id.as_str()],
+    ] {
+        let (code, out, err) = run(&extra).await.unwrap();
+        assert_eq!(code, 1, "{extra:?}: {out}{err}");
+        assert!(!out.contains("VERIFIED"), "{extra:?}: {out}");
+        assert!(
+            err.contains(&format!(
+                "record {id} speaks for identity namespace \"social.example\", not the domain asked (demo.example)"
+            )),
+            "{extra:?}: {err}"
+        );
+        let mut with_handle = extra.clone();
+        with_handle.extend(["--handle", "alice"]);
+        let (code, out, err) = run(&with_handle).await.unwrap();
+        assert_eq!(code, 1, "{with_handle:?}: {out}{err}");
+        assert!(!out.contains("VERIFIED"), "{with_handle:?}: {out}");
+        assert!(err.contains("social.example"), "{with_handle:?}: {err}");
+    }
+}
+
+/// Issue 12 §10: a pin mismatch in `pozctl query DOMAIN --nameserver …`
+/// printed its sentence twice on one line ("error: record … is not the
+/// record … that discovery pins" then "query failed: record …"). DNS pins
+/// another record ID: refused (1), the sentence said once, with and
+/// without --private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_mismatch_is_said_once() {
+    let s = support::start(Catalog::default(), 0).await;
+    let id = support::serve_provider_with_private_host(&s);
+    let wrong = poz::Hash32([7; 32]);
+    let (ns, task) = support::social_dns(&s, wrong).await;
+    for private in [false, true] {
+        let mut args: Vec<String> = [
+            "query",
+            "social.example",
+            "--handle",
+            "alice",
+            "--no-well-known",
+            "--nameserver",
+            &ns.to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if private {
+            args.push("--private".into());
+        }
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            pozctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 1, "private {private}: {out}{err}");
+        let sentence = format!("record {id} is not the record {wrong} that discovery pins");
+        assert_eq!(
+            err.matches(&sentence).count(),
+            1,
+            "private {private}: {err}"
+        );
+        assert_eq!(
+            err.matches("is not the record").count(),
+            1,
+            "private {private}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "private {private}: {err}");
+        assert!(!out.contains("VERIFIED"), "{out}");
+    }
+    task.abort();
+}
+
+/// Issue 12 §9: pozctl's discovery never used the well-known file (the
+/// client has it). DNS here knows the domain but publishes no SRV and no
+/// TXT; the well-known file, over HTTPS from a CA given with
+/// --well-known-root, names the query host and pins the record: the
+/// answer is VERIFIED, pinned by discovery. A file pinning another record
+/// makes the same lookup a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_reads_the_well_known_file_and_its_pin() {
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::RData;
+    let p = sample::provider().unwrap();
+    let id = p.id().to_hex();
+    let mut c = Catalog::default();
+    c.insert("social.example", ServedRecord::new(p, vec![]));
+    let s = support::start(c, 0).await;
+    let (ns, dns_task) = support::dns(
+        "social.example.",
+        vec![support::rec(
+            "social.example.",
+            RData::A(A::new(127, 0, 0, 1)),
+        )],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::test_ca("social.example");
+    let root = dir.path().join("ca.pem");
+    std::fs::write(&root, &ca.ca_pem).unwrap();
+    for (pinned, want) in [(id.clone(), 0), ("cd".repeat(32), 1)] {
+        let body = format!(
+            r#"{{"record_id":"{pinned}","query":[{{"host":"127.0.0.1","port":{}}}]}}"#,
+            s.plain.port()
+        );
+        let (web, web_task) = support::https(&ca, body).await;
+        let args: Vec<String> = vec![
+            "query".into(),
+            "social.example".into(),
+            "--nameserver".into(),
+            ns.to_string(),
+            "--well-known-root".into(),
+            root.display().to_string(),
+            "--well-known-address".into(),
+            web.to_string(),
+        ];
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            pozctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, want, "{out}{err}");
+        if want == 0 {
+            assert!(
+                out.contains("VERIFIED record for social.example (discovered via well-known)"),
+                "{out}"
+            );
+            assert!(out.contains("pinned by discovery"), "{out}");
+        } else {
+            assert!(
+                err.contains(&format!(
+                    "record {id} is not the record {pinned} that discovery pins"
+                )),
+                "{err}"
+            );
+        }
+        web_task.abort();
+    }
+    dns_task.abort();
 }

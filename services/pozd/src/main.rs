@@ -118,11 +118,19 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
-    std::fs::create_dir_all(tmp.join("keys"))?;
+    // Owner-only from the start: the data directory holds the keys, the
+    // Noise and challenge secrets and the store.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(tmp.join("keys"))?;
+    }
     // Software keys, sealed in POZ key files under a random passphrase
     // that only this user can read (the embedded default; production keys
     // live in an HSM).
-    let passphrase = hex::encode(random32());
+    let passphrase = zeroize::Zeroizing::new(hex::encode(random32()));
     write_secret(&tmp.join("keys/passphrase"), passphrase.as_bytes())?;
     let mut keys = Vec::new();
     for label in KEY_LABELS {
@@ -225,6 +233,8 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A supervisor that pipes our stdin may tie our life to its own.
+    poz_kit::exit_with_stdin();
     let args = Args::parse();
     poz_kit::init_tracing(args.log_json);
     let dir = args.data.clone();
@@ -244,7 +254,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let id = Hash32::from_hex(std::fs::read_to_string(dir.join("record.id"))?.trim())
         .context("record.id is not a record ID")?;
-    let passphrase = std::fs::read(dir.join("keys/passphrase"))?;
+    let passphrase = zeroize::Zeroizing::new(std::fs::read(dir.join("keys/passphrase"))?);
     let key_files: Vec<PathBuf> = KEY_LABELS
         .iter()
         .map(|l| dir.join("keys").join(l))
@@ -364,9 +374,13 @@ async fn main() -> anyhow::Result<()> {
         fleet.provider_api
     );
     println!("Try, from another terminal:");
-    println!("  pozctl query {domain} --server {plain_addr}");
-    println!("  pozctl query {domain} --server {plain_addr} --handle alice");
-    println!("  pozctl query {domain} --server {noise_addr} --noise-key {key_hex} --handle bob");
+    // --record-id: a server named by hand does not say whose record it
+    // serves; the ID pins it (pozctl refuses an unpinned answer).
+    println!("  pozctl query {domain} --server {plain_addr} --record-id {id}");
+    println!("  pozctl query {domain} --server {plain_addr} --record-id {id} --handle alice");
+    println!(
+        "  pozctl query {domain} --server {noise_addr} --noise-key {key_hex} --record-id {id} --handle bob"
+    );
     std::io::stdout().flush()?;
 
     poz_kit::shutdown_signal().await;

@@ -98,6 +98,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A supervisor that pipes our stdin may tie our life to its own.
+    poz_kit::exit_with_stdin();
     let args = Args::parse();
     let c: Config = poz_kit::load_config("POZ_PROVIDER_", &args.config, &args)?;
     if args.config.print_config {

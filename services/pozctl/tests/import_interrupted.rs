@@ -1,0 +1,164 @@
+//! Issue 12 §10: when the Provider API went away during `pozctl identity
+//! import` (pozd killed), the import ended with a raw transport dump ("h2
+//! protocol error: error reading a body from connection … broken pipe").
+//! It must say what happened, how many bindings were committed, and that
+//! rerunning the same command resumes; and the rerun does resume, issuing
+//! nothing twice. pozd is a real process, killed with SIGKILL mid-import.
+#![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
+
+use poz_client::{Client, ClientConfig, Endpoint, Security};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LINES: u64 = 20_000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running pozd: the process, its record ID and Provider API address.
+struct Pozd {
+    child: Child,
+    record_id: String,
+    api: String,
+}
+
+fn start(bin: &Path, data: &Path, plain: u16) -> Pozd {
+    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
+        .arg("--data")
+        .arg(data)
+        .args(["--plain", &format!("127.0.0.1:{plain}")])
+        .args(["--noise", &format!("127.0.0.1:{}", free_port())])
+        .args(["--submit", &format!("127.0.0.1:{}", free_port())])
+        .args(["--cache-ttl-ms", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut record_id, mut api) = (String::new(), String::new());
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "pozd exited early");
+        if let Some(rest) = line.split("(record ").nth(1) {
+            record_id = rest.split(')').next().unwrap().to_string();
+        }
+        if let Some(rest) = line.trim().strip_prefix("Provider API") {
+            api = rest.split_whitespace().next().unwrap().to_string();
+        }
+        if line.contains("--noise-key") {
+            break;
+        }
+    }
+    assert!(!record_id.is_empty() && api.starts_with("http"), "{api}");
+    Pozd {
+        child,
+        record_id,
+        api,
+    }
+}
+
+fn import(pozctl: &Path, csv: &Path, api: &str) -> std::process::Child {
+    Command::new(pozctl)
+        .args(["identity", "import", "--quiet", "--api", api])
+        .arg(csv)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
+    let pozctl = PathBuf::from(env!("CARGO_BIN_EXE_pozctl"));
+    let pozd_bin = pozctl.with_file_name("pozd");
+    assert!(pozd_bin.exists(), "{} is missing", pozd_bin.display());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("users.csv");
+    let mut text = String::from("handle,user_record_hash\n");
+    for i in 0..LINES {
+        let h = poz::hash::tagged_hash("import test", &[&i.to_be_bytes()]);
+        text.push_str(&format!("u{i},{}\n", h.to_hex()));
+    }
+    std::fs::write(&csv, &text).unwrap();
+
+    let plain = free_port();
+    let mut pozd = start(&pozd_bin, &data, plain);
+    let running = import(&pozctl, &csv, &pozd.api);
+    // Wait until the first lines are served (committed), then kill pozd:
+    // the import is cut off mid-stream.
+    let c = Client::new(ClientConfig {
+        attempts: 1,
+        ..ClientConfig::default()
+    });
+    let ep = [Endpoint {
+        addr: format!("127.0.0.1:{plain}").parse().unwrap(),
+        security: Security::Plain,
+    }];
+    let until = Instant::now() + Duration::from_secs(120);
+    while c.chain(&ep, "demo.example", "u0", None).await.is_err() {
+        assert!(Instant::now() < until, "the import never committed u0");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pozd.child.kill().unwrap(); // SIGKILL
+    pozd.child.wait().unwrap();
+    let out = tokio::task::spawn_blocking(move || running.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr.contains(&format!(
+            "the connection to the Provider API at {} was lost",
+            pozd.api
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Rerun the same command to resume"),
+        "{stderr}"
+    );
+    for raw in ["h2 protocol", "broken pipe", "transport error"] {
+        assert!(!stderr.contains(raw), "{raw} in {stderr}");
+    }
+    let reported: u64 = stderr
+        .lines()
+        .find_map(|l| l.split_once(&format!(" of {LINES} bindings")))
+        .map(|(n, _)| n.trim().parse().unwrap())
+        .expect("the count committed is said");
+    assert!(reported < LINES, "{stderr}");
+
+    // The same command against the restarted server resumes and ends.
+    let mut pozd = start(&pozd_bin, &data, plain);
+    let out = tokio::task::spawn_blocking({
+        let (pozctl, csv, api) = (pozctl.clone(), csv.clone(), pozd.api.clone());
+        move || import(&pozctl, &csv, &api).wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("committed {LINES} of {LINES} bindings")),
+        "{out:?}"
+    );
+    // Nothing issued twice: the demo's three bindings and one per line.
+    let id = poz::Hash32::from_hex(&pozd.record_id).unwrap();
+    // Closing its stdin stops pozd (it was spawned tied to this process).
+    drop(pozd.child.stdin.take());
+    pozd.child.wait().unwrap();
+    let store = poz_store::Store::open(
+        &format!("sqlite://{}?mode=rwc", data.join("store.db").display()),
+        poz_store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.count_bindings(&id).await.unwrap(), LINES + 3);
+}
