@@ -210,6 +210,13 @@ pub fn check_draft_chain(draft: &Record) -> Result<(), DraftRefused> {
     Ok(())
 }
 
+/// This host's clock, ms since the epoch (0 if it is before 1970).
+fn clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn hash_arg(field: &str, h: &Option<pb::Hash>) -> Result<Hash32, Status> {
     let v = h
         .as_ref()
@@ -266,6 +273,10 @@ async fn validated_entries(
         }
         decoded.push(e);
     }
+    // Nothing stamped beyond the clock skew is signed (SPEC §6.7): the
+    // store would refuse it anyway, and a signature must not outlive that.
+    poz::verify::check_entry_times(zone, &decoded, clock_ms())
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let issuer = match issuers.get(issuer_record) {
         Some(hit) => hit,
         None => {
@@ -326,6 +337,8 @@ impl pb::signer_server::Signer for SignerService {
         let r = req.into_inner();
         let key_id = self.held_key(&r.key_id)?;
         let draft = decode_record("draft", &r.draft)?;
+        poz::verify::check_times(&draft, clock_ms())
+            .map_err(|e| Status::invalid_argument(format!("draft: {e}")))?;
         // The chain the draft extends verifies from genesis up to its
         // last revision: only that says which master keys authorize it.
         let checked = draft.clone();

@@ -81,8 +81,27 @@ async fn a_draft_without_the_chain_from_genesis_is_refused_unsigned_and_unaudite
         Err(DraftRefused::GenesisWithHistory { revisions: 2 })
     ));
 
+    // A draft stamped near u64::MAX (it would freeze the record: SPEC
+    // §6.7) is refused before any key signs, whatever its chain.
+    let owner_rec = {
+        let owner = sample::key(10);
+        let rec = sample::sole_owner_genesis(&owner).unwrap();
+        let mut rec = workflow::draft(&rec, T0 + 1).unwrap();
+        workflow::sign_draft(&mut rec, &owner).unwrap();
+        workflow::apply(&mut rec).unwrap();
+        rec
+    };
+    let far = workflow::draft(&owner_rec, u64::MAX - 1).unwrap();
+    let e = sign(&svc, &far, &key_id).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("more than 300000 ms after now"),
+        "{}",
+        e.message()
+    );
+
     // Nothing was signed, so nothing was audited.
-    for d in [&honest, &no_history, &truncated, &gap] {
+    for d in [&honest, &no_history, &truncated, &gap, &far] {
         assert!(audit.signature_audit(&d.id()).await.unwrap().is_empty());
     }
     // The honest draft, with its chain, is signed and audited once.

@@ -104,14 +104,16 @@ pub enum StoreError {
     Fork { record_id: Hash32, serial: u32 },
     #[error("idempotency key {0:?} was used for a different request")]
     IdempotencyMismatch(String),
+    // The cause is in the message and deliberately not a `source`: an
+    // error chain printed with its causes would say it twice.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(sqlx::migrate::MigrateError),
     /// A binding's handle breaks a handle rule (SPEC §8.4): its
     /// characters, or who already holds it or a look-alike
     /// (`binding-unique`, `handle-confusable`, `handle-reserved`).
-    #[error("{0}")]
+    #[error(transparent)]
     Handle(#[from] poz::handle::HandleRefused),
     /// A time (ms since the epoch) that does not fit the database's
     /// signed 64-bit columns: refused, never wrapped (a wrapped time
@@ -126,6 +128,18 @@ pub enum StoreError {
 /// A u64 time as the database stores it (BIGINT): refused when ≥ 2^63.
 fn db_time(field: &'static str, value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::TimeOutOfRange { field, value })
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migration(e)
+    }
 }
 
 impl StoreError {

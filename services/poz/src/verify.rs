@@ -1138,7 +1138,7 @@ pub fn detect_chain_fork(a: &[MasterZone], b: &[MasterZone]) -> Option<Fork> {
 /// Why [`VerifiedRecordCache::accept`] refused a record's bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordRefused {
-    #[error("{0}")]
+    #[error(transparent)]
     Decode(#[from] crate::codec::DecodeError),
     #[error("the record does not verify")]
     Invalid(Report),

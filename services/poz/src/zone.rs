@@ -290,7 +290,7 @@ pub struct KeyIndexError {
 /// Why an entry's digest cannot be computed in a record.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum EntryDigestError {
-    #[error("entry body: {0}")]
+    #[error(transparent)]
     Body(#[from] DecodeError),
     #[error(transparent)]
     KeyIndex(#[from] KeyIndexError),
