@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     let token = TokenConfig {
         module: args.pkcs11_module.clone(),
         token_label: args.token_label.clone(),
-        pin: args.pin.clone(),
+        pin: args.pin.clone().into(),
         sessions: args.sessions,
     };
     // One identity key in the token (generated on the first run).

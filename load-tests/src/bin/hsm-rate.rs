@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     let token = TokenConfig {
         module: a.pkcs11_module,
         token_label: a.token_label,
-        pin: a.pin,
+        pin: a.pin.into(),
         sessions: a.sessions,
     };
     // A fresh token gets one key, generated inside it.
