@@ -44,6 +44,20 @@ fn modules() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
     MODULES.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// Holds the process's one slot-list lock while `f` runs: every slot
+/// enumeration (`C_GetSlotList`) and token initialisation (`C_InitToken`)
+/// in this process goes through it. SoftHSM2 2.6 rescans its token
+/// directory inside `C_GetSlotList` and, when two threads rescan at once,
+/// inserts one token twice and aborts the whole process
+/// (`SlotManager::insertToken: Assertion result.second failed`, seen with
+/// two key stores opening while a third token was being made). Slot lists
+/// are read rarely (when a key store opens), so one lock costs nothing.
+pub fn with_slot_list<T>(f: impl FnOnce() -> T) -> T {
+    static SLOT_LIST: Mutex<()> = Mutex::new(());
+    let _held = SLOT_LIST.lock().unwrap_or_else(|p| p.into_inner());
+    f()
+}
+
 /// The process-wide context of the PKCS#11 module at `path`: loaded and
 /// initialised (`CKF_OS_LOCKING_OK`: the module may be called from any
 /// thread) the first time it is asked for, the same context afterwards.
@@ -121,13 +135,14 @@ impl Pkcs11KeyStore {
     /// be open at once in one process, on one token or several.
     pub fn open(cfg: &TokenConfig) -> Result<Self, KeyStoreError> {
         let ctx = module(&cfg.module)?;
-        let mut slot = None;
-        for s in ctx.get_slots_with_token()? {
-            if ctx.get_token_info(s)?.label().trim_end() == cfg.token_label {
-                slot = Some(s);
-                break;
+        let slot = with_slot_list(|| -> Result<_, KeyStoreError> {
+            for s in ctx.get_slots_with_token()? {
+                if ctx.get_token_info(s)?.label().trim_end() == cfg.token_label {
+                    return Ok(Some(s));
+                }
             }
-        }
+            Ok(None)
+        })?;
         let slot = slot.ok_or_else(|| KeyStoreError::NoToken(cfg.token_label.clone()))?;
         let mut sessions = Vec::new();
         for _ in 0..cfg.sessions.max(1) {

@@ -15,7 +15,7 @@ use poz_signer::{KeyStore, Pkcs11KeyStore, SignerService, TokenConfig};
 use poz_store::{Store, StoreOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use tonic::{Code, Request};
 use zeroize::Zeroizing;
 
@@ -80,20 +80,23 @@ fn fresh_token(_dir: &std::path::Path) -> TokenConfig {
     use cryptoki::session::UserType;
     use cryptoki::types::AuthPin;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    // One initialisation at a time: two would race for the free slot.
-    static INIT: Mutex<()> = Mutex::new(());
     softhsm_conf();
     let label = format!("poz-test-{}", NEXT.fetch_add(1, Ordering::SeqCst));
     let ctx = poz_signer::pkcs11::module(&module()).unwrap();
-    let _one = INIT.lock().unwrap_or_else(|p| p.into_inner());
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| !ctx.get_token_info(*s).unwrap().token_initialized())
-        .expect("SoftHSM2 offers a free slot");
     let so_pin = AuthPin::new("5678".into());
-    ctx.init_token(slot, &so_pin, &label).unwrap();
+    // One slot scan or initialisation at a time in the process, key
+    // stores opening in other tests included: two would race for the free
+    // slot, and SoftHSM2 aborts when two threads rescan at once.
+    let slot = poz_signer::pkcs11::with_slot_list(|| {
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| !ctx.get_token_info(*s).unwrap().token_initialized())
+            .expect("SoftHSM2 offers a free slot");
+        ctx.init_token(slot, &so_pin, &label).unwrap();
+        slot
+    });
     let session = ctx.open_rw_session(slot).unwrap();
     session.login(UserType::So, Some(&so_pin)).unwrap();
     session.init_pin(&AuthPin::new("1234".into())).unwrap();
