@@ -35,7 +35,7 @@ impl IdentityBinding {
         issued_at: u64,
         expires_at: u64,
     ) -> Result<Self, Error> {
-        if let Some(reason) = crate::wire::handle_length_rule_broken(handle) {
+        if let Some(reason) = crate::wire::handle_rule_broken(handle) {
             return Err(Error::InvalidHandle { reason });
         }
         if !valid_str8(handle) {
@@ -72,7 +72,7 @@ impl Codec for IdentityBinding {
         let subject = Hash32::read(r)?;
         let at = r.offset();
         let handle = read_str8(r, "binding.handle")?;
-        if let Some(reason) = crate::wire::handle_length_rule_broken(&handle) {
+        if let Some(reason) = crate::wire::handle_rule_broken(&handle) {
             return Err(DecodeError::Layout {
                 field: "binding.handle",
                 offset: at,

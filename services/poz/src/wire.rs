@@ -447,15 +447,26 @@ pub fn domain_rule_broken(d: &str) -> Option<&'static str> {
     }
 }
 
-/// The rule of SPEC §8.4 that `h` breaks as a handle's length, or `None`.
-/// (Control characters and bad UTF-8 are refused by `str8` itself.)
-pub fn handle_length_rule_broken(h: &str) -> Option<&'static str> {
-    if h.is_empty() {
-        Some("handle is empty (1..=64 bytes)")
-    } else if h.len() > crate::entries::MAX_HANDLE {
-        Some("handle is longer than 64 bytes")
-    } else {
-        None
+/// The rule of SPEC §8.4.1's baseline that `h` breaks as a handle, in
+/// words that start with the rule's name, or `None`: 1..=64 bytes, no
+/// bidi control, no format character. Every handle on the wire and in a
+/// binding is held to it whatever the provider's policy, so no verifier
+/// accepts, and no tool prints, a handle that displays as another
+/// (`\u{202E}ecila` shows as "alice"). (Control characters and bad UTF-8
+/// are refused by `str8` itself.)
+pub fn handle_rule_broken(h: &str) -> Option<&'static str> {
+    match crate::handle::check_baseline(h) {
+        Ok(()) => None,
+        Err(e) => Some(match e.rule {
+            crate::handle::HandleRule::Length if h.is_empty() => {
+                "handle-length: handle is empty (1..=64 bytes)"
+            }
+            crate::handle::HandleRule::Length => "handle-length: handle is longer than 64 bytes",
+            crate::handle::HandleRule::Bidi => {
+                "handle-bidi: handle has a bidi control character (it could display as another)"
+            }
+            _ => "handle-format: handle has a format or control character (invisible on screen)",
+        }),
     }
 }
 
@@ -505,7 +516,7 @@ impl Codec for IdentityQuery {
         let domain = read_domain(r)?;
         let at = r.offset();
         let handle = read_str8(r, "query.handle")?;
-        if let Some(reason) = handle_length_rule_broken(&handle) {
+        if let Some(reason) = handle_rule_broken(&handle) {
             return Err(DecodeError::Layout {
                 field: "query.handle",
                 offset: at,
@@ -865,7 +876,7 @@ impl Codec for SubmitRequest {
         let domain = read_domain(r)?;
         let at = r.offset();
         let handle = read_str8(r, "submit_request.handle")?;
-        if let Some(reason) = handle_length_rule_broken(&handle) {
+        if let Some(reason) = handle_rule_broken(&handle) {
             return Err(DecodeError::Layout {
                 field: "submit_request.handle",
                 offset: at,
@@ -1353,7 +1364,28 @@ mod tests {
             crate::entries::IdentityBinding::new(Hash32::ZERO, Hash32::ZERO, &"a".repeat(65), 1, 0)
                 .unwrap_err()
                 .to_string(),
-            "handle is longer than 64 bytes"
+            "handle-length: handle is longer than 64 bytes"
         );
+        // Handles that display as another are refused on the wire and in
+        // bindings, whatever the provider's policy (SPEC §8.4.1).
+        let e = query("demo.example", "\u{202E}ecila");
+        assert!(e.contains("handle-bidi"), "{e}");
+        let e = query("demo.example", "bob\u{200B}");
+        assert!(e.contains("handle-format"), "{e}");
+        for h in ["\u{202E}ecila", "bob\u{200B}"] {
+            assert!(
+                crate::entries::IdentityBinding::new(Hash32::ZERO, Hash32::ZERO, h, 1, 0).is_err(),
+                "{h:?}"
+            );
+            let raw = crate::entries::IdentityBinding {
+                issuer: Hash32::ZERO,
+                subject: Hash32::ZERO,
+                handle: h.into(),
+                issued_at: 1,
+                expires_at: 0,
+            };
+            let e = crate::entries::IdentityBinding::from_bytes(&raw.to_bytes()).unwrap_err();
+            assert_eq!(e.field(), "binding.handle");
+        }
     }
 }

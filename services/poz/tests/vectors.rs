@@ -648,6 +648,35 @@ fn build() -> Vec<Vector> {
     );
     key_binding_vectors(&provider, &mut v);
     {
+        // SPEC §8.4.1: a handle with a bidi override displays as another
+        // ("\u{202E}ecila" shows as "alice"); no binding may carry one,
+        // even one its provider signed.
+        let mut p = provider.clone();
+        let raw = poz::entries::IdentityBinding {
+            issuer: p.id(),
+            subject: sample::user_id(6),
+            handle: "\u{202E}ecila".into(),
+            issued_at: T0 + 3_000,
+            expires_at: 0,
+        };
+        let e = entry_signed(
+            &p,
+            ZoneType::IDENTITY,
+            EntryKind::GRANT,
+            raw.to_bytes(),
+            &[&pk.device_a, &pk.device_b],
+        );
+        p.zones.get_mut(&ZoneType::IDENTITY).unwrap().upsert(e);
+        v.push(Vector {
+            name: "invalid-binding-handle-bidi",
+            description: "A binding, signed by both devices, whose handle is U+202E followed by \"ecila\" (it displays as \"alice\"): the body does not decode (handle-bidi, SPEC §8.4.1).",
+            bytes: p.to_bytes(),
+            breaks: Some(Rule::EntryBody),
+            binding: None,
+            also_fails: Vec::new(),
+        });
+    }
+    {
         // SPEC §8.9: path_len is fixed by (leaf_index, tree_size); a proof
         // of leaf 0 of 4 with one hash (the right length is 2) does not
         // decode.
