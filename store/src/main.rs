@@ -67,9 +67,16 @@ impl ServiceConfig for Config {
             || url.starts_with("postgresql://")
             || url.starts_with("sqlite:"))
         {
+            // The value is not echoed: a libpq key=value string such as
+            // "host=db password=…" lands here, password and all.
+            let scheme = url.split_once(':').map_or("no scheme", |(s, _)| s);
             return Err(format!(
-                "database_url must be postgres://… or sqlite:… (got {:?})",
-                if url.is_empty() { "nothing" } else { url }
+                "database_url must be postgres://… or sqlite:… (got {})",
+                if url.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    format!("{} characters, scheme {scheme:?}", url.chars().count())
+                }
             ));
         }
         if self.max_connections == 0 {

@@ -194,11 +194,27 @@ impl SignedSubmissions {
         entry: &poz::zone::SignedEntry,
     ) -> Result<(), Response> {
         if zone == poz::zone::ZoneType::IDENTITY && entry.kind == poz::zone::EntryKind::GRANT {
-            if let Ok(poz::entries::EntryBody::Binding(b)) =
-                poz::entries::EntryBody::decode(zone, entry.kind, &entry.body)
-            {
-                poz::handle::check_handle(&b.handle, self.handle_policy)
-                    .map_err(|e| Response::error(Status::BAD_REQUEST, id, 0, &e.to_string()))?;
+            match poz::entries::EntryBody::decode(zone, entry.kind, &entry.body) {
+                Ok(poz::entries::EntryBody::Binding(b)) => {
+                    poz::handle::check_handle(&b.handle, self.handle_policy)
+                        .map_err(|e| Response::error(Status::BAD_REQUEST, id, 0, &e.to_string()))?;
+                }
+                // A handle the format refuses (SPEC §8.4.1): the reason
+                // starts with the rule's name, as a policy refusal does.
+                Err(poz::codec::DecodeError::Layout {
+                    field: "binding.handle",
+                    reason,
+                    ..
+                }) => return Err(Response::error(Status::BAD_REQUEST, id, 0, reason)),
+                Err(e) => {
+                    return Err(Response::error(
+                        Status::BAD_REQUEST,
+                        id,
+                        0,
+                        &format!("entry body: {e}"),
+                    ))
+                }
+                Ok(_) => {}
             }
         }
         let master = self

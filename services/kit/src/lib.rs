@@ -219,9 +219,11 @@ pub const REDACTED: &str = "REDACTED";
 
 /// `text` with the password of its URL replaced by [`REDACTED`] (the user
 /// name is kept: it says which role connects), and so the value of any
-/// query parameter that names a password (`password`, `pass`, `passwd`,
-/// `pwd`, `secret`, any case; sqlx and libpq read `password=`). `None`
-/// when `text` is not a URL or holds no password.
+/// query parameter that names a secret: any name containing `pass`,
+/// `pwd`, `secret`, `token` or `key`, any case (libpq reads `password=`,
+/// `sslpassword=`, `sslkey=`; Redis drivers `auth=`-like names vary, so
+/// the match is broad). `None` when `text` is not a URL or holds no
+/// password.
 pub fn redact_url(text: &str) -> Option<String> {
     let mut u = url::Url::parse(text).ok()?;
     let mut changed = false;
@@ -231,10 +233,11 @@ pub fn redact_url(text: &str) -> Option<String> {
         changed = u.set_password(Some(REDACTED)).is_ok();
     }
     let secret_key = |k: &str| {
-        matches!(
-            k.to_ascii_lowercase().as_str(),
-            "password" | "pass" | "passwd" | "pwd" | "secret"
-        )
+        let k = k.to_ascii_lowercase();
+        ["pass", "pwd", "secret", "token", "key"]
+            .iter()
+            .any(|s| k.contains(s))
+            || k == "auth"
     };
     if u.query_pairs().any(|(k, _)| secret_key(&k)) {
         let pairs: Vec<(String, String)> = u
@@ -356,6 +359,7 @@ mod tests {
             database_url: String,
             redis_url: String,
             audit_database_url: String,
+            replica_url: String,
             sqlite: String,
             stores: Vec<String>,
             note: String,
@@ -365,12 +369,14 @@ mod tests {
             database_url: "postgres://poz_store:s3cr3t-pw@db.internal:5432/poz".into(),
             redis_url: "redis://:hunter2@127.0.0.1:6379/0".into(),
             audit_database_url: "postgres://signer@db/poz?sslmode=require&password=pa55".into(),
+            // Issue 12 review: libpq's sslpassword (and friends) too.
+            replica_url: "postgres://poz@db/poz?sslpassword=X-ssl-secret&sslkey=/k".into(),
             sqlite: "sqlite:///var/lib/poz/audit.db?mode=rwc".into(),
             stores: vec!["http://admin:letmein@store:50051".into()],
             note: "not a url: hunter2".into(),
         };
         let printed = to_toml(&c).unwrap();
-        for secret in ["s3cr3t-pw", "hunter2@", "pa55", "letmein"] {
+        for secret in ["s3cr3t-pw", "hunter2@", "pa55", "letmein", "X-ssl-secret"] {
             assert!(!printed.contains(secret), "{secret} in\n{printed}");
         }
         for kept in [

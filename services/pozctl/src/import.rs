@@ -155,16 +155,16 @@ pub fn import(csv: &Path, api: &str, quiet: bool) -> Result<ExitCode> {
         debug_detail(&status);
         return Ok(ExitCode::from(2));
     }
-    println!(
+    outln!(
         "committed {committed} of {total} bindings from {}",
         csv.display()
     );
     for e in errors.iter().take(20) {
         let line = by_key.get(&e.idempotency_key).copied().unwrap_or(0);
-        println!("line {line}: refused: {}", e.message);
+        outln!("line {line}: refused: {}", e.message);
     }
     if errors.len() > 20 {
-        println!("… and {} more refused", errors.len() - 20);
+        outln!("… and {} more refused", errors.len() - 20);
     }
     Ok(if errors.is_empty() && committed == total {
         ExitCode::SUCCESS

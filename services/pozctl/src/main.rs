@@ -7,6 +7,42 @@
 //! error (bad flags, unreadable files, unreachable servers).
 #![forbid(unsafe_code)]
 
+/// `println!` for pozctl's output: when the reader has gone away
+/// (`pozctl … | head -1`), pozctl exits at once with status 141, as a
+/// program killed by SIGPIPE would, instead of panicking as `println!`
+/// does (Rust ignores SIGPIPE, so the write fails with EPIPE).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = writeln!(o, $($t)*) {
+            $crate::stdout_failed(e)
+        }
+    }};
+}
+
+/// `print!` for pozctl's output, with [`outln!`]'s end on a closed pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = write!(o, $($t)*).and_then(|()| o.flush()) {
+            $crate::stdout_failed(e)
+        }
+    }};
+}
+
+/// Standard output failed: a reader that went away ends pozctl quietly
+/// (141, the shells' status for SIGPIPE); any other failure is an I/O
+/// error (2).
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141)
+    }
+    eprintln!("error: writing to standard output: {e}");
+    std::process::exit(2)
+}
+
 mod import;
 mod keyio;
 mod net;
@@ -501,20 +537,20 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
     match cmd {
         Cmd::Key(KeyCmd::Generate { out }) => {
             let k = keyio::create_key_file(&out, pass)?;
-            println!("wrote {} (key id {})", out.display(), k.public().id());
-            println!("public key {}", hex::encode(k.public().bytes()));
+            outln!("wrote {} (key id {})", out.display(), k.public().id());
+            outln!("public key {}", hex::encode(k.public().bytes()));
         }
         Cmd::Key(KeyCmd::Show { file, json }) => {
             let kf = keyio::read_key_file(&file)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     json!({"public_key": hex::encode(kf.public.bytes()), "id": kf.public.id(), "type": kf.public.key_type().to_string()})
                 );
             } else {
-                println!("type       {}", kf.public.key_type());
-                println!("public key {}", hex::encode(kf.public.bytes()));
-                println!("id         {}", kf.public.id());
+                outln!("type       {}", kf.public.key_type());
+                outln!("public key {}", hex::encode(kf.public.bytes()));
+                outln!("id         {}", kf.public.id());
             }
         }
         Cmd::Create {
@@ -530,7 +566,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
             }
             rec.private_keys = None;
             write_record(&out, &rec)?;
-            println!("exported {} without its Private Key Map", out.display());
+            outln!("exported {} without its Private Key Map", out.display());
         }
         Cmd::Draft {
             record,
@@ -553,7 +589,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
                     parse_u8(f[1], "value")?,
                 )
                 .map_err(lib)?;
-                println!("master key {idx} set");
+                outln!("master key {idx} set");
             }
             for idx in &remove_master {
                 workflow::remove_master_key(&mut d, *idx).map_err(lib)?;
@@ -572,7 +608,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
                     parse_u8(f[2], "deny")?,
                 )
                 .map_err(lib)?;
-                println!("{zone} delegated to key {idx}");
+                outln!("{zone} delegated to key {idx}");
             }
             for spec in &undelegate {
                 let (zone, idx) = spec
@@ -598,12 +634,12 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
                 d.key_names.insert(idx, name.to_owned());
             }
             write_record(&out, &d)?;
-            println!(
+            outln!(
                 "draft of serial {} written to {}",
                 d.master.serial,
                 out.display()
             );
-            println!(
+            outln!(
                 "authorizing keys (serial {}): {}",
                 rec.master.serial,
                 workflow::draft_tally(&d).map_err(lib)?.describe()
@@ -641,14 +677,14 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
             }
             write_record(out.as_deref().unwrap_or(&draft), &d)?;
             let t = workflow::draft_tally(&d).map_err(lib)?;
-            println!(
+            outln!(
                 "signed serial {} as key {}; {}",
                 d.master.serial,
                 signed.join(", "),
                 t.describe()
             );
             if t.is_met() {
-                println!(
+                outln!(
                     "threshold met (group {}): ready to apply",
                     t.authorizing_group().unwrap_or(0)
                 );
@@ -658,18 +694,18 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
             let mut d = read_record(&draft)?;
             let h = workflow::apply(&mut d).map_err(lib)?;
             write_record(&out, &d)?;
-            println!("applied serial {} -> {}", d.master.serial, out.display());
-            println!("current_master_hash {h}");
+            outln!("applied serial {} -> {}", d.master.serial, out.display());
+            outln!("current_master_hash {h}");
         }
         Cmd::Inspect { record, json } => {
             let rec = read_record(&record)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&render::record_json(&rec))?
                 );
             } else {
-                print!("{}", render::record_text(&rec));
+                out!("{}", render::record_text(&rec));
             }
         }
         Cmd::Query {
@@ -702,7 +738,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
                 .map(|h| parse_host(h))
                 .collect::<Result<Vec<_>>>()?;
             set_mirrors(&store, &domain, &hosts)?;
-            println!("{domain}: {} mirror(s) set", hosts.len());
+            outln!("{domain}: {} mirror(s) set", hosts.len());
         }
         Cmd::Verify {
             record,
@@ -741,7 +777,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
             )
             .map_err(lib)?;
             write_record(&record, &rec)?;
-            println!(
+            outln!(
                 "{zone} authority serial {} written",
                 rec.authorities[&zone].serial
             );
@@ -756,12 +792,13 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
             let refs: Vec<&poz::SigningKey> = ks.iter().collect();
             let r = workflow::resign_zone(&mut rec, zone, &refs).map_err(lib)?;
             write_record(&record, &rec)?;
-            println!(
+            outln!(
                 "{zone} zone re-signed: {} signatures added, {} dropped (keys no longer delegated)",
-                r.added, r.dropped
+                r.added,
+                r.dropped
             );
             if r.short > 0 {
-                println!(
+                outln!(
                     "{} items still short of their threshold: add more signers",
                     r.short
                 );
@@ -814,7 +851,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> Result<ExitCode> {
             }
             workflow::insert_entry(&mut rec, ZoneType::SERVICE, e).map_err(lib)?;
             write_record(&record, &rec)?;
-            println!(
+            outln!(
                 "service {} added; service hash {}",
                 svc.service_type,
                 svc.service_hash()
@@ -856,11 +893,11 @@ fn create(out: &Path, specs: &[String], time: u64, embed: bool, pass: &Passphras
             &p,
             poz::private::KdfParams::default(),
         )?);
-        println!("sealed {} keys into the Private Key Map", refs.len());
+        outln!("sealed {} keys into the Private Key Map", refs.len());
     }
     write_record(out, &rec)?;
-    println!("created {} (serial 1)", out.display());
-    println!("record id {id}");
+    outln!("created {} (serial 1)", out.display());
+    outln!("record id {id}");
     Ok(())
 }
 
@@ -876,31 +913,31 @@ fn verify(path: &Path, as_json: bool, allow_partial: bool) -> Result<ExitCode> {
                     .chain([&rec.master])
                     .map(|m| m.serial.to_string())
                     .collect();
-                println!("record {}  chain {}", rec.id(), chain.join(" -> "));
+                outln!("record {}  chain {}", rec.id(), chain.join(" -> "));
             }
             r
         }
         Err(e) => {
             if as_json {
-                println!(
+                outln!(
                     "{}",
                     json!({"valid": false, "complete": false, "checks": [{"rule": "decode", "outcome": "fail", "detail": e.to_string()}]})
                 );
             } else {
-                println!("FAIL decode  {e}");
+                outln!("FAIL decode  {e}");
             }
             return Ok(ExitCode::from(1));
         }
     };
     let ok = report.is_valid() && (allow_partial || report.is_complete());
     if as_json {
-        println!(
+        outln!(
             "{}",
             json!({"valid": report.is_valid(), "complete": report.is_complete(), "checks": report.checks})
         );
     } else {
-        print!("{}", render::report_text(&report));
-        println!(
+        out!("{}", render::report_text(&report));
+        outln!(
             "{}",
             if report.is_complete() {
                 "VALID: every rule holds"
@@ -982,18 +1019,18 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             }
             write_atomic(&out, &e.to_bytes())?;
             let t = workflow::entry_tally(&rec, ZoneType::IDENTITY, &e).map_err(lib)?;
-            println!(
+            outln!(
                 "binding \"{handle}\" -> {subject} written to {}",
                 out.display()
             );
-            println!("binding id {}", e.identity_digest(&rec.id()));
-            println!("grant: {}", t.describe());
+            outln!("binding id {}", e.identity_digest(&rec.id()));
+            outln!("grant: {}", t.describe());
             if add {
                 workflow::insert_entry(&mut rec, ZoneType::IDENTITY, e).map_err(lib)?;
                 write_record(&provider, &rec)?;
-                println!("added to {}", provider.display());
+                outln!("added to {}", provider.display());
             } else if !t.is_met() {
-                println!("grant threshold not yet met: add signatures with `pozctl identity sign`");
+                outln!("grant threshold not yet met: add signatures with `pozctl identity sign`");
             }
         }
         IdentityCmd::Sign {
@@ -1007,14 +1044,14 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             let idx = workflow::sign_entry(&rec, ZoneType::IDENTITY, &mut e, &k).map_err(lib)?;
             write_atomic(&binding, &e.to_bytes())?;
             let t = workflow::entry_tally(&rec, ZoneType::IDENTITY, &e).map_err(lib)?;
-            println!("signed as key {idx}; grant: {}", t.describe());
+            outln!("signed as key {idx}; grant: {}", t.describe());
         }
         IdentityCmd::Add { binding, provider } => {
             let mut rec = read_record(&provider)?;
             let e = read_entry(&binding)?;
             workflow::insert_entry(&mut rec, ZoneType::IDENTITY, e).map_err(lib)?;
             write_record(&provider, &rec)?;
-            println!("added to {}", provider.display());
+            outln!("added to {}", provider.display());
         }
         IdentityCmd::Verify {
             binding,
@@ -1047,32 +1084,35 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             match verify_binding(&vr, &e, now) {
                 Ok(b) => {
                     if json {
-                        println!("{}", json!({"valid": true, "binding": b}));
+                        outln!("{}", json!({"valid": true, "binding": b}));
                     } else {
                         let ns = if b.namespace.is_empty() {
                             String::new()
                         } else {
                             format!("@{}", b.namespace)
                         };
-                        println!(
+                        outln!(
                             "VALID binding \"{}{}\" -> {}",
-                            b.binding.handle, ns, b.binding.subject
+                            b.binding.handle,
+                            ns,
+                            b.binding.subject
                         );
-                        println!(
+                        outln!(
                             "issuer {} (group {} granted it)",
-                            b.binding.issuer, b.authorizing_group
+                            b.binding.issuer,
+                            b.authorizing_group
                         );
-                        println!("binding id {}", b.digest);
+                        outln!("binding id {}", b.digest);
                     }
                 }
                 Err(err) => {
                     if json {
-                        println!(
+                        outln!(
                             "{}",
                             json!({"valid": false, "rule": err.rule, "detail": err.detail})
                         );
                     } else {
-                        println!("INVALID {}: {}", err.rule, err.detail);
+                        outln!("INVALID {}: {}", err.rule, err.detail);
                     }
                     return Ok(ExitCode::from(1));
                 }
@@ -1098,7 +1138,7 @@ fn identity(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             }
             workflow::insert_entry(&mut rec, ZoneType::IDENTITY, rev).map_err(lib)?;
             write_record(&provider, &rec)?;
-            println!(
+            outln!(
                 "revoked binding {target} ({reason}) in {}",
                 provider.display()
             );

@@ -315,19 +315,19 @@ pub fn query(
                         return Err(NotTheDomain::Pinned { got: a.record_id, pin: p }.into());
                     }
                     if as_json {
-                        println!("{}", json!({"record_id": a.record_id, "serial": a.serial, "current_master_hash": a.current_master_hash, "timestamp": a.timestamp, "pinned": pinned}));
+                        outln!("{}", json!({"record_id": a.record_id, "serial": a.serial, "current_master_hash": a.current_master_hash, "timestamp": a.timestamp, "pinned": pinned}));
                     } else {
-                        println!("{domain}: record {} serial {} ({via}; SERIAL is unsigned: a freshness hint; {})", a.record_id, a.serial, tied(pin));
+                        outln!("{domain}: record {} serial {} ({via}; SERIAL is unsigned: a freshness hint; {})", a.record_id, a.serial, tied(pin));
                     }
                 }
                 ("master", _) | ("auto", None) => {
                     let r = c.master(&eps, domain, None).await?;
                     check_record(&r.record, r.id, domain, pin)?;
                     if as_json {
-                        println!("{}", serde_json::to_string_pretty(&json!({"verified": true, "pinned": pinned, "pinned_by": pin.map(|p| p.by), "record": render::record_json(&r.record)})).unwrap_or_default());
+                        outln!("{}", serde_json::to_string_pretty(&json!({"verified": true, "pinned": pinned, "pinned_by": pin.map(|p| p.by), "record": render::record_json(&r.record)})).unwrap_or_default());
                     } else {
-                        println!("{verdict} record for {domain} ({via}), chain from genesis; {}", tied(pin));
-                        print!("{}", render::record_text(&r.record));
+                        outln!("{verdict} record for {domain} ({via}), chain from genesis; {}", tied(pin));
+                        out!("{}", render::record_text(&r.record));
                     }
                 }
                 ("chain", Some(h)) | ("auto", Some(h)) => {
@@ -338,10 +338,10 @@ pub fn query(
                         return Err(NotTheDomain::Binding { human }.into());
                     }
                     if as_json {
-                        println!("{}", json!({"verified": true, "pinned": pinned, "pinned_by": pin.map(|p| p.by), "provider": p.id, "serial": p.record.master.serial, "binding": b}));
+                        outln!("{}", json!({"verified": true, "pinned": pinned, "pinned_by": pin.map(|p| p.by), "provider": p.id, "serial": p.record.master.serial, "binding": b}));
                     } else {
-                        println!("{verdict} binding \"{human}\" -> {}", b.binding.subject);
-                        println!("provider {} serial {} ({via}); {}", p.id, p.record.master.serial, tied(pin));
+                        outln!("{verdict} binding \"{human}\" -> {}", b.binding.subject);
+                        outln!("provider {} serial {} ({via}); {}", p.id, p.record.master.serial, tied(pin));
                     }
                 }
                 (other, _) => {
@@ -399,7 +399,7 @@ pub fn submit(t: &Target, domain: &str, record: &Path) -> Result<ExitCode> {
         };
         match c.submit_signed(&eps, &s).await {
             Ok(ticket) => {
-                println!(
+                outln!(
                     "submitted serial {}: {} (submission {})",
                     public.master.serial,
                     ticket.state,

@@ -56,3 +56,24 @@ fn verify_accepts_valid_vectors_and_names_the_rule_of_invalid_ones() {
         );
     }
 }
+
+/// Issue 12 review: `pozctl inspect … | head -1` panicked (exit 101,
+/// "failed printing to stdout: Broken pipe"). A reader that goes away
+/// ends pozctl with 141, as SIGPIPE would, and no panic.
+#[test]
+fn a_closed_output_pipe_ends_pozctl_quietly() {
+    let file = vectors().join("valid-provider-all-zones.poz");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pozctl"))
+        .args(["inspect", file.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end closes before pozctl (just started: it still has to
+    // read and decode the record) writes its first byte.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
