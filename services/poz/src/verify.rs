@@ -575,6 +575,10 @@ pub struct VerifiedRecord {
     /// caller decides whether that is enough (see `Report::is_complete`).
     pub complete: bool,
     revoked: HashSet<Hash32>,
+    /// The Identity Zone's bindings by handle: (issued_at, subject) of
+    /// each, decoded once here rather than for every binding checked
+    /// against this record (`binding-superseded`).
+    bound: std::collections::HashMap<String, Vec<(u64, Hash32)>>,
 }
 
 impl VerifiedRecord {
@@ -596,11 +600,30 @@ pub fn verify_and_accept(rec: Record) -> Result<VerifiedRecord, Report> {
     if !report.is_valid() {
         return Err(report);
     }
+    let mut bound: std::collections::HashMap<String, Vec<(u64, Hash32)>> =
+        std::collections::HashMap::new();
+    for e in rec
+        .zones
+        .get(&ZoneType::IDENTITY)
+        .into_iter()
+        .flat_map(|z| &z.entries)
+    {
+        if e.kind != EntryKind::GRANT {
+            continue;
+        }
+        if let Ok(EntryBody::Binding(b)) = EntryBody::decode(ZoneType::IDENTITY, e.kind, &e.body) {
+            bound
+                .entry(b.handle)
+                .or_default()
+                .push((b.issued_at, b.subject));
+        }
+    }
     Ok(VerifiedRecord {
         id: rec.id(),
         complete: report.is_complete(),
         record: rec,
         revoked,
+        bound,
     })
 }
 
@@ -969,7 +992,7 @@ impl<'a> PendingBinding<'a> {
                 Rule::BindingSuperseded,
                 format!(
                     "the provider's Identity Zone binds {:?} to {} since {} (this binding: {} since {})",
-                    binding.handle, later.subject, later.issued_at, binding.subject, binding.issued_at
+                    binding.handle, later.1, later.0, binding.subject, binding.issued_at
                 ),
             ));
         }
@@ -1074,25 +1097,17 @@ pub fn check_entry_times(
 /// one is revoked, so such a binding shows that this one was revoked
 /// even when its revocation was not served. A server that omits the later
 /// binding cannot be caught here; only the provider's revocation can.
+/// Returns the later binding's (issued_at, subject).
 fn superseded_by(
     provider: &VerifiedRecord,
     binding: &crate::entries::IdentityBinding,
-) -> Option<crate::entries::IdentityBinding> {
-    let zone = provider.record.zones.get(&ZoneType::IDENTITY)?;
-    zone.entries
+) -> Option<(u64, Hash32)> {
+    provider
+        .bound
+        .get(&binding.handle)?
         .iter()
-        .filter(|e| e.kind == EntryKind::GRANT)
-        .filter_map(
-            |e| match EntryBody::decode(ZoneType::IDENTITY, e.kind, &e.body) {
-                Ok(EntryBody::Binding(b)) => Some(b),
-                _ => None,
-            },
-        )
-        .find(|b| {
-            b.handle == binding.handle
-                && b.subject != binding.subject
-                && b.issued_at > binding.issued_at
-        })
+        .find(|(issued_at, subject)| *subject != binding.subject && *issued_at > binding.issued_at)
+        .copied()
 }
 
 fn not_verified(key_idx: u8) -> BindingError {
