@@ -7,6 +7,8 @@
 //! provider's domain each get their documented answer naming the rule.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
+mod support;
+
 use poz::codec::Codec;
 use poz::gate::{Gate, Port};
 use poz::handle::HandlePolicy;
@@ -39,31 +41,14 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
-    let store = poz_store::Store::open(&url, poz_store::StoreOptions::default())
-        .await
-        .unwrap();
-    let (provider, _) = sample::chain_provider().unwrap();
-    let genesis = Record::new(provider.keys.clone(), provider.history[0].clone());
-    let id = store
-        .create_record(&genesis.to_bytes(), &["social.example".into()], "")
-        .await
-        .unwrap();
-    store
-        .advance_head(&provider.to_bytes(), 1, "")
-        .await
-        .unwrap();
-    let subject = sample::tour_record().unwrap();
-    store
-        .create_record(&subject.to_bytes(), &["me.example".into()], "")
-        .await
-        .unwrap();
-    let other = sample::sole_owner_genesis(&sample::key(91)).unwrap();
-    store
-        .create_record(&other.to_bytes(), &["other.example".into()], "")
-        .await
-        .unwrap();
+    let support::Published {
+        store,
+        provider,
+        provider_id: id,
+        subject,
+        other,
+        dir,
+    } = support::published().await;
     let k = sample::provider_keys();
     let keys = poz_signer::SoftwareKeyStore::new(vec![("device-a".into(), k.device_a)]);
     // The Provider API is the loosest of the gateways' policies; the

@@ -8,7 +8,8 @@
 //! submissions get their documented answers.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
-use poz::codec::Codec;
+mod support;
+
 use poz::gate::{Gate, Port};
 use poz::noise::StaticKeypair;
 use poz::pow::{Challenger, LoadTargets, PowConfig, Secrets};
@@ -31,32 +32,14 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
-    let store = poz_store::Store::open(&url, poz_store::StoreOptions::default())
-        .await
-        .unwrap();
-    let (provider, _) = sample::chain_provider().unwrap();
-    let genesis = Record::new(provider.keys.clone(), provider.history[0].clone());
-    let id = store
-        .create_record(&genesis.to_bytes(), &["social.example".into()], "")
-        .await
-        .unwrap();
-    store
-        .advance_head(&provider.to_bytes(), 1, "")
-        .await
-        .unwrap();
-    // The person's own record, published to this provider's store.
-    let subject = sample::tour_record().unwrap();
-    store
-        .create_record(&subject.to_bytes(), &["me.example".into()], "")
-        .await
-        .unwrap();
-    let other = sample::sole_owner_genesis(&sample::key(91)).unwrap();
-    store
-        .create_record(&other.to_bytes(), &["other.example".into()], "")
-        .await
-        .unwrap();
+    let support::Published {
+        store,
+        provider,
+        provider_id: id,
+        subject,
+        other,
+        dir,
+    } = support::published().await;
     let k = sample::provider_keys();
     let keys = poz_signer::SoftwareKeyStore::new(vec![
         ("device-a".into(), k.device_a),
