@@ -8,7 +8,8 @@
 # runs never collide and nothing depends on a server left running; and
 # SoftHSM2 (Debian's softhsm2) for the signer's PKCS#11 tests, each of
 # which initialises its own token in a temporary directory; and Debian's
-# redis-server, which the gateway tests start on free ports.
+# redis-server, which the gateway tests start on free ports; and Debian's
+# prometheus, which the metrics test starts on a free port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,6 +90,20 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 echo "Redis: $(redis-server --version | cut -d' ' -f3)"
+
+# Prometheus: the metrics test starts a real Prometheus server (a free
+# port, a throwaway configuration and data directory) that scrapes pozd.
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing prometheus (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    echo "prometheus is missing and cannot be installed (need root and apt-get)" >&2; exit 1
+  fi
+fi
+# The package starts a server of its own where an init system runs; the
+# test never uses it (it starts its own on a free port).
+echo "Prometheus: $(prometheus --version 2>&1 | head -n 1)"
 
 echo "== format"
 cargo fmt --all -- --check

@@ -1,13 +1,29 @@
 //! Plumbing every POZ service shares, so each service is only its logic:
-//! structured logs, gRPC health checking and reflection, serving on a
-//! listener the caller bound (tests use port 0), and graceful drain on
-//! SIGTERM or Ctrl-C.
+//! configuration (file, environment, flags, validated at start,
+//! `--print-config`), structured logs and OpenTelemetry traces
+//! ([`telemetry`]), the gRPC runner ([`serve`]: mutual TLS ([`tls`]),
+//! per-RPC allowlists ([`allow`]), health and reflection, Prometheus
+//! metrics ([`metrics`]), drain on SIGTERM), and the one builder of gRPC
+//! client channels ([`channel`]).
 #![forbid(unsafe_code)]
+
+pub mod allow;
+pub mod channel;
+pub mod metrics;
+pub mod peer;
+pub mod serve;
+pub mod telemetry;
+pub mod tls;
+
+pub use allow::Allowlist;
+pub use channel::{Channel, Channels};
+pub use serve::{GrpcRoutes, GrpcServer, ServeArgs, ServeError, ServeSettings};
 
 use tokio::net::TcpListener;
 
-/// Starts structured logging: JSON lines when `json`, human text
-/// otherwise; the level comes from `RUST_LOG` (default `info`).
+/// Starts structured logging only (no trace export): JSON lines when
+/// `json`, human text otherwise; the level comes from `RUST_LOG`
+/// (default `info`). Services use [`telemetry::init`].
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -71,6 +87,25 @@ pub fn exit_with_stdin() -> bool {
 pub fn tie_to_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
     cmd.env(EXIT_WITH_STDIN, "1")
         .stdin(std::process::Stdio::piped())
+}
+
+/// What every service's `main` does first: ties its life to a parent
+/// that asks for it ([`exit_with_stdin`]), loads its configuration
+/// ([`load_config`]) and, for `--print-config`, prints it and returns
+/// `None` (the caller exits). Secrets a configuration holds must be
+/// `#[serde(skip_serializing)]` or redacted by [`to_toml`].
+pub fn start<C: ServiceConfig>(
+    env_prefix: &str,
+    args: &ConfigArgs,
+    overrides: &impl serde::Serialize,
+) -> Result<Option<C>, ConfigError> {
+    exit_with_stdin();
+    let c: C = load_config(env_prefix, args, overrides)?;
+    if args.print_config {
+        print!("{}", to_toml(&c)?);
+        return Ok(None);
+    }
+    Ok(Some(c))
 }
 
 /// Resolves when the process is asked to stop (SIGTERM, Ctrl-C).
@@ -198,8 +233,40 @@ pub fn load_config<C: ServiceConfig>(
         .merge(Env::prefixed(env_prefix).ignore(&["config"]))
         .merge(Serialized::defaults(overrides));
     let c: C = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+    refuse_unknown_keys(&fig, &C::default())?;
     c.validate().map_err(ConfigError::Invalid)?;
     Ok(c)
+}
+
+/// Refuses a top-level key that is not a setting of `C` (a typo would
+/// otherwise be ignored and its default used). Done here rather than
+/// by `#[serde(deny_unknown_fields)]`, which serde cannot combine with
+/// the flattened [`ServeSettings`]; nested tables check their own keys.
+fn refuse_unknown_keys<C: serde::Serialize>(
+    fig: &figment::Figment,
+    defaults: &C,
+) -> Result<(), ConfigError> {
+    let known = match serde_json::to_value(defaults) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return Ok(()),
+    };
+    let given: figment::value::Dict = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+    for key in given.keys() {
+        if !known.contains_key(key) {
+            let from = fig
+                .find_metadata(key)
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (from {} {src})", m.name),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            return Err(ConfigError::Invalid(format!(
+                "unknown setting `{key}`{from}; the settings are: {}",
+                known.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The effective configuration as TOML (`--print-config`): a file an
@@ -257,7 +324,11 @@ pub fn redact_url(text: &str) -> Option<String> {
     changed.then(|| u.to_string())
 }
 
-/// Redacts every URL string in a configuration value, at any depth.
+/// Setting names whose string value is itself a secret.
+const SECRET_KEYS: [&str; 5] = ["pin", "password", "passphrase", "secret", "token"];
+
+/// Redacts every URL string in a configuration value, at any depth, and
+/// the value of every [`SECRET_KEYS`] setting.
 fn redact_urls(v: &mut toml::Value) {
     match v {
         toml::Value::String(s) => {
@@ -266,7 +337,17 @@ fn redact_urls(v: &mut toml::Value) {
             }
         }
         toml::Value::Array(a) => a.iter_mut().for_each(redact_urls),
-        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| redact_urls(v)),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(k, v)| {
+            // A secret given inline (a PIN, a password) is never printed;
+            // `pin_file` and the like name files and are kept.
+            if SECRET_KEYS.contains(&k.as_str()) {
+                if let toml::Value::String(s) = v {
+                    *s = REDACTED.to_string();
+                }
+            } else {
+                redact_urls(v)
+            }
+        }),
         _ => {}
     }
 }
@@ -395,6 +476,82 @@ mod tests {
         assert!(at("listen") < at("database_url") && at("database_url") < at("redis_url"));
         assert_eq!(redact_url("postgres://u@h/db"), None);
         assert_eq!(redact_url("127.0.0.1:5432"), None);
+    }
+
+    /// A service configuration as the services have them: its own keys
+    /// and the shared settings flattened in.
+    #[derive(Serialize, Deserialize, Debug, Default)]
+    #[serde(default)]
+    struct Flat {
+        listen: String,
+        pool: Option<u32>,
+        #[serde(flatten)]
+        serve: ServeSettings,
+    }
+    impl ServiceConfig for Flat {
+        fn validate(&self) -> Result<(), String> {
+            self.serve.validate()
+        }
+    }
+
+    #[test]
+    fn shared_settings_are_flat_keys_and_typos_are_still_refused() {
+        figment::Jail::expect_with(|jail| {
+            let none = Flags::default();
+            jail.create_file(
+                "ok.toml",
+                "listen = \"x\"\npool = 3\ninsecure = true\nmetrics_listen = \"127.0.0.1:9\"\n[allow]\n\"poz.v1.Signer\" = [\"a\"]\n",
+            )?;
+            let c: Flat =
+                load_config("POZ_DEMO_", &file(&jail.directory().join("ok.toml")), &none).unwrap();
+            assert_eq!((c.pool, c.serve.insecure), (Some(3), true));
+            assert_eq!(c.serve.metrics_listen, "127.0.0.1:9");
+            assert_eq!(c.serve.allow.0["poz.v1.Signer"], ["a"]);
+            jail.set_env("POZ_DEMO_LOG_JSON", "true");
+            let c: Flat =
+                load_config("POZ_DEMO_", &file(&jail.directory().join("ok.toml")), &none).unwrap();
+            assert!(c.serve.log_json);
+            // A typo at the top level, in the file or the environment.
+            jail.create_file("typo.toml", "listen = \"x\"\ninsecur = true\n")?;
+            let e = load_config::<Flat>(
+                "POZ_DEMO_",
+                &file(&jail.directory().join("typo.toml")),
+                &none,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("unknown setting `insecur`") && e.contains("typo.toml"),
+                "{e}"
+            );
+            // In the [tls] table.
+            jail.create_file("tls.toml", "insecure = true\n[tls]\ncert_fil = \"a\"\n")?;
+            let e = load_config::<Flat>(
+                "POZ_DEMO_",
+                &file(&jail.directory().join("tls.toml")),
+                &none,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("cert_fil"), "{e}");
+            // Neither TLS nor an explicit insecure.
+            jail.create_file("bare.toml", "listen = \"x\"\n")?;
+            let e = load_config::<Flat>(
+                "POZ_DEMO_",
+                &file(&jail.directory().join("bare.toml")),
+                &none,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("insecure = true"), "{e}");
+            jail.set_env("POZ_DEMO_METRICS_LISTN", "127.0.0.1:1");
+            let e =
+                load_config::<Flat>("POZ_DEMO_", &file(&jail.directory().join("ok.toml")), &none)
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains("unknown setting `metrics_listn`"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -6,10 +6,11 @@
 use crate::{Peers, ProviderApiService};
 use poz::handle::HandlePolicy;
 use poz::Hash32;
+use poz_kit::Channel;
 use poz_proto::v1 as pb;
 use poz_signer::KeyStore;
 use std::sync::Arc;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Server;
 
 async fn listen() -> std::io::Result<(tokio::net::TcpListener, String)> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -17,8 +18,8 @@ async fn listen() -> std::io::Result<(tokio::net::TcpListener, String)> {
     Ok((l, addr))
 }
 
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(addr.to_string())?.connect().await?)
+fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(poz_kit::Channels::default().lazy(addr)?)
 }
 
 /// Addresses of a running in-process fleet.
@@ -86,9 +87,9 @@ pub async fn start_with_policy(
     let api = ProviderApiService::with_policy(
         record_id,
         Peers {
-            store: channel(&store_addr).await?,
-            verifier: channel(&verifier_addr).await?,
-            signer: channel(&signer_addr).await?,
+            store: channel(&store_addr)?,
+            verifier: channel(&verifier_addr)?,
+            signer: channel(&signer_addr)?,
         },
         batch_size,
         policy,

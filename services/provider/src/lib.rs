@@ -38,12 +38,12 @@ use poz::keys::{KeyId, Signature};
 use poz::threshold::{delegation_members, Authority};
 use poz::zone::{SignedEntry, ZoneType};
 use poz::{workflow, Codec, Hash32, Record};
+use poz_kit::Channel;
 use poz_proto::v1 as pb;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The Provider API for one provider record.

@@ -1,18 +1,20 @@
-//! `poz-provider-api`: the Provider API as a gRPC service. Configuration
-//! from a TOML file, the environment (`POZ_PROVIDER_*`) and flags,
-//! validated at start.
+//! `poz-provider-api`: the Provider API as a gRPC service. Settings:
+//! docs/OPERATIONS.md ("poz-provider-api" and "Every service").
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 use poz::Hash32;
-use poz_kit::ServiceConfig;
+use poz_kit::allow::identity;
+use poz_kit::{Allowlist, GrpcRoutes, GrpcServer, ServeSettings, ServiceConfig};
 use poz_proto::v1::provider_api_server::ProviderApiServer;
 use poz_provider::{Peers, ProviderApiService};
 use serde::{Deserialize, Serialize};
 
+const NAME: &str = "poz-provider-api";
+
 /// Every setting, with its default.
 #[derive(Serialize, Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 struct Config {
     /// gRPC address.
     listen: String,
@@ -29,8 +31,8 @@ struct Config {
     /// The handle namespace policy (SPEC §8.4.1): "ascii" (lowercase
     /// a-z, 0-9 and . - _) or "unicode" (one script, NFC, case-folded).
     handle_policy: String,
-    /// JSON log lines.
-    log_json: bool,
+    #[serde(flatten)]
+    serve: ServeSettings,
 }
 
 impl Default for Config {
@@ -43,7 +45,7 @@ impl Default for Config {
             signer: "http://127.0.0.1:50053".into(),
             batch_size: 1000,
             handle_policy: "ascii".into(),
-            log_json: false,
+            serve: ServeSettings::default(),
         }
     }
 }
@@ -63,6 +65,9 @@ impl ServiceConfig for Config {
                     "{name} must be an http(s):// endpoint, not {url:?}"
                 ));
             }
+            if url.starts_with("https://") && !self.serve.tls.is_set() {
+                return Err(format!("{name} is https:// but no [tls] files are set"));
+            }
         }
         if !(1..=100_000).contains(&self.batch_size) {
             return Err("batch_size must be 1..=100000".into());
@@ -70,14 +75,14 @@ impl ServiceConfig for Config {
         self.handle_policy
             .parse::<poz::handle::HandlePolicy>()
             .map_err(|e| format!("handle_policy: {e}"))?;
-        Ok(())
+        self.serve.validate()
     }
 }
 
 /// Flags: each overrides the file and the environment.
 #[derive(Parser, Serialize, Debug)]
 #[command(
-    name = "poz-provider-api",
+    name = NAME,
     version,
     about = "The POZ Provider API: issue, revoke and bulk-issue identity bindings"
 )]
@@ -85,57 +90,56 @@ struct Args {
     #[command(flatten)]
     #[serde(skip)]
     config: poz_kit::ConfigArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    serve: poz_kit::ServeArgs,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<String>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     record_id: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    log_json: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A supervisor that pipes our stdin may tie our life to its own.
-    poz_kit::exit_with_stdin();
     let args = Args::parse();
-    let c: Config = poz_kit::load_config("POZ_PROVIDER_", &args.config, &args)?;
-    if args.config.print_config {
-        print!("{}", poz_kit::to_toml(&c)?);
+    let Some(c) = poz_kit::start::<Config>("POZ_PROVIDER_", &args.config, &args)? else {
         return Ok(());
-    }
-    poz_kit::init_tracing(c.log_json);
+    };
+    let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
     let record_id = Hash32::from_hex(&c.record_id)
         .ok_or_else(|| anyhow::anyhow!("record_id is not 64 hex digits"))?;
     // Peers are connected lazily: the API starts even if a peer is still
     // starting, and each call reports UNAVAILABLE until it is up.
-    let lazy = |url: &str| -> anyhow::Result<tonic::transport::Channel> {
-        Ok(tonic::transport::Channel::from_shared(url.to_string())?.connect_lazy())
-    };
+    let channels = c.serve.channels()?;
     let peers = Peers {
-        store: lazy(&c.store)?,
-        verifier: lazy(&c.verifier)?,
-        signer: lazy(&c.signer)?,
+        store: channels.lazy(&c.store)?,
+        verifier: channels.lazy(&c.verifier)?,
+        signer: channels.lazy(&c.signer)?,
     };
-    let listener = tokio::net::TcpListener::bind(&c.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, %record_id, "poz-provider-api listening");
-    println!("listening {}", listener.local_addr()?);
-    let (health, reflection) = poz_kit::health_and_reflection(&["poz.v1.ProviderApi"]).await?;
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(ProviderApiServer::new(ProviderApiService::with_policy(
-            record_id,
-            peers,
-            c.batch_size,
-            c.handle_policy
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("handle_policy: {e}"))?,
-        )))
-        .serve_with_incoming_shutdown(poz_kit::incoming(listener), poz_kit::shutdown_signal())
-        .await?;
-    tracing::info!("poz-provider-api stopped");
+    let policy = c
+        .handle_policy
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("handle_policy: {e}"))?;
+    // The provider's account systems, its operators, and the submit
+    // gateway forwarding binding requests.
+    let allow = Allowlist::of(&[(
+        "poz.v1.ProviderApi",
+        &[
+            identity::ACCOUNT_SYSTEM,
+            identity::OPERATOR,
+            identity::SUBMIT_GW,
+        ],
+    )]);
+    let server = GrpcServer::bind(NAME, &c.listen, &c.serve, allow).await?;
+    tracing::info!(%record_id, "serving the Provider API");
+    let api = ProviderApiServer::new(ProviderApiService::with_policy(
+        record_id,
+        peers,
+        c.batch_size,
+        policy,
+    ));
+    server.serve(GrpcRoutes::new().add(api)).await?;
     Ok(())
 }

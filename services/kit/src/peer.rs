@@ -1,0 +1,185 @@
+//! Accepting gRPC connections, with or without TLS, and what the server
+//! knows of each peer ([`PeerInfo`], in every request's extensions).
+
+use crate::tls::ServerTls;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a client may take to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a service knows of the peer of a connection.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// `None`: the connection is plain TCP (pozd's loopback, or a fleet
+    /// started with `insecure = true`). `Some(ids)`: TLS, and `ids` are
+    /// the DNS and URI SANs of the client certificate (empty: the client
+    /// presented none).
+    pub identities: Option<Arc<[String]>>,
+}
+
+impl std::fmt::Display for PeerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addr = self
+            .remote_addr
+            .map_or_else(|| "?".to_string(), |a| a.to_string());
+        match &self.identities {
+            None => write!(f, "{addr} (plain TCP)"),
+            Some(ids) if ids.is_empty() => write!(f, "{addr} (no client certificate)"),
+            Some(ids) => write!(f, "{addr} ({})", ids.join(", ")),
+        }
+    }
+}
+
+/// One accepted connection: plain TCP or TLS over it.
+pub enum PeerIo {
+    Plain(TcpStream, PeerInfo),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, PeerInfo),
+}
+
+impl tonic::transport::server::Connected for PeerIo {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        match self {
+            PeerIo::Plain(_, p) | PeerIo::Tls(_, p) => p.clone(),
+        }
+    }
+}
+
+impl AsyncRead for PeerIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerIo::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            PeerIo::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerIo::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
+            PeerIo::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerIo::Plain(s, _) => Pin::new(s).poll_flush(cx),
+            PeerIo::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerIo::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
+            PeerIo::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerIo::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            PeerIo::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            PeerIo::Plain(s, _) => s.is_write_vectored(),
+            PeerIo::Tls(s, _) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// TCP_NODELAY and keepalive on an accepted or dialled socket.
+///
+/// TCP_NODELAY: a gRPC answer is often written as two small segments
+/// (headers, then data and trailers), and with Nagle's algorithm the
+/// second waits for the peer's delayed ACK, about 40 ms on Linux (seen:
+/// every store read of the Provider API took 42-48 ms until this was
+/// set). Keepalive probes find dead peers.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
+}
+
+/// The connections tonic serves from `listener`: accepted here, each TLS
+/// handshake run in its own task (a slow client never holds up the
+/// accept loop) with [`HANDSHAKE_TIMEOUT`]. The listener closes when
+/// tonic drops the stream (drain).
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<PeerIo>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<PeerIo>>(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let (stream, addr) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            tune(&stream);
+            let Some(tls) = &tls else {
+                let info = PeerInfo {
+                    remote_addr: Some(addr),
+                    identities: None,
+                };
+                if tx.send(Ok(PeerIo::Plain(stream, info))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        let ids: Vec<String> = s
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(crate::tls::identities)
+                            .unwrap_or_default();
+                        let info = PeerInfo {
+                            remote_addr: Some(addr),
+                            identities: Some(ids.into()),
+                        };
+                        let _ = tx.send(Ok(PeerIo::Tls(Box::new(s), info))).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %addr, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::info!(peer = %addr, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

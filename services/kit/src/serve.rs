@@ -1,0 +1,318 @@
+//! The runner every gRPC service of the fleet is served by: one
+//! listener with TLS (or, said out loud, without), per-RPC allowlists,
+//! server spans in the caller's trace, per-RPC metrics, health and
+//! reflection (v1 and v1alpha, listing exactly what the port serves),
+//! a Prometheus endpoint, and a drain on SIGTERM.
+
+use crate::allow::{Allowlist, Authorize, OPEN_SERVICES};
+use crate::tls::{ServerTls, TlsError, TlsFiles};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Settings every gRPC service and gateway shares, flattened into its
+/// configuration (file keys as named here; environment
+/// `POZ_<SERVICE>_<KEY>`; `[tls]` and `[allow]` are tables).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct ServeSettings {
+    /// JSON log lines.
+    pub log_json: bool,
+    /// Address of the Prometheus endpoint (`/metrics`, `/healthz`);
+    /// empty: none.
+    pub metrics_listen: String,
+    /// Serve and dial without TLS. Required, explicitly, to run a split
+    /// service without `[tls]`: the fleet trusts no caller it cannot name.
+    pub insecure: bool,
+    /// This service's certificate, key and the CA bundle of its peers.
+    pub tls: TlsFiles,
+    /// Which client identities may call which RPC; empty: the service's
+    /// default (docs/OPERATIONS.md lists each).
+    pub allow: Allowlist,
+}
+
+impl ServeSettings {
+    /// Checks what would only fail later: the metrics address, the TLS
+    /// files (all or none), TLS or `insecure`.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.metrics_listen.is_empty() {
+            crate::check_listen("metrics_listen", &self.metrics_listen)?;
+        }
+        self.tls.validate()?;
+        if !self.tls.is_set() && !self.insecure {
+            return Err(
+                "no [tls] files: the split fleet authenticates every caller; \
+                 set tls.cert_file, tls.key_file and tls.ca_file, or insecure = true \
+                 to serve and dial without TLS"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The client channels of this service (its certificate, when set).
+    pub fn channels(&self) -> Result<crate::channel::Channels, crate::channel::ChannelError> {
+        crate::channel::Channels::new(&self.tls)
+    }
+}
+
+/// The flags every service has for [`ServeSettings`]; flatten into its
+/// clap arguments (they serialize as overrides).
+#[derive(clap::Args, Serialize, Debug, Default)]
+pub struct ServeArgs {
+    /// JSON log lines.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub log_json: bool,
+    /// Prometheus endpoint address (`/metrics`).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// Serve and dial without TLS.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// Why a service could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("allowlist: {0}")]
+    Allowlist(String),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The gRPC services one port serves, and their names.
+pub struct GrpcRoutes {
+    routes: tonic::service::Routes,
+    names: Vec<&'static str>,
+}
+
+impl Default for GrpcRoutes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GrpcRoutes {
+    pub fn new() -> Self {
+        GrpcRoutes {
+            routes: tonic::service::Routes::default(),
+            names: Vec::new(),
+        }
+    }
+
+    /// Adds a generated tonic server.
+    pub fn add<S>(mut self, svc: S) -> Self
+    where
+        S: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes = self.routes.add_service(svc);
+        self
+    }
+
+    /// The names of the services added so far.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// A bound gRPC port, ready to serve.
+pub struct GrpcServer {
+    name: &'static str,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    allow: Allowlist,
+    metrics: Option<TcpListener>,
+}
+
+impl GrpcServer {
+    /// Binds `listen` (and `metrics_listen`) for the service `name`
+    /// (`poz-store`), loads its TLS files, and prints `listening ADDR` on
+    /// stdout (supervisors and tests read it). `default_allow` applies
+    /// when the settings name no allowlist. Errors: [`ServeError::Bind`],
+    /// [`ServeError::Tls`].
+    pub async fn bind(
+        name: &'static str,
+        listen: &str,
+        settings: &ServeSettings,
+        default_allow: Allowlist,
+    ) -> Result<GrpcServer, ServeError> {
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let tls = if settings.tls.is_set() {
+            Some(Arc::new(ServerTls::load(&settings.tls)?))
+        } else {
+            None
+        };
+        let listener = bind(listen.to_string()).await?;
+        let metrics = if settings.metrics_listen.is_empty() {
+            None
+        } else {
+            Some(bind(settings.metrics_listen.clone()).await?)
+        };
+        let allow = if settings.allow.0.is_empty() {
+            default_allow
+        } else {
+            settings.allow.clone()
+        };
+        let server = GrpcServer {
+            name,
+            listener,
+            tls,
+            allow,
+            metrics,
+        };
+        let addr = server.local_addr();
+        if server.tls.is_some() {
+            tracing::info!(%addr, "{name} listening (mutual TLS, per-RPC allowlist)");
+        } else {
+            tracing::warn!(%addr, "{name} listening WITHOUT TLS: any caller that reaches this port is served");
+        }
+        if let Some(m) = &server.metrics {
+            if let Ok(a) = m.local_addr() {
+                tracing::info!(addr = %a, "metrics at http://{a}/metrics");
+            }
+        }
+        println!("listening {addr}");
+        Ok(server)
+    }
+
+    /// A server on a listener the caller bound (pozd's in-process ports,
+    /// tests): no TLS, no allowlist, no metrics endpoint of its own.
+    pub fn plain(name: &'static str, listener: TcpListener) -> GrpcServer {
+        GrpcServer {
+            name,
+            listener,
+            tls: None,
+            allow: Allowlist::default(),
+            metrics: None,
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves `routes` until SIGTERM or Ctrl-C, then drains.
+    pub async fn serve(self, routes: GrpcRoutes) -> Result<(), ServeError> {
+        self.serve_until(routes, crate::shutdown_signal()).await
+    }
+
+    /// Serves `routes` until `shutdown`, then drains: health turns
+    /// NOT_SERVING, the listener closes, calls in flight finish.
+    /// Errors: [`ServeError::Allowlist`] when the allowlist names a
+    /// service this port does not serve, [`ServeError::Reflection`],
+    /// [`ServeError::Transport`].
+    pub async fn serve_until(
+        self,
+        routes: GrpcRoutes,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let GrpcServer {
+            name,
+            listener,
+            tls,
+            allow,
+            metrics,
+        } = self;
+        allow
+            .validate(routes.names())
+            .map_err(ServeError::Allowlist)?;
+        let (reporter, health) = tonic_health::server::health_reporter();
+        for n in routes.names() {
+            reporter
+                .set_service_status(*n, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let listed: Vec<&str> = routes
+            .names()
+            .iter()
+            .copied()
+            .chain(OPEN_SERVICES)
+            .collect();
+        let reflection = || {
+            let mut b = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(poz_proto::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+                .include_reflection_service(false);
+            for n in &listed {
+                b = b.with_service_name(*n);
+            }
+            b
+        };
+        let routes = routes
+            .add(health)
+            .add(reflection().build_v1()?)
+            .add(reflection().build_v1alpha()?);
+        let stop = tokio_util::sync::CancellationToken::new();
+        if let Some(m) = metrics {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(m, stop.cancelled_owned()).await {
+                    tracing::warn!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
+        let drain = {
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("{name}: draining");
+                reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                stop.cancel();
+            }
+        };
+        // With TLS the allowlist is enforced; without it (pozd on
+        // loopback, `insecure = true`) no caller has a name to check.
+        let enforce = tls.is_some();
+        let layer = tower::ServiceBuilder::new()
+            .layer(crate::metrics::Metered(&crate::metrics::GRPC_SERVER))
+            .layer(crate::telemetry::ServerSpans)
+            .option_layer(enforce.then(|| Authorize::new(allow, name)));
+        let result = tonic::transport::Server::builder()
+            .layer(layer)
+            .add_routes(routes.routes)
+            .serve_with_incoming_shutdown(crate::peer::incoming(listener, tls), drain)
+            .await;
+        stop.cancel();
+        result?;
+        tracing::info!("{name} stopped");
+        Ok(())
+    }
+}

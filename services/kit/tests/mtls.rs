@@ -1,0 +1,289 @@
+//! The runner's mutual TLS over real sockets: certificates from files,
+//! per-RPC allowlists answered with PERMISSION_DENIED, health open to
+//! any TLS caller, and a certificate replaced on disk used for the next
+//! connection without a restart.
+#![allow(clippy::unwrap_used)]
+
+use poz_kit::allow::identity;
+use poz_kit::{Allowlist, Channels, GrpcRoutes, GrpcServer, ServeSettings};
+use poz_proto::v1 as pb;
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use std::path::{Path, PathBuf};
+
+/// A CA that issues the fleet's certificates, written as PEM files.
+struct Authority {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    dir: PathBuf,
+}
+
+impl Authority {
+    fn new(dir: &Path, name: &str) -> Authority {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        Authority {
+            cert,
+            key,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn ca_file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+
+    /// Issues a certificate for `name` (DNS SAN, plus 127.0.0.1) into
+    /// `<file>.crt` and `<file>.key`.
+    fn issue(&self, name: &str, file: &str) -> poz_kit::tls::TlsFiles {
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{file}.crt")),
+            self.dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        poz_kit::tls::TlsFiles {
+            cert_file: Some(c),
+            key_file: Some(k),
+            ca_file: None,
+        }
+    }
+}
+
+/// A verifier that answers every record with one fixed error: the test
+/// is about who reaches it, not what it says.
+#[derive(Default)]
+struct Fixed;
+
+#[tonic::async_trait]
+impl pb::verifier_server::Verifier for Fixed {
+    async fn verify_record(
+        &self,
+        _: tonic::Request<pb::VerifyRecordRequest>,
+    ) -> Result<tonic::Response<pb::VerifyRecordResponse>, tonic::Status> {
+        Err(tonic::Status::invalid_argument("reached the verifier"))
+    }
+    async fn verify_update(
+        &self,
+        _: tonic::Request<pb::VerifyUpdateRequest>,
+    ) -> Result<tonic::Response<pb::VerifyRecordResponse>, tonic::Status> {
+        Err(tonic::Status::invalid_argument("reached the verifier"))
+    }
+    async fn verify_entries(
+        &self,
+        _: tonic::Request<pb::VerifyEntriesRequest>,
+    ) -> Result<tonic::Response<pb::VerifyEntriesResponse>, tonic::Status> {
+        Err(tonic::Status::invalid_argument("reached the verifier"))
+    }
+}
+
+fn with_ca(mut f: poz_kit::tls::TlsFiles, ca: &Path) -> poz_kit::tls::TlsFiles {
+    f.ca_file = Some(ca.to_path_buf());
+    f
+}
+
+async fn call(channels: &Channels, url: &str) -> Result<(), tonic::Status> {
+    let mut c = pb::verifier_client::VerifierClient::new(channels.lazy(url).unwrap());
+    c.verify_record(pb::VerifyRecordRequest::default())
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(dir.path(), "fleet-ca");
+    let ca_file = ca.ca_file("fleet-ca");
+    let server_files = with_ca(ca.issue("poz-verifier", "verifier"), &ca_file);
+    let settings = ServeSettings {
+        tls: server_files,
+        ..ServeSettings::default()
+    };
+    let allow = Allowlist::of(&[("poz.v1.Verifier", &[identity::PROVIDER_API])]);
+    let server = GrpcServer::bind("poz-verifier", "127.0.0.1:0", &settings, allow)
+        .await
+        .unwrap();
+    let url = format!("https://{}", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve_until(
+        GrpcRoutes::new().add(pb::verifier_server::VerifierServer::new(Fixed)),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // On the allowlist: the call reaches the service.
+    let api = Channels::new(&with_ca(ca.issue(identity::PROVIDER_API, "api"), &ca_file)).unwrap();
+    let e = call(&api, &url).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::InvalidArgument, "reached the verifier")
+    );
+
+    // A fleet certificate, but not on this RPC's allowlist.
+    let query = Channels::new(&with_ca(ca.issue(identity::QUERY_GW, "query"), &ca_file)).unwrap();
+    let e = call(&query, &url).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert_eq!(
+        e.message(),
+        "poz-query-gw may not call poz.v1.Verifier/VerifyRecord"
+    );
+
+    // A certificate from another CA does not complete the handshake.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Authority::new(other_dir.path(), "other-ca");
+    let stranger = Channels::new(&with_ca(
+        other.issue(identity::PROVIDER_API, "stranger"),
+        &ca_file,
+    ))
+    .unwrap();
+    // The server rejects its chain with the TLS alert unknown_ca.
+    let e = call(&stranger, &url).await.unwrap_err();
+    assert!(format!("{e:?}").contains("UnknownCA"), "{e:?}");
+
+    // No client certificate at all: TLS completes, the RPC is refused,
+    // health stays open.
+    let roots = {
+        let mut r = tokio_rustls::rustls::RootCertStore::empty();
+        r.add(ca.cert.der().clone()).unwrap();
+        r
+    };
+    let mut anon = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    anon.alpn_protocols = vec![b"h2".to_vec()];
+    let endpoint = tonic::transport::Endpoint::from_shared(url.replace("https", "http")).unwrap();
+    let anon = std::sync::Arc::new(anon);
+    let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
+        let anon = anon.clone();
+        async move {
+            let tcp =
+                tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
+                    .await?;
+            let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let s = tokio_rustls::TlsConnector::from(anon)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+        }
+    }));
+    let e = pb::verifier_client::VerifierClient::new(channel.clone())
+        .verify_record(pb::VerifyRecordRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert_eq!(e.message(), "a client certificate is required");
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "poz.v1.Verifier".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(health.into_inner().status, 1, "SERVING");
+
+    // Every outcome is counted by method and status.
+    let text = poz_kit::metrics::encode();
+    for code in ["INVALID_ARGUMENT", "PERMISSION_DENIED"] {
+        let line = format!(
+            "poz_grpc_server_calls_total{{service=\"poz.v1.Verifier\",method=\"VerifyRecord\",code=\"{code}\"}}"
+        );
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
+    assert!(
+        text.contains("poz_grpc_server_duration_seconds_bucket{"),
+        "{text}"
+    );
+
+    let _ = stop_tx.send(());
+    served.await.unwrap().unwrap();
+}
+
+/// The names on the certificate the server at `addr` presents to a new
+/// connection.
+async fn presented(addr: std::net::SocketAddr, ca: &Authority) -> Vec<String> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let mut c = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    c.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(c))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let leaf = s.get_ref().1.peer_certificates().unwrap()[0].clone();
+    poz_kit::tls::identities(&leaf)
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_on_disk_is_used_for_the_next_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(dir.path(), "fleet-ca");
+    let ca_file = ca.ca_file("fleet-ca");
+    let files = with_ca(ca.issue("poz-verifier-old", "verifier"), &ca_file);
+    let settings = ServeSettings {
+        tls: files.clone(),
+        ..ServeSettings::default()
+    };
+    let server = GrpcServer::bind(
+        "poz-verifier",
+        "127.0.0.1:0",
+        &settings,
+        Allowlist::default(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve_until(
+        GrpcRoutes::new().add(pb::verifier_server::VerifierServer::new(Fixed)),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    assert_eq!(presented(addr, &ca).await, ["poz-verifier-old"]);
+
+    // Replace the files as a Secret volume update does: new files
+    // renamed over the old ones, while the server runs.
+    let renewed = ca.issue("poz-verifier-new", "renewed");
+    std::fs::rename(renewed.key_file.unwrap(), files.key_file.as_ref().unwrap()).unwrap();
+    std::fs::rename(
+        renewed.cert_file.unwrap(),
+        files.cert_file.as_ref().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(presented(addr, &ca).await, ["poz-verifier-new"]);
+
+    // A half-written file keeps the last good certificate.
+    std::fs::write(
+        files.cert_file.as_ref().unwrap(),
+        "-----BEGIN CERTIFICATE-----\nAAAA",
+    )
+    .unwrap();
+    assert_eq!(presented(addr, &ca).await, ["poz-verifier-new"]);
+
+    let _ = stop_tx.send(());
+    served.await.unwrap().unwrap();
+}
