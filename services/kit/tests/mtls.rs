@@ -287,3 +287,81 @@ async fn a_certificate_replaced_on_disk_is_used_for_the_next_connection() {
     let _ = stop_tx.send(());
     served.await.unwrap().unwrap();
 }
+
+/// The services a port lists over reflection `v1` and `v1alpha`, as a
+/// stock client (grpcurl) asks for them.
+async fn listed(url: &str) -> (Vec<String>, Vec<String>) {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let channel = Channels::default().lazy(url).unwrap();
+    let mut c = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = c
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = answers.message().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) =
+        a.message_response
+    else {
+        panic!("{a:?}")
+    };
+    let mut one: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+    one.sort();
+    let mut c = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = c
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = answers.message().await.unwrap().unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) =
+        a.message_response
+    else {
+        panic!("{a:?}")
+    };
+    let mut alpha: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+    alpha.sort();
+    (one, alpha)
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_exactly_what_the_port_serves() {
+    let settings = ServeSettings {
+        insecure: true,
+        ..ServeSettings::default()
+    };
+    let server = GrpcServer::bind("poz-verifier", "127.0.0.1:0", &settings, Allowlist::default())
+        .await
+        .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve_until(
+        GrpcRoutes::new().add(pb::verifier_server::VerifierServer::new(Fixed)),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let want = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "poz.v1.Verifier",
+    ];
+    let (one, alpha) = listed(&url).await;
+    assert_eq!(one, want);
+    assert_eq!(alpha, want);
+    let _ = stop_tx.send(());
+    served.await.unwrap().unwrap();
+}
