@@ -296,9 +296,9 @@ async fn listed(url: &str) -> (Vec<String>, Vec<String>) {
     let mut c = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let req = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(
-            v1::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
     let mut answers = c
         .server_reflection_info(tokio_stream::iter([req]))
@@ -342,9 +342,14 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_the_port_serves() {
         insecure: true,
         ..ServeSettings::default()
     };
-    let server = GrpcServer::bind("poz-verifier", "127.0.0.1:0", &settings, Allowlist::default())
-        .await
-        .unwrap();
+    let server = GrpcServer::bind(
+        "poz-verifier",
+        "127.0.0.1:0",
+        &settings,
+        Allowlist::default(),
+    )
+    .await
+    .unwrap();
     let url = format!("http://{}", server.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(server.serve_until(
