@@ -89,6 +89,64 @@ pub struct Peers {
     pub signer: Channel,
 }
 
+/// Bulk issuance progress, for Prometheus (docs/OPERATIONS.md).
+struct BulkMetrics {
+    received: prometheus_client::metrics::counter::Counter,
+    committed: prometheus_client::metrics::counter::Counter,
+    refused: prometheus_client::metrics::counter::Counter,
+    streams: prometheus_client::metrics::gauge::Gauge,
+}
+
+static BULK: std::sync::LazyLock<BulkMetrics> = std::sync::LazyLock::new(|| {
+    let m = BulkMetrics {
+        received: Default::default(),
+        committed: Default::default(),
+        refused: Default::default(),
+        streams: Default::default(),
+    };
+    use poz_kit::metrics::register;
+    register(
+        "poz_bulk_received_requests",
+        "BulkIssue requests read from clients",
+        None,
+        m.received.clone(),
+    );
+    register(
+        "poz_bulk_committed_bindings",
+        "BulkIssue requests committed (issued, or already issued)",
+        None,
+        m.committed.clone(),
+    );
+    register(
+        "poz_bulk_refused_requests",
+        "BulkIssue requests refused, each with its reason in the stream",
+        None,
+        m.refused.clone(),
+    );
+    register(
+        "poz_bulk_streams",
+        "BulkIssue streams in progress",
+        None,
+        m.streams.clone(),
+    );
+    m
+});
+
+/// Counts a bulk stream in `poz_bulk_streams` while it lives, however
+/// it ends.
+struct OpenStream;
+impl OpenStream {
+    fn start() -> OpenStream {
+        BULK.streams.inc();
+        OpenStream
+    }
+}
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        BULK.streams.dec();
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -558,6 +616,7 @@ impl Upstream {
         mut inbound: Streaming<pb::IssueBindingRequest>,
         tx: tokio::sync::mpsc::Sender<Result<pb::BulkIssueProgress, Status>>,
     ) {
+        let _open = OpenStream::start();
         type Verifying = tokio::task::JoinHandle<Result<(), Status>>;
         // Handles signed but not yet committed: the store cannot see
         // them, so a repeat must be recognised here.
@@ -584,6 +643,8 @@ impl Upstream {
                     };
                     let update = done.map(|()| {
                         let mut progress = p.progress(&chunk);
+                        BULK.committed.inc_by(progress.committed);
+                        BULK.refused.inc_by(progress.errors.len() as u64);
                         committed += progress.committed;
                         progress.received = received;
                         progress.committed = committed;
@@ -634,6 +695,7 @@ impl Upstream {
                 break;
             }
             received += chunk.len() as u64;
+            BULK.received.inc_by(chunk.len() as u64);
             let held = inflight.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let p = match self.prepare_chunk(&chunk, &held, Signing::Batch).await {
                 Ok(p) => p,
