@@ -80,7 +80,10 @@ impl SignerService {
             let keys = self.keys.clone();
             let digests: Vec<Hash32> = part.iter().map(|(_, d)| *d).collect();
             tasks.push(tokio::task::spawn_blocking(move || {
-                keys.sign_many(&key_id, &digests)
+                let t0 = std::time::Instant::now();
+                let signed = keys.sign_many(&key_id, &digests);
+                SIGNER.key_call.observe(t0.elapsed().as_secs_f64());
+                signed
             }));
         }
         let mut sigs = Vec::with_capacity(targets.len());
@@ -113,9 +116,14 @@ impl SignerService {
             .collect();
         let ids = self.audit.append_signatures(&rows).await.map_err(|e| {
             tracing::error!(error = %e, "audit log write failed; signatures withheld");
+            SIGNER.withheld.inc_by(rows.len() as u64);
             Status::unavailable(format!("audit log unavailable, signature withheld: {e}"))
         })?;
         tracing::debug!(%key_id, %record_id, what, count = rows.len(), "signed");
+        SIGNER
+            .signatures
+            .get_or_create(&SignatureKind { kind: what.into() })
+            .inc_by(rows.len() as u64);
         Ok(rows
             .into_iter()
             .zip(ids)
@@ -211,6 +219,51 @@ pub fn check_draft_chain(draft: &Record) -> Result<(), DraftRefused> {
 }
 
 /// This host's clock, ms since the epoch (0 if it is before 1970).
+/// Labels of `poz_signer_signatures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct SignatureKind {
+    /// `master-draft`, `entry` or `batch-root`.
+    kind: String,
+}
+
+/// The signer's Prometheus metrics (docs/OPERATIONS.md).
+struct SignerMetrics {
+    signatures: prometheus_client::metrics::family::Family<
+        SignatureKind,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    withheld: prometheus_client::metrics::counter::Counter,
+    key_call: prometheus_client::metrics::histogram::Histogram,
+}
+
+static SIGNER: std::sync::LazyLock<SignerMetrics> = std::sync::LazyLock::new(|| {
+    use poz_kit::metrics::{latency_buckets, register};
+    let m = SignerMetrics {
+        signatures: Default::default(),
+        withheld: Default::default(),
+        key_call: prometheus_client::metrics::histogram::Histogram::new(latency_buckets()),
+    };
+    register(
+        "poz_signer_signatures",
+        "Signatures released (each audited first), by kind",
+        None,
+        m.signatures.clone(),
+    );
+    register(
+        "poz_signer_withheld_signatures",
+        "Signatures made but withheld because their audit rows could not be written",
+        None,
+        m.withheld.clone(),
+    );
+    register(
+        "poz_signer_key_call_duration",
+        "One call into the key store (an HSM session or the software keys) signing a run of digests",
+        Some(prometheus_client::registry::Unit::Seconds),
+        m.key_call.clone(),
+    );
+    m
+});
+
 fn clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
