@@ -140,13 +140,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let guard = Guard::start(&config.edge)?;
-    let edge = edge(&config, &guard)?;
-    let plain = poz_edge::local_addr(&listeners.plain, "listen_plain")?;
-    let noise = poz_edge::local_addr(&listeners.noise, "listen_noise")?;
-    let key = hex::encode(edge.key.public);
+    let lookups = edge(&config, &guard)?;
+    let key = hex::encode(lookups.key.public);
+    let [plain, noise] = [
+        poz_edge::local_addr(&listeners.plain, "listen_plain")?,
+        poz_edge::local_addr(&listeners.noise, "listen_noise")?,
+    ];
     tracing::info!(%plain, %noise, noise_public_key = %key, "poz-query-gw listening");
     println!("listening plain {plain} noise {noise} key {key}");
-    run(edge, listeners, shutdown).await;
+    run(lookups, listeners, shutdown).await;
     Ok(())
 }
 

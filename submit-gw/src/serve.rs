@@ -179,44 +179,53 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let guard = Guard::start(&config.edge)?;
-    let edge = edge(&config, &guard)?;
+    let submissions = edge(&config, &guard)?;
     let addr = poz_edge::local_addr(&listeners.submit, "listen")?;
-    let key = hex::encode(edge.key.public);
-    tracing::info!(%addr, noise_public_key = %key, "poz-submit-gw listening");
+    tracing::info!(
+        %addr,
+        noise_public_key = %hex::encode(submissions.key.public),
+        "poz-submit-gw listening"
+    );
     println!("listening {addr}");
-    run(edge, listeners, shutdown).await;
+    run(submissions, listeners, shutdown).await;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    #![allow(clippy::result_large_err)] // figment::Jail's closures
     use super::*;
 
-    /// The edge's settings keep their flat keys and environment
+    /// The edge's settings keep their flat keys (file) and environment
     /// variables beside the submit gateway's; unknown keys are refused.
     #[test]
-    fn edge_settings_load_flat_and_unknown_keys_are_refused() {
+    #[allow(clippy::result_large_err)] // figment::Jail's closures
+    fn edge_settings_sit_beside_the_gateways_own() {
         figment::Jail::expect_with(|jail| {
-            jail.set_env("POZ_SUBMIT_GW_NOISE_KEY_FILE", "/k");
-            jail.set_env("POZ_SUBMIT_GW_CHALLENGE_SECRETS_FILE", "/s");
-            jail.set_env("POZ_SUBMIT_GW_POW_BASE", "6");
-            jail.set_env("POZ_SUBMIT_GW_BINDING_REQUESTS", "issue");
-            let none = poz_kit::ConfigArgs::default();
-            let flags = poz_edge::GatewayArgs::default();
-            let c: Config = poz_kit::load_config("POZ_SUBMIT_GW_", &none, &flags).unwrap();
-            assert_eq!(
-                (c.edge.pow().base, c.binding_requests.as_str()),
-                (6, "issue")
+            let toml = "noise_key_file = \"/k\"\nchallenge_secrets_file = \"/s\"\n";
+            jail.create_file("s.toml", &format!("{toml}binding_requests = \"issue\"\n"))?;
+            jail.set_env(
+                "POZ_SUBMIT_GW_CONFIG",
+                jail.directory().join("s.toml").display(),
             );
+            jail.set_env("POZ_SUBMIT_GW_POW_BASE", "6");
+            let load = || {
+                poz_kit::load_config::<Config>(
+                    "POZ_SUBMIT_GW_",
+                    &poz_kit::ConfigArgs::default(),
+                    &poz_edge::GatewayArgs::default(),
+                )
+            };
+            let c = load().unwrap();
+            assert_eq!(c.edge.pow().base, 6);
+            assert_eq!(c.binding_requests, "issue");
             jail.set_env("POZ_SUBMIT_GW_POW_BASE", "30");
-            let e = poz_kit::load_config::<Config>("POZ_SUBMIT_GW_", &none, &flags).unwrap_err();
+            let e = load().unwrap_err();
             assert_eq!(e.to_string(), "configuration: pow: base <= cap <= 32");
             jail.set_env("POZ_SUBMIT_GW_POW_BASE", "6");
+            // A query gateway's setting is not the submit gateway's.
             jail.set_env("POZ_SUBMIT_GW_CACHE_TTL_MS", "0");
-            let e = poz_kit::load_config::<Config>("POZ_SUBMIT_GW_", &none, &flags).unwrap_err();
-            assert!(e.to_string().contains("cache_ttl_ms"), "{e}");
+            assert!(load().unwrap_err().to_string().contains("cache_ttl_ms"));
             Ok(())
         });
     }
