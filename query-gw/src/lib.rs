@@ -1,16 +1,13 @@
 //! The POZ query gateway (`poz-query-gw`): 7074 plain and 7075 Noise NK
 //! lookups of every query type (MASTER, MIRRORS, SERIAL, IDENTITY, CHAIN,
-//! ZONE, CHALLENGE), answered from the store over gRPC, under a
-//! connection discipline ([`edge`]) and an adaptive proof of work driven
-//! by load ([`load`]). Stateless: any number run behind one address.
+//! ZONE, CHALLENGE), answered from the store over gRPC ([`lookup`]),
+//! behind the POZ edge (`poz_edge`: connection discipline and adaptive
+//! proof of work driven by load). Stateless: any number run behind one
+//! address. [`serve`] runs one from its [`Config`].
 #![forbid(unsafe_code)]
 
-pub mod edge;
-pub mod fleet;
-pub mod gateway;
-pub mod load;
 pub mod lookup;
+pub mod serve;
 
-pub use edge::{Answer, Discipline, Edge};
-pub use load::LoadMeter;
 pub use lookup::StoreLookup;
+pub use serve::{edge, run, serve, Config, Listeners, ServeError};

@@ -286,7 +286,7 @@ impl StoreLookup {
     }
 }
 
-impl crate::edge::Answer for StoreLookup {
+impl poz_edge::Answer for StoreLookup {
     /// Answers a query the gate admitted, from the cache when it can.
     async fn answer(&self, req: &Request) -> Response {
         let Some(cache) = &self.cache else {

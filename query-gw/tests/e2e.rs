@@ -15,7 +15,8 @@ use poz::wire::{
 };
 use poz::zone::ZoneType;
 use poz_client::{Client, ClientConfig, ClientError, Endpoint, Security};
-use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
+use poz_edge::{Discipline, Edge, LoadMeter};
+use poz_query_gw::StoreLookup;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,15 +1,17 @@
 //! The POZ submit gateway (`poz-submit-gw`): port 7076, Noise NK only,
-//! with the same connection discipline and proof of work as the query
-//! gateway (`poz_query_gw::edge`). A submission is acknowledged only after
-//! the store has committed it.
+//! behind the POZ edge (`poz_edge`: the query gateway's connection
+//! discipline and proof of work). A submission is acknowledged only after
+//! the store has committed it. [`serve`] runs one from its [`Config`].
 #![forbid(unsafe_code)]
 
 pub mod requests;
+pub mod serve;
 pub mod signed;
 
 use poz::wire::{MessageType, Request, Response, Status};
-use poz_query_gw::edge::Answer;
+use poz_edge::Answer;
 pub use requests::{BindingRequests, Policy};
+pub use serve::{edge, run, serve, Config, Listeners, ServeError};
 pub use signed::SignedSubmissions;
 
 /// What 7076 answers.

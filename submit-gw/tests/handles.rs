@@ -19,8 +19,8 @@ use poz::wire::{Status, SubmissionState, SubmitRequest, SubmitSigned};
 use poz::zone::ZoneType;
 use poz::{Hash32, Record};
 use poz_client::{Client, ClientConfig, ClientError, Endpoint, Security};
+use poz_edge::{Discipline, Edge, LoadMeter};
 use poz_proto::v1 as pb;
-use poz_query_gw::{Discipline, Edge, LoadMeter};
 use poz_submit_gw::{BindingRequests, Policy, SignedSubmissions, Submissions};
 use std::sync::Arc;
 

@@ -17,7 +17,7 @@ use poz::sample;
 use poz::wire::{Status, SubmissionState, SubmitRequest};
 use poz::Record;
 use poz_client::{Client, ClientConfig, ClientError, Endpoint, Security};
-use poz_query_gw::{Discipline, Edge, LoadMeter};
+use poz_edge::{Discipline, Edge, LoadMeter};
 use poz_submit_gw::{BindingRequests, Policy, SignedSubmissions, Submissions};
 use std::sync::Arc;
 

@@ -14,20 +14,16 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use poz::gate::{Gate, Port};
-use poz::noise::StaticKeypair;
-use poz::pow::{Challenger, LoadTargets, PowConfig, Secrets};
 use poz::zone::ZoneType;
 use poz::{workflow, Codec, Hash32, Record};
-use poz_query_gw::{Discipline, Edge, LoadMeter, StoreLookup};
+use poz_edge::{EdgeConfig, Guard};
+use poz_kit::ServiceConfig;
 use poz_signer::ceremony::{CeremonyPlan, HostPlan};
 use poz_signer::{KeyStore, SoftwareKeyStore};
-use poz_submit_gw::{BindingRequests, Policy, SignedSubmissions, Submissions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,14 +85,6 @@ fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
-}
-
-fn read_hex32(path: &Path) -> anyhow::Result<[u8; 32]> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let b = hex::decode(text.trim()).with_context(|| format!("{}: not hex", path.display()))?;
-    <[u8; 32]>::try_from(b.as_slice())
-        .map_err(|_| anyhow::anyhow!("{}: not 32 bytes", path.display()))
 }
 
 fn random32() -> [u8; 32] {
@@ -260,9 +248,6 @@ async fn main() -> anyhow::Result<()> {
         .map(|l| dir.join("keys").join(l))
         .collect();
     let keys: Arc<dyn KeyStore> = Arc::new(SoftwareKeyStore::open_files(&key_files, &passphrase)?);
-    let noise_key = StaticKeypair::from_secret(read_hex32(&dir.join("noise.key"))?);
-    let submit_key = StaticKeypair::from_secret(read_hex32(&dir.join("submit-noise.key"))?);
-    let secret = read_hex32(&dir.join("challenge.secret"))?;
     let store =
         poz_store::Store::open(&store_url(&dir), poz_store::StoreOptions::default()).await?;
     let domain = store
@@ -276,89 +261,53 @@ async fn main() -> anyhow::Result<()> {
     let fleet =
         poz_provider::inprocess::start_with_policy(store, keys, id, 1_000, args.handle_policy)
             .await?;
-    let store_channel =
-        tonic::transport::Endpoint::from_shared(fleet.store.clone())?.connect_lazy();
-    let verifier_channel =
-        tonic::transport::Endpoint::from_shared(fleet.verifier.clone())?.connect_lazy();
-    let pow = PowConfig {
-        base: args.pow_base,
-        ..PowConfig::default()
+    // The two gateways, configured as the separate ones would be, with
+    // the edge's defaults but for the proof-of-work base.
+    let edge = EdgeConfig {
+        noise_key_file: Some(dir.join("noise.key")),
+        challenge_secrets_file: Some(dir.join("challenge.secret")),
+        pow_base: args.pow_base,
+        log_json: args.log_json,
+        ..EdgeConfig::default()
     };
-    let load = Arc::new(LoadMeter::new(pow, LoadTargets::default()));
-    // One replay guard for 7074, 7075 and 7076: a proof is spent once in
-    // this process, whichever port it is shown on (SPEC §15).
-    let query_gate = Gate::new(Challenger::new(pow, Secrets(vec![secret])), 1_000_000);
-    let submit_gate = query_gate.sharing_replay();
-    let edge = Edge::new(
-        Discipline::default(),
-        noise_key.clone(),
-        query_gate,
-        StoreLookup::with_cache(
-            store_channel.clone(),
-            Duration::from_millis(args.cache_ttl_ms),
-            100_000,
-        ),
-        load.clone(),
-    );
-    let submissions = Edge::new(
-        Discipline::default(),
-        submit_key.clone(),
-        submit_gate,
-        Submissions {
-            signed: SignedSubmissions::new(store_channel.clone(), verifier_channel)
-                .with_handle_policy(args.handle_policy),
-            // The demo provider issues a binding to anyone who proves they
-            // hold the record it names and asks for a free handle.
-            requests: Some(
-                BindingRequests::new(
-                    store_channel,
-                    Some(
-                        tonic::transport::Endpoint::from_shared(fleet.provider_api.clone())?
-                            .connect_lazy(),
-                    ),
-                    Policy::Issue,
-                )
-                .with_handle_policy(args.handle_policy)
-                .with_provider_record(id),
-            ),
+    let query = poz_query_gw::Config {
+        listen_plain: args.plain.to_string(),
+        listen_noise: args.noise.to_string(),
+        store: fleet.store.clone(),
+        cache_ttl_ms: args.cache_ttl_ms,
+        edge: edge.clone(),
+        ..poz_query_gw::Config::default()
+    };
+    // The demo provider issues a binding to anyone who proves they hold
+    // the record it names and asks for a free handle.
+    let submit = poz_submit_gw::Config {
+        listen: args.submit.to_string(),
+        store: fleet.store.clone(),
+        verifier: fleet.verifier.clone(),
+        binding_requests: "issue".into(),
+        provider_api: fleet.provider_api.clone(),
+        handle_policy: args.handle_policy.to_string(),
+        provider_record: id.to_hex(),
+        edge: EdgeConfig {
+            noise_key_file: Some(dir.join("submit-noise.key")),
+            ..edge
         },
-        load.clone(),
-    );
-    let plain = tokio::net::TcpListener::bind(args.plain)
-        .await
-        .with_context(|| format!("binding {}", args.plain))?;
-    let noise = tokio::net::TcpListener::bind(args.noise)
-        .await
-        .with_context(|| format!("binding {}", args.noise))?;
-    let submit = tokio::net::TcpListener::bind(args.submit)
-        .await
-        .with_context(|| format!("binding {}", args.submit))?;
-    let (plain_addr, noise_addr) = (plain.local_addr()?, noise.local_addr()?);
-    let submit_addr = submit.local_addr()?;
-    let meter = load.clone();
-    let tuner = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tick.tick().await;
-            let local = meter.local();
-            meter.set_from(&local);
-        }
-    });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
     };
-    let a = tokio::spawn(
-        edge.clone()
-            .serve(plain, Port::Plain, stopped(stop_rx.clone())),
-    );
-    let b = tokio::spawn(
-        edge.clone()
-            .serve(noise, Port::NoiseQuery, stopped(stop_rx.clone())),
-    );
-    let c = tokio::spawn(submissions.serve(submit, Port::NoiseSubmit, stopped(stop_rx)));
+    query.validate().map_err(anyhow::Error::msg)?;
+    submit.validate().map_err(anyhow::Error::msg)?;
+    // One guard for 7074, 7075 and 7076: one load meter and difficulty,
+    // and a proof is spent once in this process, whichever port it is
+    // shown on (SPEC §15).
+    let guard = Guard::start(&query.edge)?;
+    let lookups = poz_query_gw::edge(&query, &guard)?;
+    let submissions = poz_submit_gw::edge(&submit, &guard)?;
+    let query_ports = poz_query_gw::Listeners::bind(&query).await?;
+    let submit_ports = poz_submit_gw::Listeners::bind(&submit).await?;
+    let plain_addr = poz_edge::local_addr(&query_ports.plain, "--plain")?;
+    let noise_addr = poz_edge::local_addr(&query_ports.noise, "--noise")?;
+    let submit_addr = poz_edge::local_addr(&submit_ports.submit, "--submit")?;
 
-    let key_hex = hex::encode(noise_key.public);
+    let key_hex = hex::encode(lookups.key.public);
     println!(
         "pozd: serving {domain} (record {id}) from {}",
         dir.display()
@@ -367,7 +316,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  Noise NK lookups   {noise_addr}  server key {key_hex}");
     println!(
         "  Noise NK submits   {submit_addr}  server key {}",
-        hex::encode(submit_key.public)
+        hex::encode(submissions.key.public)
     );
     println!(
         "  Provider API       {}  (gRPC, poz.v1.ProviderApi)",
@@ -383,11 +332,20 @@ async fn main() -> anyhow::Result<()> {
     );
     std::io::stdout().flush()?;
 
-    poz_kit::shutdown_signal().await;
-    tracing::info!("draining");
-    let _ = stop_tx.send(true);
-    let _ = tokio::join!(a, b, c);
-    tuner.abort();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let signal = async {
+        poz_kit::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(
+        poz_query_gw::run(lookups, query_ports, stopped(stop_rx.clone())),
+        poz_submit_gw::run(submissions, submit_ports, stopped(stop_rx)),
+        signal,
+    );
+    drop(guard);
     tracing::info!("pozd stopped");
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Load shared by the fleet's gateways through Redis, so that they raise
+//! Load shared by the fleet's gateways through Redis ([`RedisLoad`], a
+//! [`crate::LoadShare`]), so that they raise
 //! (and lower) the proof-of-work difficulty together: an attacker who
 //! spreads a flood over many gateways meets the difficulty the whole
 //! flood deserves, not the fraction one gateway sees.
@@ -33,7 +34,7 @@ pub enum Source {
 }
 
 /// One gateway's link to the shared load.
-pub struct FleetLoad {
+pub struct RedisLoad {
     client: redis::Client,
     conn: Option<ConnectionManager>,
     gateway_id: String,
@@ -80,14 +81,14 @@ pub fn aggregate(reports: &[Load], per_gateway: &LoadTargets) -> (Load, LoadTarg
     (load, targets)
 }
 
-impl FleetLoad {
+impl RedisLoad {
     pub fn new(
         url: &str,
         gateway_id: String,
         ttl: Duration,
         timeout: Duration,
     ) -> Result<Self, redis::RedisError> {
-        Ok(FleetLoad {
+        Ok(RedisLoad {
             client: redis::Client::open(url)?,
             conn: None,
             gateway_id,
@@ -134,10 +135,12 @@ impl FleetLoad {
         let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
         Ok(values.iter().flatten().filter_map(|v| decode(v)).collect())
     }
+}
 
+impl crate::LoadShare for RedisLoad {
     /// Publishes `mine` and returns the load and targets to set the
     /// difficulty from: the fleet's, or `mine` when Redis fails.
-    pub async fn tick(
+    async fn tick(
         &mut self,
         mine: &Load,
         per_gateway: &LoadTargets,

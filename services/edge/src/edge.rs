@@ -22,7 +22,7 @@
 //!   within `drain_timeout`.
 //!
 //! A proof of work admitted by the gate is spent fleet-wide when the
-//! gateway shares a Redis ([`crate::fleet::SharedReplay`], SPEC §15).
+//! gateway shares a Redis ([`crate::SharedReplay`], SPEC §15).
 //! The latency fed to the load meter is the server's own: from the whole
 //! request to the answer ready to send, so a slow sender (or reader) does
 //! not count its own time as the gateway's.
@@ -78,7 +78,9 @@ impl Default for Discipline {
     }
 }
 
-/// What the gateway counts, for logs and metrics.
+/// What the gateway counts, for logs and metrics: plain counters that
+/// only grow (read them with [`Counters::values`], or each field's
+/// `load`).
 #[derive(Default, Debug)]
 pub struct Counters {
     pub accepted: AtomicUsize,
@@ -91,6 +93,25 @@ pub struct Counters {
     /// Proofs refused as spent at another gateway (fleet-wide guard).
     pub replayed_in_fleet: AtomicUsize,
     pub answered: AtomicUsize,
+}
+
+impl Counters {
+    /// Every counter by name (the field's), in declaration order: what a
+    /// metrics exporter reads.
+    pub fn values(&self) -> [(&'static str, usize); 9] {
+        let v = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+        [
+            ("accepted", v(&self.accepted)),
+            ("refused_busy", v(&self.refused_busy)),
+            ("refused_per_ip", v(&self.refused_per_ip)),
+            ("refused_pending", v(&self.refused_pending)),
+            ("timed_out", v(&self.timed_out)),
+            ("rate_limited", v(&self.rate_limited)),
+            ("shed", v(&self.shed)),
+            ("replayed_in_fleet", v(&self.replayed_in_fleet)),
+            ("answered", v(&self.answered)),
+        ]
+    }
 }
 
 /// What a gateway answers once the gate admitted a request: lookups from
@@ -108,7 +129,7 @@ pub struct Edge<A> {
     pub load: Arc<LoadMeter>,
     pub counters: Counters,
     /// The fleet's spent proofs (None: this gateway's own guard only).
-    replay: Option<SharedReplay>,
+    replay: Option<Arc<SharedReplay>>,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     pending: Semaphore,
@@ -179,7 +200,7 @@ impl<A: Answer> Edge<A> {
         gate: Gate,
         answerer: A,
         load: Arc<LoadMeter>,
-        replay: Option<SharedReplay>,
+        replay: Option<Arc<SharedReplay>>,
     ) -> Arc<Self> {
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota =
