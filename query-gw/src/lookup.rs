@@ -11,8 +11,8 @@ use poz::wire::{
 };
 use poz::zone::SignedEntry;
 use poz::Hash32;
+use poz_kit::Channel;
 use poz_proto::v1 as pb;
-use tonic::transport::Channel;
 
 /// How long a client should wait before retrying when the store is
 /// unavailable.
@@ -53,7 +53,45 @@ type Outcome = Result<pb::binding_lookup_result::Outcome, tonic::Status>;
 struct PendingLookup {
     lookup: pb::BindingLookup,
     reply: tokio::sync::oneshot::Sender<Outcome>,
+    /// The request's span: the group's call is traced under the first
+    /// lookup's and linked from the others'.
+    span: tracing::Span,
 }
+
+/// Gathering, for Prometheus (docs/OPERATIONS.md, "Metrics").
+struct GatherMetrics {
+    calls: prometheus_client::metrics::counter::Counter,
+    lookups: prometheus_client::metrics::counter::Counter,
+    queued: prometheus_client::metrics::gauge::Gauge,
+}
+
+static GATHER: std::sync::LazyLock<GatherMetrics> = std::sync::LazyLock::new(|| {
+    use poz_kit::metrics::register;
+    let m = GatherMetrics {
+        calls: Default::default(),
+        lookups: Default::default(),
+        queued: Default::default(),
+    };
+    register(
+        "poz_gather_calls",
+        "LookupBindings calls sent to the store, each carrying a group of IDENTITY lookups",
+        None,
+        m.calls.clone(),
+    );
+    register(
+        "poz_gather_lookups",
+        "IDENTITY lookups sent in gathered LookupBindings calls",
+        None,
+        m.lookups.clone(),
+    );
+    register(
+        "poz_gather_queue_depth",
+        "IDENTITY lookups waiting for a LookupBindings call now",
+        None,
+        m.queued.clone(),
+    );
+    m
+});
 
 /// The queue into the task that sends the groups.
 #[derive(Clone)]
@@ -110,14 +148,20 @@ impl BindingGather {
                 use std::sync::atomic::Ordering::Relaxed;
                 counted.calls.fetch_add(1, Relaxed);
                 counted.lookups.fetch_add(group.len() as u64, Relaxed);
+                GATHER.calls.inc();
+                GATHER.lookups.inc_by(group.len() as u64);
+                GATHER.queued.dec_by(group.len() as i64);
+                let span = gather_span(&group);
                 let mut store = store.clone();
                 tokio::spawn(async move {
+                    use tracing::Instrument;
                     let _slot = slot;
                     let (lookups, replies): (Vec<_>, Vec<_>) =
                         group.into_iter().map(|p| (p.lookup, p.reply)).unzip();
                     let n = lookups.len();
                     match store
                         .lookup_bindings(pb::LookupBindingsRequest { lookups })
+                        .instrument(span)
                         .await
                     {
                         Ok(r) => {
@@ -164,14 +208,37 @@ impl BindingGather {
         let pending = PendingLookup {
             lookup: pb::BindingLookup { domain, handle },
             reply,
+            span: tracing::Span::current(),
         };
+        GATHER.queued.inc();
         if self.queue.send(pending).await.is_err() {
+            GATHER.queued.dec();
             return Err(tonic::Status::unavailable("the lookup task has stopped"));
         }
         answer
             .await
             .unwrap_or_else(|_| Err(tonic::Status::unavailable("the lookup task has stopped")))
     }
+}
+
+/// The span of one gathered call: a child of the first lookup's request
+/// span (so that trace runs from the edge through the store), linked to
+/// every other lookup's, whose traces it also serves.
+fn gather_span(group: &[PendingLookup]) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let Some(first) = group.first() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(parent: &first.span, "poz.gather", poz.lookups = group.len());
+    for other in &group[1..] {
+        let cx = other.span.context();
+        let linked = cx.span().span_context().clone();
+        if linked.is_valid() {
+            span.add_link(linked);
+        }
+    }
+    span
 }
 
 /// The store's limit on lookups per LookupBindings call (store.proto).

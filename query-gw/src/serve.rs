@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 /// Every setting, with its default (docs/OPERATIONS.md, "The query
 /// gateway" and "The edge"). The edge's keys sit flat beside these.
 #[derive(Serialize, Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     /// 7074: plaintext lookups.
     pub listen_plain: String,
@@ -54,12 +53,6 @@ impl Default for Config {
     }
 }
 
-impl AsRef<EdgeConfig> for Config {
-    fn as_ref(&self) -> &EdgeConfig {
-        &self.edge
-    }
-}
-
 impl poz_kit::ServiceConfig for Config {
     fn validate(&self) -> Result<(), String> {
         poz_kit::check_listen("listen_plain", &self.listen_plain)?;
@@ -83,6 +76,11 @@ impl poz_kit::ServiceConfig for Config {
 pub enum ServeError {
     #[error(transparent)]
     Edge(#[from] EdgeError),
+    #[error("metrics_listen {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// The two query ports, bound.
@@ -107,7 +105,7 @@ impl Listeners {
 /// `noise_key_file`, lookups from the store (cached and gathered as
 /// configured; the channel connects lazily, each call within 5 s).
 pub fn edge(config: &Config, guard: &Guard) -> Result<Arc<Edge<StoreLookup>>, ServeError> {
-    let store = poz_edge::channel("store", &config.store, Duration::from_secs(5))?;
+    let store = config.edge.peer("store", &config.store)?;
     let lookups = StoreLookup::with_cache(
         store,
         Duration::from_millis(config.cache_ttl_ms),
@@ -139,6 +137,12 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let metrics = poz_kit::metrics::Endpoint::start(&config.edge.serve.metrics_listen)
+        .await
+        .map_err(|source| ServeError::Metrics {
+            addr: config.edge.serve.metrics_listen.clone(),
+            source,
+        })?;
     let guard = Guard::start(&config.edge)?;
     let lookups = edge(&config, &guard)?;
     let key = hex::encode(lookups.key.public);
@@ -149,6 +153,7 @@ pub async fn serve(
     tracing::info!(%plain, %noise, noise_public_key = %key, "poz-query-gw listening");
     println!("listening plain {plain} noise {noise} key {key}");
     run(lookups, listeners, shutdown).await;
+    drop(metrics);
     Ok(())
 }
 

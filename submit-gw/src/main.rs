@@ -33,9 +33,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let Some(c) = args.gateway.start::<Config>("POZ_SUBMIT_GW_", &args)? else {
+    let Some(c) = poz_kit::start::<Config>("POZ_SUBMIT_GW_", &args.gateway.config, &args)? else {
         return Ok(()); // --print-config
     };
+    let _telemetry = poz_kit::telemetry::init("poz-submit-gw", c.edge.serve.log_json)?;
     let listeners = Listeners::bind(&c).await?;
     Ok(poz_submit_gw::serve(c, listeners, poz_kit::shutdown_signal()).await?)
 }

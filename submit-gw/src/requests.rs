@@ -42,8 +42,8 @@ use poz::wire::{
 use poz::zone::SignedEntry;
 use poz::Hash32;
 use poz::Record;
+use poz_kit::Channel;
 use poz_proto::v1 as pb;
-use tonic::transport::Channel;
 
 /// What the provider does with a binding request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

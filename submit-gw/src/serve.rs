@@ -10,13 +10,11 @@ use poz_edge::{Edge, EdgeConfig, EdgeError, Guard};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Every setting, with its default (docs/OPERATIONS.md, "The submit
 /// gateway" and "The edge"). The edge's keys sit flat beside these.
 #[derive(Serialize, Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     /// 7076: Noise NK submissions.
     pub listen: String,
@@ -54,12 +52,6 @@ impl Default for Config {
             provider_record: String::new(),
             edge: EdgeConfig::default(),
         }
-    }
-}
-
-impl AsRef<EdgeConfig> for Config {
-    fn as_ref(&self) -> &EdgeConfig {
-        &self.edge
     }
 }
 
@@ -109,6 +101,11 @@ impl Config {
 pub enum ServeError {
     #[error(transparent)]
     Edge(#[from] EdgeError),
+    #[error("metrics_listen {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("configuration: {0}")]
     Invalid(String),
 }
@@ -133,8 +130,7 @@ impl Listeners {
 /// binding requests by `binding_requests` (channels connect lazily, each
 /// call within 10 s).
 pub fn edge(config: &Config, guard: &Guard) -> Result<Arc<Edge<Submissions>>, ServeError> {
-    let timeout = Duration::from_secs(10);
-    let peer = |setting, url: &str| poz_edge::channel(setting, url, timeout);
+    let peer = |setting, url: &str| config.edge.peer(setting, url);
     let handle_policy = config.handle_policy().map_err(ServeError::Invalid)?;
     let store = peer("store", &config.store)?;
     let requests = |api, policy| {
@@ -178,6 +174,12 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let metrics = poz_kit::metrics::Endpoint::start(&config.edge.serve.metrics_listen)
+        .await
+        .map_err(|source| ServeError::Metrics {
+            addr: config.edge.serve.metrics_listen.clone(),
+            source,
+        })?;
     let guard = Guard::start(&config.edge)?;
     let submissions = edge(&config, &guard)?;
     let addr = poz_edge::local_addr(&listeners.submit, "listen")?;
@@ -188,6 +190,7 @@ pub async fn serve(
     );
     println!("listening {addr}");
     run(submissions, listeners, shutdown).await;
+    drop(metrics);
     Ok(())
 }
 

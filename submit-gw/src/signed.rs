@@ -29,8 +29,8 @@ use pb::verifier_client::VerifierClient;
 use poz::codec::Codec;
 use poz::wire::{Request, Response, Status, SubmissionState, SubmitSigned, SubmitTicket};
 use poz::{Hash32, Record};
+use poz_kit::Channel;
 use poz_proto::v1 as pb;
-use tonic::transport::Channel;
 
 /// When to retry after a peer failed.
 pub const RETRY_MS: u32 = 1_000;

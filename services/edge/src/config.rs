@@ -3,10 +3,11 @@
 //! the gateway's own keys) and the same environment variables under each
 //! gateway's prefix (`POZ_QUERY_GW_MAX_CONNECTIONS`,
 //! `POZ_SUBMIT_GW_MAX_CONNECTIONS`). A gateway's `Config` holds it as
-//! `#[serde(flatten)] edge: EdgeConfig` and keeps
-//! `#[serde(deny_unknown_fields)]`: serde hands the flattened struct the
-//! keys it knows and the outer struct refuses whatever is left, so a typo
-//! is still an error (tested in both gateways).
+//! `#[serde(flatten)] edge: EdgeConfig`, and it holds the settings every
+//! service shares ([`poz_kit::ServeSettings`]: logs, metrics, TLS for the
+//! gateway's gRPC calls) the same way. The kit's loader refuses any key
+//! none of them names, so a typo is still an error (tested in both
+//! gateways).
 
 use crate::{Discipline, EdgeError, LoadMeter};
 use poz::noise::StaticKeypair;
@@ -18,7 +19,7 @@ use std::time::Duration;
 /// Every setting of the edge, with its default (docs/OPERATIONS.md,
 /// "The edge"). Durations are in milliseconds, as in the files.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EdgeConfig {
     /// This gateway's Noise static secret: 64 hex digits, first line (the
     /// ceremony writes it; mount it from a Kubernetes Secret).
@@ -62,8 +63,11 @@ pub struct EdgeConfig {
     pub load_ttl_ms: u64,
     /// Redis slower than this counts as unreachable (own load used).
     pub redis_timeout_ms: u64,
-    /// JSON log lines.
-    pub log_json: bool,
+    /// Logs, metrics endpoint, TLS for the gateway's gRPC calls
+    /// (docs/OPERATIONS.md, "Every service"). `[allow]` has no use here:
+    /// a gateway serves no gRPC.
+    #[serde(flatten)]
+    pub serve: poz_kit::ServeSettings,
 }
 
 impl Default for EdgeConfig {
@@ -98,7 +102,7 @@ impl Default for EdgeConfig {
             gateway_id: String::new(),
             load_ttl_ms: 3_000,
             redis_timeout_ms: 250,
-            log_json: false,
+            serve: poz_kit::ServeSettings::default(),
         }
     }
 }
@@ -148,7 +152,19 @@ impl EdgeConfig {
         if self.read_timeout_ms == 0 || self.idle_timeout_ms == 0 || self.write_timeout_ms == 0 {
             return Err("timeouts: at least 1 ms".into());
         }
-        Ok(())
+        if !self.serve.allow.0.is_empty() {
+            return Err("allow: a gateway serves no gRPC, so has no allowlist".into());
+        }
+        self.serve.validate()
+    }
+
+    /// The gRPC channel to the peer at `url`, with this gateway's TLS
+    /// identity for `https://` (`setting` names it in the error).
+    pub fn peer(&self, setting: &'static str, url: &str) -> Result<poz_kit::Channel, EdgeError> {
+        self.serve
+            .channels()
+            .and_then(|c| c.lazy(url))
+            .map_err(|source| EdgeError::Peer { setting, source })
     }
 
     /// The connection discipline these settings describe.
@@ -242,6 +258,9 @@ pub struct GatewayArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub config: poz_kit::ConfigArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub serve: poz_kit::ServeArgs,
     /// The fleet's Redis (shared load and spent proofs).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -250,35 +269,6 @@ pub struct GatewayArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_id: Option<String>,
-    /// JSON log lines.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub log_json: bool,
-}
-
-impl GatewayArgs {
-    /// What a gateway binary does before it binds: loads its
-    /// configuration (defaults, the file, the environment
-    /// `{env_prefix}<SETTING>`, then `flags`, which flatten these),
-    /// validated; for `--print-config` prints it to stdout and returns
-    /// `None`; else ties the process to a supervisor's stdin
-    /// ([`poz_kit::exit_with_stdin`]), starts logging (`log_json`) and
-    /// returns it.
-    pub fn start<C: poz_kit::ServiceConfig + AsRef<EdgeConfig>>(
-        &self,
-        env_prefix: &str,
-        flags: &impl Serialize,
-    ) -> Result<Option<C>, poz_kit::ConfigError> {
-        let c: C = poz_kit::load_config(env_prefix, &self.config, flags)?;
-        if self.config.print_config {
-            print!("{}", poz_kit::to_toml(&c)?);
-            return Ok(None);
-        }
-        // A supervisor that pipes our stdin may tie our life to its own.
-        poz_kit::exit_with_stdin();
-        poz_kit::init_tracing(c.as_ref().log_json);
-        Ok(Some(c))
-    }
 }
 
 #[cfg(test)]
@@ -290,6 +280,10 @@ mod tests {
         EdgeConfig {
             noise_key_file: Some("noise.key".into()),
             challenge_secrets_file: Some("challenge.secrets".into()),
+            serve: poz_kit::ServeSettings {
+                insecure: true,
+                ..Default::default()
+            },
             ..EdgeConfig::default()
         }
     }
@@ -324,6 +318,11 @@ mod tests {
         refused(|c| c.load_ttl_ms = 499, "load_ttl_ms");
         refused(|c| c.redis_timeout_ms = 0, "redis_timeout_ms");
         refused(|c| c.idle_timeout_ms = 0, "timeouts");
+        refused(
+            |c| c.serve.allow = poz_kit::Allowlist::of(&[("poz.v1.StoreRead", &["x"])]),
+            "a gateway serves no gRPC",
+        );
+        refused(|c| c.serve.insecure = false, "insecure = true");
         let mut c = valid();
         c.redis_url = "rediss://r:6379/0".into();
         assert_eq!(c.validate(), Ok(()));
@@ -377,7 +376,6 @@ mod tests {
 
     /// A configuration that flattens the edge, as the gateways' do.
     #[derive(Serialize, Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
     struct Outer {
         listen: String,
         #[serde(flatten)]
@@ -391,10 +389,12 @@ mod tests {
             }
         }
     }
-    impl AsRef<EdgeConfig> for Outer {
-        fn as_ref(&self) -> &EdgeConfig {
-            &self.edge
-        }
+    /// Loads `Outer` as a gateway binary does.
+    fn start<C: poz_kit::ServiceConfig>(
+        args: &GatewayArgs,
+        flags: &GatewayArgs,
+    ) -> Result<Option<C>, poz_kit::ConfigError> {
+        poz_kit::start("POZ_T_", &args.config, flags)
     }
     impl poz_kit::ServiceConfig for Outer {
         fn validate(&self) -> Result<(), String> {
@@ -422,7 +422,7 @@ mod tests {
             };
             jail.set_env("POZ_T_MAX_PENDING", "5");
             jail.set_env("POZ_T_REDIS_TIMEOUT_MS", "40");
-            let c: Outer = args.start("POZ_T_", &args).unwrap().unwrap();
+            let c: Outer = start::<Outer>(&args, &args).unwrap().unwrap();
             assert_eq!(c.listen, "127.0.0.1:9");
             assert_eq!(c.edge.max_connections, 77);
             assert_eq!(c.edge.target_in_flight, 3.0);
@@ -434,22 +434,22 @@ mod tests {
                 gateway_id: Some("gw-7".into()),
                 ..GatewayArgs::default()
             };
-            let c: Outer = args.start("POZ_T_", &flags).unwrap().unwrap();
-            assert!(!c.edge.log_json);
+            let c: Outer = start::<Outer>(&args, &flags).unwrap().unwrap();
+            assert!(!c.edge.serve.log_json);
             assert_eq!(c.edge.gateway_id, "gw-7");
             // The edge's validation runs.
             jail.set_env("POZ_T_MAX_PENDING", "0");
-            let e = args.start::<Outer>("POZ_T_", &args).unwrap_err();
+            let e = start::<Outer>(&args, &args).unwrap_err();
             assert_eq!(e.to_string(), "configuration: max_pending: at least 1");
             jail.set_env("POZ_T_MAX_PENDING", "5");
             // Unknown keys: in the file, and in the environment.
             jail.create_file("gw.toml", "listen = \"127.0.0.1:9\"\nmax_conections = 7\n")?;
-            let e = args.start::<Outer>("POZ_T_", &args).unwrap_err();
+            let e = start::<Outer>(&args, &args).unwrap_err();
             assert!(e.to_string().contains("max_conections"), "{e}");
             jail.create_file("gw.toml", "listen = \"127.0.0.1:9\"\n")?;
-            assert!(args.start::<Outer>("POZ_T_", &args).is_ok());
+            assert!(start::<Outer>(&args, &args).is_ok());
             jail.set_env("POZ_T_MAX_CONECTIONS", "7");
-            let e = args.start::<Outer>("POZ_T_", &args).unwrap_err();
+            let e = start::<Outer>(&args, &args).unwrap_err();
             assert!(e.to_string().contains("max_conections"), "{e}");
             Ok(())
         });

@@ -29,11 +29,12 @@
 
 use crate::fleet::{SharedReplay, Spend};
 use crate::load::LoadMeter;
+use crate::metrics::{port_name, OpenConnection, PortLabels, RefusedLabels, EDGE};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poz::codec::Codec;
 use poz::gate::{Admission, Decision, Gate, Port};
 use poz::noise::{length_prefixed, split_message, NkResponder, StaticKeypair, MAX_MESSAGE};
-use poz::wire::{Request, Response, Status};
+use poz::wire::{MessageType, Request, Response, Status};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -226,10 +227,19 @@ impl<A: Answer> Edge<A> {
         self.open.load(Ordering::Acquire)
     }
 
-    fn admit_connection(&self, ip: IpAddr) -> Option<Slot<'_>> {
+    fn admit_connection(&self, ip: IpAddr, port: Port) -> Option<Slot<'_>> {
+        let refused = |reason| {
+            EDGE.refused
+                .get_or_create(&RefusedLabels {
+                    port: port_name(port),
+                    reason,
+                })
+                .inc()
+        };
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.discipline.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
             self.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+            refused("busy");
             return None;
         }
         let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -238,6 +248,7 @@ impl<A: Answer> Edge<A> {
             drop(m);
             self.open.fetch_sub(1, Ordering::AcqRel);
             self.counters.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            refused("per_ip");
             return None;
         }
         *n += 1;
@@ -290,10 +301,16 @@ impl<A: Answer> Edge<A> {
 
     async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, port: Port) {
         let ip = peer.ip();
-        let Some(_slot) = self.admit_connection(ip) else {
+        let Some(_slot) = self.admit_connection(ip, port) else {
             return; // dropped: closed before a byte is read
         };
+        let _open = OpenConnection::start(port);
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        EDGE.accepted
+            .get_or_create(&PortLabels {
+                port: port_name(port),
+            })
+            .inc();
         self.load.connection_opened();
         let _ = stream.set_nodelay(true);
         let Read { end: read, arrived } = {
@@ -301,15 +318,24 @@ impl<A: Answer> Edge<A> {
                 self.counters
                     .refused_pending
                     .fetch_add(1, Ordering::Relaxed);
+                EDGE.refused
+                    .get_or_create(&RefusedLabels {
+                        port: port_name(port),
+                        reason: "pending",
+                    })
+                    .inc();
                 return;
             };
             self.read_request(&mut stream, port).await
         };
         let out: Vec<Vec<u8>> = match (read, port) {
             (ReadEnd::Close, _) => return,
-            (ReadEnd::Refuse(r), _) => vec![r.to_bytes()],
+            (ReadEnd::Refuse(r), _) => {
+                EDGE.answered(port, None, r.status);
+                vec![r.to_bytes()]
+            }
             (ReadEnd::Whole(frame), Port::Plain) => {
-                vec![self.respond(ip, port, &frame).await.to_bytes()]
+                vec![self.respond_counted(ip, port, &frame).await.to_bytes()]
             }
             (ReadEnd::Whole(msg), _) => {
                 let Ok(mut responder) = NkResponder::new(&self.key) else {
@@ -320,7 +346,7 @@ impl<A: Answer> Edge<A> {
                 let Ok(frame) = responder.read_request(&msg) else {
                     return;
                 };
-                let resp = self.respond(ip, port, &frame).await;
+                let resp = self.respond_counted(ip, port, &frame).await;
                 match responder.write_response(&resp.to_bytes()) {
                     Ok(msgs) => msgs.iter().map(|m| length_prefixed(m)).collect(),
                     Err(_) => return,
@@ -340,7 +366,7 @@ impl<A: Answer> Edge<A> {
             .await
             .is_err()
         {
-            self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            self.timed_out(port);
         }
     }
 
@@ -379,7 +405,7 @@ impl<A: Answer> Edge<A> {
             }
             let now = Instant::now();
             if now >= deadline {
-                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                self.timed_out(port);
                 return ReadEnd::Close;
             }
             let wait = self.discipline.idle_timeout.min(deadline - now);
@@ -395,11 +421,39 @@ impl<A: Answer> Edge<A> {
                 }
                 Ok(_) => return ReadEnd::Close,
                 Err(_) => {
-                    self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                    self.timed_out(port);
                     return ReadEnd::Close;
                 }
             }
         }
+    }
+
+    fn timed_out(&self, port: Port) {
+        self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+        EDGE.timed_out
+            .get_or_create(&PortLabels {
+                port: port_name(port),
+            })
+            .inc();
+    }
+
+    /// [`Edge::respond`] under a `poz.request` span (the parent of any
+    /// gRPC call made to answer, so a trace runs from here through the
+    /// store), counted in `poz_edge_requests_total`.
+    async fn respond_counted(&self, ip: IpAddr, port: Port, frame: &[u8]) -> Response {
+        use tracing::Instrument;
+        // The type byte follows the version byte (SPEC §14.1).
+        let kind = frame.get(1).map(|b| MessageType(*b));
+        let span = tracing::info_span!(
+            "poz.request",
+            poz.port = port.number(),
+            "poz.type" = kind.and_then(|k| k.name()).unwrap_or("invalid"),
+            poz.status = tracing::field::Empty,
+        );
+        let r = self.respond(ip, port, frame).instrument(span.clone()).await;
+        span.record("poz.status", r.status.name().unwrap_or("unknown"));
+        EDGE.answered(port, kind, r.status);
+        r
     }
 
     /// The answer to one whole request frame from `ip`.

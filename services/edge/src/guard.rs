@@ -99,6 +99,7 @@ pub fn spawn_tuner<S: LoadShare>(
             let local = meter.local();
             let (load, targets, source) = share.tick(&local, &meter.targets).await;
             let d = (meter.set_with(&load, &targets), source);
+            crate::metrics::EDGE.tuned(d.0, &load, &targets);
             if last != Some(d) {
                 tracing::info!(difficulty = d.0, source = ?d.1, "proof-of-work difficulty");
                 last = Some(d);

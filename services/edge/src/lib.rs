@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod guard;
 pub mod keys;
 pub mod load;
+pub mod metrics;
 pub mod share;
 
 pub use config::{EdgeConfig, GatewayArgs};
@@ -61,12 +62,12 @@ pub enum EdgeError {
         addr: String,
         source: std::io::Error,
     },
-    /// A peer's address (`setting`) is not a URI tonic can connect to.
-    #[error("{setting} {url:?}: {source}")]
+    /// A peer's address (`setting`) is not one a channel can be built
+    /// to (or its TLS files do not load).
+    #[error("{setting}: {source}")]
     Peer {
         setting: &'static str,
-        url: String,
-        source: tonic::transport::Error,
+        source: poz_kit::channel::ChannelError,
     },
 }
 
@@ -89,24 +90,4 @@ pub fn local_addr(
         addr: setting.to_string(),
         source,
     })
-}
-
-/// A gRPC channel to the peer at `url` (the setting `setting`), connected
-/// lazily: connecting may take 5 s, each call `timeout`.
-pub fn channel(
-    setting: &'static str,
-    url: &str,
-    timeout: std::time::Duration,
-) -> Result<tonic::transport::Channel, EdgeError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|source| {
-        EdgeError::Peer {
-            setting,
-            url: url.to_string(),
-            source,
-        }
-    })?;
-    Ok(endpoint
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(timeout)
-        .connect_lazy())
 }

@@ -331,3 +331,40 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+/// A running `/metrics` endpoint, stopped when dropped.
+pub struct Endpoint {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Endpoint {
+    /// Binds `addr` and serves `/metrics` and `/healthz` there until
+    /// dropped; `None` when `addr` is empty (no endpoint). Errors: the
+    /// address cannot be bound.
+    pub async fn start(addr: &str) -> std::io::Result<Option<Endpoint>> {
+        if addr.is_empty() {
+            return Ok(None);
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        let task = tokio::spawn(async move {
+            if let Err(e) = serve(listener, std::future::pending()).await {
+                tracing::warn!(error = %e, "metrics endpoint stopped");
+            }
+        });
+        Ok(Some(Endpoint { addr, task }))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -62,6 +62,9 @@ struct Args {
     /// JSON log lines.
     #[arg(long)]
     log_json: bool,
+    /// Prometheus endpoint (`/metrics`, `/healthz`) for the whole process.
+    #[arg(long, value_name = "ADDR", env = "POZD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 const DEMO_USERS: [&str; 3] = ["alice", "bob", "carol"];
@@ -224,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
     // A supervisor that pipes our stdin may tie our life to its own.
     poz_kit::exit_with_stdin();
     let args = Args::parse();
-    poz_kit::init_tracing(args.log_json);
+    let _telemetry = poz_kit::telemetry::init("pozd", args.log_json)?;
     let dir = args.data.clone();
     let fresh = !dir.join("record.id").exists();
     if fresh {
@@ -267,7 +270,13 @@ async fn main() -> anyhow::Result<()> {
         noise_key_file: Some(dir.join("noise.key")),
         challenge_secrets_file: Some(dir.join("challenge.secret")),
         pow_base: args.pow_base,
-        log_json: args.log_json,
+        // Its gRPC stays on loopback inside this process: no TLS, said in
+        // the banner. One metrics endpoint serves the whole process.
+        serve: poz_kit::ServeSettings {
+            log_json: args.log_json,
+            insecure: true,
+            ..poz_kit::ServeSettings::default()
+        },
         ..EdgeConfig::default()
     };
     let query = poz_query_gw::Config {
@@ -298,6 +307,12 @@ async fn main() -> anyhow::Result<()> {
     // One guard for 7074, 7075 and 7076: one load meter and difficulty,
     // and a proof is spent once in this process, whichever port it is
     // shown on (SPEC §15).
+    let metrics = match args.metrics_listen {
+        Some(a) => poz_kit::metrics::Endpoint::start(&a.to_string())
+            .await
+            .with_context(|| format!("--metrics-listen {a}"))?,
+        None => None,
+    };
     let guard = Guard::start(&query.edge)?;
     let lookups = poz_query_gw::edge(&query, &guard)?;
     let submissions = poz_submit_gw::edge(&submit, &guard)?;
@@ -319,9 +334,12 @@ async fn main() -> anyhow::Result<()> {
         hex::encode(submissions.key.public)
     );
     println!(
-        "  Provider API       {}  (gRPC, poz.v1.ProviderApi)",
+        "  Provider API       {}  (gRPC, poz.v1.ProviderApi; loopback, no TLS)",
         fleet.provider_api
     );
+    if let Some(m) = &metrics {
+        println!("  metrics            http://{}/metrics", m.local_addr());
+    }
     println!("Try, from another terminal:");
     // --record-id: a server named by hand does not say whose record it
     // serves; the ID pins it (pozctl refuses an unpinned answer).
@@ -346,6 +364,7 @@ async fn main() -> anyhow::Result<()> {
         signal,
     );
     drop(guard);
+    drop(metrics);
     tracing::info!("pozd stopped");
     Ok(())
 }
