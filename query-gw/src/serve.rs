@@ -172,6 +172,7 @@ mod tests {
             jail.set_env("POZ_QUERY_GW_CHALLENGE_SECRETS_FILE", "/s");
             jail.set_env("POZ_QUERY_GW_MAX_CONNECTIONS_PER_IP", "3");
             jail.set_env("POZ_QUERY_GW_CACHE_TTL_MS", "0");
+            jail.set_env("POZ_QUERY_GW_INSECURE", "true");
             let none = poz_kit::ConfigArgs::default();
             let flags = poz_edge::GatewayArgs::default();
             let c: Config = poz_kit::load_config("POZ_QUERY_GW_", &none, &flags).unwrap();

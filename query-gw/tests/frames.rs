@@ -30,9 +30,9 @@ async fn gateway(discipline: Discipline) -> Gateway {
     let s = store_with_provider().await;
     let key = StaticKeypair::generate();
     let pow = PowConfig::default();
-    let channel = tonic::transport::Endpoint::from_shared(s.url.clone())
-        .unwrap()
-        .connect_lazy();
+    let channel = poz_kit::Channels::default()
+        .lazy(&s.url)
+        .unwrap();
     let edge = Edge::new(
         discipline,
         key.clone(),

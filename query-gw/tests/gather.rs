@@ -106,9 +106,9 @@ async fn lookups_that_queue_behind_a_busy_store_go_together_and_each_gets_its_ow
     );
 
     // One call out at a time, at most 64 lookups in it.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{store_addr}"))
-        .unwrap()
-        .connect_lazy();
+    let channel = poz_kit::Channels::default()
+        .lazy(&format!("http://{store_addr}"))
+        .unwrap();
     let lookup = StoreLookup::new(channel).gathering(64, 1);
     let pow = PowConfig::default();
     let edge = Edge::new(
@@ -200,9 +200,9 @@ async fn an_unreachable_store_is_unavailable_with_a_retry_hint() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{gone}"))
-        .unwrap()
-        .connect_lazy();
+    let channel = poz_kit::Channels::default()
+        .lazy(&format!("http://{gone}"))
+        .unwrap();
     let pow = PowConfig::default();
     let edge = Edge::new(
         Discipline::default(),

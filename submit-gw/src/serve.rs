@@ -212,6 +212,7 @@ mod tests {
                 jail.directory().join("s.toml").display(),
             );
             jail.set_env("POZ_SUBMIT_GW_POW_BASE", "6");
+            jail.set_env("POZ_SUBMIT_GW_INSECURE", "true");
             let load = || {
                 poz_kit::load_config::<Config>(
                     "POZ_SUBMIT_GW_",

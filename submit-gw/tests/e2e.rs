@@ -60,9 +60,9 @@ async fn fleet() -> Fleet {
             ))
             .serve_with_incoming(poz_kit::incoming(listener)),
     );
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy();
+    let channel = poz_kit::Channels::default()
+        .lazy(&format!("http://{addr}"))
+        .unwrap();
     let key = StaticKeypair::generate();
     let pow = PowConfig::default();
     let gate = || Gate::new(Challenger::new(pow, Secrets(vec![[1; 32]])), 10_000);

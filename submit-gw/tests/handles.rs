@@ -63,9 +63,9 @@ async fn setup() -> Setup {
     .await
     .unwrap();
     let ch = |u: &str| {
-        tonic::transport::Endpoint::from_shared(u.to_string())
+        poz_kit::Channels::default()
+            .lazy(u)
             .unwrap()
-            .connect_lazy()
     };
     let key = StaticKeypair::generate();
     let mut eps = Vec::new();
