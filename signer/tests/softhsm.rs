@@ -11,7 +11,7 @@ use poz::zone::{EntryKind, SignedEntry, ZoneType};
 use poz::{workflow, Codec, Hash32, Record};
 use poz_proto::v1 as pb;
 use poz_proto::v1::signer_server::Signer;
-use poz_signer::{KeyStore, Pkcs11KeyStore, SignerService, TokenConfig};
+use poz_signer::{KeyStore, Pkcs11KeyStore, SignatureAuditLog, SignerService, TokenConfig};
 use poz_store::{Store, StoreOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -121,9 +121,22 @@ fn token_with_keys(cfg: &TokenConfig, labels: &[&str]) -> Pkcs11KeyStore {
     Pkcs11KeyStore::open(cfg).unwrap()
 }
 
+fn audit_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("audit.db").display())
+}
+
+/// The store over the test's audit database: it creates the schema (the
+/// signer runs no migrations) and reads the audit rows back.
 async fn audit_store(dir: &std::path::Path) -> Store {
-    let url = format!("sqlite://{}?mode=rwc", dir.join("audit.db").display());
-    Store::open(&url, StoreOptions::default()).await.unwrap()
+    Store::open(&audit_url(dir), StoreOptions::default())
+        .await
+        .unwrap()
+}
+
+/// The signer's audit log over the test's database, migrated first.
+async fn audit_log(dir: &std::path::Path) -> SignatureAuditLog {
+    drop(audit_store(dir).await);
+    SignatureAuditLog::open(&audit_url(dir)).await.unwrap()
 }
 
 #[test]
@@ -232,7 +245,7 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
     let hsm = Arc::new(token_with_keys(&cfg, &["identity-hsm"]));
     let hsm_key = hsm.keys()[0].public.clone();
     let audit = audit_store(dir.path()).await;
-    let svc = SignerService::new(hsm.clone(), audit.clone());
+    let svc = SignerService::new(hsm.clone(), audit_log(dir.path()).await);
     let rec = provider_with_hsm_identity_key(&hsm_key);
     let id = rec.id();
 
@@ -453,6 +466,8 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
         ),
     )
     .unwrap();
+    // The store migrates the audit database; the signer only inserts.
+    drop(audit_store(dir.path()).await);
     let bin = env!("CARGO_BIN_EXE_poz-signer");
     let out = Command::new(bin)
         .args([
@@ -586,6 +601,18 @@ noise = true
             .output()
             .unwrap()
     };
+    // The signer runs no migrations: on a database the store has not
+    // migrated, the ceremony stops before any key is generated or file
+    // written.
+    let out = run(&plan);
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("signature_audit"), "{said}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("generated "));
+    assert!(!out_dir.join("record.poz").exists());
+    assert!(Pkcs11KeyStore::open(&cfg).unwrap().keys().is_empty());
+
+    drop(audit_store(dir.path()).await);
     let out = run(&plan);
     assert!(out.status.success(), "{out:?}");
     let printed = String::from_utf8(out.stdout).unwrap();
@@ -706,7 +733,7 @@ noise = true
         .unwrap()
         .public
         .clone();
-    let svc = SignerService::new(Arc::new(hsm), audit.clone());
+    let svc = SignerService::new(Arc::new(hsm), audit_log(dir.path()).await);
     let mut b = workflow::new_binding(
         &rec,
         sample::user_id(1),
@@ -858,6 +885,10 @@ fn a_spawned_service_dies_with_the_process_that_spawned_it() {
         ),
     )
     .unwrap();
+    // The store migrates the audit database; the signer only inserts.
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(audit_store(dir.path()));
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

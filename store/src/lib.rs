@@ -436,6 +436,12 @@ impl Store {
         self.backend
     }
 
+    /// The connection pool, for a writer of another table in the same
+    /// database (the in-process signer's audit log shares it).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// The same database under other settings (the pool is shared).
     pub fn with_options(&self, options: StoreOptions) -> Store {
         Store {

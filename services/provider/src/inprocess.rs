@@ -74,11 +74,20 @@ pub async fn start_with_policy(
             )
             .serve_with_incoming(poz_kit::incoming(l)),
     );
+    // The signer writes its audit rows over the store's pool (one
+    // database, migrated by the store as it opened).
+    let audit = poz_signer::SignatureAuditLog::with_pool(
+        store.pool().clone(),
+        match store.backend() {
+            poz_store::Backend::Postgres => poz_signer::AuditBackend::Postgres,
+            poz_store::Backend::Sqlite => poz_signer::AuditBackend::Sqlite,
+        },
+    );
     let (l, signer_addr) = listen().await?;
     tokio::spawn(
         Server::builder()
             .add_service(
-                pb::signer_server::SignerServer::new(poz_signer::SignerService::new(keys, store))
+                pb::signer_server::SignerServer::new(poz_signer::SignerService::new(keys, audit))
                     .max_decoding_message_size(m),
             )
             .serve_with_incoming(poz_kit::incoming(l)),
