@@ -49,11 +49,16 @@ async fn fleet() -> Fleet {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = poz_store::grpc::StoreService { store };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(pb::store_read_server::StoreReadServer::new(svc.clone()))
-            .add_service(pb::store_write_server::StoreWriteServer::new(svc))
+            .add_service(pb::store_read_server::StoreReadServer::new(
+                poz_store::grpc::StoreReader {
+                    store: store.clone(),
+                },
+            ))
+            .add_service(pb::store_write_server::StoreWriteServer::new(
+                poz_store::grpc::StoreWriter { store },
+            ))
             .add_service(pb::verifier_server::VerifierServer::new(
                 poz_verifier::VerifierService::default(),
             ))

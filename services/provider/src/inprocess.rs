@@ -50,18 +50,20 @@ pub async fn start_with_policy(
 ) -> anyhow::Result<LocalFleet> {
     let m = poz_kit::MAX_GRPC_MESSAGE;
     let (l, store_addr) = listen().await?;
-    let svc = poz_store::grpc::StoreService {
-        store: store.clone(),
-    };
     tokio::spawn(
         Server::builder()
             .add_service(
-                pb::store_read_server::StoreReadServer::new(svc.clone())
-                    .max_decoding_message_size(m)
-                    .max_encoding_message_size(m),
+                pb::store_read_server::StoreReadServer::new(poz_store::grpc::StoreReader {
+                    store: store.clone(),
+                })
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
             )
             .add_service(
-                pb::store_write_server::StoreWriteServer::new(svc).max_decoding_message_size(m),
+                pb::store_write_server::StoreWriteServer::new(poz_store::grpc::StoreWriter {
+                    store: store.clone(),
+                })
+                .max_decoding_message_size(m),
             )
             .serve_with_incoming(poz_kit::incoming(l)),
     );
