@@ -516,7 +516,7 @@ impl Store {
 
     /// Every entry of the batch whose root digest is `root` (SPEC §8.9),
     /// in leaf order: what an auditor lists to check a batch
-    /// (`poz::batch::audit_batch`).
+    /// (`poz::zone::audit_batch`).
     pub async fn batch(&self, id: &Hash32, root: &Hash32) -> Result<Vec<SignedEntry>, StoreError> {
         let rows =
             sqlx::query("SELECT entry FROM entries WHERE record_id = $1 AND batch_root = $2")
@@ -531,7 +531,7 @@ impl Store {
                     .map_err(|e| StoreError::Invalid(format!("stored entry: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        entries.sort_by_key(poz::batch::leaf_index_of);
+        entries.sort_by_key(poz::zone::leaf_index_of);
         Ok(entries)
     }
 
