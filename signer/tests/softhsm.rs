@@ -448,8 +448,7 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
 /// SIGTERM; and refuses to start without an audit database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let cfg = fresh_token(dir.path());
     let pin = dir.path().join("pin");
@@ -492,20 +491,10 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("audit_database_url is required"));
 
     // Tied to this process: it exits when the test ends however it ends.
-    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
-        .env("POZ_SIGNER_CONFIG", &conf)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Held until the end: the SIGTERM below must be what stops it.
-    let _alive = child.stdin.take();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
-    let mut client = pb::signer_client::SignerClient::connect(format!("http://{addr}"))
+    let mut cmd = Command::new(bin);
+    cmd.env("POZ_SIGNER_CONFIG", &conf);
+    let mut signer = poz_testkit::ServiceProcess::spawn(cmd);
+    let mut client = pb::signer_client::SignerClient::connect(signer.url())
         .await
         .unwrap();
     let keys = client
@@ -519,12 +508,8 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
     let key_id = hex(&keys[0].key_id.as_ref().unwrap().value);
     assert!(printed.contains(&key_id), "{printed} vs {key_id}");
     // SIGTERM: a graceful stop.
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    let status = signer.terminate();
+    assert!(status.success(), "{status:?}; stderr:\n{}", signer.stderr());
 }
 
 fn hex(b: &[u8]) -> String {
@@ -851,19 +836,10 @@ fn a_spawned_service_dies_with_the_process_that_spawned_it() {
     if let Some(conf) = std::env::var_os(HELPER) {
         // The helper role: spawn, report, wait to be killed (never reaps:
         // it is SIGKILLed first).
-        #[allow(clippy::zombie_processes)]
-        let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
-            .env("POZ_SIGNER_CONFIG", conf)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("listening "), "{line}");
-        println!("service pid {}", child.id());
+        let mut cmd = Command::new(bin);
+        cmd.env("POZ_SIGNER_CONFIG", conf);
+        let signer = poz_testkit::ServiceProcess::spawn(cmd);
+        println!("service pid {}", signer.id());
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
