@@ -171,6 +171,9 @@ impl ServiceProcess {
     /// Asks the service to stop with SIGTERM (its stdin still open, so
     /// the signal is what stops it) and waits for it to exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        // `Child::wait` closes stdin before it waits, which would stop the
+        // service as a vanished parent (exit 0 without draining): hold it.
+        let _alive = self.child.stdin.take();
         let sent = Command::new("kill")
             .arg(self.child.id().to_string())
             .status()
