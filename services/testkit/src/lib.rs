@@ -182,6 +182,13 @@ impl ServiceProcess {
         self.child.wait().unwrap()
     }
 
+    /// Closes the service's stdin, as the end of this test process would,
+    /// and waits for it to exit (a tied service exits with 0).
+    pub fn close_stdin(&mut self) -> ExitStatus {
+        drop(self.child.stdin.take());
+        self.child.wait().unwrap()
+    }
+
     /// SIGKILL, then reaps it: a crash, no cleanup in the service.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
