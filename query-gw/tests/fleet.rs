@@ -12,7 +12,7 @@ use poz::codec::Codec;
 use poz::wire::{
     Challenge, DomainQuery, MessageType, PowReason, PowRequired, Request, Response, Status,
 };
-use std::io::{BufRead, BufReader};
+use poz_testkit::ServiceProcess;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,7 +81,12 @@ fn redis_server() -> (Killed, String) {
     panic!("redis-server did not start");
 }
 
-fn gateway(store: &str, redis: &str, id: &str, dir: &std::path::Path) -> (Killed, SocketAddr) {
+fn gateway(
+    store: &str,
+    redis: &str,
+    id: &str,
+    dir: &std::path::Path,
+) -> (ServiceProcess, SocketAddr) {
     gateway_with(store, redis, id, dir, &[])
 }
 
@@ -92,38 +97,38 @@ fn gateway_with(
     id: &str,
     dir: &std::path::Path,
     env: &[(&str, &str)],
-) -> (Killed, SocketAddr) {
+) -> (ServiceProcess, SocketAddr) {
     let key = poz::noise::StaticKeypair::generate();
     let key_file = dir.join(format!("{id}.key"));
     std::fs::write(&key_file, hex::encode(key.secret())).unwrap();
     let secrets = dir.join("secrets");
     std::fs::write(&secrets, format!("{}\n", hex::encode([3u8; 32]))).unwrap();
-    let mut child = poz_kit::tie_to_parent(&mut Command::new(env!("CARGO_BIN_EXE_poz-query-gw")))
-        .args([
-            "--listen-plain",
-            "127.0.0.1:0",
-            "--listen-noise",
-            "127.0.0.1:0",
-        ])
-        .args(["--store", store, "--redis-url", redis, "--gateway-id", id])
-        .env("POZ_QUERY_GW_NOISE_KEY_FILE", &key_file)
-        .env("POZ_QUERY_GW_CHALLENGE_SECRETS_FILE", &secrets)
-        .env("POZ_QUERY_GW_TARGET_NEW_CONNECTIONS_PER_S", "5")
-        .env("POZ_QUERY_GW_POW_CAP", "12")
-        .env("POZ_QUERY_GW_RATE_PER_IP", "1000")
-        .env("POZ_QUERY_GW_BURST_PER_IP", "1000")
-        .env("POZ_QUERY_GW_LOAD_TTL_MS", "1500")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"));
+    cmd.args([
+        "--listen-plain",
+        "127.0.0.1:0",
+        "--listen-noise",
+        "127.0.0.1:0",
+    ])
+    .args(["--store", store, "--redis-url", redis, "--gateway-id", id])
+    .env("POZ_QUERY_GW_NOISE_KEY_FILE", &key_file)
+    .env("POZ_QUERY_GW_CHALLENGE_SECRETS_FILE", &secrets)
+    .env("POZ_QUERY_GW_TARGET_NEW_CONNECTIONS_PER_S", "5")
+    .env("POZ_QUERY_GW_POW_CAP", "12")
+    .env("POZ_QUERY_GW_RATE_PER_IP", "1000")
+    .env("POZ_QUERY_GW_BURST_PER_IP", "1000")
+    .env("POZ_QUERY_GW_LOAD_TTL_MS", "1500")
+    .envs(env.iter().copied());
+    let gw = ServiceProcess::spawn(cmd);
+    // "listening plain ADDR noise ADDR"
+    let plain = gw
+        .addr()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let plain = line.split_whitespace().nth(2).unwrap().parse().unwrap();
-    (Killed(child), plain)
+    (gw, plain)
 }
 
 async fn difficulty(gw: SocketAddr) -> u8 {

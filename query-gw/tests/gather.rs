@@ -92,7 +92,7 @@ async fn lookups_that_queue_behind_a_busy_store_go_together_and_each_gets_its_ow
     let (open_tx, open) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let store_addr = listener.local_addr().unwrap();
-    let svc = poz_store::grpc::StoreService {
+    let svc = poz_store::grpc::StoreReader {
         store: s.store.clone(),
     };
     tokio::spawn(

@@ -11,9 +11,8 @@ mod support;
 use poz::codec::Codec;
 use poz::wire::{DomainQuery, MessageType};
 use poz_client::{Client, ClientConfig, Endpoint, Security};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,36 +83,29 @@ async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
         format!("{}\n", hex::encode([9u8; 32])),
     )
     .unwrap();
-    let mut child = poz_kit::tie_to_parent(&mut Command::new(env!("CARGO_BIN_EXE_poz-query-gw")))
-        .args([
-            "--listen-plain",
-            "127.0.0.1:0",
-            "--listen-noise",
-            "127.0.0.1:0",
-        ])
-        .args(["--store", &s.url])
-        .env("POZ_QUERY_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
-        .env(
-            "POZ_QUERY_GW_CHALLENGE_SECRETS_FILE",
-            dir.path().join("secrets"),
-        )
-        .env("POZ_QUERY_GW_READ_TIMEOUT_MS", "3000")
-        .env("POZ_QUERY_GW_DRAIN_TIMEOUT_MS", "5000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Held until the end: closing it stops the gateway at once (the
-    // SIGTERM drain below must be what stops it).
-    let _alive = child.stdin.take();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"));
+    cmd.args([
+        "--listen-plain",
+        "127.0.0.1:0",
+        "--listen-noise",
+        "127.0.0.1:0",
+    ])
+    .args(["--store", &s.url])
+    .env("POZ_QUERY_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
+    .env(
+        "POZ_QUERY_GW_CHALLENGE_SECRETS_FILE",
+        dir.path().join("secrets"),
+    )
+    .env("POZ_QUERY_GW_READ_TIMEOUT_MS", "3000")
+    .env("POZ_QUERY_GW_DRAIN_TIMEOUT_MS", "5000");
+    // Tied to this process, its stdin held: the SIGTERM drain below must
+    // be what stops it.
+    let mut gw = poz_testkit::ServiceProcess::spawn(cmd);
+    let line = gw.addr().to_string();
     let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(words[..2], ["listening", "plain"], "{line}");
-    let plain: SocketAddr = words[2].parse().unwrap();
-    let noise: SocketAddr = words[4].parse().unwrap();
+    assert_eq!(words[..1], ["plain"], "{line}");
+    let plain: SocketAddr = words[1].parse().unwrap();
+    let noise: SocketAddr = words[3].parse().unwrap();
 
     let c = Client::new(ClientConfig {
         attempts: 1,
@@ -138,7 +130,7 @@ async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
         .await
         .unwrap();
     }
-    let baseline = rss_kib(child.id());
+    let baseline = rss_kib(gw.id());
 
     let frame = poz::wire::Request::new(
         MessageType::MASTER,
@@ -180,7 +172,7 @@ async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
             .unwrap_or_else(|e| panic!("normal client refused during the flood: {e}"));
             answered += 1;
         }
-        peak = peak.max(rss_kib(child.id()));
+        peak = peak.max(rss_kib(gw.id()));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for t in flood {
@@ -209,13 +201,9 @@ async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
     );
 
     // SIGTERM: drains and exits 0.
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let log = String::from_utf8_lossy(&out.stderr);
+    let status = gw.terminate();
+    let log = gw.stderr();
+    assert!(status.success(), "{status:?}; stderr:\n{log}");
     assert!(log.contains("poz-query-gw stopped"), "{log}");
 }
 
@@ -235,38 +223,23 @@ async fn slow_uploaders_leave_the_difficulty_at_base() {
         format!("{}\n", hex::encode([9u8; 32])),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"))
-        .args([
-            "--listen-plain",
-            "127.0.0.1:0",
-            "--listen-noise",
-            "127.0.0.1:0",
-        ])
-        .args(["--store", &s.url])
-        .env("POZ_QUERY_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
-        .env(
-            "POZ_QUERY_GW_CHALLENGE_SECRETS_FILE",
-            dir.path().join("secrets"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let plain: SocketAddr = words[2].parse().unwrap();
-    let noise: SocketAddr = words[4].parse().unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(child);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"));
+    cmd.args([
+        "--listen-plain",
+        "127.0.0.1:0",
+        "--listen-noise",
+        "127.0.0.1:0",
+    ])
+    .args(["--store", &s.url])
+    .env("POZ_QUERY_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
+    .env(
+        "POZ_QUERY_GW_CHALLENGE_SECRETS_FILE",
+        dir.path().join("secrets"),
+    );
+    let gw = poz_testkit::ServiceProcess::spawn(cmd);
+    let words: Vec<&str> = gw.addr().split_whitespace().collect();
+    let plain: SocketAddr = words[1].parse().unwrap();
+    let noise: SocketAddr = words[3].parse().unwrap();
 
     let challenge: [u8; 7] = [0x00, 0x13, 0x07, 0x07, 0x00, 0x00, 0x00];
     let pause = Duration::from_millis(800);

@@ -6,11 +6,13 @@
 //! the audit log before it leaves the signer.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod ceremony;
 pub mod keystore;
 pub mod pkcs11;
 pub mod service;
 
+pub use audit::{AuditBackend, AuditError, SignatureAudit, SignatureAuditLog};
 pub use keystore::{HeldKey, KeyStore, KeyStoreError, SoftwareKeyStore};
 pub use pkcs11::{Pkcs11KeyStore, TokenConfig};
 pub use service::{check_draft_chain, DraftRefused, SignerService};

@@ -7,8 +7,10 @@ use anyhow::Context;
 use clap::Parser;
 use poz_kit::ServiceConfig;
 use poz_proto::v1::signer_server::SignerServer;
-use poz_signer::{KeyStore, Pkcs11KeyStore, SignerService, SoftwareKeyStore, TokenConfig};
-use poz_store::{Store, StoreOptions};
+use poz_signer::{
+    KeyStore, Pkcs11KeyStore, SignatureAudit, SignatureAuditLog, SignerService, SoftwareKeyStore,
+    TokenConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -195,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
     for k in keys.keys() {
         tracing::info!(label = %k.label, key_id = %k.public.id(), "holding key");
     }
-    let audit = Store::open(&c.audit_database_url, StoreOptions::default()).await?;
+    let audit = SignatureAuditLog::open(&c.audit_database_url).await?;
     let listener = tokio::net::TcpListener::bind(&c.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, backend = %c.backend, "poz-signer listening");
     println!("listening {}", listener.local_addr()?);
@@ -234,7 +236,7 @@ async fn ceremony(
             record_path.display()
         );
     }
-    let audit = Store::open(&c.audit_database_url, StoreOptions::default()).await?;
+    let audit = SignatureAuditLog::open(&c.audit_database_url).await?;
     if c.backend == "pkcs11" {
         let hsm = Pkcs11KeyStore::open(&token(c)?)?;
         for label in plan.labels() {
@@ -252,10 +254,10 @@ async fn ceremony(
         tokio::task::spawn_blocking(move || poz_signer::ceremony::run(keys.as_ref(), &plan, now))
             .await??;
     let id = done.record.id();
-    let rows: Vec<poz_store::SignatureAudit> = done
+    let rows: Vec<SignatureAudit> = done
         .signatures
         .iter()
-        .map(|s| poz_store::SignatureAudit {
+        .map(|s| SignatureAudit {
             key_id: s.key_id,
             record_id: id,
             zone_type: s.zone_type,
@@ -264,7 +266,7 @@ async fn ceremony(
             signature: s.signature.to_vec(),
         })
         .collect();
-    audit.append_signatures(&rows).await?;
+    audit.append(&rows).await?;
     // Owner-only, as the key files in it.
     {
         use std::os::unix::fs::DirBuilderExt;

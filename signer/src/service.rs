@@ -15,6 +15,7 @@
 //!    signature is then withheld, never returned unaudited);
 //! 6. answer with the signature.
 
+use crate::audit::{SignatureAudit, SignatureAuditLog};
 use crate::keystore::{KeyStore, KeyStoreError};
 use poz::entries::EntryBody;
 use poz::keys::{KeyId, SigType, Signature};
@@ -22,22 +23,21 @@ use poz::verify::{RecordRefused, VerifiedRecord, VerifiedRecordCache};
 use poz::zone::{EntryKind, SignedEntry, ZoneType};
 use poz::{Codec, Hash32, Record};
 use poz_proto::v1 as pb;
-use poz_store::{SignatureAudit, Store};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-/// The Signer service over a key store, auditing into the store.
+/// The Signer service over a key store, auditing into the audit log.
 #[derive(Clone)]
 pub struct SignerService {
     keys: Arc<dyn KeyStore>,
-    audit: Store,
+    audit: SignatureAuditLog,
     /// Issuer records already verified (by exact bytes): every entry a
     /// provider issues comes with the same record.
     issuers: Arc<VerifiedRecordCache>,
 }
 
 impl SignerService {
-    pub fn new(keys: Arc<dyn KeyStore>, audit: Store) -> Self {
+    pub fn new(keys: Arc<dyn KeyStore>, audit: SignatureAuditLog) -> Self {
         SignerService {
             keys,
             audit,
@@ -114,7 +114,7 @@ impl SignerService {
                 .to_bytes(),
             })
             .collect();
-        let ids = self.audit.append_signatures(&rows).await.map_err(|e| {
+        let ids = self.audit.append(&rows).await.map_err(|e| {
             tracing::error!(error = %e, "audit log write failed; signatures withheld");
             SIGNER.withheld.inc_by(rows.len() as u64);
             Status::unavailable(format!("audit log unavailable, signature withheld: {e}"))

@@ -7,7 +7,9 @@ use poz::sample::{self, T0};
 use poz::{workflow, Codec, Record};
 use poz_proto::v1 as pb;
 use poz_proto::v1::signer_server::Signer;
-use poz_signer::{check_draft_chain, DraftRefused, SignerService, SoftwareKeyStore};
+use poz_signer::{
+    check_draft_chain, AuditError, DraftRefused, SignatureAuditLog, SignerService, SoftwareKeyStore,
+};
 use poz_store::{Store, StoreOptions};
 use std::sync::Arc;
 use tonic::{Code, Request};
@@ -30,11 +32,13 @@ async fn a_draft_without_the_chain_from_genesis_is_refused_unsigned_and_unaudite
         "sqlite://{}?mode=rwc",
         dir.path().join("audit.db").display()
     );
+    // The store creates the schema and reads the rows back; the signer
+    // only inserts.
     let audit = Store::open(&url, StoreOptions::default()).await.unwrap();
     let owner = sample::key(10);
     let key_id = owner.public().id();
     let keys = Arc::new(SoftwareKeyStore::new(vec![("master".into(), owner)]));
-    let svc = SignerService::new(keys, audit.clone());
+    let svc = SignerService::new(keys, SignatureAuditLog::open(&url).await.unwrap());
     let honest = serial_3_draft();
     assert_eq!(honest.master.serial, 3);
     assert_eq!(check_draft_chain(&honest), Ok(()));
@@ -122,4 +126,47 @@ async fn sign(
     }))
     .await
     .map(|r| r.into_inner())
+}
+
+/// The signer never migrates: its audit log does not open on a database
+/// the store has not migrated. And a signature whose audit row cannot be
+/// written is withheld: the call fails UNAVAILABLE and returns no
+/// signature.
+#[tokio::test]
+async fn a_signature_whose_audit_row_cannot_be_written_is_withheld() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("audit.db").display()
+    );
+    let e = SignatureAuditLog::open(&url).await.unwrap_err();
+    assert!(matches!(e, AuditError::NotWritable(_)), "{e}");
+    assert!(e.to_string().contains("migrated"), "{e}");
+
+    let audit = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let log = SignatureAuditLog::open(&url).await.unwrap();
+    audit.close().await;
+    // The table goes away under the running signer (a revoked grant, a
+    // restored database): every write fails from now on.
+    {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("DROP TABLE signature_audit")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    }
+    let owner = sample::key(10);
+    let key_id = owner.public().id();
+    let keys = Arc::new(SoftwareKeyStore::new(vec![("master".into(), owner)]));
+    let svc = SignerService::new(keys, log);
+    let e = sign(&svc, &serial_3_draft(), &key_id).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("signature withheld"),
+        "{}",
+        e.message()
+    );
 }

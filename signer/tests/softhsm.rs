@@ -11,7 +11,7 @@ use poz::zone::{EntryKind, SignedEntry, ZoneType};
 use poz::{workflow, Codec, Hash32, Record};
 use poz_proto::v1 as pb;
 use poz_proto::v1::signer_server::Signer;
-use poz_signer::{KeyStore, Pkcs11KeyStore, SignerService, TokenConfig};
+use poz_signer::{KeyStore, Pkcs11KeyStore, SignatureAuditLog, SignerService, TokenConfig};
 use poz_store::{Store, StoreOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -121,9 +121,22 @@ fn token_with_keys(cfg: &TokenConfig, labels: &[&str]) -> Pkcs11KeyStore {
     Pkcs11KeyStore::open(cfg).unwrap()
 }
 
+fn audit_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("audit.db").display())
+}
+
+/// The store over the test's audit database: it creates the schema (the
+/// signer runs no migrations) and reads the audit rows back.
 async fn audit_store(dir: &std::path::Path) -> Store {
-    let url = format!("sqlite://{}?mode=rwc", dir.join("audit.db").display());
-    Store::open(&url, StoreOptions::default()).await.unwrap()
+    Store::open(&audit_url(dir), StoreOptions::default())
+        .await
+        .unwrap()
+}
+
+/// The signer's audit log over the test's database, migrated first.
+async fn audit_log(dir: &std::path::Path) -> SignatureAuditLog {
+    drop(audit_store(dir).await);
+    SignatureAuditLog::open(&audit_url(dir)).await.unwrap()
 }
 
 #[test]
@@ -232,7 +245,7 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
     let hsm = Arc::new(token_with_keys(&cfg, &["identity-hsm"]));
     let hsm_key = hsm.keys()[0].public.clone();
     let audit = audit_store(dir.path()).await;
-    let svc = SignerService::new(hsm.clone(), audit.clone());
+    let svc = SignerService::new(hsm.clone(), audit_log(dir.path()).await);
     let rec = provider_with_hsm_identity_key(&hsm_key);
     let id = rec.id();
 
@@ -435,8 +448,7 @@ async fn policy_is_enforced_and_every_signature_is_audited() {
 /// SIGTERM; and refuses to start without an audit database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let cfg = fresh_token(dir.path());
     let pin = dir.path().join("pin");
@@ -453,6 +465,8 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
         ),
     )
     .unwrap();
+    // The store migrates the audit database; the signer only inserts.
+    drop(audit_store(dir.path()).await);
     let bin = env!("CARGO_BIN_EXE_poz-signer");
     let out = Command::new(bin)
         .args([
@@ -477,20 +491,10 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("audit_database_url is required"));
 
     // Tied to this process: it exits when the test ends however it ends.
-    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
-        .env("POZ_SIGNER_CONFIG", &conf)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Held until the end: the SIGTERM below must be what stops it.
-    let _alive = child.stdin.take();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
-    let mut client = pb::signer_client::SignerClient::connect(format!("http://{addr}"))
+    let mut cmd = Command::new(bin);
+    cmd.env("POZ_SIGNER_CONFIG", &conf);
+    let mut signer = poz_testkit::ServiceProcess::spawn(cmd);
+    let mut client = pb::signer_client::SignerClient::connect(signer.url())
         .await
         .unwrap();
     let keys = client
@@ -504,12 +508,8 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
     let key_id = hex(&keys[0].key_id.as_ref().unwrap().value);
     assert!(printed.contains(&key_id), "{printed} vs {key_id}");
     // SIGTERM: a graceful stop.
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    let status = signer.terminate();
+    assert!(status.success(), "{status:?}; stderr:\n{}", signer.stderr());
 }
 
 fn hex(b: &[u8]) -> String {
@@ -586,6 +586,18 @@ noise = true
             .output()
             .unwrap()
     };
+    // The signer runs no migrations: on a database the store has not
+    // migrated, the ceremony stops before any key is generated or file
+    // written.
+    let out = run(&plan);
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("signature_audit"), "{said}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("generated "));
+    assert!(!out_dir.join("record.poz").exists());
+    assert!(Pkcs11KeyStore::open(&cfg).unwrap().keys().is_empty());
+
+    drop(audit_store(dir.path()).await);
     let out = run(&plan);
     assert!(out.status.success(), "{out:?}");
     let printed = String::from_utf8(out.stdout).unwrap();
@@ -706,7 +718,7 @@ noise = true
         .unwrap()
         .public
         .clone();
-    let svc = SignerService::new(Arc::new(hsm), audit.clone());
+    let svc = SignerService::new(Arc::new(hsm), audit_log(dir.path()).await);
     let mut b = workflow::new_binding(
         &rec,
         sample::user_id(1),
@@ -824,19 +836,10 @@ fn a_spawned_service_dies_with_the_process_that_spawned_it() {
     if let Some(conf) = std::env::var_os(HELPER) {
         // The helper role: spawn, report, wait to be killed (never reaps:
         // it is SIGKILLed first).
-        #[allow(clippy::zombie_processes)]
-        let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
-            .env("POZ_SIGNER_CONFIG", conf)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("listening "), "{line}");
-        println!("service pid {}", child.id());
+        let mut cmd = Command::new(bin);
+        cmd.env("POZ_SIGNER_CONFIG", conf);
+        let signer = poz_testkit::ServiceProcess::spawn(cmd);
+        println!("service pid {}", signer.id());
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
@@ -858,6 +861,10 @@ fn a_spawned_service_dies_with_the_process_that_spawned_it() {
         ),
     )
     .unwrap();
+    // The store migrates the audit database; the signer only inserts.
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(audit_store(dir.path()));
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

@@ -69,26 +69,34 @@ fn pbhash(h: &Hash32) -> pb::Hash {
     }
 }
 
-/// Both services over one store.
+/// `poz.v1.StoreRead` over a store: the lookups gateways and the
+/// Provider API make. Its own type (not shared with [`StoreWriter`]) so
+/// that each service can admit its own callers.
 #[derive(Clone, Debug)]
-pub struct StoreService {
+pub struct StoreReader {
     pub store: Store,
 }
 
-impl StoreService {
-    async fn record_ref(&self, r: &Option<pb::RecordRef>) -> Result<Hash32, Status> {
-        match r.as_ref().and_then(|r| r.by.as_ref()) {
-            Some(pb::record_ref::By::Domain(d)) => Ok(self.store.resolve(d).await?),
-            Some(pb::record_ref::By::RecordId(h)) => hash_arg("record.record_id", &Some(h.clone())),
-            None => Err(Status::invalid_argument(
-                "record: give a domain or a record_id",
-            )),
-        }
+/// `poz.v1.StoreWrite` over a store: what only its writers (the submit
+/// gateway, the Provider API, operators' tools) may call.
+#[derive(Clone, Debug)]
+pub struct StoreWriter {
+    pub store: Store,
+}
+
+/// The record a request names, by domain or by ID.
+async fn record_ref(store: &Store, r: &Option<pb::RecordRef>) -> Result<Hash32, Status> {
+    match r.as_ref().and_then(|r| r.by.as_ref()) {
+        Some(pb::record_ref::By::Domain(d)) => Ok(store.resolve(d).await?),
+        Some(pb::record_ref::By::RecordId(h)) => hash_arg("record.record_id", &Some(h.clone())),
+        None => Err(Status::invalid_argument(
+            "record: give a domain or a record_id",
+        )),
     }
 }
 
 #[tonic::async_trait]
-impl pb::store_read_server::StoreRead for StoreService {
+impl pb::store_read_server::StoreRead for StoreReader {
     async fn check_handles(
         &self,
         req: Request<pb::CheckHandlesRequest>,
@@ -99,7 +107,7 @@ impl pb::store_read_server::StoreRead for StoreService {
                 "candidates: at most {MAX_CANDIDATES} per call"
             )));
         }
-        let id = self.record_ref(&r.record).await?;
+        let id = record_ref(&self.store, &r.record).await?;
         let candidates = r
             .candidates
             .iter()
@@ -128,7 +136,7 @@ impl pb::store_read_server::StoreRead for StoreService {
         &self,
         req: Request<pb::GetMasterRequest>,
     ) -> Result<Response<pb::GetMasterResponse>, Status> {
-        let id = self.record_ref(&req.get_ref().record).await?;
+        let id = record_ref(&self.store, &req.get_ref().record).await?;
         let record = self.store.master_answer(&id).await?;
         let (serial, _, _) = self.store.head(&id).await?;
         Ok(Response::new(pb::GetMasterResponse { record, serial }))
@@ -138,7 +146,7 @@ impl pb::store_read_server::StoreRead for StoreService {
         &self,
         req: Request<pb::GetHeadRequest>,
     ) -> Result<Response<pb::GetHeadResponse>, Status> {
-        let id = self.record_ref(&req.get_ref().record).await?;
+        let id = record_ref(&self.store, &req.get_ref().record).await?;
         let (serial, h, ts) = self.store.head(&id).await?;
         Ok(Response::new(pb::GetHeadResponse {
             record_id: Some(pbhash(&id)),
@@ -158,7 +166,7 @@ impl pb::store_read_server::StoreRead for StoreService {
                 self.store.binding_by_domain(d, &r.handle).await?
             }
             _ => {
-                let id = self.record_ref(&r.record).await?;
+                let id = record_ref(&self.store, &r.record).await?;
                 self.store.binding(&id, &r.handle).await?
             }
         };
@@ -211,7 +219,7 @@ impl pb::store_read_server::StoreRead for StoreService {
         if r.handles.len() > 10_000 {
             return Err(Status::invalid_argument("handles: at most 10,000 per call"));
         }
-        let id = self.record_ref(&r.record).await?;
+        let id = record_ref(&self.store, &r.record).await?;
         let found = self.store.bindings_for_handles(&id, &r.handles).await?;
         Ok(Response::new(pb::GetBindingsResponse {
             bindings: found
@@ -233,7 +241,7 @@ impl pb::store_read_server::StoreRead for StoreService {
         if !(1..=1000).contains(&r.limit) {
             return Err(Status::invalid_argument("limit: 1..=1000"));
         }
-        let id = self.record_ref(&r.record).await?;
+        let id = record_ref(&self.store, &r.record).await?;
         let page = self
             .store
             .list_bindings(&id, &r.after_handle, r.limit)
@@ -254,7 +262,7 @@ impl pb::store_read_server::StoreRead for StoreService {
         &self,
         req: Request<pb::GetBindingRequest>,
     ) -> Result<Response<pb::GetChainResponse>, Status> {
-        let id = self.record_ref(&req.get_ref().record).await?;
+        let id = record_ref(&self.store, &req.get_ref().record).await?;
         let chain = self.store.chain(&id, &req.get_ref().handle).await?;
         Ok(Response::new(pb::GetChainResponse { chain }))
     }
@@ -264,7 +272,7 @@ impl pb::store_read_server::StoreRead for StoreService {
         req: Request<pb::ListZoneRequest>,
     ) -> Result<Response<pb::ListZoneResponse>, Status> {
         let r = req.get_ref();
-        let id = self.record_ref(&r.record).await?;
+        let id = record_ref(&self.store, &r.record).await?;
         let zone = zone_arg(r.zone_type)?;
         let after = if r.after.is_empty() {
             Hash32::ZERO
@@ -293,7 +301,7 @@ impl pb::store_read_server::StoreRead for StoreService {
     ) -> Result<Response<pb::GetMirrorsResponse>, Status> {
         // Nothing else of the record is read, so MIRRORS stays cheap for
         // any record size.
-        let id = self.record_ref(&req.get_ref().record).await?;
+        let id = record_ref(&self.store, &req.get_ref().record).await?;
         let hosts = self.store.mirrors(&id).await?;
         Ok(Response::new(pb::GetMirrorsResponse { hosts }))
     }
@@ -302,7 +310,7 @@ impl pb::store_read_server::StoreRead for StoreService {
         &self,
         req: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
-        let id = self.record_ref(&req.get_ref().record).await?;
+        let id = record_ref(&self.store, &req.get_ref().record).await?;
         let h = self
             .store
             .history(&id, req.get_ref().from_serial.max(1))
@@ -324,7 +332,7 @@ impl pb::store_read_server::StoreRead for StoreService {
 }
 
 #[tonic::async_trait]
-impl pb::store_write_server::StoreWrite for StoreService {
+impl pb::store_write_server::StoreWrite for StoreWriter {
     async fn free_handle(
         &self,
         req: Request<pb::FreeStoreHandleRequest>,

@@ -6,7 +6,7 @@
 use clap::Parser;
 use poz_kit::ServiceConfig;
 use poz_proto::v1::{store_read_server::StoreReadServer, store_write_server::StoreWriteServer};
-use poz_store::grpc::StoreService;
+use poz_store::grpc::{StoreReader, StoreWriter};
 use poz_store::{Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -156,17 +156,18 @@ async fn main() -> anyhow::Result<()> {
     println!("listening {}", listener.local_addr()?);
     let (health, reflection) =
         poz_kit::health_and_reflection(&["poz.v1.StoreRead", "poz.v1.StoreWrite"]).await?;
-    let svc = StoreService { store };
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(
-            StoreReadServer::new(svc.clone())
-                .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE)
-                .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
+            StoreReadServer::new(StoreReader {
+                store: store.clone(),
+            })
+            .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
         )
         .add_service(
-            StoreWriteServer::new(svc)
+            StoreWriteServer::new(StoreWriter { store })
                 .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
         )

@@ -13,59 +13,16 @@ use poz::sample::{self, key};
 use poz::workflow;
 use poz::Record;
 use poz_proto::v1 as pb;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use poz_testkit::ServiceProcess;
+use std::process::Command;
 use tonic::Code;
 
-/// A running `poz-store`; killed (SIGKILL) on drop, and tied to this
-/// process (`poz_kit::tie_to_parent`): it exits when the test process
-/// ends in any way, a panic or SIGKILL included.
-struct StoreProcess {
-    child: Child,
-    addr: String,
-}
-
-impl StoreProcess {
-    fn start(db_url: &str) -> StoreProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-store"));
-        cmd.args(["--listen", "127.0.0.1:0", "--database-url", db_url]);
-        StoreProcess::spawn(cmd)
-    }
-
-    /// Starts `cmd` and waits for its `listening ADDR` line.
-    fn spawn(mut cmd: Command) -> StoreProcess {
-        let mut child = poz_kit::tie_to_parent(&mut cmd)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        StoreProcess { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for StoreProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A running `poz-store` over `db_url` (tied to this process, SIGKILLed
+/// on drop: see `poz_testkit::ServiceProcess`).
+fn start_store(db_url: &str) -> ServiceProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-store"));
+    cmd.args(["--listen", "127.0.0.1:0", "--database-url", db_url]);
+    ServiceProcess::spawn(cmd)
 }
 
 fn domain_ref(d: &str) -> Option<pb::RecordRef> {
@@ -77,7 +34,7 @@ fn domain_ref(d: &str) -> Option<pb::RecordRef> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_documented_statuses() {
     let dir = tempfile::tempdir().unwrap();
-    let s = StoreProcess::start(&format!(
+    let s = start_store(&format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("s.db").display()
     ));
@@ -211,7 +168,7 @@ async fn bad_input_gets_documented_statuses() {
 }
 
 async fn kill_mid_load(db_url: String) {
-    let mut s = StoreProcess::start(&db_url);
+    let mut s = start_store(&db_url);
     let r1 = sample::tour_record().unwrap();
     let mut w = StoreWriteClient::connect(s.url()).await.unwrap();
     w.create_record(pb::CreateRecordRequest {
@@ -266,7 +223,7 @@ async fn kill_mid_load(db_url: String) {
     assert!(acked.len() >= 15);
 
     // Restart on the same database: every acknowledged revision is there.
-    let s2 = StoreProcess::start(&db_url);
+    let s2 = start_store(&db_url);
     let mut r = StoreReadClient::connect(s2.url()).await.unwrap();
     let hist = r
         .get_history(pb::GetHistoryRequest {
@@ -381,6 +338,6 @@ fn configuration_file_environment_and_refusals() {
     // And the file alone starts a working store.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-store"));
     cmd.env("POZ_STORE_CONFIG", &file);
-    let s = StoreProcess::spawn(cmd);
-    assert!(s.addr.starts_with("127.0.0.1:"), "{}", s.addr);
+    let s = ServiceProcess::spawn(cmd);
+    assert!(s.addr().starts_with("127.0.0.1:"), "{}", s.addr());
 }

@@ -50,11 +50,16 @@ async fn fleet() -> Fleet {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = poz_store::grpc::StoreService { store };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(pb::store_read_server::StoreReadServer::new(svc.clone()))
-            .add_service(pb::store_write_server::StoreWriteServer::new(svc))
+            .add_service(pb::store_read_server::StoreReadServer::new(
+                poz_store::grpc::StoreReader {
+                    store: store.clone(),
+                },
+            ))
+            .add_service(pb::store_write_server::StoreWriteServer::new(
+                poz_store::grpc::StoreWriter { store },
+            ))
             .add_service(pb::verifier_server::VerifierServer::new(
                 poz_verifier::VerifierService::default(),
             ))
@@ -271,8 +276,7 @@ async fn a_submitted_update_is_committed_then_served_and_bad_ones_are_refused() 
 /// SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_commits_a_submission_and_stops_cleanly() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let f = fleet().await;
     let dir = tempfile::tempdir().unwrap();
     let key = StaticKeypair::generate();
@@ -290,36 +294,22 @@ async fn the_binary_commits_a_submission_and_stops_cleanly() {
         "{refused:?}"
     );
     // Tied to this process: it exits when the test ends however it ends.
-    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            &f.grpc,
-            "--verifier",
-            &f.grpc,
-        ])
-        .env("POZ_SUBMIT_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
-        .env(
-            "POZ_SUBMIT_GW_CHALLENGE_SECRETS_FILE",
-            dir.path().join("secrets"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Held until the end: the SIGTERM drain below must be what stops it.
-    let _alive = child.stdin.take();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &f.grpc,
+        "--verifier",
+        &f.grpc,
+    ])
+    .env("POZ_SUBMIT_GW_NOISE_KEY_FILE", dir.path().join("noise.key"))
+    .env(
+        "POZ_SUBMIT_GW_CHALLENGE_SECRETS_FILE",
+        dir.path().join("secrets"),
+    );
+    let mut gw = poz_testkit::ServiceProcess::spawn(cmd);
+    let addr: SocketAddr = gw.addr().parse().unwrap();
     let keys = sample::provider_keys();
     let mut next = workflow::draft(&f.provider, T0 + 5_000).unwrap();
     workflow::sign_draft(&mut next, &keys.master).unwrap();
@@ -353,13 +343,14 @@ async fn the_binary_commits_a_submission_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(served.serial, 3);
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("poz-submit-gw stopped"));
+    // SIGTERM: the drain, then a clean exit.
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}; stderr:\n{}", gw.stderr());
+    assert!(
+        gw.stderr().contains("poz-submit-gw stopped"),
+        "{}",
+        gw.stderr()
+    );
 }
 
 /// One Noise NK exchange on 7076 with `frame` as the request, its message

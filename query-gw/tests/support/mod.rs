@@ -36,7 +36,7 @@ pub async fn store_with_provider() -> StoreServer {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = poz_store::grpc::StoreService {
+    let svc = poz_store::grpc::StoreReader {
         store: store.clone(),
     };
     tokio::spawn(

@@ -16,7 +16,7 @@
 
 use crate::codec::{Codec, DecodeError, Reader};
 use crate::hash::{tagged_hash, Hash32};
-use crate::zone::ZoneType;
+use crate::types::ZoneType;
 
 /// Tags of the batch hashes (SPEC §2).
 pub mod tag {
@@ -234,72 +234,6 @@ impl Codec for BatchProof {
     }
 }
 
-/// The leaf index of an entry's first batch signature (`u32::MAX` when it
-/// has none): the order of a batch's entries.
-pub fn leaf_index_of(entry: &crate::zone::SignedEntry) -> u32 {
-    entry
-        .signatures
-        .iter()
-        .filter(|s| s.sig_type == crate::keys::SigType::ED25519_BATCH)
-        .find_map(|s| BatchProof::from_bytes(&s.data).ok())
-        .map_or(u32::MAX, |p| p.leaf_index)
-}
-
-/// Why a listed batch does not check out.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BatchAuditError {
-    #[error("entry {position} carries no batch signature proving to this root")]
-    NotInBatch { position: usize },
-    #[error("the batch claims {claimed} entries but {listed} are listed")]
-    Incomplete { claimed: u32, listed: usize },
-    #[error("leaf index {index} is listed at position {position}")]
-    OutOfOrder { position: usize, index: u32 },
-}
-
-/// An auditor's check of a listed batch, for the issuer's `zone`: every
-/// entry proves to `root_digest`, the leaves are exactly 0..n in order,
-/// and n is the size the root commits to. (Each root signature is then
-/// checked with the issuer's keys, as for any entry.) `keys` is the
-/// issuer's Public Key Map, which entries naming keys by index bind into
-/// their digests (SPEC §5.3). Returns n; an entry whose body does not
-/// decode or names a key not in `keys` is `NotInBatch`.
-pub fn audit_batch(
-    issuer: &Hash32,
-    zone: ZoneType,
-    keys: &crate::keys::PublicKeyMap,
-    root_digest: &Hash32,
-    entries: &[crate::zone::SignedEntry],
-) -> Result<u32, BatchAuditError> {
-    let mut size = None;
-    for (position, e) in entries.iter().enumerate() {
-        let digest = e
-            .digest_in(issuer, zone, keys)
-            .map_err(|_| BatchAuditError::NotInBatch { position })?;
-        let proof = e
-            .signatures
-            .iter()
-            .filter(|s| s.sig_type == crate::keys::SigType::ED25519_BATCH)
-            .filter_map(|s| BatchProof::from_bytes(&s.data).ok())
-            .find(|p| p.signed_digest(issuer, zone, &digest).as_ref() == Some(root_digest))
-            .ok_or(BatchAuditError::NotInBatch { position })?;
-        if proof.leaf_index as usize != position {
-            return Err(BatchAuditError::OutOfOrder {
-                position,
-                index: proof.leaf_index,
-            });
-        }
-        size = Some(proof.tree_size);
-    }
-    let claimed = size.unwrap_or(0);
-    if claimed as usize != entries.len() {
-        return Err(BatchAuditError::Incomplete {
-            claimed,
-            listed: entries.len(),
-        });
-    }
-    Ok(claimed)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -406,7 +340,7 @@ mod tests {
         assert_eq!(err.field(), "batch_proof.path_len");
         let sig = crate::keys::Signature {
             key_idx: 1,
-            sig_type: crate::keys::SigType::ED25519_BATCH,
+            sig_type: crate::types::SigType::ED25519_BATCH,
             data: proof.to_bytes(),
         };
         let err = crate::keys::Signature::from_bytes(&sig.to_bytes()).unwrap_err();

@@ -8,8 +8,8 @@ use crate::wire_enum;
 use crate::Error;
 use serde::Serialize;
 
-/// Largest handle, in bytes.
-pub const MAX_HANDLE: usize = 64;
+pub use crate::handle::MAX_HANDLE;
+pub use crate::types::RevocationReason;
 
 /// Identity Zone entry: a signed link from a provider's record to a user's.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
@@ -35,7 +35,7 @@ impl IdentityBinding {
         issued_at: u64,
         expires_at: u64,
     ) -> Result<Self, Error> {
-        if let Some(reason) = crate::wire::handle_rule_broken(handle) {
+        if let Some(reason) = crate::handle::handle_rule_broken(handle) {
             return Err(Error::InvalidHandle { reason });
         }
         if !valid_str8(handle) {
@@ -72,7 +72,7 @@ impl Codec for IdentityBinding {
         let subject = Hash32::read(r)?;
         let at = r.offset();
         let handle = read_str8(r, "binding.handle")?;
-        if let Some(reason) = crate::wire::handle_rule_broken(&handle) {
+        if let Some(reason) = crate::handle::handle_rule_broken(&handle) {
             return Err(DecodeError::Layout {
                 field: "binding.handle",
                 offset: at,
@@ -95,17 +95,6 @@ impl Codec for IdentityBinding {
             issued_at,
             expires_at,
         })
-    }
-}
-
-wire_enum! {
-    /// Why an entry was revoked.
-    RevocationReason(u8) {
-        UNSPECIFIED = 0x00 => "unspecified",
-        KEY_COMPROMISE = 0x01 => "key-compromise",
-        SUPERSEDED = 0x02 => "superseded",
-        ACCOUNT_CLOSED = 0x03 => "account-closed",
-        POLICY = 0x04 => "policy",
     }
 }
 
@@ -568,11 +557,11 @@ impl EntryBody {
 
     /// Decodes `body` as the type its zone and kind say it is.
     pub fn decode(
-        zone: crate::zone::ZoneType,
-        kind: crate::zone::EntryKind,
+        zone: crate::types::ZoneType,
+        kind: crate::types::EntryKind,
         body: &[u8],
     ) -> Result<EntryBody, DecodeError> {
-        use crate::zone::{EntryKind, ZoneType};
+        use crate::types::{EntryKind, ZoneType};
         if kind == EntryKind::REVOKE {
             return Revocation::from_bytes(body).map(EntryBody::Revocation);
         }

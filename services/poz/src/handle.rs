@@ -10,11 +10,35 @@
 //! folding from `caseless`, general categories from `unicode-properties`,
 //! bidi classes from `unicode-bidi`); none is written here.
 
-use crate::entries::{RevocationReason, MAX_HANDLE};
 use crate::hash::Hash32;
+use crate::types::RevocationReason;
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use unicode_security::{GeneralSecurityProfile, RestrictionLevel, RestrictionLevelDetection};
+
+/// Largest handle, in bytes.
+pub const MAX_HANDLE: usize = 64;
+
+/// The rule of SPEC §8.4.1's baseline that `h` breaks as a handle, in
+/// words that start with the rule's name, or `None`: 1..=64 bytes, no
+/// bidi control, no format character. Every handle on the wire and in a
+/// binding is held to it whatever the provider's policy, so no verifier
+/// accepts, and no tool prints, a handle that displays as another
+/// (`\u{202E}ecila` shows as "alice"). (Control characters and bad UTF-8
+/// are refused by `str8` itself.)
+pub fn handle_rule_broken(h: &str) -> Option<&'static str> {
+    match check_baseline(h) {
+        Ok(()) => None,
+        Err(e) => Some(match e.rule {
+            HandleRule::Length if h.is_empty() => "handle-length: handle is empty (1..=64 bytes)",
+            HandleRule::Length => "handle-length: handle is longer than 64 bytes",
+            HandleRule::Bidi => {
+                "handle-bidi: handle has a bidi control character (it could display as another)"
+            }
+            _ => "handle-format: handle has a format or control character (invisible on screen)",
+        }),
+    }
+}
 
 /// The punctuation a handle may hold besides letters and digits, under
 /// every policy: full stop, hyphen-minus, low line (SPEC §8.4.1).

@@ -12,61 +12,7 @@ use crate::hash::{tag, tagged_hash, Hash32};
 use ed25519_dalek::Signer as _;
 use zeroize::Zeroizing;
 
-/// Declares a wire enum as a newtype over its integer, with named constants,
-/// so unknown values still decode, round-trip and print in hex; validation
-/// decides separately whether a value is acceptable where it stands.
-#[macro_export]
-macro_rules! wire_enum {
-    ($(#[$m:meta])* $name:ident($int:ty) { $($(#[$cm:meta])* $konst:ident = $val:expr => $text:literal,)* }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(pub $int);
-        impl $name {
-            $($(#[$cm])* pub const $konst: $name = $name($val);)*
-            /// The standard's name for this value, if it is a known one.
-            pub fn name(self) -> Option<&'static str> {
-                match self.0 { $($val => Some($text),)* _ => None }
-            }
-            pub fn is_known(self) -> bool { self.name().is_some() }
-            /// Parses a name as `name()` prints it (case-insensitive).
-            pub fn from_name(s: &str) -> Option<$name> {
-                $(if s.eq_ignore_ascii_case($text) { return Some($name($val)); })*
-                None
-            }
-        }
-        impl std::fmt::Debug for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                match self.name() {
-                    Some(n) => write!(f, "{}", n),
-                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
-                }
-            }
-        }
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                std::fmt::Debug::fmt(self, f)
-            }
-        }
-    };
-}
-
-wire_enum! {
-    /// The algorithm of a public key in the key map.
-    KeyType(u8) {
-        ED25519 = 0x01 => "ed25519",
-    }
-}
-
-wire_enum! {
-    /// How a signature is made.
-    SigType(u8) {
-        /// Ed25519 over the 32-byte tagged digest of the signed object.
-        ED25519 = 0x01 => "ed25519",
-        /// Ed25519 over the root of a batch of zone entries, with this
-        /// entry's audit path (SPEC §8.9; zone entries only).
-        ED25519_BATCH = 0x02 => "ed25519-batch",
-    }
-}
+pub use crate::types::{KeyType, SigType};
 
 /// Ed25519 public key length.
 pub const ED25519_PUBLIC_LEN: usize = 32;
@@ -165,7 +111,7 @@ impl PublicKey {
     pub fn verify_entry(
         &self,
         issuer: &Hash32,
-        zone: crate::zone::ZoneType,
+        zone: crate::types::ZoneType,
         entry_digest: &Hash32,
         sig: &Signature,
     ) -> bool {
@@ -293,7 +239,7 @@ impl Signature {
     pub fn entry_message(
         &self,
         issuer: &Hash32,
-        zone: crate::zone::ZoneType,
+        zone: crate::types::ZoneType,
         entry_digest: &Hash32,
     ) -> Option<(Hash32, [u8; 64])> {
         match self.sig_type {

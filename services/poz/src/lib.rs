@@ -70,6 +70,7 @@ pub mod record;
 pub mod sample;
 pub mod serve;
 pub mod threshold;
+pub mod types;
 pub mod verify;
 pub mod wire;
 pub mod workflow;

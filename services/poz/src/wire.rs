@@ -447,28 +447,7 @@ pub fn domain_rule_broken(d: &str) -> Option<&'static str> {
     }
 }
 
-/// The rule of SPEC §8.4.1's baseline that `h` breaks as a handle, in
-/// words that start with the rule's name, or `None`: 1..=64 bytes, no
-/// bidi control, no format character. Every handle on the wire and in a
-/// binding is held to it whatever the provider's policy, so no verifier
-/// accepts, and no tool prints, a handle that displays as another
-/// (`\u{202E}ecila` shows as "alice"). (Control characters and bad UTF-8
-/// are refused by `str8` itself.)
-pub fn handle_rule_broken(h: &str) -> Option<&'static str> {
-    match crate::handle::check_baseline(h) {
-        Ok(()) => None,
-        Err(e) => Some(match e.rule {
-            crate::handle::HandleRule::Length if h.is_empty() => {
-                "handle-length: handle is empty (1..=64 bytes)"
-            }
-            crate::handle::HandleRule::Length => "handle-length: handle is longer than 64 bytes",
-            crate::handle::HandleRule::Bidi => {
-                "handle-bidi: handle has a bidi control character (it could display as another)"
-            }
-            _ => "handle-format: handle has a format or control character (invisible on screen)",
-        }),
-    }
-}
+pub use crate::handle::handle_rule_broken;
 
 fn read_domain(r: &mut Reader<'_>) -> Result<String, DecodeError> {
     let at = r.offset();
@@ -1292,7 +1271,7 @@ mod tests {
             subject: Hash32([5; 32]),
             proof: vec![Signature {
                 key_idx: 0,
-                sig_type: crate::keys::SigType::ED25519,
+                sig_type: crate::types::SigType::ED25519,
                 data: vec![1; 64],
             }],
         };

@@ -9,46 +9,8 @@
 use crate::codec::{read_str8, valid_str8, write_str8, Codec, DecodeError, Reader};
 use crate::hash::{tag, Hash32, TaggedHasher};
 use crate::keys::{insert_signature, read_signatures, write_signatures, Signature};
-use crate::wire_enum;
 
-wire_enum! {
-    /// The sub-zones a master zone can delegate. The section types are
-    /// `zone << 4` (authority) and `zone << 4 | 1` (zone data).
-    ZoneType(u8) {
-        IDENTITY = 0x01 => "identity",
-        FEED = 0x02 => "feed",
-        EMAIL = 0x03 => "email",
-        AUTH = 0x04 => "auth",
-        SERVICE = 0x05 => "service",
-    }
-}
-
-impl ZoneType {
-    pub const ALL: [ZoneType; 5] = [
-        ZoneType::IDENTITY,
-        ZoneType::FEED,
-        ZoneType::EMAIL,
-        ZoneType::AUTH,
-        ZoneType::SERVICE,
-    ];
-
-    pub fn authority_section(self) -> u16 {
-        (self.0 as u16) << 4
-    }
-
-    pub fn zone_section(self) -> u16 {
-        ((self.0 as u16) << 4) | 1
-    }
-}
-
-wire_enum! {
-    /// Whether an entry adds information (grant threshold) or revokes an
-    /// earlier entry (deny threshold).
-    EntryKind(u8) {
-        GRANT = 0x01 => "grant",
-        REVOKE = 0x02 => "revoke",
-    }
-}
+pub use crate::types::{EntryKind, ZoneType};
 
 /// The signed header of a sub-zone.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -351,4 +313,70 @@ impl Codec for ZoneSection {
         }
         Ok(ZoneSection { entries })
     }
+}
+
+/// The leaf index of an entry's first batch signature (`u32::MAX` when it
+/// has none): the order of a batch's entries.
+pub fn leaf_index_of(entry: &SignedEntry) -> u32 {
+    entry
+        .signatures
+        .iter()
+        .filter(|s| s.sig_type == crate::types::SigType::ED25519_BATCH)
+        .find_map(|s| crate::batch::BatchProof::from_bytes(&s.data).ok())
+        .map_or(u32::MAX, |p| p.leaf_index)
+}
+
+/// Why a listed batch does not check out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchAuditError {
+    #[error("entry {position} carries no batch signature proving to this root")]
+    NotInBatch { position: usize },
+    #[error("the batch claims {claimed} entries but {listed} are listed")]
+    Incomplete { claimed: u32, listed: usize },
+    #[error("leaf index {index} is listed at position {position}")]
+    OutOfOrder { position: usize, index: u32 },
+}
+
+/// An auditor's check of a listed batch, for the issuer's `zone`: every
+/// entry proves to `root_digest`, the leaves are exactly 0..n in order,
+/// and n is the size the root commits to. (Each root signature is then
+/// checked with the issuer's keys, as for any entry.) `keys` is the
+/// issuer's Public Key Map, which entries naming keys by index bind into
+/// their digests (SPEC §5.3). Returns n; an entry whose body does not
+/// decode or names a key not in `keys` is `NotInBatch`.
+pub fn audit_batch(
+    issuer: &Hash32,
+    zone: ZoneType,
+    keys: &crate::keys::PublicKeyMap,
+    root_digest: &Hash32,
+    entries: &[SignedEntry],
+) -> Result<u32, BatchAuditError> {
+    let mut size = None;
+    for (position, e) in entries.iter().enumerate() {
+        let digest = e
+            .digest_in(issuer, zone, keys)
+            .map_err(|_| BatchAuditError::NotInBatch { position })?;
+        let proof = e
+            .signatures
+            .iter()
+            .filter(|s| s.sig_type == crate::types::SigType::ED25519_BATCH)
+            .filter_map(|s| crate::batch::BatchProof::from_bytes(&s.data).ok())
+            .find(|p| p.signed_digest(issuer, zone, &digest).as_ref() == Some(root_digest))
+            .ok_or(BatchAuditError::NotInBatch { position })?;
+        if proof.leaf_index as usize != position {
+            return Err(BatchAuditError::OutOfOrder {
+                position,
+                index: proof.leaf_index,
+            });
+        }
+        size = Some(proof.tree_size);
+    }
+    let claimed = size.unwrap_or(0);
+    if claimed as usize != entries.len() {
+        return Err(BatchAuditError::Incomplete {
+            claimed,
+            listed: entries.len(),
+        });
+    }
+    Ok(claimed)
 }

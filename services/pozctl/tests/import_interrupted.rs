@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use poz_client::{Client, ClientConfig, Endpoint, Security};
-use std::io::{BufRead, BufReader};
+use poz_testkit::ServiceProcess;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LINES: u64 = 20_000;
@@ -24,41 +24,34 @@ fn free_port() -> u16 {
 
 /// A running pozd: the process, its record ID and Provider API address.
 struct Pozd {
-    child: Child,
+    process: ServiceProcess,
     record_id: String,
     api: String,
 }
 
 fn start(bin: &Path, data: &Path, plain: u16) -> Pozd {
-    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
-        .arg("--data")
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data")
         .arg(data)
         .args(["--plain", &format!("127.0.0.1:{plain}")])
         .args(["--noise", &format!("127.0.0.1:{}", free_port())])
         .args(["--submit", &format!("127.0.0.1:{}", free_port())])
-        .args(["--cache-ttl-ms", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+        .args(["--cache-ttl-ms", "0"]);
+    let process = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
+        line.contains("--noise-key")
+    });
     let (mut record_id, mut api) = (String::new(), String::new());
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "pozd exited early");
+    for line in process.printed() {
         if let Some(rest) = line.split("(record ").nth(1) {
             record_id = rest.split(')').next().unwrap().to_string();
         }
         if let Some(rest) = line.trim().strip_prefix("Provider API") {
             api = rest.split_whitespace().next().unwrap().to_string();
         }
-        if line.contains("--noise-key") {
-            break;
-        }
     }
     assert!(!record_id.is_empty() && api.starts_with("http"), "{api}");
     Pozd {
-        child,
+        process,
         record_id,
         api,
     }
@@ -107,8 +100,7 @@ async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
         assert!(Instant::now() < until, "the import never committed u0");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    pozd.child.kill().unwrap(); // SIGKILL
-    pozd.child.wait().unwrap();
+    pozd.process.kill(); // SIGKILL
     let out = tokio::task::spawn_blocking(move || running.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -152,8 +144,7 @@ async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
     // Nothing issued twice: the demo's three bindings and one per line.
     let id = poz::Hash32::from_hex(&pozd.record_id).unwrap();
     // Closing its stdin stops pozd (it was spawned tied to this process).
-    drop(pozd.child.stdin.take());
-    pozd.child.wait().unwrap();
+    pozd.process.close_stdin();
     let store = poz_store::Store::open(
         &format!("sqlite://{}?mode=rwc", data.join("store.db").display()),
         poz_store::StoreOptions::default(),

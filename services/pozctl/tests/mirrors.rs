@@ -38,13 +38,18 @@ async fn an_operator_sets_and_clears_a_domains_mirrors() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = poz_store::grpc::StoreService {
-        store: store.clone(),
-    };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(pb::store_read_server::StoreReadServer::new(svc.clone()))
-            .add_service(pb::store_write_server::StoreWriteServer::new(svc))
+            .add_service(pb::store_read_server::StoreReadServer::new(
+                poz_store::grpc::StoreReader {
+                    store: store.clone(),
+                },
+            ))
+            .add_service(pb::store_write_server::StoreWriteServer::new(
+                poz_store::grpc::StoreWriter {
+                    store: store.clone(),
+                },
+            ))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let store_url = format!("http://{addr}");

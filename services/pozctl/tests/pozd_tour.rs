@@ -5,9 +5,9 @@
 //! with the workspace; deploy/test.sh builds everything before testing.)
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
-use std::io::{BufRead, BufReader};
+use poz_testkit::ServiceProcess;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -18,7 +18,7 @@ fn free_port() -> u16 {
 }
 
 struct Pozd {
-    child: Child,
+    process: ServiceProcess,
     printed: Vec<String>,
 }
 
@@ -26,41 +26,28 @@ fn start(bin: &std::path::Path, data: &std::path::Path, ports: (u16, u16, u16)) 
     let (plain, noise, submit) = ports;
     // Tied to this process: pozd exits when the test ends however it ends
     // (a failed assertion included), not only through `stop`.
-    let mut child = poz_kit::tie_to_parent(&mut Command::new(bin))
-        .arg("--data")
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data")
         .arg(data)
         .args(["--plain", &format!("127.0.0.1:{plain}")])
         .args(["--noise", &format!("127.0.0.1:{noise}")])
-        .args(["--submit", &format!("127.0.0.1:{submit}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut printed = Vec::new();
-    loop {
-        let mut line = String::new();
-        if out.read_line(&mut line).unwrap() == 0 {
-            panic!("pozd exited early; printed {printed:?}");
-        }
-        let done = line.contains("--noise-key");
-        printed.push(line.trim_end().to_string());
-        if done {
-            break;
-        }
-    }
-    Pozd { child, printed }
+        .args(["--submit", &format!("127.0.0.1:{submit}")]);
+    // Its banner ends with the pozctl command that names --noise-key.
+    let process = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
+        line.contains("--noise-key")
+    });
+    let printed = process.printed().to_vec();
+    Pozd { process, printed }
 }
 
 fn stop(mut p: Pozd) {
-    // Held until pozd has stopped: SIGTERM must be what stops it.
-    let _alive = p.child.stdin.take();
-    Command::new("kill")
-        .arg(p.child.id().to_string())
-        .status()
-        .unwrap();
-    let status = p.child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    // SIGTERM, its stdin held: the signal must be what stops it.
+    let status = p.process.terminate();
+    assert!(
+        status.success(),
+        "{status:?}; stderr:\n{}",
+        p.process.stderr()
+    );
 }
 
 #[test]

@@ -9,26 +9,22 @@ use poz::noise::{length_prefixed, split_message, NkInitiator};
 use poz::wire::{
     Challenge, DomainQuery, MessageType, PowReason, PowRequired, Request, Response, Status,
 };
-use std::io::{BufRead, BufReader, Read, Write};
+use poz_testkit::ServiceProcess;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+/// A running pozd, tied to this process and killed on drop (before its
+/// data directory goes).
 struct Pozd {
-    child: Child,
+    _process: ServiceProcess,
     plain: SocketAddr,
     noise: SocketAddr,
     noise_key: [u8; 32],
     submit: SocketAddr,
     submit_key: [u8; 32],
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Pozd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> u16 {
@@ -49,34 +45,28 @@ fn start(pow_base: u8) -> Pozd {
     let data = dir.path().join("data");
     let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
     let (plain, noise, submit) = (addr(free_port()), addr(free_port()), addr(free_port()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pozd"))
-        .arg("--data")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pozd"));
+    cmd.arg("--data")
         .arg(&data)
         .args(["--plain", &plain.to_string()])
         .args(["--noise", &noise.to_string()])
         .args(["--submit", &submit.to_string()])
-        .args(["--pow-base", &pow_base.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+        .args(["--pow-base", &pow_base.to_string()]);
+    // Its banner ends with the pozctl command that names --noise-key.
+    let process = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
+        line.contains("--noise-key")
+    });
     let (mut noise_key, mut submit_key) = (None, None);
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "pozd exited early");
+    for line in process.printed() {
         if line.contains("Noise NK lookups") {
             noise_key = Some(key_of(line.trim_end()));
         }
         if line.contains("Noise NK submits") {
             submit_key = Some(key_of(line.trim_end()));
         }
-        if line.contains("--noise-key") {
-            break;
-        }
     }
     Pozd {
-        child,
+        _process: process,
         plain,
         noise,
         noise_key: noise_key.unwrap(),

@@ -51,18 +51,20 @@ pub async fn start_with_policy(
 ) -> anyhow::Result<LocalFleet> {
     let m = poz_kit::MAX_GRPC_MESSAGE;
     let (l, store_addr) = listen().await?;
-    let svc = poz_store::grpc::StoreService {
-        store: store.clone(),
-    };
     tokio::spawn(
         Server::builder()
             .add_service(
-                pb::store_read_server::StoreReadServer::new(svc.clone())
-                    .max_decoding_message_size(m)
-                    .max_encoding_message_size(m),
+                pb::store_read_server::StoreReadServer::new(poz_store::grpc::StoreReader {
+                    store: store.clone(),
+                })
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
             )
             .add_service(
-                pb::store_write_server::StoreWriteServer::new(svc).max_decoding_message_size(m),
+                pb::store_write_server::StoreWriteServer::new(poz_store::grpc::StoreWriter {
+                    store: store.clone(),
+                })
+                .max_decoding_message_size(m),
             )
             .serve_with_incoming(poz_kit::incoming(l)),
     );
@@ -75,11 +77,20 @@ pub async fn start_with_policy(
             )
             .serve_with_incoming(poz_kit::incoming(l)),
     );
+    // The signer writes its audit rows over the store's pool (one
+    // database, migrated by the store as it opened).
+    let audit = poz_signer::SignatureAuditLog::with_pool(
+        store.pool().clone(),
+        match store.backend() {
+            poz_store::Backend::Postgres => poz_signer::AuditBackend::Postgres,
+            poz_store::Backend::Sqlite => poz_signer::AuditBackend::Sqlite,
+        },
+    );
     let (l, signer_addr) = listen().await?;
     tokio::spawn(
         Server::builder()
             .add_service(
-                pb::signer_server::SignerServer::new(poz_signer::SignerService::new(keys, store))
+                pb::signer_server::SignerServer::new(poz_signer::SignerService::new(keys, audit))
                     .max_decoding_message_size(m),
             )
             .serve_with_incoming(poz_kit::incoming(l)),

@@ -171,7 +171,7 @@ async fn bulk_issue_broken_off_and_resumed_issues_each_binding_once() {
         .entry_message(&f.provider.id(), poz::zone::ZoneType::IDENTITY, &digest)
         .unwrap();
     let batch = f.store.batch(&f.provider.id(), &root).await.unwrap();
-    let n = poz::batch::audit_batch(
+    let n = poz::zone::audit_batch(
         &f.provider.id(),
         poz::zone::ZoneType::IDENTITY,
         &f.provider.keys,
@@ -185,24 +185,24 @@ async fn bulk_issue_broken_off_and_resumed_issues_each_binding_once() {
         .iter()
         .any(|(_, row)| row.what == "batch-root" && row.digest == root));
     assert!(matches!(
-        poz::batch::audit_batch(
+        poz::zone::audit_batch(
             &f.provider.id(),
             poz::zone::ZoneType::IDENTITY,
             &f.provider.keys,
             &root,
             &batch[1..]
         ),
-        Err(poz::batch::BatchAuditError::OutOfOrder { .. })
+        Err(poz::zone::BatchAuditError::OutOfOrder { .. })
     ));
     assert!(matches!(
-        poz::batch::audit_batch(
+        poz::zone::audit_batch(
             &f.provider.id(),
             poz::zone::ZoneType::IDENTITY,
             &f.provider.keys,
             &root,
             &batch[..batch.len() - 1]
         ),
-        Err(poz::batch::BatchAuditError::Incomplete { .. })
+        Err(poz::zone::BatchAuditError::Incomplete { .. })
     ));
 
     // A binding whose audit path or batch root signature is altered fails.
