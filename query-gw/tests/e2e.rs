@@ -38,9 +38,7 @@ async fn gateway(store_url: &str, discipline: Discipline, pow: PowConfig) -> Gat
         p99_latency_ms: 10_000.0,
     };
     let load = Arc::new(LoadMeter::new(pow, targets));
-    let channel = poz_kit::Channels::default()
-        .lazy(&store_url)
-        .unwrap();
+    let channel = poz_kit::Channels::default().lazy(&store_url).unwrap();
     let edge = Edge::new(
         discipline,
         key.clone(),
@@ -384,9 +382,7 @@ async fn cached_answers_are_at_most_the_ttl_old() {
     let s = store_with_provider().await;
     let key = StaticKeypair::generate();
     let pow = PowConfig::default();
-    let channel = poz_kit::Channels::default()
-        .lazy(&s.url)
-        .unwrap();
+    let channel = poz_kit::Channels::default().lazy(&s.url).unwrap();
     let edge = Edge::new(
         Discipline::default(),
         key,

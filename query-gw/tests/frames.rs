@@ -30,9 +30,7 @@ async fn gateway(discipline: Discipline) -> Gateway {
     let s = store_with_provider().await;
     let key = StaticKeypair::generate();
     let pow = PowConfig::default();
-    let channel = poz_kit::Channels::default()
-        .lazy(&s.url)
-        .unwrap();
+    let channel = poz_kit::Channels::default().lazy(&s.url).unwrap();
     let edge = Edge::new(
         discipline,
         key.clone(),

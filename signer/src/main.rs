@@ -1,11 +1,11 @@
-//! `poz-signer`: the Signer gRPC service. Configuration from a TOML file,
-//! the environment (`POZ_SIGNER_*`) and flags, validated at start
-//! (docs/OPERATIONS.md lists every setting).
+//! `poz-signer`: the Signer gRPC service. Settings: docs/OPERATIONS.md
+//! ("The signer" and "Every service").
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
 use clap::Parser;
-use poz_kit::ServiceConfig;
+use poz_kit::allow::identity;
+use poz_kit::{Allowlist, GrpcRoutes, GrpcServer, ServeSettings, ServiceConfig};
 use poz_proto::v1::signer_server::SignerServer;
 use poz_signer::{
     KeyStore, Pkcs11KeyStore, SignatureAudit, SignatureAuditLog, SignerService, SoftwareKeyStore,
@@ -16,9 +16,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// Every setting, with its default. (No `Debug`: it holds the PIN.)
+const NAME: &str = "poz-signer";
+
+/// Every setting, with its default. (No `Debug`: it holds the PIN, which
+/// `--print-config` prints as REDACTED.)
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 struct Config {
     /// gRPC address.
     listen: String,
@@ -42,8 +45,8 @@ struct Config {
     /// The store's database, for the audit log (the signer's role needs
     /// INSERT on signature_audit only).
     audit_database_url: String,
-    /// JSON log lines.
-    log_json: bool,
+    #[serde(flatten)]
+    serve: ServeSettings,
 }
 
 impl Default for Config {
@@ -59,7 +62,7 @@ impl Default for Config {
             key_files: Vec::new(),
             passphrase_file: None,
             audit_database_url: String::new(),
-            log_json: false,
+            serve: ServeSettings::default(),
         }
     }
 }
@@ -86,14 +89,14 @@ impl ServiceConfig for Config {
         if self.audit_database_url.is_empty() {
             return Err("audit_database_url is required: no signature leaves unaudited".into());
         }
-        Ok(())
+        self.serve.validate()
     }
 }
 
 /// Flags: each overrides the file and the environment.
 #[derive(Parser, Serialize, Debug)]
 #[command(
-    name = "poz-signer",
+    name = NAME,
     version,
     about = "The POZ signer: typed signing requests, PKCS#11 keys, audited"
 )]
@@ -101,6 +104,9 @@ struct Args {
     #[command(flatten)]
     #[serde(skip)]
     config: poz_kit::ConfigArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    serve: poz_kit::ServeArgs,
     /// Generate an Ed25519 key with this label inside the token, print its
     /// key ID and public key, and exit.
     #[arg(long, value_name = "LABEL")]
@@ -126,9 +132,6 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_database_url: Option<String>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    log_json: bool,
 }
 
 /// The first line of a secret's file (a PIN, a passphrase); the file's
@@ -168,17 +171,11 @@ fn token(c: &Config) -> anyhow::Result<TokenConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A supervisor that pipes our stdin may tie our life to its own.
-    poz_kit::exit_with_stdin();
     let args = Args::parse();
-    let c: Config = poz_kit::load_config("POZ_SIGNER_", &args.config, &args)?;
-    if args.config.print_config {
-        // The PIN is a secret: never printed.
-        let shown = Config { pin: None, ..c };
-        print!("{}", poz_kit::to_toml(&shown)?);
+    let Some(c) = poz_kit::start::<Config>("POZ_SIGNER_", &args.config, &args)? else {
         return Ok(());
-    }
-    poz_kit::init_tracing(c.log_json);
+    };
+    let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
     if let Some(label) = &args.generate_key {
         let hsm = Pkcs11KeyStore::open(&token(&c)?)?;
         let k = hsm.generate(label)?;
@@ -193,25 +190,27 @@ async fn main() -> anyhow::Result<()> {
         let out = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
         return ceremony(&c, plan, &out).await;
     }
+    // Refused before any key is opened when it would serve without TLS.
+    c.serve.require_tls_or_insecure()?;
     let keys = open_keys(&c)?;
     for k in keys.keys() {
         tracing::info!(label = %k.label, key_id = %k.public.id(), "holding key");
     }
     let audit = SignatureAuditLog::open(&c.audit_database_url).await?;
-    let listener = tokio::net::TcpListener::bind(&c.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, backend = %c.backend, "poz-signer listening");
-    println!("listening {}", listener.local_addr()?);
-    let (health, reflection) = poz_kit::health_and_reflection(&["poz.v1.Signer"]).await?;
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(
-            SignerServer::new(SignerService::new(keys, audit))
-                .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(poz_kit::incoming(listener), poz_kit::shutdown_signal())
-        .await?;
-    tracing::info!("poz-signer stopped");
+    // Only the writers obtain signatures (and an operator's ceremony).
+    let allow = Allowlist::of(&[(
+        "poz.v1.Signer",
+        &[
+            identity::PROVIDER_API,
+            identity::SUBMIT_GW,
+            identity::CEREMONY,
+        ],
+    )]);
+    let server = GrpcServer::bind(NAME, &c.listen, &c.serve, allow).await?;
+    tracing::info!(backend = %c.backend, "serving the signer");
+    let signer = SignerServer::new(SignerService::new(keys, audit))
+        .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE);
+    server.serve(GrpcRoutes::new().add(signer)).await?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ mod entries;
 mod error;
 pub mod grpc;
 mod handles;
+pub mod metrics;
 mod records;
 mod sql;
 mod submissions;

@@ -1,19 +1,21 @@
-//! `poz-store`: the store as a gRPC service. Configuration from a TOML
-//! file, the environment (`POZ_STORE_*`) and flags, validated at start
-//! (docs/OPERATIONS.md lists every setting).
+//! `poz-store`: the store as a gRPC service. Settings:
+//! docs/OPERATIONS.md ("The store" and "Every service").
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use poz_kit::ServiceConfig;
+use poz_kit::allow::identity;
+use poz_kit::{Allowlist, GrpcRoutes, GrpcServer, ServeSettings, ServiceConfig};
 use poz_proto::v1::{store_read_server::StoreReadServer, store_write_server::StoreWriteServer};
 use poz_store::grpc::{StoreReader, StoreWriter};
 use poz_store::{Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+const NAME: &str = "poz-store";
+
 /// Every setting, with its default.
 #[derive(Serialize, Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 struct Config {
     /// gRPC address.
     listen: String,
@@ -36,8 +38,8 @@ struct Config {
     pending_per_subject: u32,
     /// A pending binding request older than this is refused, ms.
     pending_ttl_ms: u64,
-    /// JSON log lines.
-    log_json: bool,
+    #[serde(flatten)]
+    serve: ServeSettings,
 }
 
 impl Default for Config {
@@ -54,7 +56,7 @@ impl Default for Config {
             revoked_handle_cooldown_ms: 0,
             pending_per_subject: o.pending_per_subject,
             pending_ttl_ms: u64::try_from(o.pending_ttl.as_millis()).unwrap_or(u64::MAX),
-            log_json: false,
+            serve: ServeSettings::default(),
         }
     }
 }
@@ -95,14 +97,14 @@ impl ServiceConfig for Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        Ok(())
+        self.serve.validate()
     }
 }
 
 /// Flags: each overrides the file and the environment.
 #[derive(Parser, Serialize, Debug)]
 #[command(
-    name = "poz-store",
+    name = NAME,
     version,
     about = "The POZ store: gRPC over Postgres (or SQLite)"
 )]
@@ -110,6 +112,9 @@ struct Args {
     #[command(flatten)]
     #[serde(skip)]
     config: poz_kit::ConfigArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    serve: poz_kit::ServeArgs,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<String>,
@@ -122,22 +127,37 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     statement_timeout_ms: Option<u64>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    log_json: bool,
+}
+
+/// Who may call what, by certificate SAN (docs/OPERATIONS.md): the
+/// writers write; the gateways and the Provider API read; mirrors are set
+/// by an operator (`pozctl mirrors`).
+fn default_allow() -> Allowlist {
+    Allowlist::of(&[
+        (
+            "poz.v1.StoreRead",
+            &[
+                identity::QUERY_GW,
+                identity::SUBMIT_GW,
+                identity::PROVIDER_API,
+                identity::OPERATOR,
+            ],
+        ),
+        (
+            "poz.v1.StoreWrite",
+            &[identity::PROVIDER_API, identity::SUBMIT_GW],
+        ),
+        ("poz.v1.StoreWrite/SetMirrors", &[identity::OPERATOR]),
+    ])
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A supervisor that pipes our stdin may tie our life to its own.
-    poz_kit::exit_with_stdin();
     let args = Args::parse();
-    let c: Config = poz_kit::load_config("POZ_STORE_", &args.config, &args)?;
-    if args.config.print_config {
-        print!("{}", poz_kit::to_toml(&c)?);
+    let Some(c) = poz_kit::start::<Config>("POZ_STORE_", &args.config, &args)? else {
         return Ok(());
-    }
-    poz_kit::init_tracing(c.log_json);
+    };
+    let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
     let options = StoreOptions {
         max_connections: c.max_connections,
         acquire_timeout: Duration::from_millis(c.acquire_timeout_ms),
@@ -150,29 +170,18 @@ async fn main() -> anyhow::Result<()> {
         pending_ttl: Duration::from_millis(c.pending_ttl_ms),
     };
     let store = Store::open(&c.database_url, options).await?;
-    let listener = tokio::net::TcpListener::bind(&c.listen).await?;
-    // Tests and supervisors read the bound address from this line.
-    tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), "poz-store listening");
-    println!("listening {}", listener.local_addr()?);
-    let (health, reflection) =
-        poz_kit::health_and_reflection(&["poz.v1.StoreRead", "poz.v1.StoreWrite"]).await?;
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(
-            StoreReadServer::new(StoreReader {
-                store: store.clone(),
-            })
-            .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
-        )
-        .add_service(
-            StoreWriteServer::new(StoreWriter { store })
-                .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE)
-                .max_encoding_message_size(poz_kit::MAX_GRPC_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(poz_kit::incoming(listener), poz_kit::shutdown_signal())
-        .await?;
-    tracing::info!("poz-store stopped");
+    poz_store::metrics::export_pool(&store);
+    let server = GrpcServer::bind(NAME, &c.listen, &c.serve, default_allow()).await?;
+    tracing::info!(backend = ?store.backend(), "serving the store");
+    let m = poz_kit::MAX_GRPC_MESSAGE;
+    let read = StoreReadServer::new(StoreReader {
+        store: store.clone(),
+    })
+    .max_decoding_message_size(m)
+    .max_encoding_message_size(m);
+    let write = StoreWriteServer::new(StoreWriter { store })
+        .max_decoding_message_size(m)
+        .max_encoding_message_size(m);
+    server.serve(GrpcRoutes::new().add(read).add(write)).await?;
     Ok(())
 }

@@ -174,6 +174,11 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    config
+        .edge
+        .serve
+        .require_tls_or_insecure()
+        .map_err(|e| ServeError::Invalid(e.to_string()))?;
     let metrics = poz_kit::metrics::Endpoint::start(&config.edge.serve.metrics_listen)
         .await
         .map_err(|source| ServeError::Metrics {

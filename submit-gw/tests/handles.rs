@@ -62,11 +62,7 @@ async fn setup() -> Setup {
     )
     .await
     .unwrap();
-    let ch = |u: &str| {
-        poz_kit::Channels::default()
-            .lazy(u)
-            .unwrap()
-    };
+    let ch = |u: &str| poz_kit::Channels::default().lazy(u).unwrap();
     let key = StaticKeypair::generate();
     let mut eps = Vec::new();
     for (policy, handles, pinned) in [

@@ -48,11 +48,7 @@ async fn setup() -> Setup {
     let fleet = poz_provider::inprocess::start(store, Arc::new(keys), id, 100)
         .await
         .unwrap();
-    let ch = |u: &str| {
-        poz_kit::Channels::default()
-            .lazy(u)
-            .unwrap()
-    };
+    let ch = |u: &str| poz_kit::Channels::default().lazy(u).unwrap();
     let key = StaticKeypair::generate();
     let mut eps = Vec::new();
     for policy in [Policy::Issue, Policy::Queue] {

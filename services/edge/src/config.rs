@@ -322,7 +322,6 @@ mod tests {
             |c| c.serve.allow = poz_kit::Allowlist::of(&[("poz.v1.StoreRead", &["x"])]),
             "a gateway serves no gRPC",
         );
-        refused(|c| c.serve.insecure = false, "insecure = true");
         let mut c = valid();
         c.redis_url = "rediss://r:6379/0".into();
         assert_eq!(c.validate(), Ok(()));

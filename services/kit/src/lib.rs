@@ -72,8 +72,14 @@ pub fn exit_with_stdin() -> bool {
                     Err(_) => break,
                 }
             }
-            // Logging may not be set up yet; stderr always is.
-            eprintln!("stdin closed ({EXIT_WITH_STDIN}=1): the parent is gone; exiting");
+            // Logging may not be set up yet; stderr may be a pipe whose
+            // reader died with the parent, so a failed write is ignored
+            // (eprintln! would panic, and the process would not exit).
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "stdin closed ({EXIT_WITH_STDIN}=1): the parent is gone; exiting"
+            );
             std::process::exit(0);
         });
     started.is_ok()
@@ -134,34 +140,6 @@ pub async fn shutdown_signal() {
 /// The largest gRPC message a service accepts or sends. A record with a
 /// long history fits; anything larger is refused (OUT_OF_RANGE) unread.
 pub const MAX_GRPC_MESSAGE: usize = 32 * 1024 * 1024;
-
-/// gRPC health and reflection for a service named `service_names`; health
-/// reports SERVING for each once called.
-pub async fn health_and_reflection(
-    service_names: &[&str],
-) -> Result<
-    (
-        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-    ),
-    tonic_reflection::server::Error,
-> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    for name in service_names {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(poz_proto::v1::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    Ok((health, reflection))
-}
 
 /// The incoming-connection stream tonic serves from a listener the
 /// caller bound (port 0 in tests, the configured address in production).

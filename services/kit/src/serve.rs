@@ -33,19 +33,21 @@ pub struct ServeSettings {
 
 impl ServeSettings {
     /// Checks what would only fail later: the metrics address, the TLS
-    /// files (all or none), TLS or `insecure`.
+    /// files (all or none).
     pub fn validate(&self) -> Result<(), String> {
         if !self.metrics_listen.is_empty() {
             crate::check_listen("metrics_listen", &self.metrics_listen)?;
         }
-        self.tls.validate()?;
+        self.tls.validate()
+    }
+
+    /// Before serving: TLS, or `insecure` said explicitly. (Checked when
+    /// a service starts to serve, not at load: `--print-config`, key
+    /// generation and the ceremony serve nothing.) Errors:
+    /// [`ServeError::NoTls`].
+    pub fn require_tls_or_insecure(&self) -> Result<(), ServeError> {
         if !self.tls.is_set() && !self.insecure {
-            return Err(
-                "no [tls] files: the split fleet authenticates every caller; \
-                 set tls.cert_file, tls.key_file and tls.ca_file, or insecure = true \
-                 to serve and dial without TLS"
-                    .into(),
-            );
+            return Err(ServeError::NoTls);
         }
         Ok(())
     }
@@ -77,6 +79,12 @@ pub struct ServeArgs {
 /// Why a service could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(
+        "no [tls] files: the split fleet authenticates every caller; set tls.cert_file, \
+         tls.key_file and tls.ca_file, or insecure = true (--insecure) to serve and dial \
+         without TLS"
+    )]
+    NoTls,
     #[error("binding {addr}: {source}")]
     Bind {
         addr: String,
@@ -150,7 +158,8 @@ impl GrpcServer {
     /// Binds `listen` (and `metrics_listen`) for the service `name`
     /// (`poz-store`), loads its TLS files, and prints `listening ADDR` on
     /// stdout (supervisors and tests read it). `default_allow` applies
-    /// when the settings name no allowlist. Errors: [`ServeError::Bind`],
+    /// when the settings name no allowlist. Errors: [`ServeError::NoTls`]
+    /// (neither TLS nor `insecure`), [`ServeError::Bind`],
     /// [`ServeError::Tls`].
     pub async fn bind(
         name: &'static str,
@@ -158,6 +167,7 @@ impl GrpcServer {
         settings: &ServeSettings,
         default_allow: Allowlist,
     ) -> Result<GrpcServer, ServeError> {
+        settings.require_tls_or_insecure()?;
         let bind = |addr: String| async move {
             TcpListener::bind(&addr)
                 .await

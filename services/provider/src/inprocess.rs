@@ -1,5 +1,5 @@
 //! The store, verifier, signer and Provider API as gRPC servers on
-//! loopback inside one process: the shape `pozd` runs, and what tests and
+//! loopback inside one process, each with health and reflection: the shape `pozd` runs, and what tests and
 //! the bulk benchmark start. Every call still crosses real gRPC, so the
 //! figures and the behaviour are the services'.
 
@@ -7,15 +7,29 @@ use crate::{Peers, ProviderApiService};
 use poz::handle::HandlePolicy;
 use poz::Hash32;
 use poz_kit::Channel;
+use poz_kit::{GrpcRoutes, GrpcServer};
 use poz_proto::v1 as pb;
 use poz_signer::KeyStore;
 use std::sync::Arc;
-use tonic::transport::Server;
 
 async fn listen() -> std::io::Result<(tokio::net::TcpListener, String)> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = format!("http://{}", l.local_addr()?);
     Ok((l, addr))
+}
+
+/// Serves `routes` on loopback with the kit's runner (health, reflection
+/// v1 and v1alpha, metrics, spans), without TLS: every caller is in this
+/// process. Runs until the process ends.
+fn serve(name: &'static str, listener: tokio::net::TcpListener, routes: GrpcRoutes) {
+    tokio::spawn(async move {
+        if let Err(e) = GrpcServer::plain(name, listener)
+            .serve_until(routes, std::future::pending())
+            .await
+        {
+            tracing::error!(error = %e, "{name} (in process) stopped");
+        }
+    });
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
@@ -51,31 +65,32 @@ pub async fn start_with_policy(
 ) -> anyhow::Result<LocalFleet> {
     let m = poz_kit::MAX_GRPC_MESSAGE;
     let (l, store_addr) = listen().await?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(
+    serve(
+        "poz-store",
+        l,
+        GrpcRoutes::new()
+            .add(
                 pb::store_read_server::StoreReadServer::new(poz_store::grpc::StoreReader {
                     store: store.clone(),
                 })
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
             )
-            .add_service(
+            .add(
                 pb::store_write_server::StoreWriteServer::new(poz_store::grpc::StoreWriter {
                     store: store.clone(),
                 })
                 .max_decoding_message_size(m),
-            )
-            .serve_with_incoming(poz_kit::incoming(l)),
+            ),
     );
     let (l, verifier_addr) = listen().await?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(
-                pb::verifier_server::VerifierServer::new(poz_verifier::VerifierService::default())
-                    .max_decoding_message_size(m),
-            )
-            .serve_with_incoming(poz_kit::incoming(l)),
+    serve(
+        "poz-verifier",
+        l,
+        GrpcRoutes::new().add(
+            pb::verifier_server::VerifierServer::new(poz_verifier::VerifierService::default())
+                .max_decoding_message_size(m),
+        ),
     );
     // The signer writes its audit rows over the store's pool (one
     // database, migrated by the store as it opened).
@@ -87,13 +102,13 @@ pub async fn start_with_policy(
         },
     );
     let (l, signer_addr) = listen().await?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(
-                pb::signer_server::SignerServer::new(poz_signer::SignerService::new(keys, audit))
-                    .max_decoding_message_size(m),
-            )
-            .serve_with_incoming(poz_kit::incoming(l)),
+    serve(
+        "poz-signer",
+        l,
+        GrpcRoutes::new().add(
+            pb::signer_server::SignerServer::new(poz_signer::SignerService::new(keys, audit))
+                .max_decoding_message_size(m),
+        ),
     );
     let api = ProviderApiService::with_policy(
         record_id,
@@ -106,10 +121,10 @@ pub async fn start_with_policy(
         policy,
     );
     let (l, api_addr) = listen().await?;
-    tokio::spawn(
-        Server::builder()
-            .add_service(pb::provider_api_server::ProviderApiServer::new(api))
-            .serve_with_incoming(poz_kit::incoming(l)),
+    serve(
+        "poz-provider-api",
+        l,
+        GrpcRoutes::new().add(pb::provider_api_server::ProviderApiServer::new(api)),
     );
     Ok(LocalFleet {
         store: store_addr,
