@@ -27,7 +27,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 hex32() { python3 -c 'import secrets; print(secrets.token_hex(32))'; }
 psql -qAt -d postgres -c "CREATE DATABASE $DB" >/dev/null
-"$bin/poz-store" --listen 127.0.0.1:0 --database-url "postgres://$PGUSER@$PGHOST:$PGPORT/$DB" \
+"$bin/poz-store" --insecure --listen 127.0.0.1:0 --database-url "postgres://$PGUSER@$PGHOST:$PGPORT/$DB" \
     >"$tmp/store.out" 2>/dev/null & pids+=($!)
 for _ in $(seq 100); do grep -q '^listening ' "$tmp/store.out" && break; sleep 0.1; done
 store=$(sed -n 's/^listening //p' "$tmp/store.out")
@@ -45,7 +45,7 @@ gateway() { # name gather_max gather_in_flight
     POZ_QUERY_GW_NOISE_KEY_FILE="$tmp/noise.key" POZ_QUERY_GW_CHALLENGE_SECRETS_FILE="$tmp/secrets" \
     POZ_QUERY_GW_CACHE_TTL_MS="${CACHE_TTL_MS:-0}" \
     POZ_QUERY_GW_STORE_GATHER_MAX="$2" POZ_QUERY_GW_STORE_GATHER_IN_FLIGHT="$3" \
-        "$bin/poz-query-gw" --listen-plain "127.0.0.1:$P" --listen-noise "127.0.0.1:$N" --store "http://$store" \
+        "$bin/poz-query-gw" --insecure --listen-plain "127.0.0.1:$P" --listen-noise "127.0.0.1:$N" --store "http://$store" \
         >"$tmp/$1.out" 2>/dev/null & pids+=($!)
     echo $! >"$tmp/$1.pid"
     for _ in $(seq 100); do [ -s "$tmp/$1.out" ] && break; sleep 0.1; done

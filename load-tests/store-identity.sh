@@ -17,7 +17,7 @@ cargo build --release -q -p poz-store -p poz-load-tests
 target=${CARGO_TARGET_DIR:-target}/release
 psql -qAt -d postgres -c "CREATE DATABASE $DB" >/dev/null 2>&1 || true
 log=$(mktemp)
-"$target/poz-store" --listen 127.0.0.1:0 --database-url "postgres://$PGUSER@$PGHOST:$PGPORT/$DB" \
+"$target/poz-store" --insecure --listen 127.0.0.1:0 --database-url "postgres://$PGUSER@$PGHOST:$PGPORT/$DB" \
     --max-connections "${MAX_CONNECTIONS:-16}" >"$log" 2>/dev/null &
 store=$!
 cleanup() {

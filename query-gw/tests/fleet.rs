@@ -105,6 +105,7 @@ fn gateway_with(
     std::fs::write(&secrets, format!("{}\n", hex::encode([3u8; 32]))).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"));
     cmd.args([
+        "--insecure",
         "--listen-plain",
         "127.0.0.1:0",
         "--listen-noise",

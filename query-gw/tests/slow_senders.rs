@@ -85,6 +85,7 @@ async fn slow_senders_do_not_stop_a_normal_client_and_memory_stays_bounded() {
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"));
     cmd.args([
+        "--insecure",
         "--listen-plain",
         "127.0.0.1:0",
         "--listen-noise",
@@ -225,6 +226,7 @@ async fn slow_uploaders_leave_the_difficulty_at_base() {
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-query-gw"));
     cmd.args([
+        "--insecure",
         "--listen-plain",
         "127.0.0.1:0",
         "--listen-noise",

@@ -492,7 +492,7 @@ async fn the_binary_generates_a_key_serves_and_refuses_bad_configuration() {
 
     // Tied to this process: it exits when the test ends however it ends.
     let mut cmd = Command::new(bin);
-    cmd.env("POZ_SIGNER_CONFIG", &conf);
+    cmd.env("POZ_SIGNER_CONFIG", &conf).arg("--insecure");
     let mut signer = poz_testkit::ServiceProcess::spawn(cmd);
     let mut client = pb::signer_client::SignerClient::connect(signer.url())
         .await
@@ -837,7 +837,7 @@ fn a_spawned_service_dies_with_the_process_that_spawned_it() {
         // The helper role: spawn, report, wait to be killed (never reaps:
         // it is SIGKILLed first).
         let mut cmd = Command::new(bin);
-        cmd.env("POZ_SIGNER_CONFIG", conf);
+        cmd.env("POZ_SIGNER_CONFIG", conf).arg("--insecure");
         let signer = poz_testkit::ServiceProcess::spawn(cmd);
         println!("service pid {}", signer.id());
         loop {

@@ -21,7 +21,13 @@ use tonic::Code;
 /// on drop: see `poz_testkit::ServiceProcess`).
 fn start_store(db_url: &str) -> ServiceProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-store"));
-    cmd.args(["--listen", "127.0.0.1:0", "--database-url", db_url]);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure",
+        "--database-url",
+        db_url,
+    ]);
     ServiceProcess::spawn(cmd)
 }
 
@@ -287,7 +293,7 @@ fn configuration_file_environment_and_refusals() {
     let file = dir.path().join("store.toml");
     std::fs::write(
         &file,
-        format!("listen = \"127.0.0.1:0\"\ndatabase_url = \"{db}\"\nmax_connections = 3\n"),
+        format!("listen = \"127.0.0.1:0\"\ninsecure = true\ndatabase_url = \"{db}\"\nmax_connections = 3\n"),
     )
     .unwrap();
     let run = |env: &[(&str, &str)], args: &[&str]| {
@@ -327,7 +333,10 @@ fn configuration_file_environment_and_refusals() {
             ("POZ_STORE_DATABASE_URL", "mysql://x"),
             "database_url must be postgres://",
         ),
-        (("POZ_STORE_STATEMENT_TIMOUT_MS", "1"), "unknown field"),
+        (
+            ("POZ_STORE_STATEMENT_TIMOUT_MS", "1"),
+            "unknown setting `statement_timout_ms`",
+        ),
     ] {
         let out = run(&[env], &[]);
         assert!(!out.status.success());

@@ -296,6 +296,7 @@ async fn the_binary_commits_a_submission_and_stops_cleanly() {
     // Tied to this process: it exits when the test ends however it ends.
     let mut cmd = Command::new(bin);
     cmd.args([
+        "--insecure",
         "--listen",
         "127.0.0.1:0",
         "--store",

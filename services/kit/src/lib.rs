@@ -512,15 +512,16 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(e.contains("cert_fil"), "{e}");
-            // Neither TLS nor an explicit insecure.
+            // Neither TLS nor an explicit insecure: loads (to print it,
+            // say), but may not serve.
             jail.create_file("bare.toml", "listen = \"x\"\n")?;
-            let e = load_config::<Flat>(
+            let c = load_config::<Flat>(
                 "POZ_DEMO_",
                 &file(&jail.directory().join("bare.toml")),
                 &none,
             )
-            .unwrap_err()
-            .to_string();
+            .unwrap();
+            let e = c.serve.require_tls_or_insecure().unwrap_err().to_string();
             assert!(e.contains("insecure = true"), "{e}");
             jail.set_env("POZ_DEMO_METRICS_LISTN", "127.0.0.1:1");
             let e =
