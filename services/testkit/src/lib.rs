@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // test support: a panic is how a test fails
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
