@@ -122,7 +122,10 @@ async fn the_signer_signs_for_the_provider_api_only_and_follows_its_certificate_
     // The Provider API's certificate: signed, and audited.
     let api = Channels::new(&ca.issue(identity::PROVIDER_API, "api", ca.ca_file())).unwrap();
     let signed = sign(&api, &url).await.unwrap();
-    assert!(!signed.signature.is_empty() && signed.audit_id > 0, "{signed:?}");
+    assert!(
+        !signed.signature.is_empty() && signed.audit_id > 0,
+        "{signed:?}"
+    );
     assert_eq!(audit_rows(&db).await, 1);
 
     // A fleet certificate not on the signer's allowlist.

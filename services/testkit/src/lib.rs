@@ -209,3 +209,21 @@ impl Drop for ServiceProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The path of another workspace package's binary (`poz-store`) beside
+/// this test's: `CARGO_BIN_EXE_*` names only the test's own package's
+/// binaries. A workspace build (`cargo nextest run --workspace`, the
+/// test command) builds them all; a test run for one package alone may
+/// not, and this panics saying which to build.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/<test> → target/debug/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run the workspace's tests, or `cargo build -p {name}` first",
+        bin.display()
+    );
+    bin
+}

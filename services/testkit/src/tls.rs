@@ -73,7 +73,11 @@ impl Authority {
 
 /// A `[tls]` table for a service's TOML configuration.
 pub fn toml_table(f: &TlsFiles) -> String {
-    let p = |x: &Option<PathBuf>| x.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let p = |x: &Option<PathBuf>| {
+        x.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
     format!(
         "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
         p(&f.cert_file),
