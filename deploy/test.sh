@@ -108,6 +108,14 @@ echo "Prometheus: $(prometheus --version 2>&1 | head -n 1)"
 echo "== format"
 cargo fmt --all -- --check
 
+echo "== structure"
+# No import circle among the standard's modules (issue 13), and the
+# signer links no store (it writes audit rows only).
+python3 deploy/module-cycles.py >/dev/null
+if cargo tree --locked -p poz-signer -e normal --prefix none | grep -q '^poz-store '; then
+  echo "poz-signer links poz-store" >&2; exit 1
+fi
+
 echo "== lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

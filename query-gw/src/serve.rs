@@ -78,11 +78,6 @@ pub enum ServeError {
     Edge(#[from] EdgeError),
     #[error("configuration: {0}")]
     Invalid(String),
-    #[error("metrics_listen {addr}: {source}")]
-    Metrics {
-        addr: String,
-        source: std::io::Error,
-    },
 }
 
 /// The two query ports, bound.
@@ -139,18 +134,7 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    config
-        .edge
-        .serve
-        .require_tls_or_insecure()
-        .map_err(|e| ServeError::Invalid(e.to_string()))?;
-    let metrics = poz_kit::metrics::Endpoint::start(&config.edge.serve.metrics_listen)
-        .await
-        .map_err(|source| ServeError::Metrics {
-            addr: config.edge.serve.metrics_listen.clone(),
-            source,
-        })?;
-    let guard = Guard::start(&config.edge)?;
+    let guard = Guard::for_gateway(&config.edge).await?;
     let lookups = edge(&config, &guard)?;
     let key = hex::encode(lookups.key.public);
     let [plain, noise] = [
@@ -160,7 +144,6 @@ pub async fn serve(
     tracing::info!(%plain, %noise, noise_public_key = %key, "poz-query-gw listening");
     println!("listening plain {plain} noise {noise} key {key}");
     run(lookups, listeners, shutdown).await;
-    drop(metrics);
     Ok(())
 }
 

@@ -102,11 +102,8 @@ impl ServiceConfig for Config {
 )]
 struct Args {
     #[command(flatten)]
-    #[serde(skip)]
-    config: poz_kit::ConfigArgs,
-    #[command(flatten)]
     #[serde(flatten)]
-    serve: poz_kit::ServeArgs,
+    common: poz_kit::GrpcArgs,
     /// Generate an Ed25519 key with this label inside the token, print its
     /// key ID and public key, and exit.
     #[arg(long, value_name = "LABEL")]
@@ -123,9 +120,6 @@ struct Args {
     #[arg(long, value_name = "DIR", requires = "ceremony")]
     #[serde(skip)]
     out: Option<PathBuf>,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<String>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<String>,
@@ -172,7 +166,7 @@ fn token(c: &Config) -> anyhow::Result<TokenConfig> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let Some(c) = poz_kit::start::<Config>("POZ_SIGNER_", &args.config, &args)? else {
+    let Some(c) = poz_kit::start::<Config>("POZ_SIGNER_", &args.common.config, &args)? else {
         return Ok(());
     };
     let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;

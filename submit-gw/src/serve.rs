@@ -101,11 +101,6 @@ impl Config {
 pub enum ServeError {
     #[error(transparent)]
     Edge(#[from] EdgeError),
-    #[error("metrics_listen {addr}: {source}")]
-    Metrics {
-        addr: String,
-        source: std::io::Error,
-    },
     #[error("configuration: {0}")]
     Invalid(String),
 }
@@ -174,18 +169,7 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    config
-        .edge
-        .serve
-        .require_tls_or_insecure()
-        .map_err(|e| ServeError::Invalid(e.to_string()))?;
-    let metrics = poz_kit::metrics::Endpoint::start(&config.edge.serve.metrics_listen)
-        .await
-        .map_err(|source| ServeError::Metrics {
-            addr: config.edge.serve.metrics_listen.clone(),
-            source,
-        })?;
-    let guard = Guard::start(&config.edge)?;
+    let guard = Guard::for_gateway(&config.edge).await?;
     let submissions = edge(&config, &guard)?;
     let addr = poz_edge::local_addr(&listeners.submit, "listen")?;
     tracing::info!(
@@ -195,7 +179,6 @@ pub async fn serve(
     );
     println!("listening {addr}");
     run(submissions, listeners, shutdown).await;
-    drop(metrics);
     Ok(())
 }
 

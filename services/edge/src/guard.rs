@@ -29,6 +29,9 @@ pub struct Guard {
     gate: Gate,
     replay: Option<Arc<SharedReplay>>,
     tuner: tokio::task::JoinHandle<()>,
+    /// A gateway's own `/metrics` endpoint (none in pozd, which serves
+    /// one for the whole process).
+    metrics: Option<poz_kit::metrics::Endpoint>,
 }
 
 impl Guard {
@@ -56,7 +59,30 @@ impl Guard {
             load,
             replay,
             tuner,
+            metrics: None,
         })
+    }
+
+    /// [`Guard::start`] for a gateway binary: refuses to serve with
+    /// neither TLS for its gRPC calls nor `insecure`, and serves its own
+    /// `/metrics` at `metrics_listen` while the guard lives. Errors: as
+    /// [`Guard::start`], [`EdgeError::NoTls`], [`EdgeError::Bind`] (the
+    /// metrics address).
+    pub async fn for_gateway(config: &EdgeConfig) -> Result<Guard, EdgeError> {
+        config
+            .serve
+            .require_tls_or_insecure()
+            .map_err(|e| EdgeError::NoTls(e.to_string()))?;
+        let addr = &config.serve.metrics_listen;
+        let metrics = poz_kit::metrics::Endpoint::start(addr)
+            .await
+            .map_err(|source| EdgeError::Bind {
+                addr: format!("metrics_listen {addr}"),
+                source,
+            })?;
+        let mut guard = Guard::start(config)?;
+        guard.metrics = metrics;
+        Ok(guard)
     }
 
     /// An edge answering with `answerer` under `config`'s discipline, with

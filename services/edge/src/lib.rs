@@ -50,6 +50,9 @@ pub enum EdgeError {
     /// The challenge secrets file holds no secret.
     #[error("{0}: no challenge secret")]
     NoSecret(std::path::PathBuf),
+    /// Neither TLS nor `insecure` (the kit's message).
+    #[error("{0}")]
+    NoTls(String),
     /// A required file setting is not set.
     #[error("{0} is required")]
     Missing(&'static str),

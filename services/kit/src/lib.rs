@@ -17,7 +17,7 @@ pub mod tls;
 
 pub use allow::Allowlist;
 pub use channel::{Channel, Channels};
-pub use serve::{GrpcRoutes, GrpcServer, ServeArgs, ServeError, ServeSettings};
+pub use serve::{GrpcArgs, GrpcRoutes, GrpcServer, ServeArgs, ServeError, ServeSettings};
 
 use tokio::net::TcpListener;
 

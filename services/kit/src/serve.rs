@@ -76,6 +76,24 @@ pub struct ServeArgs {
     pub insecure: bool,
 }
 
+/// The flags of every gRPC service (store, verifier, signer, Provider
+/// API): flatten into its clap arguments with `#[command(flatten)]` and
+/// `#[serde(flatten)]`; the configuration flags are not settings and are
+/// skipped when the flags serialize as overrides.
+#[derive(clap::Args, Serialize, Debug, Default)]
+pub struct GrpcArgs {
+    #[command(flatten)]
+    #[serde(skip)]
+    pub config: crate::ConfigArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub serve: ServeArgs,
+    /// gRPC address (`IP:port`).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
 /// Why a service could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

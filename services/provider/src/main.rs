@@ -88,14 +88,8 @@ impl ServiceConfig for Config {
 )]
 struct Args {
     #[command(flatten)]
-    #[serde(skip)]
-    config: poz_kit::ConfigArgs,
-    #[command(flatten)]
     #[serde(flatten)]
-    serve: poz_kit::ServeArgs,
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<String>,
+    common: poz_kit::GrpcArgs,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     record_id: Option<String>,
@@ -104,7 +98,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let Some(c) = poz_kit::start::<Config>("POZ_PROVIDER_", &args.config, &args)? else {
+    let Some(c) = poz_kit::start::<Config>("POZ_PROVIDER_", &args.common.config, &args)? else {
         return Ok(());
     };
     let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
