@@ -6,6 +6,7 @@
 //! issues nothing twice: lines already committed are acknowledged again
 //! and only the rest are issued.
 
+use crate::grpc::{self, TlsArgs};
 use anyhow::{Context, Result};
 use poz::Hash32;
 use poz_proto::v1 as pb;
@@ -30,8 +31,9 @@ fn read_csv(path: &Path) -> Result<Vec<Line>> {
         if line.is_empty() || (i == 0 && line.starts_with("handle,")) {
             continue;
         }
-        let refuse =
-            |why: &str| crate::Refused(format!("{}:{}: {why}: {raw:?}", path.display(), i + 1));
+        let refuse = |why: &str| {
+            crate::cmd::Refused(format!("{}:{}: {why}: {raw:?}", path.display(), i + 1))
+        };
         let (handle, hash) = line
             .split_once(',')
             .ok_or_else(|| refuse("expected handle,user-record-hash"))?;
@@ -50,7 +52,8 @@ fn read_csv(path: &Path) -> Result<Vec<Line>> {
     Ok(out)
 }
 
-/// What went wrong with the Provider API, in a sentence.
+/// What went wrong with the Provider API, in a sentence (a refusal of
+/// this client is said by [`grpc::refusal`] instead).
 fn interrupted(api: &str, status: &tonic::Status) -> String {
     use tonic::Code;
     match status.code() {
@@ -61,12 +64,6 @@ fn interrupted(api: &str, status: &tonic::Status) -> String {
         }
         Code::DeadlineExceeded => format!("the Provider API at {api} did not answer in time"),
         Code::ResourceExhausted => format!("the Provider API at {api} is overloaded"),
-        Code::PermissionDenied | Code::Unauthenticated => {
-            format!(
-                "the Provider API at {api} refused this client: {}",
-                status.message()
-            )
-        }
         code => format!(
             "the Provider API at {api} ended the import ({code:?}): {}",
             status.message()
@@ -86,7 +83,7 @@ fn key_of(l: &Line) -> String {
     format!("import-{}", &h.to_hex()[..32])
 }
 
-pub fn import(csv: &Path, api: &str, quiet: bool) -> Result<ExitCode> {
+pub fn import(csv: &Path, api: &str, tls: &TlsArgs, quiet: bool) -> Result<ExitCode> {
     let lines = read_csv(csv)?;
     let total = lines.len() as u64;
     let by_key: std::collections::HashMap<String, usize> =
@@ -121,11 +118,16 @@ pub fn import(csv: &Path, api: &str, quiet: bool) -> Result<ExitCode> {
     let mut committed = 0u64;
     let mut errors = Vec::new();
     let broken: Option<tonic::Status> = rt.block_on(async {
-        let mut client = pb::provider_api_client::ProviderApiClient::connect(api.to_string())
-            .await
-            .with_context(|| format!("connecting to the Provider API at {api}"))?;
+        let channel = grpc::channel("--api", api, tls)?;
+        let mut client = pb::provider_api_client::ProviderApiClient::new(channel);
+        // The channel connects at this first call: UNAVAILABLE before
+        // any answer means the Provider API was never reached.
         let mut progress = match client.bulk_issue(tokio_stream::iter(requests)).await {
             Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                return Err(grpc::unreachable(&status))
+                    .with_context(|| format!("connecting to the Provider API at {api}"))
+            }
             Err(status) => return anyhow::Ok(Some(status)),
         };
         loop {
@@ -141,6 +143,19 @@ pub fn import(csv: &Path, api: &str, quiet: bool) -> Result<ExitCode> {
         }
     })?;
     bar.finish_and_clear();
+    if let Some(refused) = broken
+        .as_ref()
+        .and_then(|s| grpc::refusal(&format!("the Provider API at {api}"), s))
+    {
+        // Not a break to resume after: a rerun is refused the same way
+        // until the certificate's identity is on the allowlist.
+        eprintln!("refused: {refused}");
+        eprintln!(
+            "{committed} of {total} bindings from {} were committed.",
+            csv.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
     if let Some(status) = broken {
         // The raw transport error (an h2 dump) helps nobody here; what
         // does: what happened, what is done, what to do.

@@ -96,8 +96,9 @@ pub fn write_atomic_for(path: &Path, bytes: &[u8], readers: Readers) -> Result<(
 /// (exit 2); one that does not decode is refused (exit 1).
 pub fn read_record(path: &Path) -> Result<Record> {
     let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Record::from_bytes(&b)
-        .map_err(|e| crate::refuse(format!("{} is not a valid POZ record: {e}", path.display())))
+    Record::from_bytes(&b).map_err(|e| {
+        crate::cmd::refuse(format!("{} is not a valid POZ record: {e}", path.display()))
+    })
 }
 
 /// Writes a record; owner-only when it carries a Private Key Map (sealed
@@ -116,7 +117,7 @@ pub fn write_record(path: &Path, rec: &Record) -> Result<()> {
 pub fn read_entry(path: &Path) -> Result<SignedEntry> {
     let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     SignedEntry::from_bytes(&b).map_err(|e| {
-        crate::refuse(format!(
+        crate::cmd::refuse(format!(
             "{} is not a valid POZ zone entry: {e}",
             path.display()
         ))

@@ -257,7 +257,7 @@ impl From<NotTheDomain> for Failure {
 fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pin>> {
     Ok(match (t.record_id, found) {
         (Some(given), Some(d)) if given != d => {
-            return Err(crate::refuse(format!(
+            return Err(crate::cmd::refuse(format!(
                 "--record-id {given} is not the record {d} that discovery pins"
             )))
         }
@@ -375,14 +375,14 @@ pub fn submit(t: &Target, domain: &str, record: &Path) -> Result<ExitCode> {
     }
     let bytes = std::fs::read(record).with_context(|| format!("reading {}", record.display()))?;
     let rec = poz::Record::from_bytes(&bytes).map_err(|e| {
-        crate::refuse(format!(
+        crate::cmd::refuse(format!(
             "{} is not a valid POZ record: {e}",
             record.display()
         ))
     })?;
     let report = poz::verify_record(&rec);
     if !report.is_complete() {
-        return Err(crate::refuse(format!(
+        return Err(crate::cmd::refuse(format!(
             "{} does not verify completely; nothing was sent (run pozctl verify)",
             record.display()
         )));

@@ -1,0 +1,267 @@
+//! `pozctl identity`: bindings issued, signed, added, verified and
+//! revoked on files, and issued in bulk through a Provider API.
+
+use super::{lib, now_ms, refuse};
+use crate::keyio::{
+    self, open_key, read_entry, read_record, write_atomic, write_record, Passphrase,
+};
+use crate::{grpc, import};
+use anyhow::{anyhow, Result};
+use clap::Subcommand;
+use poz::entries::RevocationReason;
+use poz::verify::{verify_and_accept, verify_binding};
+use poz::workflow;
+use poz::zone::ZoneType;
+use poz::Codec;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum IdentityCmd {
+    /// Issue a binding handle -> user record, signed by the given devices.
+    Issue {
+        #[arg(long)]
+        provider: PathBuf,
+        /// The user's record ID (64 hex digits) or record file.
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        handle: String,
+        /// Delegation key files to sign with. Repeat.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Expiry in ms since the epoch (default: none).
+        #[arg(long)]
+        expires: Option<u64>,
+        #[arg(long)]
+        time: Option<u64>,
+        /// Output binding file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also add it to the provider record's Identity Zone (needs the
+        /// grant threshold met).
+        #[arg(long)]
+        add: bool,
+    },
+    /// Add a signature to a binding (a second device).
+    Sign {
+        binding: PathBuf,
+        #[arg(long)]
+        provider: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Add a fully signed binding to the provider's Identity Zone.
+    Add {
+        binding: PathBuf,
+        #[arg(long)]
+        provider: PathBuf,
+    },
+    /// Verify a binding against its provider's record.
+    Verify {
+        binding: PathBuf,
+        #[arg(long)]
+        provider: PathBuf,
+        /// Verification time in ms (default: now).
+        #[arg(long)]
+        at: Option<u64>,
+        #[arg(long)]
+        json: bool,
+        /// Accept a provider record whose chain cannot be walked from
+        /// genesis (its Zone History is missing).
+        #[arg(long)]
+        allow_partial: bool,
+    },
+    /// Issue bindings in bulk through a Provider API from a CSV of
+    /// `handle,user-record-hash` lines (a `handle,…` header is skipped),
+    /// with a progress bar. Rerunning the same file resumes: nothing is
+    /// issued twice.
+    Import {
+        csv: PathBuf,
+        /// The Provider API's gRPC endpoint, e.g. http://127.0.0.1:50054,
+        /// or https://HOST:PORT with --tls-cert, --tls-key and --tls-ca.
+        #[arg(long)]
+        api: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        tls: grpc::TlsArgs,
+    },
+    /// Revoke a binding: a revocation signed under the deny threshold,
+    /// added to the provider's Identity Zone.
+    Revoke {
+        binding: PathBuf,
+        #[arg(long)]
+        provider: PathBuf,
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// unspecified, key-compromise, superseded, account-closed, policy
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        #[arg(long)]
+        time: Option<u64>,
+    },
+}
+
+pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
+    match cmd {
+        IdentityCmd::Issue {
+            provider,
+            subject,
+            handle,
+            keys,
+            expires,
+            time,
+            out,
+            add,
+        } => {
+            let mut rec = read_record(&provider)?;
+            let subject = keyio::record_id(&subject)?;
+            let mut e = workflow::new_binding(
+                &rec,
+                subject,
+                &handle,
+                time.unwrap_or_else(now_ms),
+                expires.unwrap_or(0),
+            )
+            .map_err(lib)?;
+            for k in &keys {
+                let k = open_key(k, pass)?;
+                workflow::sign_entry(&rec, ZoneType::IDENTITY, &mut e, &k).map_err(lib)?;
+            }
+            write_atomic(&out, &e.to_bytes())?;
+            let t = workflow::entry_tally(&rec, ZoneType::IDENTITY, &e).map_err(lib)?;
+            outln!(
+                "binding \"{handle}\" -> {subject} written to {}",
+                out.display()
+            );
+            outln!("binding id {}", e.identity_digest(&rec.id()));
+            outln!("grant: {}", t.describe());
+            if add {
+                workflow::insert_entry(&mut rec, ZoneType::IDENTITY, e).map_err(lib)?;
+                write_record(&provider, &rec)?;
+                outln!("added to {}", provider.display());
+            } else if !t.is_met() {
+                outln!("grant threshold not yet met: add signatures with `pozctl identity sign`");
+            }
+        }
+        IdentityCmd::Sign {
+            binding,
+            provider,
+            key,
+        } => {
+            let rec = read_record(&provider)?;
+            let mut e = read_entry(&binding)?;
+            let k = open_key(&key, pass)?;
+            let idx = workflow::sign_entry(&rec, ZoneType::IDENTITY, &mut e, &k).map_err(lib)?;
+            write_atomic(&binding, &e.to_bytes())?;
+            let t = workflow::entry_tally(&rec, ZoneType::IDENTITY, &e).map_err(lib)?;
+            outln!("signed as key {idx}; grant: {}", t.describe());
+        }
+        IdentityCmd::Add { binding, provider } => {
+            let mut rec = read_record(&provider)?;
+            let e = read_entry(&binding)?;
+            workflow::insert_entry(&mut rec, ZoneType::IDENTITY, e).map_err(lib)?;
+            write_record(&provider, &rec)?;
+            outln!("added to {}", provider.display());
+        }
+        IdentityCmd::Verify {
+            binding,
+            provider,
+            at,
+            json,
+            allow_partial,
+        } => {
+            let rec = read_record(&provider)?;
+            let e = read_entry(&binding)?;
+            let vr = match verify_and_accept(rec) {
+                Ok(v) => v,
+                Err(report) => {
+                    let msgs: Vec<String> = report
+                        .failures()
+                        .map(|(r, d)| format!("{r}: {d}"))
+                        .collect();
+                    return Err(refuse(format!(
+                        "the provider record does not verify: {}",
+                        msgs.join("; ")
+                    )));
+                }
+            };
+            if !vr.complete && !allow_partial {
+                return Err(refuse(
+                    "the provider record's chain cannot be walked from genesis (no Zone History); pass --allow-partial to accept it",
+                ));
+            }
+            let now = at.unwrap_or_else(now_ms);
+            match verify_binding(&vr, &e, now) {
+                Ok(b) => {
+                    if json {
+                        outln!("{}", json!({"valid": true, "binding": b}));
+                    } else {
+                        let ns = if b.namespace.is_empty() {
+                            String::new()
+                        } else {
+                            format!("@{}", b.namespace)
+                        };
+                        outln!(
+                            "VALID binding \"{}{}\" -> {}",
+                            b.binding.handle,
+                            ns,
+                            b.binding.subject
+                        );
+                        outln!(
+                            "issuer {} (group {} granted it)",
+                            b.binding.issuer,
+                            b.authorizing_group
+                        );
+                        outln!("binding id {}", b.digest);
+                    }
+                }
+                Err(err) => {
+                    if json {
+                        outln!(
+                            "{}",
+                            json!({"valid": false, "rule": err.rule, "detail": err.detail})
+                        );
+                    } else {
+                        outln!("INVALID {}: {}", err.rule, err.detail);
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        IdentityCmd::Import {
+            csv,
+            api,
+            quiet,
+            tls,
+        } => return import::import(&csv, &api, &tls, quiet),
+        IdentityCmd::Revoke {
+            binding,
+            provider,
+            keys,
+            reason,
+            time,
+        } => {
+            let mut rec = read_record(&provider)?;
+            let e = read_entry(&binding)?;
+            let reason = RevocationReason::from_name(&reason)
+                .ok_or_else(|| anyhow!("unknown reason {reason:?}"))?;
+            let target = e.identity_digest(&rec.id());
+            let mut rev = workflow::new_revocation(target, time.unwrap_or_else(now_ms), reason);
+            for k in &keys {
+                let k = open_key(k, pass)?;
+                workflow::sign_entry(&rec, ZoneType::IDENTITY, &mut rev, &k).map_err(lib)?;
+            }
+            workflow::insert_entry(&mut rec, ZoneType::IDENTITY, rev).map_err(lib)?;
+            write_record(&provider, &rec)?;
+            outln!(
+                "revoked binding {target} ({reason}) in {}",
+                provider.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
