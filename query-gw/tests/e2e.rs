@@ -38,7 +38,7 @@ async fn gateway(store_url: &str, discipline: Discipline, pow: PowConfig) -> Gat
         p99_latency_ms: 10_000.0,
     };
     let load = Arc::new(LoadMeter::new(pow, targets));
-    let channel = poz_kit::Channels::default().lazy(&store_url).unwrap();
+    let channel = poz_kit::Channels::default().lazy(store_url).unwrap();
     let edge = Edge::new(
         discipline,
         key.clone(),

@@ -204,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(backend = %c.backend, "serving the signer");
     let signer = SignerServer::new(SignerService::new(keys, audit))
         .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE);
-    server.serve(GrpcRoutes::new().add(signer)).await?;
+    server.serve(GrpcRoutes::new().service(signer)).await?;
     Ok(())
 }
 

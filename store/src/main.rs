@@ -176,6 +176,8 @@ async fn main() -> anyhow::Result<()> {
     let write = StoreWriteServer::new(StoreWriter { store })
         .max_decoding_message_size(m)
         .max_encoding_message_size(m);
-    server.serve(GrpcRoutes::new().add(read).add(write)).await?;
+    server
+        .serve(GrpcRoutes::new().service(read).service(write))
+        .await?;
     Ok(())
 }

@@ -61,6 +61,6 @@ async fn main() -> anyhow::Result<()> {
     let server = GrpcServer::bind(NAME, &c.listen, &c.serve, allow).await?;
     let verifier = VerifierServer::new(VerifierService::default())
         .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE);
-    server.serve(GrpcRoutes::new().add(verifier)).await?;
+    server.serve(GrpcRoutes::new().service(verifier)).await?;
     Ok(())
 }

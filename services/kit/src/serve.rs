@@ -139,7 +139,7 @@ impl GrpcRoutes {
     }
 
     /// Adds a generated tonic server.
-    pub fn add<S>(mut self, svc: S) -> Self
+    pub fn service<S>(mut self, svc: S) -> Self
     where
         S: tower_service::Service<
                 http::Request<tonic::body::Body>,
@@ -303,9 +303,9 @@ impl GrpcServer {
             b
         };
         let routes = routes
-            .add(health)
-            .add(reflection().build_v1()?)
-            .add(reflection().build_v1alpha()?);
+            .service(health)
+            .service(reflection().build_v1()?)
+            .service(reflection().build_v1alpha()?);
         let stop = tokio_util::sync::CancellationToken::new();
         if let Some(m) = metrics {
             let stop = stop.clone();

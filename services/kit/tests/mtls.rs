@@ -118,7 +118,7 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
     let url = format!("https://{}", server.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().add(pb::verifier_server::VerifierServer::new(Fixed)),
+        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
         async {
             let _ = stop_rx.await;
         },
@@ -258,7 +258,7 @@ async fn a_certificate_replaced_on_disk_is_used_for_the_next_connection() {
     let addr = server.local_addr();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().add(pb::verifier_server::VerifierServer::new(Fixed)),
+        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
         async {
             let _ = stop_rx.await;
         },
@@ -353,7 +353,7 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_the_port_serves() {
     let url = format!("http://{}", server.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().add(pb::verifier_server::VerifierServer::new(Fixed)),
+        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
         async {
             let _ = stop_rx.await;
         },

@@ -76,7 +76,7 @@ async fn a_call_through_a_kit_channel_and_server_is_one_trace_exported_over_otlp
         .unwrap();
     let url = format!("http://{}", server.local_addr());
     tokio::spawn(server.serve_until(
-        GrpcRoutes::new().add(pb::verifier_server::VerifierServer::new(Fixed)),
+        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
         std::future::pending(),
     ));
     {

@@ -128,7 +128,7 @@ async fn fleet(
     let api_url = format!("https://{}", server.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.serve_until(
-        GrpcRoutes::new().add(pb::provider_api_server::ProviderApiServer::new(api)),
+        GrpcRoutes::new().service(pb::provider_api_server::ProviderApiServer::new(api)),
         async {
             let _ = stop_rx.await;
         },

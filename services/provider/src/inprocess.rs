@@ -69,14 +69,14 @@ pub async fn start_with_policy(
         "poz-store",
         l,
         GrpcRoutes::new()
-            .add(
+            .service(
                 pb::store_read_server::StoreReadServer::new(poz_store::grpc::StoreReader {
                     store: store.clone(),
                 })
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
             )
-            .add(
+            .service(
                 pb::store_write_server::StoreWriteServer::new(poz_store::grpc::StoreWriter {
                     store: store.clone(),
                 })
@@ -87,7 +87,7 @@ pub async fn start_with_policy(
     serve(
         "poz-verifier",
         l,
-        GrpcRoutes::new().add(
+        GrpcRoutes::new().service(
             pb::verifier_server::VerifierServer::new(poz_verifier::VerifierService::default())
                 .max_decoding_message_size(m),
         ),
@@ -105,7 +105,7 @@ pub async fn start_with_policy(
     serve(
         "poz-signer",
         l,
-        GrpcRoutes::new().add(
+        GrpcRoutes::new().service(
             pb::signer_server::SignerServer::new(poz_signer::SignerService::new(keys, audit))
                 .max_decoding_message_size(m),
         ),
@@ -124,7 +124,7 @@ pub async fn start_with_policy(
     serve(
         "poz-provider-api",
         l,
-        GrpcRoutes::new().add(pb::provider_api_server::ProviderApiServer::new(api)),
+        GrpcRoutes::new().service(pb::provider_api_server::ProviderApiServer::new(api)),
     );
     Ok(LocalFleet {
         store: store_addr,

@@ -134,6 +134,6 @@ async fn main() -> anyhow::Result<()> {
         c.batch_size,
         policy,
     ));
-    server.serve(GrpcRoutes::new().add(api)).await?;
+    server.serve(GrpcRoutes::new().service(api)).await?;
     Ok(())
 }
