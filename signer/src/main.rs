@@ -270,7 +270,8 @@ async fn ceremony(
     }
     for (host, port, kp) in &done.noise_keys {
         let path = out.join("noise").join(format!("{host}-{port}.key"));
-        write_secret(&path, &Zeroizing::new(hex_string(kp.secret())))?;
+        let line = Zeroizing::new(format!("{}\n", hex_string(kp.secret())));
+        poz_kit::write_secret(&path, line.as_bytes())?;
         println!(
             "noise key {host}:{port}: public {} -> {}",
             hex_string(&kp.public),
@@ -284,20 +285,6 @@ async fn ceremony(
         rows.len(),
         record_path.display()
     );
-    Ok(())
-}
-
-/// Writes a secret readable by the owner only.
-fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{text}")?;
     Ok(())
 }
 

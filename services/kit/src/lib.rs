@@ -114,6 +114,25 @@ pub fn start<C: ServiceConfig>(
     Ok(Some(c))
 }
 
+/// Writes a new secret file (a key, a passphrase) readable by its owner
+/// only (0600), synced to disk; never replaces an existing file. Errors:
+/// the file exists, or cannot be created or written (the path is named).
+pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let named = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("creating {}: {e}", path.display()))
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(named)?;
+    f.write_all(bytes).map_err(named)?;
+    f.sync_all().map_err(named)
+}
+
 /// Resolves when the process is asked to stop (SIGTERM, Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

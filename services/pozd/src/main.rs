@@ -77,19 +77,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 fn random32() -> [u8; 32] {
     use rand_core::RngCore;
     let mut b = [0u8; 32];
@@ -122,12 +109,12 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
     // that only this user can read (the embedded default; production keys
     // live in an HSM).
     let passphrase = zeroize::Zeroizing::new(hex::encode(random32()));
-    write_secret(&tmp.join("keys/passphrase"), passphrase.as_bytes())?;
+    poz_kit::write_secret(&tmp.join("keys/passphrase"), passphrase.as_bytes())?;
     let mut keys = Vec::new();
     for label in KEY_LABELS {
         let k = poz::keys::SigningKey::generate();
         let file = poz::private::KeyFile::create(&k, passphrase.as_bytes(), Default::default())?;
-        write_secret(&tmp.join("keys").join(label), &file.to_bytes())?;
+        poz_kit::write_secret(&tmp.join("keys").join(label), &file.to_bytes())?;
         keys.push((label.to_string(), k));
     }
     let held = SoftwareKeyStore::new(keys);
@@ -170,9 +157,9 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
         } else {
             "noise.key"
         };
-        write_secret(&tmp.join(name), hex::encode(kp.secret()).as_bytes())?;
+        poz_kit::write_secret(&tmp.join(name), hex::encode(kp.secret()).as_bytes())?;
     }
-    write_secret(
+    poz_kit::write_secret(
         &tmp.join("challenge.secret"),
         hex::encode(random32()).as_bytes(),
     )?;
