@@ -315,14 +315,19 @@ impl GrpcServer {
                 }
             });
         }
+        let served: Vec<&'static str> = routes.names().to_vec();
         let drain = {
             let stop = stop.clone();
             async move {
                 shutdown.await;
                 tracing::info!("{name}: draining");
-                reporter
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
+                // Every name a health check may ask about turns
+                // NOT_SERVING, so load balancers stop sending calls.
+                for n in served.into_iter().chain([""]) {
+                    reporter
+                        .set_service_status(n, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
                 stop.cancel();
             }
         };
