@@ -121,6 +121,7 @@ impl BindingGather {
     /// Starts the task that sends the groups; it ends when the last
     /// `BindingGather` clone is dropped. Needs a Tokio runtime.
     fn start(store: StoreReadClient<Channel>, max: usize, in_flight: usize) -> Self {
+        std::sync::LazyLock::force(&GATHER);
         let max = max.clamp(1, STORE_MAX_LOOKUPS);
         let in_flight = in_flight.max(1);
         let (queue, mut rx) = tokio::sync::mpsc::channel::<PendingLookup>(max * 64);

@@ -19,13 +19,10 @@ struct Args {
     #[serde(flatten)]
     gateway: poz_edge::GatewayArgs,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     listen_plain: Option<String>,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     listen_noise: Option<String>,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<String>,
 }
 

@@ -121,10 +121,8 @@ struct Args {
     #[serde(skip)]
     out: Option<PathBuf>,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<String>,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     audit_database_url: Option<String>,
 }
 
@@ -163,6 +161,18 @@ fn token(c: &Config) -> anyhow::Result<TokenConfig> {
     })
 }
 
+/// Only the writers obtain signatures (and an operator's ceremony).
+fn default_allow() -> Allowlist {
+    Allowlist::of(&[(
+        "poz.v1.Signer",
+        &[
+            identity::PROVIDER_API,
+            identity::SUBMIT_GW,
+            identity::CEREMONY,
+        ],
+    )])
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -184,23 +194,15 @@ async fn main() -> anyhow::Result<()> {
         let out = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
         return ceremony(&c, plan, &out).await;
     }
-    // Refused before any key is opened when it would serve without TLS.
-    c.serve.require_tls_or_insecure()?;
+    // Refused before any key is opened when it would serve without TLS,
+    // or with an allowlist for a service it does not serve.
+    c.serve.allowlist(default_allow())?;
     let keys = open_keys(&c)?;
     for k in keys.keys() {
         tracing::info!(label = %k.label, key_id = %k.public.id(), "holding key");
     }
     let audit = SignatureAuditLog::open(&c.audit_database_url).await?;
-    // Only the writers obtain signatures (and an operator's ceremony).
-    let allow = Allowlist::of(&[(
-        "poz.v1.Signer",
-        &[
-            identity::PROVIDER_API,
-            identity::SUBMIT_GW,
-            identity::CEREMONY,
-        ],
-    )]);
-    let server = GrpcServer::bind(NAME, &c.listen, &c.serve, allow).await?;
+    let server = GrpcServer::bind(NAME, &c.listen, &c.serve, default_allow()).await?;
     tracing::info!(backend = %c.backend, "serving the signer");
     let signer = SignerServer::new(SignerService::new(keys, audit))
         .max_decoding_message_size(poz_kit::MAX_GRPC_MESSAGE);

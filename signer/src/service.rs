@@ -38,6 +38,7 @@ pub struct SignerService {
 
 impl SignerService {
     pub fn new(keys: Arc<dyn KeyStore>, audit: SignatureAuditLog) -> Self {
+        std::sync::LazyLock::force(&SIGNER);
         SignerService {
             keys,
             audit,

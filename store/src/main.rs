@@ -113,13 +113,10 @@ struct Args {
     #[serde(flatten)]
     common: poz_kit::GrpcArgs,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     database_url: Option<String>,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     max_connections: Option<u32>,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     statement_timeout_ms: Option<u64>,
 }
 
@@ -152,6 +149,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
+    // Refused before the database is opened (or migrated) when it would
+    // serve without TLS, or with an allowlist for another service.
+    c.serve.allowlist(default_allow())?;
     let options = StoreOptions {
         max_connections: c.max_connections,
         acquire_timeout: Duration::from_millis(c.acquire_timeout_ms),

@@ -20,13 +20,10 @@ struct Args {
     #[serde(flatten)]
     gateway: poz_edge::GatewayArgs,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<String>,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<String>,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     verifier: Option<String>,
 }
 

@@ -263,11 +263,9 @@ pub struct GatewayArgs {
     pub serve: poz_kit::ServeArgs,
     /// The fleet's Redis (shared load and spent proofs).
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
     /// This gateway's name in the shared load.
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_id: Option<String>,
 }
 

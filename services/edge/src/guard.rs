@@ -40,6 +40,9 @@ impl Guard {
     /// runtime. Errors: the secrets file cannot be read or holds no
     /// secret; `redis_url` does not parse.
     pub fn start(config: &EdgeConfig) -> Result<Guard, EdgeError> {
+        // Every edge family is on /metrics from the start, not only
+        // once it has counted something (absent() alerts, dashboards).
+        std::sync::LazyLock::force(&crate::metrics::EDGE);
         let secrets = config.secrets()?;
         let load = Arc::new(config.load_meter());
         let (replay, tuner) = if config.redis_url.is_empty() {

@@ -44,6 +44,29 @@ pub mod identity {
 #[serde(transparent)]
 pub struct Allowlist(pub BTreeMap<String, Vec<String>>);
 
+/// The fleet's gRPC services (`poz.v1.Signer`, …) and the names of
+/// their methods, read once from the compiled `poz.v1` descriptor.
+pub(crate) fn fleet_api() -> &'static BTreeMap<String, Vec<String>> {
+    static API: std::sync::LazyLock<BTreeMap<String, Vec<String>>> =
+        std::sync::LazyLock::new(|| {
+            use prost::Message;
+            // The descriptor is compiled in by build.rs; it decodes, or
+            // the build is broken and every key is refused as unknown.
+            let set = prost_types::FileDescriptorSet::decode(poz_proto::v1::FILE_DESCRIPTOR_SET)
+                .unwrap_or_default();
+            let mut api = BTreeMap::new();
+            for file in set.file {
+                for svc in &file.service {
+                    let name = format!("{}.{}", file.package(), svc.name());
+                    let methods = svc.method.iter().map(|m| m.name().to_string()).collect();
+                    api.insert(name, methods);
+                }
+            }
+            api
+        });
+    &API
+}
+
 /// The verdict on one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -63,9 +86,52 @@ impl Allowlist {
         )
     }
 
-    /// Every key names one of `served` (a service, or a method of one):
-    /// a typo would otherwise leave a method closed or open unexpectedly.
+    /// Every key names a service of the fleet's API (`poz.v1`), or a
+    /// method it has; every identity is a non-empty name. Checked when a
+    /// configuration loads ([`crate::ServeSettings::validate`]): a typo
+    /// (`"poz.v1.Signer/SignEntri"`) would otherwise leave that method on
+    /// the service's list, silently. Errors name the key and the choices.
+    pub fn check_names(&self) -> Result<(), String> {
+        let api = fleet_api();
+        for (key, ids) in &self.0 {
+            let (service, method) = match key.split_once('/') {
+                Some((s, m)) => (s, Some(m)),
+                None => (key.as_str(), None),
+            };
+            if OPEN_SERVICES.contains(&service) {
+                return Err(format!(
+                    "allow key {key:?}: health and reflection are open to every caller \
+                     that completes TLS; they take no allowlist"
+                ));
+            }
+            let Some(methods) = api.get(service) else {
+                return Err(format!(
+                    "allow key {key:?} names no service of the POZ API (services: {})",
+                    api.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            };
+            if let Some(m) = method {
+                if !methods.iter().any(|x| x == m) {
+                    return Err(format!(
+                        "allow key {key:?}: {service} has no method {m:?} (methods: {})",
+                        methods.join(", ")
+                    ));
+                }
+            }
+            if let Some(bad) = ids.iter().find(|id| id.trim().is_empty() || id.trim() != *id) {
+                return Err(format!(
+                    "allow key {key:?}: identity {bad:?} is empty or has surrounding spaces"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Allowlist::check_names`], and every key names one of `served`
+    /// (the services of this port): a key for another service would
+    /// otherwise do nothing, silently.
     pub fn validate(&self, served: &[&str]) -> Result<(), String> {
+        self.check_names()?;
         for key in self.0.keys() {
             let service = key.split_once('/').map_or(key.as_str(), |(s, _)| s);
             if !served.contains(&service) {
@@ -94,7 +160,13 @@ impl Allowlist {
             .and_then(|p| p.identities.as_deref())
             .unwrap_or_default();
         if ids.is_empty() {
-            return Verdict::Refused("a client certificate is required".into());
+            return Verdict::Refused(if peer.is_some_and(|p| p.certificate) {
+                "the client certificate names no DNS or URI SAN (the identity the allowlist \
+                 checks)"
+                    .into()
+            } else {
+                "a client certificate is required".into()
+            });
         }
         if ids.iter().any(|id| list.contains(id)) {
             Verdict::Allowed
@@ -190,6 +262,7 @@ mod tests {
         PeerInfo {
             remote_addr: None,
             identities: Some(ids.iter().map(|s| s.to_string()).collect::<Vec<_>>().into()),
+            certificate: true,
         }
     }
 
@@ -212,8 +285,17 @@ mod tests {
             a.decide(sign, Some(&peer(&["poz-query-gw"]))),
             Verdict::Refused(r) if r == "poz-query-gw may not call poz.v1.Signer/SignEntry"
         ));
+        // A certificate without a DNS or URI SAN, and no certificate.
         assert!(matches!(
             a.decide(sign, Some(&peer(&[]))),
+            Verdict::Refused(r) if r.contains("names no DNS or URI SAN")
+        ));
+        let no_cert = PeerInfo {
+            certificate: false,
+            ..peer(&[])
+        };
+        assert!(matches!(
+            a.decide(sign, Some(&no_cert)),
             Verdict::Refused(r) if r.contains("client certificate is required")
         ));
         assert!(matches!(a.decide(sign, None), Verdict::Refused(_)));
@@ -237,5 +319,32 @@ mod tests {
         assert!(a.validate(&["poz.v1.Signer"]).is_ok());
         let e = a.validate(&["poz.v1.Verifier"]).unwrap_err();
         assert!(e.contains("poz.v1.Signer"), "{e}");
+    }
+
+    /// Review of issue 13: a method key with a typo was accepted, and the
+    /// service's list then applied to that method.
+    #[test]
+    fn keys_must_name_a_service_or_method_of_the_api() {
+        let ok = Allowlist::of(&[
+            ("poz.v1.Signer/SignEntry", &["poz-provider-api"]),
+            ("poz.v1.StoreWrite/SetMirrors", &["poz-operator"]),
+            ("poz.v1.StoreRead", &["poz-query-gw"]),
+        ]);
+        assert_eq!(ok.check_names(), Ok(()));
+        for (key, ids, says) in [
+            ("poz.v1.Signer/SignEntri", &["a"][..], "has no method \"SignEntri\""),
+            ("poz.v1.Signr", &["a"][..], "names no service of the POZ API"),
+            ("poz.v1.Signer/", &["a"][..], "has no method \"\""),
+            ("grpc.health.v1.Health", &["a"][..], "take no allowlist"),
+            ("poz.v1.Signer", &[""][..], "identity \"\" is empty"),
+            ("poz.v1.Signer", &[" poz-operator"][..], "surrounding spaces"),
+        ] {
+            let e = Allowlist::of(&[(key, ids)]).check_names().unwrap_err();
+            assert!(e.contains(says), "{key}: {e}");
+            // And the method list names the real ones.
+            if says.starts_with("has no method") {
+                assert!(e.contains("SignEntry"), "{e}");
+            }
+        }
     }
 }

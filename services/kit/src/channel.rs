@@ -89,7 +89,7 @@ impl Channels {
         let connector = tower::service_fn(move |uri: http::Uri| connect(uri, tls.clone()));
         let channel = endpoint.connect_with_connector_lazy(connector);
         use tower_layer::Layer;
-        Ok(crate::metrics::Metered(&crate::metrics::GRPC_CLIENT).layer(Traced(channel)))
+        Ok(crate::metrics::Metered::client().layer(Traced(channel)))
     }
 }
 

@@ -31,6 +31,7 @@ pub fn init_tracing(json: bool) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless; ignore it.
     let _ = if json {
@@ -208,7 +209,7 @@ pub struct ConfigArgs {
 /// TOML file (`--config`, else `{env_prefix}CONFIG`; when named, it must
 /// exist), environment variables named `{env_prefix}{FIELD}` (e.g.
 /// `POZ_STORE_DATABASE_URL`), then `overrides` (command-line flags; fields
-/// that are `None` are skipped). The result is validated before it is
+/// that serialize as null, `Option::None`, are skipped). The result is validated before it is
 /// returned.
 pub fn load_config<C: ServiceConfig>(
     env_prefix: &str,
@@ -225,14 +226,33 @@ pub fn load_config<C: ServiceConfig>(
         }
         fig = fig.merge(Toml::file(path));
     }
-    // `{prefix}CONFIG` names the file; it is not a field.
+    // `{prefix}CONFIG` names the file; it is not a field. A flag that was
+    // not given serializes as null and overrides nothing.
+    let flags = without_nulls(
+        serde_json::to_value(overrides)
+            .map_err(|e| ConfigError::Invalid(format!("flags: {e}")))?,
+    );
     let fig = fig
         .merge(Env::prefixed(env_prefix).ignore(&["config"]))
-        .merge(Serialized::defaults(overrides));
+        .merge(Serialized::defaults(flags));
     let c: C = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
     refuse_unknown_keys(&fig, &C::default())?;
+    refuse_redacted(&c)?;
     c.validate().map_err(ConfigError::Invalid)?;
     Ok(c)
+}
+
+/// `v` without the object members that are null, at any depth: the
+/// flags a command line did not give (`Option::None`).
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, without_nulls(v)))
+            .collect(),
+        other => other,
+    }
 }
 
 /// Refuses a top-level key that is not a setting of `C` (a typo would
@@ -289,7 +309,17 @@ pub const REDACTED: &str = "REDACTED";
 /// the match is broad). `None` when `text` is not a URL or holds no
 /// password.
 pub fn redact_url(text: &str) -> Option<String> {
-    let mut u = url::Url::parse(text).ok()?;
+    let Ok(mut u) = url::Url::parse(text) else {
+        return redact_userinfo(text);
+    };
+    if u.password().is_none() {
+        // A password holding `/`, `?` or `#` ends the authority early,
+        // and the rest still parses (`postgres://u:12/ss@db` is host `u`,
+        // port 12, path `/ss@db`): judged on the text instead.
+        if let Some(r) = redact_userinfo(text) {
+            return Some(r);
+        }
+    }
     let mut changed = false;
     if u.password().is_some() {
         // Only URLs with a host can carry a password; setting one there
@@ -319,6 +349,49 @@ pub fn redact_url(text: &str) -> Option<String> {
         changed = true;
     }
     changed.then(|| u.to_string())
+}
+
+/// The fallback of [`redact_url`] for text that looks like a URL with a
+/// password but does not parse as one (a password holding `/`, `#` or
+/// `?`, a port out of range): everything from the first `:` after `://`
+/// to the last `@` is redacted. It may redact more than the password (a
+/// `user:pw` split is a guess), never less. `None` when there is no
+/// `scheme://…:…@` shape.
+fn redact_userinfo(text: &str) -> Option<String> {
+    let start = text.find("://")? + 3;
+    let at = start + text[start..].rfind('@')?;
+    let colon = start + text[start..at].find(':')?;
+    Some(format!("{}:{REDACTED}{}", &text[..colon], &text[at..]))
+}
+
+/// Refuses a configuration that holds the [`REDACTED`] placeholder where
+/// a secret belongs: a file made from `--print-config` would otherwise
+/// connect with the password `REDACTED` and fail far from the cause.
+fn refuse_redacted(c: &impl serde::Serialize) -> Result<(), ConfigError> {
+    fn walk(key: &str, v: &toml::Value) -> Result<(), String> {
+        match v {
+            toml::Value::String(s) => {
+                let placeholder = (SECRET_KEYS.contains(&key) && s == REDACTED)
+                    || (s.contains("://") && s.contains(&format!(":{REDACTED}@")))
+                    || s.contains(&format!("={REDACTED}"));
+                if placeholder {
+                    return Err(format!(
+                        "`{key}` holds the placeholder {REDACTED} that --print-config writes \
+                         in place of a secret; give the real value (a file, or the environment)"
+                    ));
+                }
+                Ok(())
+            }
+            toml::Value::Array(a) => a.iter().try_for_each(|v| walk(key, v)),
+            toml::Value::Table(t) => t.iter().try_for_each(|(k, v)| walk(k, v)),
+            _ => Ok(()),
+        }
+    }
+    match toml::Value::try_from(c) {
+        Ok(v) => walk("", &v).map_err(ConfigError::Invalid),
+        // What cannot be printed as TOML cannot hold a printed placeholder.
+        Err(_) => Ok(()),
+    }
 }
 
 /// Setting names whose string value is itself a secret.
@@ -399,7 +472,6 @@ mod tests {
 
     #[derive(Serialize, Default)]
     struct Flags {
-        #[serde(skip_serializing_if = "Option::is_none")]
         pool: Option<u32>,
     }
 
@@ -473,6 +545,71 @@ mod tests {
         assert!(at("listen") < at("database_url") && at("database_url") < at("redis_url"));
         assert_eq!(redact_url("postgres://u@h/db"), None);
         assert_eq!(redact_url("127.0.0.1:5432"), None);
+        assert_eq!(redact_url("http://store:50051/"), None);
+    }
+
+    /// Review of issue 13: a URL whose password holds a character that
+    /// ends the authority, or with a port out of range, does not parse
+    /// (or parses as something else) and was printed whole.
+    #[test]
+    fn passwords_of_urls_that_do_not_parse_are_redacted_too() {
+        for (url, secret) in [
+            ("postgres://poz:pa/ss@db/poz", "pa/ss"),
+            ("postgres://poz:p#ss@db/poz", "p#ss"),
+            ("postgres://poz:p?ss@db/poz", "p?ss"),
+            ("postgres://poz:pw99@db:99999/poz", "pw99"),
+            ("postgres://poz:1234/ss@db/poz", "1234/ss"),
+            ("redis://:a@b@cache:6379", "a@b"),
+        ] {
+            let r = redact_url(url).unwrap_or_else(|| panic!("{url} not redacted"));
+            assert!(!r.contains(secret), "{url} -> {r}");
+            assert!(r.contains(REDACTED), "{url} -> {r}");
+            // The user and the host are kept.
+            assert!(r.contains("cache") || r.contains("@db"), "{url} -> {r}");
+        }
+        assert_eq!(
+            redact_url("postgres://poz:pa/ss@db/poz").unwrap(),
+            "postgres://poz:REDACTED@db/poz"
+        );
+    }
+
+    /// A file made from `--print-config` keeps the placeholder where the
+    /// secrets were; loading it is refused, naming the setting.
+    #[test]
+    fn the_printed_placeholder_is_not_taken_for_a_secret() {
+        #[derive(Serialize, Deserialize, Debug, Default)]
+        #[serde(default)]
+        struct Secrets {
+            database_url: String,
+            pin: String,
+        }
+        impl ServiceConfig for Secrets {
+            fn validate(&self) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        figment::Jail::expect_with(|jail| {
+            let none = Flags::default();
+            for (body, key) in [
+                ("database_url = \"postgres://poz:REDACTED@db/poz\"", "database_url"),
+                ("database_url = \"postgres://poz@db/poz?password=REDACTED\"", "database_url"),
+                ("pin = \"REDACTED\"", "pin"),
+            ] {
+                jail.create_file("printed.toml", body)?;
+                let e = load_config::<Secrets>(
+                    "POZ_DEMO_",
+                    &file(&jail.directory().join("printed.toml")),
+                    &none,
+                )
+                .unwrap_err()
+                .to_string();
+                assert!(e.contains(&format!("`{key}` holds the placeholder")), "{e}");
+            }
+            jail.create_file("real.toml", "database_url = \"postgres://poz:REDACTEDx@db/poz\"\npin = \"1234\"")?;
+            load_config::<Secrets>("POZ_DEMO_", &file(&jail.directory().join("real.toml")), &none)
+                .unwrap();
+            Ok(())
+        });
     }
 
     /// A service configuration as the services have them: its own keys
@@ -497,11 +634,11 @@ mod tests {
             let none = Flags::default();
             jail.create_file(
                 "ok.toml",
-                "listen = \"x\"\npool = 3\ninsecure = true\nmetrics_listen = \"127.0.0.1:9\"\n[allow]\n\"poz.v1.Signer\" = [\"a\"]\n",
+                "listen = \"x\"\npool = 3\nmetrics_listen = \"127.0.0.1:9\"\n[allow]\n\"poz.v1.Signer\" = [\"a\"]\n",
             )?;
             let c: Flat =
                 load_config("POZ_DEMO_", &file(&jail.directory().join("ok.toml")), &none).unwrap();
-            assert_eq!((c.pool, c.serve.insecure), (Some(3), true));
+            assert_eq!((c.pool, c.serve.insecure), (Some(3), false));
             assert_eq!(c.serve.metrics_listen, "127.0.0.1:9");
             assert_eq!(c.serve.allow.0["poz.v1.Signer"], ["a"]);
             jail.set_env("POZ_DEMO_LOG_JSON", "true");
@@ -531,6 +668,32 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(e.contains("cert_fil"), "{e}");
+            // Contradictions (review of issue 13): insecure with [tls],
+            // insecure with [allow] (which TLS-less serving cannot enforce);
+            // and an [allow] key naming no method of the API.
+            for (name, body, says) in [
+                (
+                    "both.toml",
+                    "insecure = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nca_file = \"a\"\n",
+                    "insecure = true and [tls] are both set",
+                ),
+                (
+                    "open.toml",
+                    "insecure = true\n[allow]\n\"poz.v1.Signer\" = [\"a\"]\n",
+                    "would not be enforced",
+                ),
+                (
+                    "method.toml",
+                    "[allow]\n\"poz.v1.Signer/SignEntri\" = [\"a\"]\n",
+                    "has no method \"SignEntri\"",
+                ),
+            ] {
+                jail.create_file(name, body)?;
+                let e = load_config::<Flat>("POZ_DEMO_", &file(&jail.directory().join(name)), &none)
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains(says), "{name}: {e}");
+            }
             // Neither TLS nor an explicit insecure: loads (to print it,
             // say), but may not serve.
             jail.create_file("bare.toml", "listen = \"x\"\n")?;

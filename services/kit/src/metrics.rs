@@ -102,9 +102,26 @@ impl RpcMetrics {
         m
     }
 
-    /// Records a finished call to `path` with `code`.
-    pub fn record(&self, path: &str, code: tonic::Code, elapsed: std::time::Duration) {
-        let (service, method) = split_path(path);
+    /// Records a finished call to `path` with `code`. With `known` (a
+    /// server's own services), a path naming another service, or a method
+    /// the service does not have (UNIMPLEMENTED), is counted as
+    /// `unknown`: the labels never take a caller's arbitrary text, so a
+    /// caller cannot grow the series without bound.
+    pub fn record(
+        &self,
+        path: &str,
+        code: tonic::Code,
+        elapsed: std::time::Duration,
+        known: Option<&[&'static str]>,
+    ) {
+        let (mut service, mut method) = split_path(path);
+        if let Some(known) = known {
+            if !known.contains(&service) {
+                (service, method) = ("unknown", "unknown");
+            } else if code == tonic::Code::Unimplemented {
+                method = "unknown";
+            }
+        }
         self.calls
             .get_or_create(&RpcStatusLabels {
                 service: service.to_string(),
@@ -128,6 +145,35 @@ pub static GRPC_SERVER: LazyLock<RpcMetrics> = LazyLock::new(|| RpcMetrics::new(
 /// [`crate::channel`]): `poz_grpc_client_calls_total`,
 /// `poz_grpc_client_duration_seconds`.
 pub static GRPC_CLIENT: LazyLock<RpcMetrics> = LazyLock::new(|| RpcMetrics::new("client"));
+
+/// Labels of a failed TLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `error` (the client's certificate did not chain, no common
+    /// version or cipher, not TLS at all) or `timeout`.
+    pub reason: &'static str,
+}
+
+/// `poz_tls_handshake_failures_total{reason}`: a rise after a rotation
+/// means peers hold certificates from another CA.
+pub static TLS_HANDSHAKE_FAILURES: LazyLock<Family<HandshakeLabels, Counter>> =
+    LazyLock::new(|| {
+        let f = Family::default();
+        register(
+            "poz_tls_handshake_failures",
+            "TLS handshakes on a gRPC port that failed or timed out, by reason",
+            None,
+            f.clone(),
+        );
+        f
+    });
+
+/// Counts one failed TLS handshake (`reason`: `error` or `timeout`).
+pub fn tls_handshake_failed(reason: &'static str) {
+    TLS_HANDSHAKE_FAILURES
+        .get_or_create(&HandshakeLabels { reason })
+        .inc();
+}
 
 /// `("poz.v1.StoreRead", "GetBinding")` from `/poz.v1.StoreRead/GetBinding`.
 pub fn split_path(path: &str) -> (&str, &str) {
@@ -172,6 +218,7 @@ fn status_in(headers: &http::HeaderMap) -> Option<tonic::Code> {
 /// dropped first (the peer went away).
 struct CallTimer {
     metrics: &'static RpcMetrics,
+    known: Option<std::sync::Arc<[&'static str]>>,
     path: String,
     start: Instant,
     done: bool,
@@ -181,7 +228,8 @@ impl CallTimer {
     fn finish(&mut self, code: tonic::Code) {
         if !self.done {
             self.done = true;
-            self.metrics.record(&self.path, code, self.start.elapsed());
+            self.metrics
+                .record(&self.path, code, self.start.elapsed(), self.known.as_deref());
         }
     }
 }
@@ -239,17 +287,41 @@ where
     }
 }
 
-/// Tower layer counting and timing every gRPC call through it, with
-/// `metrics` ([`GRPC_SERVER`] or [`GRPC_CLIENT`]).
-#[derive(Clone, Copy)]
-pub struct Metered(pub &'static RpcMetrics);
+/// Tower layer counting and timing every gRPC call through it.
+#[derive(Clone)]
+pub struct Metered {
+    metrics: &'static RpcMetrics,
+    known: Option<std::sync::Arc<[&'static str]>>,
+}
+
+impl Metered {
+    /// A server's: calls to services other than `served` are counted as
+    /// `unknown` ([`RpcMetrics::record`]).
+    pub fn server(served: &[&'static str]) -> Metered {
+        Metered {
+            metrics: &GRPC_SERVER,
+            known: Some(served.into()),
+        }
+    }
+
+    /// A client's: calls to services outside the POZ API (and health and
+    /// reflection) are counted as `unknown`, as on a server.
+    pub fn client() -> Metered {
+        let api = crate::allow::fleet_api().keys().map(|k| k.as_str());
+        Metered {
+            metrics: &GRPC_CLIENT,
+            known: Some(api.chain(crate::allow::OPEN_SERVICES).collect()),
+        }
+    }
+}
 
 impl<S> tower_layer::Layer<S> for Metered {
     type Service = MeteredService<S>;
     fn layer(&self, inner: S) -> Self::Service {
         MeteredService {
             inner,
-            metrics: self.0,
+            metrics: self.metrics,
+            known: self.known.clone(),
         }
     }
 }
@@ -259,6 +331,7 @@ impl<S> tower_layer::Layer<S> for Metered {
 pub struct MeteredService<S> {
     inner: S,
     metrics: &'static RpcMetrics,
+    known: Option<std::sync::Arc<[&'static str]>>,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -280,6 +353,7 @@ where
     fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
         let mut timer = CallTimer {
             metrics: self.metrics,
+            known: self.known.clone(),
             path: req.uri().path().to_string(),
             start: Instant::now(),
             done: false,

@@ -13,6 +13,13 @@ use tokio::net::{TcpListener, TcpStream};
 /// How long a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// TLS handshakes in progress at once, per listener. When all are taken
+/// the accept loop waits and new connections queue in the kernel's
+/// backlog: a flood of clients that connect and never finish their
+/// handshake costs at most this many tasks and sockets, each for at most
+/// [`HANDSHAKE_TIMEOUT`].
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
 /// What a service knows of the peer of a connection.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
@@ -20,9 +27,13 @@ pub struct PeerInfo {
     pub remote_addr: Option<SocketAddr>,
     /// `None`: the connection is plain TCP (pozd's loopback, or a fleet
     /// started with `insecure = true`). `Some(ids)`: TLS, and `ids` are
-    /// the DNS and URI SANs of the client certificate (empty: the client
-    /// presented none).
+    /// the DNS and URI SANs of the client certificate (empty: it
+    /// presented none, or one that names none: see `certificate`).
     pub identities: Option<Arc<[String]>>,
+    /// Whether the client presented a certificate (chained to the CA
+    /// bundle: rustls checked it), so a refusal can say which of the two
+    /// is missing, the certificate or a name in it.
+    pub certificate: bool,
 }
 
 impl std::fmt::Display for PeerInfo {
@@ -32,6 +43,9 @@ impl std::fmt::Display for PeerInfo {
             .map_or_else(|| "?".to_string(), |a| a.to_string());
         match &self.identities {
             None => write!(f, "{addr} (plain TCP)"),
+            Some(ids) if ids.is_empty() && self.certificate => {
+                write!(f, "{addr} (client certificate without DNS or URI SAN)")
+            }
             Some(ids) if ids.is_empty() => write!(f, "{addr} (no client certificate)"),
             Some(ids) => write!(f, "{addr} ({})", ids.join(", ")),
         }
@@ -129,8 +143,22 @@ pub fn incoming(
     tls: Option<Arc<ServerTls>>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<PeerIo>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<PeerIo>>(64);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            // A permit before the next accept, so a full set of pending
+            // handshakes leaves new connections in the backlog.
+            let permit = if tls.is_some() {
+                tokio::select! {
+                    p = pending.clone().acquire_owned() => match p {
+                        Ok(p) => Some(p),
+                        Err(_) => return,
+                    },
+                    _ = tx.closed() => return,
+                }
+            } else {
+                None
+            };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = tx.closed() => return,
@@ -149,6 +177,7 @@ pub fn incoming(
                 let info = PeerInfo {
                     remote_addr: Some(addr),
                     identities: None,
+                    certificate: false,
                 };
                 if tx.send(Ok(PeerIo::Plain(stream, info))).await.is_err() {
                     return;
@@ -158,25 +187,29 @@ pub fn incoming(
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                let handshake =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                drop(permit);
+                match handshake {
                     Ok(Ok(s)) => {
-                        let ids: Vec<String> = s
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(crate::tls::identities)
-                            .unwrap_or_default();
+                        let leaf = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                        let ids: Vec<String> =
+                            leaf.map(crate::tls::identities).unwrap_or_default();
                         let info = PeerInfo {
                             remote_addr: Some(addr),
                             identities: Some(ids.into()),
+                            certificate: leaf.is_some(),
                         };
                         let _ = tx.send(Ok(PeerIo::Tls(Box::new(s), info))).await;
                     }
                     Ok(Err(e)) => {
+                        crate::metrics::tls_handshake_failed("error");
                         tracing::info!(peer = %addr, error = %e, "TLS handshake failed")
                     }
-                    Err(_) => tracing::info!(peer = %addr, "TLS handshake timed out"),
+                    Err(_) => {
+                        crate::metrics::tls_handshake_failed("timeout");
+                        tracing::info!(peer = %addr, "TLS handshake timed out")
+                    }
                 }
             });
         }

@@ -27,18 +27,57 @@ pub struct ServeSettings {
     /// This service's certificate, key and the CA bundle of its peers.
     pub tls: TlsFiles,
     /// Which client identities may call which RPC; empty: the service's
-    /// default (docs/OPERATIONS.md lists each).
+    /// default (docs/OPERATIONS.md lists each). When set it replaces the
+    /// default as a whole.
     pub allow: Allowlist,
 }
 
 impl ServeSettings {
-    /// Checks what would only fail later: the metrics address, the TLS
-    /// files (all or none).
+    /// Checks what would only fail later, when the configuration loads
+    /// (before a database opens or a port is bound): the metrics address;
+    /// the TLS files (all or none); `[allow]` keys naming services and
+    /// methods of the API ([`Allowlist::check_names`]); and no
+    /// contradiction: `insecure` with `[tls]` (which one is meant?), or
+    /// `insecure` with `[allow]` (without TLS no caller has a name, so
+    /// the allowlist could not be enforced).
     pub fn validate(&self) -> Result<(), String> {
         if !self.metrics_listen.is_empty() {
             crate::check_listen("metrics_listen", &self.metrics_listen)?;
         }
-        self.tls.validate()
+        self.tls.validate()?;
+        if self.insecure && self.tls.is_set() {
+            return Err("insecure = true and [tls] are both set: set [tls] to serve and dial \
+                 with mutual TLS, or insecure = true (and no [tls]) to go without"
+                .into());
+        }
+        if self.insecure && !self.allow.0.is_empty() {
+            return Err("[allow] is set but insecure = true: without TLS no caller has a \
+                 name, so the allowlist would not be enforced; set [tls], or drop [allow]"
+                .into());
+        }
+        self.allow.check_names()
+    }
+
+    /// The allowlist a port enforces: `[allow]` when set (it replaces
+    /// the defaults as a whole: nothing is merged), else `default`, whose
+    /// keys name every service the port serves. Checked before anything
+    /// is opened or bound: TLS or `insecure` ([`ServeError::NoTls`]),
+    /// and every `[allow]` key names a service of the port
+    /// ([`ServeError::Allowlist`]).
+    pub fn allowlist(&self, default: Allowlist) -> Result<Allowlist, ServeError> {
+        self.require_tls_or_insecure()?;
+        if self.allow.0.is_empty() {
+            return Ok(default);
+        }
+        let served: Vec<&str> = default
+            .0
+            .keys()
+            .map(|k| k.split_once('/').map_or(k.as_str(), |(s, _)| s))
+            .collect();
+        self.allow
+            .validate(&served)
+            .map_err(ServeError::Allowlist)?;
+        Ok(self.allow.clone())
     }
 
     /// Before serving: TLS, or `insecure` said explicitly. (Checked when
@@ -68,7 +107,6 @@ pub struct ServeArgs {
     pub log_json: bool,
     /// Prometheus endpoint address (`/metrics`).
     #[arg(long, value_name = "ADDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
     /// Serve and dial without TLS.
     #[arg(long)]
@@ -90,7 +128,6 @@ pub struct GrpcArgs {
     pub serve: ServeArgs,
     /// gRPC address (`IP:port`).
     #[arg(long, value_name = "ADDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
 }
 
@@ -176,22 +213,25 @@ impl GrpcServer {
     /// Binds `listen` (and `metrics_listen`) for the service `name`
     /// (`poz-store`), loads its TLS files, and prints `listening ADDR` on
     /// stdout (supervisors and tests read it). `default_allow` applies
-    /// when the settings name no allowlist. Errors: [`ServeError::NoTls`]
-    /// (neither TLS nor `insecure`), [`ServeError::Bind`],
-    /// [`ServeError::Tls`].
+    /// when the settings name no allowlist; its keys name the port's
+    /// services ([`ServeSettings::allowlist`]). Errors:
+    /// [`ServeError::NoTls`] (neither TLS nor `insecure`),
+    /// [`ServeError::Allowlist`], [`ServeError::Tls`],
+    /// [`ServeError::Bind`].
     pub async fn bind(
         name: &'static str,
         listen: &str,
         settings: &ServeSettings,
         default_allow: Allowlist,
     ) -> Result<GrpcServer, ServeError> {
-        settings.require_tls_or_insecure()?;
+        let allow = settings.allowlist(default_allow)?;
         let bind = |addr: String| async move {
             TcpListener::bind(&addr)
                 .await
                 .map_err(|source| ServeError::Bind { addr, source })
         };
         let tls = if settings.tls.is_set() {
+            std::sync::LazyLock::force(&crate::metrics::TLS_HANDSHAKE_FAILURES);
             Some(Arc::new(ServerTls::load(&settings.tls)?))
         } else {
             None
@@ -201,11 +241,6 @@ impl GrpcServer {
             None
         } else {
             Some(bind(settings.metrics_listen.clone()).await?)
-        };
-        let allow = if settings.allow.0.is_empty() {
-            default_allow
-        } else {
-            settings.allow.clone()
         };
         let server = GrpcServer {
             name,
@@ -316,6 +351,7 @@ impl GrpcServer {
             });
         }
         let served: Vec<&'static str> = routes.names().to_vec();
+        let served_names = served.clone();
         let drain = {
             let stop = stop.clone();
             async move {
@@ -335,7 +371,7 @@ impl GrpcServer {
         // loopback, `insecure = true`) no caller has a name to check.
         let enforce = tls.is_some();
         let layer = tower::ServiceBuilder::new()
-            .layer(crate::metrics::Metered(&crate::metrics::GRPC_SERVER))
+            .layer(crate::metrics::Metered::server(&served_names))
             .layer(crate::telemetry::ServerSpans)
             .option_layer(enforce.then(|| Authorize::new(allow, name)));
         let result = tonic::transport::Server::builder()

@@ -75,8 +75,11 @@ pub fn init(service: &'static str, json: bool) -> Result<Telemetry, TelemetryErr
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr; stdout carries only what a supervisor reads.
+    // Colour codes only for a terminal: a log collector reading a pipe or
+    // a file would otherwise store the escape sequences.
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let fmt = if json {
         fmt.json().boxed()
@@ -104,10 +107,23 @@ pub fn init(service: &'static str, json: bool) -> Result<Telemetry, TelemetryErr
     } else {
         None
     };
+    // The exporter's own gRPC client (tonic, hyper, h2) and the SDK log
+    // through `tracing` too; their spans must not become spans to export
+    // (each export would make more), so the trace layer skips them. Their
+    // events still reach the log: a collector that cannot be reached is
+    // logged (`internal-logs`), not silent.
+    let own = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::TRACE)
+        .with_targets(
+            ["opentelemetry", "opentelemetry_sdk", "opentelemetry_otlp", "tonic", "hyper", "h2", "tower"]
+                .map(|t| (t, tracing_subscriber::filter::LevelFilter::OFF)),
+        );
     let otel = provider.as_ref().map(|p| {
+        use tracing_subscriber::Layer;
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("poz"))
             .with_tracked_inactivity(false)
+            .with_filter(own)
     });
     // A second initialisation (tests) is harmless; ignore it.
     let _ = tracing_subscriber::registry()

@@ -75,6 +75,12 @@ pub enum TlsError {
     Pem { path: String, reason: String },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("{cert} and {key} do not make a pair (the key is not the certificate's, or is of a kind TLS cannot use): {source}")]
+    KeyPair {
+        cert: String,
+        key: String,
+        source: rustls::Error,
+    },
     #[error("client verifier: {0}")]
     Verifier(String),
 }
@@ -148,9 +154,18 @@ fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError> {
     let mut c = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(read_chain(cert)?, read_key(key)?)?;
+        .with_single_cert(read_chain(cert)?, read_key(key)?)
+        .map_err(|e| key_pair(cert, key, e))?;
     c.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(c)
+}
+
+fn key_pair(cert: &Path, key: &Path, source: rustls::Error) -> TlsError {
+    TlsError::KeyPair {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        source,
+    }
 }
 
 fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
@@ -159,7 +174,8 @@ fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
     let mut c = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_client_auth_cert(read_chain(cert)?, read_key(key)?)?;
+        .with_client_auth_cert(read_chain(cert)?, read_key(key)?)
+        .map_err(|e| key_pair(cert, key, e))?;
     c.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(c)
 }
@@ -180,7 +196,16 @@ fn stamp(path: &Path) -> Stamp {
 pub struct Reloading<C> {
     files: TlsFiles,
     build: fn(&TlsFiles) -> Result<C, TlsError>,
-    state: Mutex<(Vec<Stamp>, Arc<C>)>,
+    state: Mutex<ReloadState<C>>,
+}
+
+struct ReloadState<C> {
+    /// The stamps of the files `config` was built from.
+    loaded: Vec<Stamp>,
+    config: Arc<C>,
+    /// The stamps of files that failed to load: not read again (nor
+    /// logged again) at every connection until one changes.
+    failed: Option<Vec<Stamp>>,
 }
 
 /// The server side: presents the certificate, asks for (but does not
@@ -204,31 +229,39 @@ impl<C> Reloading<C> {
         Ok(Reloading {
             files: files.clone(),
             build,
-            state: Mutex::new((stamps, Arc::new(config))),
+            state: Mutex::new(ReloadState {
+                loaded: stamps,
+                config: Arc::new(config),
+                failed: None,
+            }),
         })
     }
 
     /// The configuration for the next connection: rebuilt first if a file
     /// changed. A rebuild that fails (a file mid-rotation) keeps the last
-    /// good configuration, logs the reason, and is retried next time.
+    /// good configuration, logs the reason once, and is retried when a
+    /// file changes again.
     pub fn current(&self) -> Arc<C> {
         let now = Self::stamps(&self.files);
         let mut state = match self.state.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if state.0 != now {
+        if state.loaded != now && state.failed.as_ref() != Some(&now) {
             match (self.build)(&self.files) {
                 Ok(c) => {
                     tracing::info!(cert = ?self.files.cert_file, "TLS files changed: reloaded");
-                    *state = (now, Arc::new(c));
+                    state.loaded = now;
+                    state.config = Arc::new(c);
+                    state.failed = None;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "TLS files changed but do not load; keeping the last good ones")
+                    tracing::warn!(error = %e, "TLS files changed but do not load; keeping the last good ones");
+                    state.failed = Some(now);
                 }
             }
         }
-        state.1.clone()
+        state.config.clone()
     }
 }
 

@@ -39,7 +39,13 @@ impl Authority {
     /// Issues a certificate for `name` (DNS SAN, plus 127.0.0.1) into
     /// `<file>.crt` and `<file>.key`.
     fn issue(&self, name: &str, file: &str) -> poz_kit::tls::TlsFiles {
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        self.issue_names(&[name], file)
+    }
+
+    /// Issues a certificate whose SANs are the DNS `names` and 127.0.0.1.
+    fn issue_names(&self, names: &[&str], file: &str) -> poz_kit::tls::TlsFiles {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut p = CertificateParams::new(names).unwrap();
         p.subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         p.extended_key_usages = vec![
@@ -141,6 +147,35 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
         "poz-query-gw may not call poz.v1.Verifier/VerifyRecord"
     );
 
+    // A fleet certificate that names no DNS or URI SAN (only an IP): the
+    // caller is told what is missing, not that it has no certificate.
+    let nameless = Channels::new(&with_ca(ca.issue_names(&[], "nameless"), &ca_file)).unwrap();
+    let e = call(&nameless, &url).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("names no DNS or URI SAN"), "{e:?}");
+
+    // Paths that no service of the port has: the metric labels never
+    // take the caller's text (review of issue 13: a caller could grow
+    // the series without bound).
+    for path in ["/poz.v1.Junk4711/Anything", "/poz.v1.Verifier/Nope4711"] {
+        let mut grpc = tonic::client::Grpc::new(api.lazy(&url).unwrap());
+        grpc.ready().await.unwrap();
+        let e = grpc
+            .unary(
+                tonic::Request::new(()),
+                http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .unwrap_err();
+        let want = if path.contains("Junk") {
+            tonic::Code::PermissionDenied
+        } else {
+            tonic::Code::Unimplemented
+        };
+        assert_eq!(e.code(), want, "{path}: {e:?}");
+    }
+
     // A certificate from another CA does not complete the handshake.
     let other_dir = tempfile::tempdir().unwrap();
     let other = Authority::new(other_dir.path(), "other-ca");
@@ -209,6 +244,15 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
         text.contains("poz_grpc_server_duration_seconds_bucket{"),
         "{text}"
     );
+    assert!(!text.contains("4711"), "a caller's path became a label:\n{text}");
+    for line in [
+        "poz_grpc_server_calls_total{service=\"unknown\",method=\"unknown\",code=\"PERMISSION_DENIED\"} 1",
+        "poz_grpc_server_calls_total{service=\"poz.v1.Verifier\",method=\"unknown\",code=\"UNIMPLEMENTED\"} 1",
+        // The stranger's handshake.
+        "poz_tls_handshake_failures_total{reason=\"error\"}",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
 
     let _ = stop_tx.send(());
     served.await.unwrap().unwrap();

@@ -44,6 +44,15 @@ impl TlsArgs {
 /// nor `https://`.
 pub fn channel(flag: &str, url: &str, tls: &TlsArgs) -> Result<poz_kit::Channel> {
     let files = tls.files();
+    if url.starts_with("http://") && files.is_set() {
+        // Said rather than ignored: the operator asked for mutual TLS
+        // and would otherwise send in the clear (review of issue 13).
+        bail!(
+            "{flag} {url}: --tls-cert, --tls-key and --tls-ca (or POZ_TLS_*) are for \
+             https:// endpoints, and this one is plain http://; use https://HOST:PORT, \
+             or drop the TLS settings"
+        );
+    }
     if url.starts_with("https://") && !files.is_set() {
         bail!(
             "{flag} {url}: an https:// endpoint needs this client's certificate: \
@@ -57,13 +66,25 @@ pub fn channel(flag: &str, url: &str, tls: &TlsArgs) -> Result<poz_kit::Channel>
 }
 
 /// When `status` says the server refused this client (its certificate's
-/// identity is not on the RPC's allowlist, or it presented none), the
-/// sentence for it, naming the status as gRPC spells it.
+/// identity is not on the RPC's allowlist, or it presented none; or the
+/// server rejected the certificate itself in the TLS handshake), the
+/// sentence for it, naming the status as gRPC spells it, or the alert.
 pub fn refusal(server: &str, status: &tonic::Status) -> Option<String> {
     let code = match status.code() {
         tonic::Code::PermissionDenied => "PERMISSION_DENIED",
         tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-        _ => return None,
+        _ => {
+            // TLS 1.3: the client's side of the handshake ends before the
+            // server has checked the client's certificate, so a rejection
+            // arrives as an alert on the first read, and the call fails
+            // like a lost connection. It is not one: a rerun fails alike.
+            let alert = certificate_alert(&causes(status))?;
+            return Some(format!(
+                "{server} rejected this client's certificate in the TLS handshake \
+                 (alert {alert}): is --tls-cert issued by the CA the server trusts, \
+                 unexpired, and for client authentication?"
+            ));
+        }
     };
     Some(format!(
         "{server} refused this client ({code}): {}",
@@ -76,6 +97,36 @@ pub fn refusal(server: &str, status: &tonic::Status) -> Option<String> {
 /// status's message and its causes (the transport's, the TLS alert),
 /// each once.
 pub fn unreachable(status: &tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(causes(status))
+}
+
+/// The alerts a TLS server sends when it rejects the client's
+/// certificate (RFC 8446 §6.2), as rustls names them.
+const CERTIFICATE_ALERTS: [&str; 9] = [
+    "BadCertificate",
+    "UnsupportedCertificate",
+    "CertificateRevoked",
+    "CertificateExpired",
+    "CertificateUnknown",
+    "UnknownCA",
+    "AccessDenied",
+    "DecryptError",
+    "CertificateRequired",
+];
+
+/// The certificate alert a peer sent, from a transport error's words
+/// (rustls: `received fatal alert: UnknownCA`).
+fn certificate_alert(text: &str) -> Option<&'static str> {
+    let (_, after) = text.split_once("received fatal alert: ")?;
+    let word: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    CERTIFICATE_ALERTS.into_iter().find(|a| *a == word)
+}
+
+/// A status's message and its causes, each once, joined by `: `.
+fn causes(status: &tonic::Status) -> String {
     let mut line = status.message().to_string();
     let mut cause = std::error::Error::source(status);
     while let Some(c) = cause {
@@ -88,5 +139,24 @@ pub fn unreachable(status: &tonic::Status) -> anyhow::Error {
         }
         cause = c.source();
     }
-    anyhow::anyhow!(line)
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_alerts_are_told_apart_from_other_transport_errors() {
+        assert_eq!(
+            certificate_alert("transport error: received fatal alert: UnknownCA"),
+            Some("UnknownCA")
+        );
+        assert_eq!(
+            certificate_alert("received fatal alert: CertificateRequired: x"),
+            Some("CertificateRequired")
+        );
+        assert_eq!(certificate_alert("received fatal alert: ProtocolVersion"), None);
+        assert_eq!(certificate_alert("connection refused"), None);
+    }
 }

@@ -124,6 +124,7 @@ pub fn import(csv: &Path, api: &str, tls: &TlsArgs, quiet: bool) -> Result<ExitC
         // any answer means the Provider API was never reached.
         let mut progress = match client.bulk_issue(tokio_stream::iter(requests)).await {
             Ok(r) => r.into_inner(),
+            Err(status) if grpc::refusal("", &status).is_some() => return anyhow::Ok(Some(status)),
             Err(status) if status.code() == tonic::Code::Unavailable => {
                 return Err(grpc::unreachable(&status))
                     .with_context(|| format!("connecting to the Provider API at {api}"))

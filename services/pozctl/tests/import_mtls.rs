@@ -2,8 +2,9 @@
 //! requires mutual TLS, over real sockets: the operator's certificate
 //! (`--tls-cert/--tls-key/--tls-ca`, or `POZ_TLS_*`) reaches it and the
 //! bindings are committed; a certificate whose SAN is not on the
-//! allowlist is refused (exit 1, PERMISSION_DENIED); an `https://`
-//! endpoint without the three flags is a usage error (exit 2) naming them.
+//! allowlist is refused (exit 1, PERMISSION_DENIED), and so is one from
+//! another CA (the TLS alert); an `https://` endpoint without the three
+//! flags, or an `http://` one with them, is a usage error (exit 2).
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use poz::sample;
@@ -203,6 +204,30 @@ async fn import_reaches_a_provider_api_over_mutual_tls_with_the_operators_certif
     let partial = tls_flags(&operator)[..2].to_vec();
     let out = import(&api, &csv, partial, vec![]).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(store.count_bindings(&id).await.unwrap(), 0);
+
+    // The TLS flags with a plain http:// endpoint: usage, not a silent
+    // downgrade to cleartext (review of issue 13).
+    let plain = api.replacen("https://", "http://", 1);
+    let out = import(&plain, &csv, tls_flags(&operator), vec![]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("are for https:// endpoints"), "{stderr}");
+
+    // A certificate from another CA: the server rejects it in the
+    // handshake; told as a refusal (exit 1), not a lost connection to
+    // rerun (review of issue 13).
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Authority::new(other_dir.path(), "other-ca");
+    let stranger = other.issue(identity::OPERATOR, "stranger", &ca_file);
+    let out = import(&api, &csv, tls_flags(&stranger), vec![]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("rejected this client's certificate in the TLS handshake (alert UnknownCA)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Rerun"), "{stderr}");
     assert_eq!(store.count_bindings(&id).await.unwrap(), 0);
 
     // A fleet certificate whose SAN the Provider API does not allow.

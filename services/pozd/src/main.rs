@@ -240,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
     let keys: Arc<dyn KeyStore> = Arc::new(SoftwareKeyStore::open_files(&key_files, &passphrase)?);
     let store =
         poz_store::Store::open(&store_url(&dir), poz_store::StoreOptions::default()).await?;
+    poz_store::metrics::export_pool(&store);
     let domain = store
         .domains_of(&id)
         .await?
@@ -323,6 +324,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  Provider API       {}  (gRPC, poz.v1.ProviderApi; loopback, no TLS)",
         fleet.provider_api
+    );
+    println!(
+        "  store, verifier, signer  {}  {}  {}  (gRPC; loopback, no TLS)",
+        fleet.store, fleet.verifier, fleet.signer
     );
     if let Some(m) = &metrics {
         println!("  metrics            http://{}/metrics", m.local_addr());

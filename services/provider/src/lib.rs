@@ -222,6 +222,7 @@ impl ProviderApiService {
         batch_size: usize,
         policy: HandlePolicy,
     ) -> Self {
+        std::sync::LazyLock::force(&BULK);
         let upstream = Upstream {
             record_id,
             store_read: StoreReadClient::new(peers.store.clone())

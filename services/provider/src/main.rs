@@ -91,7 +91,6 @@ struct Args {
     #[serde(flatten)]
     common: poz_kit::GrpcArgs,
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     record_id: Option<String>,
 }
 

@@ -64,7 +64,7 @@ fn set_mirrors(store: &str, tls: &grpc::TlsArgs, domain: &str, hosts: &[PoolHost
             .await
         {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable => {
+            Err(s) if s.code() == tonic::Code::Unavailable && refused(&s).is_none() => {
                 return Err(grpc::unreachable(&s))
                     .with_context(|| format!("connecting to the store at {store}"))
             }
