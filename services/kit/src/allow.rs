@@ -118,7 +118,10 @@ impl Allowlist {
                     ));
                 }
             }
-            if let Some(bad) = ids.iter().find(|id| id.trim().is_empty() || id.trim() != *id) {
+            if let Some(bad) = ids
+                .iter()
+                .find(|id| id.trim().is_empty() || id.trim() != *id)
+            {
                 return Err(format!(
                     "allow key {key:?}: identity {bad:?} is empty or has surrounding spaces"
                 ));
@@ -332,12 +335,24 @@ mod tests {
         ]);
         assert_eq!(ok.check_names(), Ok(()));
         for (key, ids, says) in [
-            ("poz.v1.Signer/SignEntri", &["a"][..], "has no method \"SignEntri\""),
-            ("poz.v1.Signr", &["a"][..], "names no service of the POZ API"),
+            (
+                "poz.v1.Signer/SignEntri",
+                &["a"][..],
+                "has no method \"SignEntri\"",
+            ),
+            (
+                "poz.v1.Signr",
+                &["a"][..],
+                "names no service of the POZ API",
+            ),
             ("poz.v1.Signer/", &["a"][..], "has no method \"\""),
             ("grpc.health.v1.Health", &["a"][..], "take no allowlist"),
             ("poz.v1.Signer", &[""][..], "identity \"\" is empty"),
-            ("poz.v1.Signer", &[" poz-operator"][..], "surrounding spaces"),
+            (
+                "poz.v1.Signer",
+                &[" poz-operator"][..],
+                "surrounding spaces",
+            ),
         ] {
             let e = Allowlist::of(&[(key, ids)]).check_names().unwrap_err();
             assert!(e.contains(says), "{key}: {e}");

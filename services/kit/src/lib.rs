@@ -229,8 +229,7 @@ pub fn load_config<C: ServiceConfig>(
     // `{prefix}CONFIG` names the file; it is not a field. A flag that was
     // not given serializes as null and overrides nothing.
     let flags = without_nulls(
-        serde_json::to_value(overrides)
-            .map_err(|e| ConfigError::Invalid(format!("flags: {e}")))?,
+        serde_json::to_value(overrides).map_err(|e| ConfigError::Invalid(format!("flags: {e}")))?,
     );
     let fig = fig
         .merge(Env::prefixed(env_prefix).ignore(&["config"]))
@@ -591,8 +590,14 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             let none = Flags::default();
             for (body, key) in [
-                ("database_url = \"postgres://poz:REDACTED@db/poz\"", "database_url"),
-                ("database_url = \"postgres://poz@db/poz?password=REDACTED\"", "database_url"),
+                (
+                    "database_url = \"postgres://poz:REDACTED@db/poz\"",
+                    "database_url",
+                ),
+                (
+                    "database_url = \"postgres://poz@db/poz?password=REDACTED\"",
+                    "database_url",
+                ),
                 ("pin = \"REDACTED\"", "pin"),
             ] {
                 jail.create_file("printed.toml", body)?;
@@ -605,9 +610,16 @@ mod tests {
                 .to_string();
                 assert!(e.contains(&format!("`{key}` holds the placeholder")), "{e}");
             }
-            jail.create_file("real.toml", "database_url = \"postgres://poz:REDACTEDx@db/poz\"\npin = \"1234\"")?;
-            load_config::<Secrets>("POZ_DEMO_", &file(&jail.directory().join("real.toml")), &none)
-                .unwrap();
+            jail.create_file(
+                "real.toml",
+                "database_url = \"postgres://poz:REDACTEDx@db/poz\"\npin = \"1234\"",
+            )?;
+            load_config::<Secrets>(
+                "POZ_DEMO_",
+                &file(&jail.directory().join("real.toml")),
+                &none,
+            )
+            .unwrap();
             Ok(())
         });
     }

@@ -228,8 +228,12 @@ impl CallTimer {
     fn finish(&mut self, code: tonic::Code) {
         if !self.done {
             self.done = true;
-            self.metrics
-                .record(&self.path, code, self.start.elapsed(), self.known.as_deref());
+            self.metrics.record(
+                &self.path,
+                code,
+                self.start.elapsed(),
+                self.known.as_deref(),
+            );
         }
     }
 }

@@ -134,6 +134,30 @@ pub fn tune(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
 }
 
+/// How long a connection whose handshake failed is kept to drain.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes a connection whose TLS handshake failed so that the client
+/// reads the alert rustls sent (`unknown_ca`, `certificate_required`):
+/// our side's FIN after it, and what the client still sends read and
+/// dropped for up to [`LINGER`]. Why: closing a socket with unread data
+/// makes the kernel send a reset, and a reset can reach the client before
+/// it reads the alert, which then sees only "broken pipe" and cannot tell
+/// a rejected certificate from a lost connection.
+async fn linger(mut io: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// The connections tonic serves from `listener`: accepted here, each TLS
 /// handshake run in its own task (a slow client never holds up the
 /// accept loop) with [`HANDSHAKE_TIMEOUT`]. The listener closes when
@@ -187,24 +211,28 @@ pub fn incoming(
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             tokio::spawn(async move {
-                let handshake =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-                drop(permit);
+                let handshake = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    acceptor.accept(stream).into_fallible(),
+                )
+                .await;
                 match handshake {
                     Ok(Ok(s)) => {
                         let leaf = s.get_ref().1.peer_certificates().and_then(|c| c.first());
-                        let ids: Vec<String> =
-                            leaf.map(crate::tls::identities).unwrap_or_default();
+                        let ids: Vec<String> = leaf.map(crate::tls::identities).unwrap_or_default();
                         let info = PeerInfo {
                             remote_addr: Some(addr),
                             identities: Some(ids.into()),
                             certificate: leaf.is_some(),
                         };
+                        drop(permit);
                         let _ = tx.send(Ok(PeerIo::Tls(Box::new(s), info))).await;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err((e, io))) => {
                         crate::metrics::tls_handshake_failed("error");
-                        tracing::info!(peer = %addr, error = %e, "TLS handshake failed")
+                        tracing::info!(peer = %addr, error = %e, "TLS handshake failed");
+                        linger(io).await;
+                        drop(permit);
                     }
                     Err(_) => {
                         crate::metrics::tls_handshake_failed("timeout");

@@ -46,14 +46,18 @@ impl ServeSettings {
         }
         self.tls.validate()?;
         if self.insecure && self.tls.is_set() {
-            return Err("insecure = true and [tls] are both set: set [tls] to serve and dial \
+            return Err(
+                "insecure = true and [tls] are both set: set [tls] to serve and dial \
                  with mutual TLS, or insecure = true (and no [tls]) to go without"
-                .into());
+                    .into(),
+            );
         }
         if self.insecure && !self.allow.0.is_empty() {
-            return Err("[allow] is set but insecure = true: without TLS no caller has a \
+            return Err(
+                "[allow] is set but insecure = true: without TLS no caller has a \
                  name, so the allowlist would not be enforced; set [tls], or drop [allow]"
-                .into());
+                    .into(),
+            );
         }
         self.allow.check_names()
     }

@@ -115,8 +115,16 @@ pub fn init(service: &'static str, json: bool) -> Result<Telemetry, TelemetryErr
     let own = tracing_subscriber::filter::Targets::new()
         .with_default(tracing::Level::TRACE)
         .with_targets(
-            ["opentelemetry", "opentelemetry_sdk", "opentelemetry_otlp", "tonic", "hyper", "h2", "tower"]
-                .map(|t| (t, tracing_subscriber::filter::LevelFilter::OFF)),
+            [
+                "opentelemetry",
+                "opentelemetry_sdk",
+                "opentelemetry_otlp",
+                "tonic",
+                "hyper",
+                "h2",
+                "tower",
+            ]
+            .map(|t| (t, tracing_subscriber::filter::LevelFilter::OFF)),
         );
     let otel = provider.as_ref().map(|p| {
         use tracing_subscriber::Layer;

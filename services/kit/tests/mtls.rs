@@ -244,7 +244,10 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
         text.contains("poz_grpc_server_duration_seconds_bucket{"),
         "{text}"
     );
-    assert!(!text.contains("4711"), "a caller's path became a label:\n{text}");
+    assert!(
+        !text.contains("4711"),
+        "a caller's path became a label:\n{text}"
+    );
     for line in [
         "poz_grpc_server_calls_total{service=\"unknown\",method=\"unknown\",code=\"PERMISSION_DENIED\"} 1",
         "poz_grpc_server_calls_total{service=\"poz.v1.Verifier\",method=\"unknown\",code=\"UNIMPLEMENTED\"} 1",

@@ -65,6 +65,30 @@ pub fn channel(flag: &str, url: &str, tls: &TlsArgs) -> Result<poz_kit::Channel>
     channels.lazy(url).with_context(|| format!("{flag} {url}"))
 }
 
+/// Reaches the server at the other end of `channel` with one health
+/// check (open to every caller that completes TLS), before a stream is
+/// opened. Why: a server that rejects the client's certificate does so
+/// with a TLS alert after the client's side of the handshake has ended;
+/// a unary call waits for the answer and so reads that alert, while a
+/// stream being written may first fail its write (a broken pipe) and
+/// look like a lost connection, to be rerun. Errors: the
+/// call's status when the server was not reached or refused this client
+/// (see [`refusal`]); any answer, even UNIMPLEMENTED from a server
+/// without health checks, means it was reached.
+pub async fn reach(channel: poz_kit::Channel) -> Result<(), tonic::Status> {
+    let check = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    match tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(check)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::Unavailable || refusal("", &s).is_some() => Err(s),
+        Err(_) => Ok(()),
+    }
+}
+
 /// When `status` says the server refused this client (its certificate's
 /// identity is not on the RPC's allowlist, or it presented none; or the
 /// server rejected the certificate itself in the TLS handshake), the
@@ -156,7 +180,10 @@ mod tests {
             certificate_alert("received fatal alert: CertificateRequired: x"),
             Some("CertificateRequired")
         );
-        assert_eq!(certificate_alert("received fatal alert: ProtocolVersion"), None);
+        assert_eq!(
+            certificate_alert("received fatal alert: ProtocolVersion"),
+            None
+        );
         assert_eq!(certificate_alert("connection refused"), None);
     }
 }

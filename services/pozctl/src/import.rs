@@ -119,12 +119,18 @@ pub fn import(csv: &Path, api: &str, tls: &TlsArgs, quiet: bool) -> Result<ExitC
     let mut errors = Vec::new();
     let broken: Option<tonic::Status> = rt.block_on(async {
         let channel = grpc::channel("--api", api, tls)?;
+        if let Err(status) = grpc::reach(channel.clone()).await {
+            if grpc::refusal("", &status).is_some() {
+                return anyhow::Ok(Some(status));
+            }
+            return Err(grpc::unreachable(&status))
+                .with_context(|| format!("connecting to the Provider API at {api}"));
+        }
         let mut client = pb::provider_api_client::ProviderApiClient::new(channel);
         // The channel connects at this first call: UNAVAILABLE before
         // any answer means the Provider API was never reached.
         let mut progress = match client.bulk_issue(tokio_stream::iter(requests)).await {
             Ok(r) => r.into_inner(),
-            Err(status) if grpc::refusal("", &status).is_some() => return anyhow::Ok(Some(status)),
             Err(status) if status.code() == tonic::Code::Unavailable => {
                 return Err(grpc::unreachable(&status))
                     .with_context(|| format!("connecting to the Provider API at {api}"))

@@ -224,7 +224,8 @@ async fn import_reaches_a_provider_api_over_mutual_tls_with_the_operators_certif
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
-        stderr.contains("rejected this client's certificate in the TLS handshake (alert UnknownCA)"),
+        stderr
+            .contains("rejected this client's certificate in the TLS handshake (alert UnknownCA)"),
         "{stderr}"
     );
     assert!(!stderr.contains("Rerun"), "{stderr}");
