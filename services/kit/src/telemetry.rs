@@ -61,7 +61,10 @@ pub fn otlp_requested() -> bool {
 /// Why tracing could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("OTLP trace exporter: {0}")]
+    #[error(
+        "OTLP trace exporter: {0} (the services export OTLP over gRPC without TLS: \
+         OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:4317)"
+    )]
     Exporter(String),
 }
 

@@ -75,14 +75,20 @@ pub enum TlsError {
     Pem { path: String, reason: String },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("{cert} and {key} do not make a pair (the key is not the certificate's, or is of a kind TLS cannot use): {source}")]
-    KeyPair {
-        cert: String,
-        key: String,
-        source: rustls::Error,
-    },
+    #[error(transparent)]
+    KeyPair(Box<KeyPairError>),
     #[error("client verifier: {0}")]
     Verifier(String),
+}
+
+/// A certificate and a key file that do not make a pair (boxed in
+/// [`TlsError`] to keep every error that carries one small).
+#[derive(Debug, thiserror::Error)]
+#[error("{cert} and {key} do not make a pair (the key is not the certificate's, or is of a kind TLS cannot use): {source}")]
+pub struct KeyPairError {
+    pub cert: String,
+    pub key: String,
+    pub source: rustls::Error,
 }
 
 fn pem_err(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
@@ -161,11 +167,11 @@ fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError> {
 }
 
 fn key_pair(cert: &Path, key: &Path, source: rustls::Error) -> TlsError {
-    TlsError::KeyPair {
+    TlsError::KeyPair(Box::new(KeyPairError {
         cert: cert.display().to_string(),
         key: key.display().to_string(),
         source,
-    }
+    }))
 }
 
 fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {

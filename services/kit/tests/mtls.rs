@@ -417,3 +417,25 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_the_port_serves() {
     let _ = stop_tx.send(());
     served.await.unwrap().unwrap();
 }
+
+/// Review of issue 13: a key that is not the certificate's was reported
+/// without naming either file.
+#[test]
+fn a_key_that_is_not_the_certificates_names_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(dir.path(), "fleet-ca");
+    let ca_file = ca.ca_file("fleet-ca");
+    let one = ca.issue("poz-verifier", "one");
+    let two = ca.issue("poz-verifier", "two");
+    let mixed = poz_kit::tls::TlsFiles {
+        cert_file: one.cert_file.clone(),
+        key_file: two.key_file.clone(),
+        ca_file: Some(ca_file),
+    };
+    let e = match poz_kit::tls::ServerTls::load(&mixed) {
+        Ok(_) => panic!("a mismatched key loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("one.crt") && e.contains("two.key"), "{e}");
+    assert!(e.contains("do not make a pair"), "{e}");
+}
