@@ -68,6 +68,10 @@ pub struct StoreOptions {
     pub pending_per_subject: u32,
     /// A pending binding request older than this is refused as expired.
     pub pending_ttl: Duration,
+    /// Whether [`Store::open`] applies pending migrations. `false` in a
+    /// cluster, where a Job runs [`Store::migrate`] once before the
+    /// store's pods start; the store then refuses a schema that is behind.
+    pub migrate: bool,
 }
 
 impl StoreOptions {
@@ -91,6 +95,7 @@ impl Default for StoreOptions {
             revoked_handle_cooldown: None,
             pending_per_subject: 8,
             pending_ttl: Duration::from_secs(7 * 24 * 3600),
+            migrate: true,
         }
     }
 }
@@ -110,9 +115,88 @@ pub struct Store {
 /// The migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The version of the newest migration this build carries.
+pub fn latest_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
 impl Store {
-    /// Connects (the URL picks the backend), applies pending migrations.
+    /// Connects (the URL picks the backend) and, with `options.migrate`,
+    /// applies pending migrations ([`Store::migrate`]); without, checks
+    /// that the schema is not behind this build. Errors:
+    /// [`StoreError::Invalid`] (a URL of another kind; a schema behind
+    /// this build, naming both versions), [`StoreError::Migration`],
+    /// [`StoreError::Database`].
     pub async fn open(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        let store = Store::connect(url, options).await?;
+        if store.options.migrate {
+            store.apply_migrations().await?;
+        } else {
+            store.check_schema().await?;
+        }
+        Ok(store)
+    }
+
+    /// Applies every pending migration and the data fill that goes with
+    /// them, then closes the connections; returns the schema version now
+    /// in place. On Postgres, sqlx's migrator holds a session advisory
+    /// lock (`pg_advisory_lock`, keyed by the database name) while it
+    /// runs, so two runs at once (two Jobs, a Job and a store started with
+    /// `migrate = true`) apply each migration once. Errors: as
+    /// [`Store::open`].
+    pub async fn migrate(url: &str, options: StoreOptions) -> Result<i64, StoreError> {
+        let store = Store::connect(url, options).await?;
+        let result = store.apply_migrations().await;
+        store.close().await;
+        result?;
+        Ok(latest_migration())
+    }
+
+    async fn apply_migrations(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        let filled = self.fill_skeletons().await?;
+        if filled > 0 {
+            tracing::info!(
+                filled,
+                "filled the skeletons of bindings stored before 0005"
+            );
+        }
+        Ok(())
+    }
+
+    /// Refuses a database whose schema lacks a migration this build
+    /// needs. A schema ahead of this build is accepted: during a rolling
+    /// upgrade the new migrations (additive, docs/OPERATIONS.md) run
+    /// before the old pods are replaced.
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                // No migrations table: nothing was ever applied.
+                Err(sqlx::Error::Database(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+        let missing: Vec<i64> = MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "the database schema lacks migration(s) {missing:?} that this build needs \
+                 (it has {} applied, the latest is {}): run `poz-store migrate` \
+                 (migrate = false, so the store does not migrate at start)",
+                applied.len(),
+                latest_migration()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn connect(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -159,22 +243,13 @@ impl Store {
             })
         });
         let pool = pool.connect(url).await?;
-        MIGRATOR.run(&pool).await?;
-        let store = Store {
+        Ok(Store {
             pool,
             backend,
             options,
             stored: Default::default(),
             next_analyze: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(FIRST_ANALYZE)),
-        };
-        let filled = store.fill_skeletons().await?;
-        if filled > 0 {
-            tracing::info!(
-                filled,
-                "filled the skeletons of bindings stored before 0005"
-            );
-        }
-        Ok(store)
+        })
     }
 
     pub fn backend(&self) -> Backend {

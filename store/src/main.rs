@@ -38,6 +38,10 @@ struct Config {
     pending_per_subject: u32,
     /// A pending binding request older than this is refused, ms.
     pending_ttl_ms: u64,
+    /// Apply pending migrations at start. `false` in a cluster, where a
+    /// Job runs `poz-store migrate` first; the store then refuses a
+    /// schema that is behind.
+    migrate: bool,
     #[serde(flatten)]
     serve: ServeSettings,
 }
@@ -56,6 +60,7 @@ impl Default for Config {
             revoked_handle_cooldown_ms: 0,
             pending_per_subject: o.pending_per_subject,
             pending_ttl_ms: u64::try_from(o.pending_ttl.as_millis()).unwrap_or(u64::MAX),
+            migrate: o.migrate,
             serve: ServeSettings::default(),
         }
     }
@@ -109,6 +114,9 @@ impl ServiceConfig for Config {
     about = "The POZ store: gRPC over Postgres (or SQLite)"
 )]
 struct Args {
+    #[command(subcommand)]
+    #[serde(skip)]
+    command: Option<Command>,
     #[command(flatten)]
     #[serde(flatten)]
     common: poz_kit::GrpcArgs,
@@ -118,6 +126,14 @@ struct Args {
     max_connections: Option<u32>,
     #[arg(long)]
     statement_timeout_ms: Option<u64>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Apply the pending migrations (under a Postgres advisory lock, so
+    /// concurrent runs apply each once), print the schema version, exit.
+    /// The same configuration as the store; serves nothing.
+    Migrate,
 }
 
 /// Who may call what, by certificate SAN (docs/OPERATIONS.md): the
@@ -142,17 +158,10 @@ fn default_allow() -> Allowlist {
     ])
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let Some(c) = poz_kit::start::<Config>("POZ_STORE_", &args.common.config, &args)? else {
-        return Ok(());
-    };
-    let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
-    // Refused before the database is opened (or migrated) when it would
-    // serve without TLS, or with an allowlist for another service.
-    c.serve.allowlist(default_allow())?;
-    let options = StoreOptions {
+/// The store's options from the configuration (milliseconds to
+/// durations; a cooldown of 0 is none).
+fn options(c: &Config) -> StoreOptions {
+    StoreOptions {
         max_connections: c.max_connections,
         acquire_timeout: Duration::from_millis(c.acquire_timeout_ms),
         statement_timeout: Duration::from_millis(c.statement_timeout_ms),
@@ -162,7 +171,26 @@ async fn main() -> anyhow::Result<()> {
             .then(|| Duration::from_millis(c.revoked_handle_cooldown_ms)),
         pending_per_subject: c.pending_per_subject,
         pending_ttl: Duration::from_millis(c.pending_ttl_ms),
+        migrate: c.migrate,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let Some(c) = poz_kit::start::<Config>("POZ_STORE_", &args.common.config, &args)? else {
+        return Ok(());
     };
+    let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
+    let options = options(&c);
+    if let Some(Command::Migrate) = args.command {
+        let version = Store::migrate(&c.database_url, options).await?;
+        println!("schema at migration {version}");
+        return Ok(());
+    }
+    // Refused before the database is opened (or migrated) when it would
+    // serve without TLS, or with an allowlist for another service.
+    c.serve.allowlist(default_allow())?;
     let store = Store::open(&c.database_url, options).await?;
     poz_store::metrics::export_pool(&store);
     let server = GrpcServer::bind(NAME, &c.listen, &c.serve, default_allow()).await?;

@@ -350,3 +350,62 @@ fn configuration_file_environment_and_refusals() {
     let s = ServiceProcess::spawn(cmd);
     assert!(s.addr().starts_with("127.0.0.1:"), "{}", s.addr());
 }
+
+/// Issue 14: in a cluster a Job runs `poz-store migrate` before the
+/// store's pods start, and they run with `migrate = false`. A store with
+/// `migrate = false` refuses a schema that is behind (naming the
+/// command), two `migrate` runs at once both succeed (sqlx's advisory
+/// lock makes them apply each migration once), and the store then
+/// serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_as_their_own_step_when_the_store_does_not_migrate() {
+    let db = fresh_pg_url().await;
+    let store = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_poz-store"));
+        c.env_remove("RUST_BACKTRACE")
+            .env("POZ_STORE_DATABASE_URL", &db)
+            .env("POZ_STORE_MIGRATE", "false")
+            .args(args);
+        c
+    };
+    let out = store(&["--listen", "127.0.0.1:0", "--insecure"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run `poz-store migrate`"), "{err}");
+    assert!(out.stdout.is_empty(), "it must not start listening");
+
+    let latest = poz_store::latest_migration();
+    let runs: Vec<_> = (0..2)
+        .map(|_| store(&["migrate"]).spawn().unwrap())
+        .collect();
+    for mut run in runs {
+        let status = run.wait().unwrap();
+        assert!(status.success(), "a concurrent migrate failed: {status}");
+    }
+    let out = store(&["migrate"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("schema at migration {latest}")
+    );
+    // Each migration is recorded once.
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(&db).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, poz_store::MIGRATOR.iter().count() as i64);
+
+    let s = ServiceProcess::spawn(store(&["--listen", "127.0.0.1:0", "--insecure"]));
+    let mut r = StoreReadClient::connect(s.url()).await.unwrap();
+    let e = r
+        .get_master(pb::GetMasterRequest {
+            record: domain_ref("nowhere.example"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+}

@@ -170,7 +170,11 @@ pub async fn run<A: Answer>(
             tokio::spawn(edge.clone().serve(listener, port, stopped))
         })
         .collect();
+    poz_kit::metrics::mark_serving();
     shutdown.await;
+    // Readiness fails first, so the load balancer stops sending new
+    // connections while the ones in progress finish.
+    poz_kit::metrics::mark_draining();
     let _ = stop_tx.send(true);
     for s in serving {
         let _ = s.await;

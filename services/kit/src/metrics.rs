@@ -384,8 +384,40 @@ where
     }
 }
 
-/// Serves `/metrics` (text format) and `/healthz` on `listener` until
-/// `shutdown` resolves.
+/// Whether a server of this process has started to serve.
+static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether this process has started to drain (SIGTERM).
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that this process serves (a gRPC port or a gateway's ports):
+/// `/readyz` answers 200 from now until [`mark_draining`].
+pub fn mark_serving() {
+    SERVING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Says that this process drains: `/readyz` answers 503 from now on, so
+/// Kubernetes takes the pod out of its Services' endpoints while calls
+/// and connections in flight finish.
+pub fn mark_draining() {
+    DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `/readyz`: 200 `ready` while serving; 503 `starting` before, 503
+/// `draining` after a drain began.
+async fn readiness() -> (http::StatusCode, &'static str) {
+    use std::sync::atomic::Ordering::SeqCst;
+    if DRAINING.load(SeqCst) {
+        (http::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if SERVING.load(SeqCst) {
+        (http::StatusCode::OK, "ready\n")
+    } else {
+        (http::StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+/// Serves `/metrics` (text format), `/healthz` (liveness: 200 while the
+/// process runs) and `/readyz` (readiness: see [`mark_serving`] and
+/// [`mark_draining`]) on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -404,7 +436,8 @@ pub async fn serve(
                 )
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readiness));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

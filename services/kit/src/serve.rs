@@ -361,6 +361,7 @@ impl GrpcServer {
             async move {
                 shutdown.await;
                 tracing::info!("{name}: draining");
+                crate::metrics::mark_draining();
                 // Every name a health check may ask about turns
                 // NOT_SERVING, so load balancers stop sending calls.
                 for n in served.into_iter().chain([""]) {
@@ -378,6 +379,7 @@ impl GrpcServer {
             .layer(crate::metrics::Metered::server(&served_names))
             .layer(crate::telemetry::ServerSpans)
             .option_layer(enforce.then(|| Authorize::new(allow, name)));
+        crate::metrics::mark_serving();
         let result = tonic::transport::Server::builder()
             .layer(layer)
             .add_routes(routes.routes)
