@@ -67,6 +67,31 @@ pub(crate) fn fleet_api() -> &'static BTreeMap<String, Vec<String>> {
     &API
 }
 
+/// The methods of health and reflection, the services open to every
+/// TLS caller.
+const OPEN_METHODS: [(&str, &[&str]); 3] = [
+    ("grpc.health.v1.Health", &["Check", "Watch"]),
+    (
+        "grpc.reflection.v1.ServerReflection",
+        &["ServerReflectionInfo"],
+    ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection",
+        &["ServerReflectionInfo"],
+    ),
+];
+
+/// Whether `service` has `method`, when `service` is a service of the
+/// POZ API or one of [`OPEN_SERVICES`]; `None` for any other service.
+pub fn has_method(service: &str, method: &str) -> Option<bool> {
+    if let Some((_, m)) = OPEN_METHODS.iter().find(|(s, _)| *s == service) {
+        return Some(m.contains(&method));
+    }
+    fleet_api()
+        .get(service)
+        .map(|m| m.iter().any(|x| x == method))
+}
+
 /// The verdict on one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

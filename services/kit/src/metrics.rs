@@ -102,11 +102,10 @@ impl RpcMetrics {
         m
     }
 
-    /// Records a finished call to `path` with `code`. With `known` (a
-    /// server's own services), a path naming another service, or a method
-    /// the service does not have (UNIMPLEMENTED), is counted as
-    /// `unknown`: the labels never take a caller's arbitrary text, so a
-    /// caller cannot grow the series without bound.
+    /// Records a finished call to `path` with `code`, labelled by
+    /// [`rpc_name`] (whatever the status: a call refused before any
+    /// handler is still named from the API); with `known` (a server's own
+    /// services), a service the port does not serve is `unknown` too.
     pub fn record(
         &self,
         path: &str,
@@ -114,14 +113,15 @@ impl RpcMetrics {
         elapsed: std::time::Duration,
         known: Option<&[&'static str]>,
     ) {
-        let (mut service, mut method) = split_path(path);
-        if let Some(known) = known {
-            if !known.contains(&service) {
-                (service, method) = ("unknown", "unknown");
-            } else if code == tonic::Code::Unimplemented {
-                method = "unknown";
-            }
+        let (mut service, method) = rpc_name(path);
+        if known.is_some_and(|k| !k.contains(&service)) {
+            service = "unknown";
         }
+        let method = if service == "unknown" {
+            "unknown"
+        } else {
+            method
+        };
         self.calls
             .get_or_create(&RpcStatusLabels {
                 service: service.to_string(),
@@ -150,7 +150,8 @@ pub static GRPC_CLIENT: LazyLock<RpcMetrics> = LazyLock::new(|| RpcMetrics::new(
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeLabels {
     /// `error` (the client's certificate did not chain, no common
-    /// version or cipher, not TLS at all) or `timeout`.
+    /// version or cipher, not TLS at all), `timeout`, or `per_ip` (closed
+    /// unread: that address had too many handshakes in progress).
     pub reason: &'static str,
 }
 
@@ -173,6 +174,21 @@ pub fn tls_handshake_failed(reason: &'static str) {
     TLS_HANDSHAKE_FAILURES
         .get_or_create(&HandshakeLabels { reason })
         .inc();
+}
+
+/// The service and method a gRPC `path` names, as labels and span names
+/// may carry them: `("poz.v1.StoreRead", "GetBinding")` for
+/// `/poz.v1.StoreRead/GetBinding`; `"unknown"` for a service outside
+/// the POZ API (and health and reflection), or a method its service does
+/// not have. The path is the caller's text: taken as is, a caller could
+/// mint one metric series (and span name) per request.
+pub fn rpc_name(path: &str) -> (&str, &str) {
+    let (service, method) = split_path(path);
+    match crate::allow::has_method(service, method) {
+        None => ("unknown", "unknown"),
+        Some(true) => (service, method),
+        Some(false) => (service, "unknown"),
+    }
 }
 
 /// `("poz.v1.StoreRead", "GetBinding")` from `/poz.v1.StoreRead/GetBinding`.

@@ -20,6 +20,50 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`HANDSHAKE_TIMEOUT`].
 pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
+/// TLS handshakes in progress at once from one client address. Beyond
+/// it a new connection from that address is closed unread, so one host
+/// cannot take all [`MAX_PENDING_HANDSHAKES`] (and stall the port for
+/// everyone for a handshake timeout). The fleet's callers open a few
+/// long-lived HTTP/2 connections each, far below it.
+pub const MAX_PENDING_HANDSHAKES_PER_IP: u32 = 32;
+
+/// Handshakes in progress by client address.
+type PendingByIp = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>;
+
+/// One pending handshake of `ip`, given back when dropped.
+struct PendingSlot {
+    by_ip: PendingByIp,
+    ip: std::net::IpAddr,
+}
+
+impl PendingSlot {
+    /// Takes a slot for `ip`, or `None` when it holds the most it may.
+    fn take(by_ip: &PendingByIp, ip: std::net::IpAddr) -> Option<PendingSlot> {
+        let mut m = by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_PENDING_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            by_ip: by_ip.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut m = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// What a service knows of the peer of a connection.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
@@ -168,6 +212,7 @@ pub fn incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<PeerIo>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<PeerIo>>(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let by_ip = PendingByIp::default();
     tokio::spawn(async move {
         loop {
             // A permit before the next accept, so a full set of pending
@@ -208,9 +253,15 @@ pub fn incoming(
                 }
                 continue;
             };
+            let Some(slot) = PendingSlot::take(&by_ip, addr.ip()) else {
+                crate::metrics::tls_handshake_failed("per_ip");
+                tracing::debug!(peer = %addr, "too many TLS handshakes from this address: closed");
+                continue;
+            };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let handshake = tokio::time::timeout(
                     HANDSHAKE_TIMEOUT,
                     acceptor.accept(stream).into_fallible(),

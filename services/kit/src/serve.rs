@@ -26,6 +26,12 @@ pub struct ServeSettings {
     pub insecure: bool,
     /// This service's certificate, key and the CA bundle of its peers.
     pub tls: TlsFiles,
+    /// How long, after SIGTERM, a service keeps accepting while it
+    /// reports not ready (`/readyz` 503, health NOT_SERVING), before it
+    /// closes its listeners, ms: the time a load balancer or Kubernetes
+    /// needs to stop sending it new calls. 0 (the default) outside a
+    /// cluster; the Helm chart sets 5000. At most 60000.
+    pub drain_delay_ms: u64,
     /// Which client identities may call which RPC; empty: the service's
     /// default (docs/OPERATIONS.md lists each). When set it replaces the
     /// default as a whole.
@@ -45,6 +51,12 @@ impl ServeSettings {
             crate::check_listen("metrics_listen", &self.metrics_listen)?;
         }
         self.tls.validate()?;
+        if self.drain_delay_ms > 60_000 {
+            return Err(format!(
+                "drain_delay_ms {} is over 60000 (a minute)",
+                self.drain_delay_ms
+            ));
+        }
         if self.insecure && self.tls.is_set() {
             return Err(
                 "insecure = true and [tls] are both set: set [tls] to serve and dial \
@@ -98,6 +110,31 @@ impl ServeSettings {
     /// The client channels of this service (its certificate, when set).
     pub fn channels(&self) -> Result<crate::channel::Channels, crate::channel::ChannelError> {
         crate::channel::Channels::new(&self.tls)
+    }
+}
+
+/// How long a gRPC server's drain may take once its listener closed:
+/// calls still running then (a health `Watch` stream with no deadline,
+/// say) are cut, so a rollout is never held up by one client. With the
+/// chart's 5 s drain delay this fits Kubernetes' default 30 s grace.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `shutdown`, then the drain delay: resolves `delay` after `shutdown`
+/// did, marking the process not ready ([`crate::metrics::mark_draining`])
+/// at once, so a load balancer stops sending new work while the
+/// listeners still accept what is already on its way.
+pub async fn delayed_shutdown(
+    shutdown: impl std::future::Future<Output = ()>,
+    delay: std::time::Duration,
+) {
+    shutdown.await;
+    crate::metrics::mark_draining();
+    if !delay.is_zero() {
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "not ready; closing the listeners after the drain delay"
+        );
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -211,6 +248,8 @@ pub struct GrpcServer {
     tls: Option<Arc<ServerTls>>,
     allow: Allowlist,
     metrics: Option<TcpListener>,
+    drain_delay: std::time::Duration,
+    drain_timeout: std::time::Duration,
 }
 
 impl GrpcServer {
@@ -252,6 +291,8 @@ impl GrpcServer {
             tls,
             allow,
             metrics,
+            drain_delay: std::time::Duration::from_millis(settings.drain_delay_ms),
+            drain_timeout: DRAIN_TIMEOUT,
         };
         let addr = server.local_addr();
         if server.tls.is_some() {
@@ -277,7 +318,15 @@ impl GrpcServer {
             tls: None,
             allow: Allowlist::default(),
             metrics: None,
+            drain_delay: std::time::Duration::ZERO,
+            drain_timeout: DRAIN_TIMEOUT,
         }
+    }
+
+    /// Another drain timeout than [`DRAIN_TIMEOUT`] (tests).
+    pub fn with_drain_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
     }
 
     /// The bound address.
@@ -308,6 +357,8 @@ impl GrpcServer {
             tls,
             allow,
             metrics,
+            drain_delay,
+            drain_timeout,
         } = self;
         allow
             .validate(routes.names())
@@ -356,6 +407,8 @@ impl GrpcServer {
         }
         let served: Vec<&'static str> = routes.names().to_vec();
         let served_names = served.clone();
+        // Set when the listener closes: the drain's deadline runs from it.
+        let (closing_tx, mut closing_rx) = tokio::sync::watch::channel(false);
         let drain = {
             let stop = stop.clone();
             async move {
@@ -363,14 +416,24 @@ impl GrpcServer {
                 tracing::info!("{name}: draining");
                 crate::metrics::mark_draining();
                 // Every name a health check may ask about turns
-                // NOT_SERVING, so load balancers stop sending calls.
+                // NOT_SERVING, so load balancers stop sending calls,
+                // while the listener still accepts for the drain delay.
                 for n in served.into_iter().chain([""]) {
                     reporter
                         .set_service_status(n, tonic_health::ServingStatus::NotServing)
                         .await;
                 }
+                tokio::time::sleep(drain_delay).await;
+                let _ = closing_tx.send(true);
                 stop.cancel();
             }
+        };
+        let deadline = async move {
+            // A server that ended before any drain never sends: wait on.
+            if closing_rx.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain_timeout).await;
         };
         // With TLS the allowlist is enforced; without it (pozd on
         // loopback, `insecure = true`) no caller has a name to check.
@@ -380,11 +443,20 @@ impl GrpcServer {
             .layer(crate::telemetry::ServerSpans)
             .option_layer(enforce.then(|| Authorize::new(allow, name)));
         crate::metrics::mark_serving();
-        let result = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .layer(layer)
             .add_routes(routes.routes)
-            .serve_with_incoming_shutdown(crate::peer::incoming(listener, tls), drain)
-            .await;
+            .serve_with_incoming_shutdown(crate::peer::incoming(listener, tls), drain);
+        let result = tokio::select! {
+            r = server => r,
+            _ = deadline => {
+                tracing::warn!(
+                    timeout_ms = drain_timeout.as_millis() as u64,
+                    "{name}: calls still running after the drain timeout are cut"
+                );
+                Ok(())
+            }
+        };
         stop.cancel();
         result?;
         tracing::info!("{name} stopped");

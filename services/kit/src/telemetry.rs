@@ -183,10 +183,11 @@ pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
 /// A span for a gRPC call handled here, continuing the caller's trace
 /// when its headers carry one.
 pub fn server_span(req_headers: &http::HeaderMap, path: &str) -> tracing::Span {
-    let (service, method) = crate::metrics::split_path(path);
+    // Named from the API, never from the caller's text (see `rpc_name`).
+    let (service, method) = crate::metrics::rpc_name(path);
     let span = tracing::info_span!(
         "grpc.server",
-        otel.name = %path.trim_start_matches('/'),
+        otel.name = %format_args!("{service}/{method}"),
         otel.kind = "server",
         rpc.system = "grpc",
         rpc.service = %service,
@@ -202,10 +203,10 @@ pub fn server_span(req_headers: &http::HeaderMap, path: &str) -> tracing::Span {
 
 /// A span for a gRPC call made from here, a child of the current span.
 pub fn client_span(path: &str) -> tracing::Span {
-    let (service, method) = crate::metrics::split_path(path);
+    let (service, method) = crate::metrics::rpc_name(path);
     tracing::info_span!(
         "grpc.client",
-        otel.name = %path.trim_start_matches('/'),
+        otel.name = %format_args!("{service}/{method}"),
         otel.kind = "client",
         rpc.system = "grpc",
         rpc.service = %service,

@@ -157,8 +157,14 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
     // Paths that no service of the port has: the metric labels never
     // take the caller's text (review of issue 13: a caller could grow
     // the series without bound).
-    for path in ["/poz.v1.Junk4711/Anything", "/poz.v1.Verifier/Nope4711"] {
-        let mut grpc = tonic::client::Grpc::new(api.lazy(&url).unwrap());
+    // (And a method of no service called by a caller the allowlist
+    // refuses: PERMISSION_DENIED before any handler, still unnamed.)
+    for (path, caller) in [
+        ("/poz.v1.Junk4711/Anything", &api),
+        ("/poz.v1.Verifier/Nope4711", &api),
+        ("/poz.v1.Verifier/Refused4711", &nameless),
+    ] {
+        let mut grpc = tonic::client::Grpc::new(caller.lazy(&url).unwrap());
         grpc.ready().await.unwrap();
         let e = grpc
             .unary(
@@ -168,10 +174,10 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
             )
             .await
             .unwrap_err();
-        let want = if path.contains("Junk") {
-            tonic::Code::PermissionDenied
-        } else {
+        let want = if path.contains("Nope") {
             tonic::Code::Unimplemented
+        } else {
+            tonic::Code::PermissionDenied
         };
         assert_eq!(e.code(), want, "{path}: {e:?}");
     }
@@ -251,6 +257,7 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
     for line in [
         "poz_grpc_server_calls_total{service=\"unknown\",method=\"unknown\",code=\"PERMISSION_DENIED\"} 1",
         "poz_grpc_server_calls_total{service=\"poz.v1.Verifier\",method=\"unknown\",code=\"UNIMPLEMENTED\"} 1",
+        "poz_grpc_server_calls_total{service=\"poz.v1.Verifier\",method=\"unknown\",code=\"PERMISSION_DENIED\"} 1",
         // The stranger's handshake.
         "poz_tls_handshake_failures_total{reason=\"error\"}",
     ] {
@@ -438,4 +445,133 @@ fn a_key_that_is_not_the_certificates_names_both_files() {
     };
     assert!(e.contains("one.crt") && e.contains("two.key"), "{e}");
     assert!(e.contains("do not make a pair"), "{e}");
+}
+
+/// Review of issue 13: one address opening connections that never
+/// handshake could take every pending-handshake slot and stall the port
+/// for everyone. Beyond 32 in progress from one address, its new
+/// connections are closed unread; another address still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_pending_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(dir.path(), "fleet-ca");
+    let ca_file = ca.ca_file("fleet-ca");
+    let settings = ServeSettings {
+        tls: with_ca(ca.issue("poz-verifier", "verifier"), &ca_file),
+        ..ServeSettings::default()
+    };
+    let server = GrpcServer::bind(
+        "poz-verifier",
+        "127.0.0.1:0",
+        &settings,
+        Allowlist::default(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve_until(
+        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    // 40 idle connections from 127.0.0.1: 32 wait in the handshake, the
+    // other 8 are closed unread (they read end of file or a reset).
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut closed = 0;
+    for s in &mut idle {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut b)).await;
+        if matches!(r, Ok(Ok(0)) | Ok(Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 8, "connections closed unread");
+    // Another address completes its handshake at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let c = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(c)).connect(name, tcp),
+    )
+    .await
+    .expect("the handshake from another address waited")
+    .unwrap();
+    let text = poz_kit::metrics::encode();
+    assert!(
+        text.contains("poz_tls_handshake_failures_total{reason=\"per_ip\"} 8"),
+        "{text}"
+    );
+    drop(idle);
+    let _ = stop_tx.send(());
+    served.await.unwrap().unwrap();
+}
+
+/// Review of issue 13: a health `Watch` stream with no deadline held the
+/// drain open until the client let go. The drain now ends at its
+/// timeout, the stream cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_does_not_hold_the_drain_past_its_timeout() {
+    let settings = ServeSettings {
+        insecure: true,
+        ..ServeSettings::default()
+    };
+    let server = GrpcServer::bind(
+        "poz-verifier",
+        "127.0.0.1:0",
+        &settings,
+        Allowlist::default(),
+    )
+    .await
+    .unwrap()
+    .with_drain_timeout(std::time::Duration::from_millis(300));
+    let url = format!("http://{}", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve_until(
+        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, 1, "SERVING");
+    let _ = stop_tx.send(());
+    // The watcher is told NOT_SERVING, keeps its stream open, and the
+    // server still stops (bounded wait, far above the 300 ms timeout).
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(next.status, 2, "NOT_SERVING");
+    tokio::time::timeout(std::time::Duration::from_secs(15), served)
+        .await
+        .expect("the drain waited for the open stream")
+        .unwrap()
+        .unwrap();
+    drop(watch);
 }
