@@ -18,10 +18,13 @@ struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     gateway: poz_edge::GatewayArgs,
+    /// Plaintext POZ port (IP:port; 7074).
     #[arg(long)]
     listen_plain: Option<String>,
+    /// Noise NK POZ port (IP:port; 7075).
     #[arg(long)]
     listen_noise: Option<String>,
+    /// The store's StoreRead endpoint (http(s)://HOST:PORT).
     #[arg(long)]
     store: Option<String>,
 }

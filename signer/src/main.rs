@@ -120,8 +120,10 @@ struct Args {
     #[arg(long, value_name = "DIR", requires = "ceremony")]
     #[serde(skip)]
     out: Option<PathBuf>,
+    /// Key store: pkcs11 (an HSM) or software (key files; trials).
     #[arg(long)]
     backend: Option<String>,
+    /// Database of the signature audit log (postgres://… or sqlite:…).
     #[arg(long)]
     audit_database_url: Option<String>,
 }
@@ -195,8 +197,9 @@ async fn main() -> anyhow::Result<()> {
         return ceremony(&c, plan, &out).await;
     }
     // Refused before any key is opened when it would serve without TLS,
-    // or with an allowlist for a service it does not serve.
-    c.serve.allowlist(default_allow())?;
+    // with TLS files that do not load, or with an allowlist for a
+    // service it does not serve.
+    c.serve.preflight(default_allow())?;
     let keys = open_keys(&c)?;
     for k in keys.keys() {
         tracing::info!(label = %k.label, key_id = %k.public.id(), "holding key");

@@ -204,7 +204,8 @@ impl Store {
             Backend::Sqlite
         } else {
             return Err(StoreError::Invalid(format!(
-                "database URL must start with postgres:// or sqlite: (got {url:?})"
+                "database URL must start with postgres:// or sqlite: (got {})",
+                poz_kit::shown(url)
             )));
         };
         let stmt_ms = options.statement_timeout.as_millis();

@@ -74,20 +74,24 @@ impl ServiceConfig for Config {
             || url.starts_with("postgresql://")
             || url.starts_with("sqlite:"))
         {
-            // The value is not echoed: a libpq key=value string such as
-            // "host=db password=…" lands here, password and all.
-            let scheme = url.split_once(':').map_or("no scheme", |(s, _)| s);
+            // Quoted only as `poz_kit::shown` allows: a libpq key=value
+            // string such as "host=db password=…" lands here, password
+            // and all.
             return Err(format!(
                 "database_url must be postgres://… or sqlite:… (got {})",
                 if url.is_empty() {
                     "nothing".to_string()
                 } else {
-                    format!("{} characters, scheme {scheme:?}", url.chars().count())
+                    poz_kit::shown(url)
                 }
             ));
         }
-        if self.max_connections == 0 {
-            return Err("max_connections must be at least 1".into());
+        // Bounds that keep a typo from aborting the process (a pool of
+        // 4 billion connections is allocated up front) or looping on a
+        // setting Postgres refuses (statement_timeout is a 32-bit count
+        // of ms).
+        if !(1..=10_000).contains(&self.max_connections) {
+            return Err("max_connections must be 1..=10000".into());
         }
         if self.pending_per_subject == 0 {
             return Err("pending_per_subject must be at least 1".into());
@@ -100,6 +104,12 @@ impl ServiceConfig for Config {
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
+            }
+            if name != "pending_ttl_ms" && v > i32::MAX as u64 {
+                return Err(format!(
+                    "{name} must be at most {} (about 24 days)",
+                    i32::MAX
+                ));
             }
         }
         self.serve.validate()
@@ -120,10 +130,13 @@ struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     common: poz_kit::GrpcArgs,
+    /// postgres://… (the fleet) or sqlite://PATH?mode=rwc (one machine).
     #[arg(long)]
     database_url: Option<String>,
+    /// Connections in the pool (1..=10000).
     #[arg(long)]
     max_connections: Option<u32>,
+    /// Postgres statement_timeout, ms.
     #[arg(long)]
     statement_timeout_ms: Option<u64>,
 }
@@ -189,8 +202,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // Refused before the database is opened (or migrated) when it would
-    // serve without TLS, or with an allowlist for another service.
-    c.serve.allowlist(default_allow())?;
+    // serve without TLS, with TLS files that do not load, or with an
+    // allowlist for another service.
+    c.serve.preflight(default_allow())?;
     let store = Store::open(&c.database_url, options).await?;
     poz_store::metrics::export_pool(&store);
     let server = GrpcServer::bind(NAME, &c.listen, &c.serve, default_allow()).await?;

@@ -323,7 +323,25 @@ fn configuration_file_environment_and_refusals() {
     for (env, why) in [
         (
             ("POZ_STORE_MAX_CONNECTIONS", "0"),
-            "max_connections must be at least 1",
+            "max_connections must be 1..=10000",
+        ),
+        // Review of issue 13: these aborted the process (a pool of 4
+        // billion) or looped on a value Postgres refuses.
+        (
+            ("POZ_STORE_MAX_CONNECTIONS", "4294967295"),
+            "max_connections must be 1..=10000",
+        ),
+        (
+            ("POZ_STORE_STATEMENT_TIMEOUT_MS", "9223372036854775807"),
+            "statement_timeout_ms must be at most 2147483647",
+        ),
+        // A libpq key=value string is not echoed: it holds the password.
+        (
+            (
+                "POZ_STORE_DATABASE_URL",
+                "host=db user=poz password=s3cretQ dbname=poz",
+            ),
+            "not shown: it may hold a secret",
         ),
         (
             ("POZ_STORE_LISTEN", "localhost:1"),
@@ -342,6 +360,7 @@ fn configuration_file_environment_and_refusals() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{env:?}: {err}");
+        assert!(!err.contains("s3cretQ"), "{err}");
         assert!(out.stdout.is_empty(), "it must not start listening");
     }
     // And the file alone starts a working store.

@@ -19,10 +19,13 @@ struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     gateway: poz_edge::GatewayArgs,
+    /// Noise NK submit port (IP:port; 7076).
     #[arg(long)]
     listen: Option<String>,
+    /// The store's endpoint (http(s)://HOST:PORT).
     #[arg(long)]
     store: Option<String>,
+    /// The verifier's endpoint (http(s)://HOST:PORT).
     #[arg(long)]
     verifier: Option<String>,
 }

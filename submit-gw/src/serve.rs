@@ -70,7 +70,10 @@ impl poz_kit::ServiceConfig for Config {
             ("provider_api", &self.provider_api),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("{name} {url:?} is not an http(s):// URL"));
+                return Err(format!(
+                    "{name} {} is not an http(s):// URL",
+                    poz_kit::shown(url)
+                ));
             }
         }
         self.handle_policy()?;

@@ -142,8 +142,8 @@ impl EdgeConfig {
             || self.redis_url.starts_with("rediss://");
         if !redis_ok {
             return Err(format!(
-                "redis_url {:?} is not a redis:// URL",
-                self.redis_url
+                "redis_url {} is not a redis:// URL",
+                poz_kit::shown(&self.redis_url)
             ));
         }
         if self.load_ttl_ms < 500 || self.redis_timeout_ms == 0 {

@@ -143,6 +143,13 @@ impl Allowlist {
                     ));
                 }
             }
+            if ids.is_empty() {
+                return Err(format!(
+                    "allow key {key:?} lists no identity: that would close it to every \
+                     caller (and a service key with no method keys closes the whole service); \
+                     name the identities, or leave the key out"
+                ));
+            }
             if let Some(bad) = ids
                 .iter()
                 .find(|id| id.trim().is_empty() || id.trim() != *id)
@@ -378,6 +385,7 @@ mod tests {
                 &[" poz-operator"][..],
                 "surrounding spaces",
             ),
+            ("poz.v1.StoreRead", &[][..], "lists no identity"),
         ] {
             let e = Allowlist::of(&[(key, ids)]).check_names().unwrap_err();
             assert!(e.contains(says), "{key}: {e}");

@@ -19,7 +19,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a channel could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    #[error("{url:?} is not an http:// or https:// endpoint")]
+    #[error("{url} is not an http:// or https:// endpoint")]
     BadUrl { url: String },
     #[error("{url}: https needs the [tls] files (cert_file, key_file, ca_file)")]
     NoTls { url: String },
@@ -62,12 +62,13 @@ impl Channels {
     /// an IP SAN); `http://` dials plain TCP. Errors:
     /// [`ChannelError::BadUrl`], [`ChannelError::NoTls`].
     pub fn lazy(&self, url: &str) -> Result<Channel, ChannelError> {
+        // The URL is kept as an error may show it: passwords redacted.
         let bad = || ChannelError::BadUrl {
-            url: url.to_string(),
+            url: crate::shown(url),
         };
         let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
             let tls = self.tls.clone().ok_or_else(|| ChannelError::NoTls {
-                url: url.to_string(),
+                url: crate::shown(url),
             })?;
             (Some(tls), rest)
         } else if let Some(rest) = url.strip_prefix("http://") {

@@ -234,7 +234,15 @@ pub fn load_config<C: ServiceConfig>(
     let fig = fig
         .merge(Env::prefixed(env_prefix).ignore(&["config"]))
         .merge(Serialized::defaults(flags));
-    let c: C = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+    let c: C = fig.extract().map_err(|e| {
+        // serde's flatten hides which key of the shared settings was
+        // wrong (`insecure = "yes"` said only "found string"): those
+        // read on their own name the key and the file.
+        match fig.extract::<ServeSettings>() {
+            Err(shared) => ConfigError::Load(Box::new(shared)),
+            Ok(_) => ConfigError::Load(Box::new(e)),
+        }
+    })?;
     refuse_unknown_keys(&fig, &C::default())?;
     refuse_redacted(&c)?;
     c.validate().map_err(ConfigError::Invalid)?;
@@ -308,30 +316,49 @@ pub const REDACTED: &str = "REDACTED";
 /// the match is broad). `None` when `text` is not a URL or holds no
 /// password.
 pub fn redact_url(text: &str) -> Option<String> {
-    let Ok(mut u) = url::Url::parse(text) else {
-        return redact_userinfo(text);
-    };
-    if u.password().is_none() {
-        // A password holding `/`, `?` or `#` ends the authority early,
-        // and the rest still parses (`postgres://u:12/ss@db` is host `u`,
-        // port 12, path `/ss@db`): judged on the text instead.
-        if let Some(r) = redact_userinfo(text) {
-            return Some(r);
-        }
+    match url::Url::parse(text) {
+        // A password holding `/`, `?` or `#` ends the authority early and
+        // the rest may still parse (`postgres://u:12/ss@db` is host `u`,
+        // port 12, path `/ss@db`): such text is judged as text.
+        Ok(u) if u.password().is_some() || userinfo_span(text).is_none() => redact_parsed(u),
+        _ => redact_text(text),
     }
+}
+
+/// `text` (a URL or an address from a configuration) as an error message
+/// may quote it: with any password redacted ([`redact_url`]); and not at
+/// all when it looks like a libpq `key=value` string or holds spaces
+/// (`host=db password=…`), where the secret's place cannot be told. Then
+/// only its length is said.
+pub fn shown(text: &str) -> String {
+    if let Some(r) = redact_url(text) {
+        return format!("{r:?}");
+    }
+    if text.contains('=') || text.contains(char::is_whitespace) {
+        return format!(
+            "({} characters, not shown: it may hold a secret)",
+            text.chars().count()
+        );
+    }
+    format!("{text:?}")
+}
+
+/// Whether a query parameter's name says its value is a secret.
+fn secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "key"]
+        .iter()
+        .any(|s| k.contains(s))
+        || k == "auth"
+}
+
+fn redact_parsed(mut u: url::Url) -> Option<String> {
     let mut changed = false;
     if u.password().is_some() {
         // Only URLs with a host can carry a password; setting one there
         // cannot fail.
         changed = u.set_password(Some(REDACTED)).is_ok();
     }
-    let secret_key = |k: &str| {
-        let k = k.to_ascii_lowercase();
-        ["pass", "pwd", "secret", "token", "key"]
-            .iter()
-            .any(|s| k.contains(s))
-            || k == "auth"
-    };
     if u.query_pairs().any(|(k, _)| secret_key(&k)) {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
@@ -350,17 +377,50 @@ pub fn redact_url(text: &str) -> Option<String> {
     changed.then(|| u.to_string())
 }
 
-/// The fallback of [`redact_url`] for text that looks like a URL with a
-/// password but does not parse as one (a password holding `/`, `#` or
-/// `?`, a port out of range): everything from the first `:` after `://`
-/// to the last `@` is redacted. It may redact more than the password (a
-/// `user:pw` split is a guess), never less. `None` when there is no
-/// `scheme://…:…@` shape.
-fn redact_userinfo(text: &str) -> Option<String> {
+/// Where the password of a `scheme://user:password@host` text lies: from
+/// the first `:` after `://` to the last `@`, when the user part before
+/// that `:` holds none of `@ / ? #` (a user name cannot) — so
+/// `postgres://u@db:5432/x?password=a@b` has no userinfo to redact here.
+fn userinfo_span(text: &str) -> Option<(usize, usize)> {
     let start = text.find("://")? + 3;
     let at = start + text[start..].rfind('@')?;
     let colon = start + text[start..at].find(':')?;
-    Some(format!("{}:{REDACTED}{}", &text[..colon], &text[at..]))
+    if text[start..colon].contains(['@', '/', '?', '#']) {
+        return None;
+    }
+    Some((colon, at))
+}
+
+/// The fallback of [`redact_url`] for text that looks like a URL but
+/// does not parse as one (a password holding `/`, `#` or `?`, a port out
+/// of range): the userinfo password ([`userinfo_span`]) and the value of
+/// every secret-named query parameter are redacted on the text. It may
+/// redact more than the secret (the split is a guess), never less.
+/// `None` when there is nothing to redact.
+fn redact_text(text: &str) -> Option<String> {
+    let mut out = match userinfo_span(text) {
+        Some((colon, at)) => format!("{}:{REDACTED}{}", &text[..colon], &text[at..]),
+        None => text.to_string(),
+    };
+    // The query starts at the first `?` after the userinfo's `@`.
+    let from = out.find("://").map_or(0, |s| s + 3);
+    let from = from + userinfo_span(&out).map_or(0, |(_, at)| at - from);
+    if let Some(q) = out[from..].find('?').map(|q| from + q + 1) {
+        let (head, query) = out.split_at(q);
+        let (query, fragment) = match query.find('#') {
+            Some(h) => query.split_at(h),
+            None => (query, ""),
+        };
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if secret_key(k) => format!("{k}={REDACTED}"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}{fragment}", redacted.join("&"));
+    }
+    (out != text).then_some(out)
 }
 
 /// Refuses a configuration that holds the [`REDACTED`] placeholder where
@@ -545,6 +605,13 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), None);
         assert_eq!(redact_url("127.0.0.1:5432"), None);
         assert_eq!(redact_url("http://store:50051/"), None);
+        // Error messages quote configuration text through `shown`.
+        assert_eq!(shown("http://store:50051"), "\"http://store:50051\"");
+        assert_eq!(shown("redis://:pw@cache"), "\"redis://:REDACTED@cache\"");
+        assert_eq!(
+            shown("host=db password=s3cret"),
+            "(23 characters, not shown: it may hold a secret)"
+        );
     }
 
     /// Review of issue 13: a URL whose password holds a character that
@@ -559,16 +626,36 @@ mod tests {
             ("postgres://poz:pw99@db:99999/poz", "pw99"),
             ("postgres://poz:1234/ss@db/poz", "1234/ss"),
             ("redis://:a@b@cache:6379", "a@b"),
+            // Second review: a query password in a URL that does not
+            // parse, and an `@` in a query password.
+            ("postgres://poz@db:99999/poz?password=s3cretA", "s3cretA"),
+            (
+                "postgres://db:99999/poz?sslmode=require&password=s3cretB",
+                "s3cretB",
+            ),
+            ("postgres://poz@db:5432/poz?password=a@s3cretC", "s3cretC"),
         ] {
             let r = redact_url(url).unwrap_or_else(|| panic!("{url} not redacted"));
             assert!(!r.contains(secret), "{url} -> {r}");
             assert!(r.contains(REDACTED), "{url} -> {r}");
             // The user and the host are kept.
-            assert!(r.contains("cache") || r.contains("@db"), "{url} -> {r}");
+            assert!(
+                r.contains("cache") || r.contains("db:") || r.contains("@db"),
+                "{url} -> {r}"
+            );
         }
         assert_eq!(
             redact_url("postgres://poz:pa/ss@db/poz").unwrap(),
             "postgres://poz:REDACTED@db/poz"
+        );
+        // Not mangled: the host and the other parameters stay.
+        assert_eq!(
+            redact_url("postgres://db:99999/poz?sslmode=require&password=s3cretB").unwrap(),
+            "postgres://db:99999/poz?sslmode=require&password=REDACTED"
+        );
+        assert_eq!(
+            redact_url("postgres://poz@db:5432/poz?password=a@s3cretC").unwrap(),
+            "postgres://poz@db:5432/poz?password=REDACTED"
         );
     }
 
@@ -670,6 +757,16 @@ mod tests {
                 e.contains("unknown setting `insecur`") && e.contains("typo.toml"),
                 "{e}"
             );
+            // A wrong type in a shared setting names the key and file.
+            jail.create_file("type.toml", "listen = \"x\"\ninsecure = \"yes\"\n")?;
+            let e = load_config::<Flat>(
+                "POZ_DEMO_",
+                &file(&jail.directory().join("type.toml")),
+                &none,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("insecure") && e.contains("type.toml"), "{e}");
             // In the [tls] table.
             jail.create_file("tls.toml", "insecure = true\n[tls]\ncert_fil = \"a\"\n")?;
             let e = load_config::<Flat>(

@@ -85,11 +85,12 @@ impl ServeSettings {
         if self.allow.0.is_empty() {
             return Ok(default);
         }
-        let served: Vec<&str> = default
+        let mut served: Vec<&str> = default
             .0
             .keys()
             .map(|k| k.split_once('/').map_or(k.as_str(), |(s, _)| s))
             .collect();
+        served.dedup();
         self.allow
             .validate(&served)
             .map_err(ServeError::Allowlist)?;
@@ -105,6 +106,18 @@ impl ServeSettings {
             return Err(ServeError::NoTls);
         }
         Ok(())
+    }
+
+    /// What a service checks before it opens anything (a database, an
+    /// HSM) or binds its port: [`ServeSettings::allowlist`], and that the
+    /// `[tls]` files load as a server's. Errors: as those, and
+    /// [`ServeError::Tls`] naming the file.
+    pub fn preflight(&self, default: Allowlist) -> Result<Allowlist, ServeError> {
+        let allow = self.allowlist(default)?;
+        if self.tls.is_set() {
+            ServerTls::load(&self.tls)?;
+        }
+        Ok(allow)
     }
 
     /// The client channels of this service (its certificate, when set).
@@ -149,7 +162,7 @@ pub struct ServeArgs {
     /// Prometheus endpoint address (`/metrics`).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
-    /// Serve and dial without TLS.
+    /// Without TLS: serve (gRPC services) and dial peers in plain TCP.
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,

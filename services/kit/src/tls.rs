@@ -48,6 +48,15 @@ impl TlsFiles {
         if set != 0 && set != 3 {
             return Err("tls needs cert_file, key_file and ca_file together".into());
         }
+        for (name, f) in [
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+            ("ca_file", &self.ca_file),
+        ] {
+            if f.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(format!("tls.{name} is empty: name the PEM file"));
+            }
+        }
         Ok(())
     }
 
@@ -84,11 +93,12 @@ pub enum TlsError {
 /// A certificate and a key file that do not make a pair (boxed in
 /// [`TlsError`] to keep every error that carries one small).
 #[derive(Debug, thiserror::Error)]
-#[error("{cert} and {key} do not make a pair (the key is not the certificate's, or is of a kind TLS cannot use): {source}")]
+#[error("{cert} and {key} do not make a pair (the key is not the certificate's, or is of a kind TLS cannot use): {reason}")]
 pub struct KeyPairError {
     pub cert: String,
     pub key: String,
-    pub source: rustls::Error,
+    /// Said in the message, so not a `source` (it would print twice).
+    pub reason: rustls::Error,
 }
 
 fn pem_err(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
@@ -166,11 +176,11 @@ fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError> {
     Ok(c)
 }
 
-fn key_pair(cert: &Path, key: &Path, source: rustls::Error) -> TlsError {
+fn key_pair(cert: &Path, key: &Path, reason: rustls::Error) -> TlsError {
     TlsError::KeyPair(Box::new(KeyPairError {
         cert: cert.display().to_string(),
         key: key.display().to_string(),
-        source,
+        reason,
     }))
 }
 

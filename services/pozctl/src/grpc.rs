@@ -84,7 +84,21 @@ pub async fn reach(channel: poz_kit::Channel) -> Result<(), tonic::Status> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::Unavailable || refusal("", &s).is_some() => Err(s),
+        Err(s) if refusal("", &s).is_some() => Err(s),
+        // The transport's failures (no answer at all: refused, reset,
+        // closed). A rejected certificate can end this way when the
+        // reset overtakes the alert; `unreached` says so.
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Internal
+                    | tonic::Code::Cancelled
+            ) =>
+        {
+            Err(s)
+        }
         Err(_) => Ok(()),
     }
 }
@@ -122,6 +136,22 @@ pub fn refusal(server: &str, status: &tonic::Status) -> Option<String> {
 /// each once.
 pub fn unreachable(status: &tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(causes(status))
+}
+
+/// [`unreachable`] for an endpoint dialled with this client's
+/// certificate: a connection closed before any answer is also what a
+/// server does when it rejects the certificate and its reset overtakes
+/// the TLS alert, so the words say both.
+pub fn unreached(url: &str, status: &tonic::Status) -> anyhow::Error {
+    let e = unreachable(status);
+    if url.starts_with("https://") && status.code() != tonic::Code::Unavailable {
+        return e.context(
+            "the connection closed before the server answered: if the server is up, it \
+             may have rejected this client's certificate (is --tls-cert issued by the CA \
+             the server trusts, unexpired, for client authentication?)",
+        );
+    }
+    e
 }
 
 /// The alerts a TLS server sends when it rejects the client's

@@ -123,7 +123,7 @@ pub fn import(csv: &Path, api: &str, tls: &TlsArgs, quiet: bool) -> Result<ExitC
             if grpc::refusal("", &status).is_some() {
                 return anyhow::Ok(Some(status));
             }
-            return Err(grpc::unreachable(&status))
+            return Err(grpc::unreached(api, &status))
                 .with_context(|| format!("connecting to the Provider API at {api}"));
         }
         let mut client = pb::provider_api_client::ProviderApiClient::new(channel);

@@ -62,7 +62,8 @@ impl ServiceConfig for Config {
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!(
-                    "{name} must be an http(s):// endpoint, not {url:?}"
+                    "{name} must be an http(s):// endpoint, not {}",
+                    poz_kit::shown(url)
                 ));
             }
             if url.starts_with("https://") && !self.serve.tls.is_set() {
@@ -90,6 +91,7 @@ struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     common: poz_kit::GrpcArgs,
+    /// The provider record this API issues under (64 hex digits).
     #[arg(long)]
     record_id: Option<String>,
 }
