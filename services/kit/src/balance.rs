@@ -18,8 +18,16 @@
 //!    A removed address (its pod turned not-ready or is terminating)
 //!    gets no new calls; calls already on it finish (drain).
 //! 3. `tower::balance::p2c` picks, for each call, the less loaded of two
-//!    random endpoints by peak-EWMA latency, behind a
+//!    random endpoints by calls in flight (least-pending), behind a
 //!    `tower::buffer::Buffer` so the channel is `Clone` like tonic's.
+//!    Not linkerd's peak-EWMA latency: a new endpoint starts from a
+//!    default round-trip estimate, and under light, sequential load one
+//!    already measured below it (a call within a cluster takes about a
+//!    millisecond) wins every comparison until the new one's estimate
+//!    decays, for tens of seconds with a 10 s decay: a pod that just
+//!    turned ready would get nothing. Calls in flight spread load from
+//!    the first call and still steer away from a slow pod (its calls
+//!    pile up).
 //! 4. No endpoint means fail fast: a call made while the Service has no
 //!    ready address fails at once with UNAVAILABLE instead of waiting
 //!    for one (until the caller's deadline). Before discovery's first
@@ -41,11 +49,6 @@ use tower::discover::Change;
 /// milliseconds; a source that has not answered in this time is down).
 pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
 
-/// The peak-EWMA estimate of a new endpoint's round trip, before it has
-/// answered: a call inside one cluster.
-const DEFAULT_RTT: Duration = Duration::from_millis(5);
-/// How long a latency observation weighs in the peak-EWMA estimate.
-const DECAY: Duration = Duration::from_secs(10);
 /// Calls queued in the balancer's buffer before `poll_ready` waits
 /// (tonic's own channel buffer is the same size).
 const BUFFER: usize = 1024;
@@ -147,12 +150,8 @@ pub(crate) fn balanced(
         listed: false,
         synced: synced.clone(),
     };
-    let discover = tower::load::PeakEwmaDiscover::new(
-        stream,
-        DEFAULT_RTT,
-        DECAY,
-        tower::load::CompleteOnResponse::default(),
-    );
+    let discover =
+        tower::load::PendingRequestsDiscover::new(stream, tower::load::CompleteOnResponse::default());
     let balance = tower::balance::p2c::Balance::new(discover);
     tower::buffer::Buffer::new(
         FailFast {
@@ -245,7 +244,7 @@ struct FailFast<S> {
 }
 
 type Balancer = tower::balance::p2c::Balance<
-    tower::load::PeakEwmaDiscover<EndpointStream, tower::load::CompleteOnResponse>,
+    tower::load::PendingRequestsDiscover<EndpointStream, tower::load::CompleteOnResponse>,
     Request,
 >;
 
