@@ -132,10 +132,8 @@ async fn follow(
         }
     };
     let api: kube::Api<EndpointSlice> = kube::Api::namespaced(client, &target.namespace);
-    let config = watcher::Config::default().labels(&format!(
-        "{SERVICE_NAME_LABEL}={}",
-        target.service
-    ));
+    let config =
+        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", target.service));
     let stream = watcher::watcher(api, config).default_backoff();
     let mut stream = std::pin::pin!(stream);
     // Ready addresses by slice name; `relist` collects a fresh list

@@ -232,7 +232,8 @@ async fn run(
             _ => Instant::now() + s.retry_period.max(Duration::from_millis(10)),
         };
         let started = Instant::now();
-        let attempt = tokio::time::timeout_at(deadline, try_acquire_or_renew(&api, &s, &mut observed));
+        let attempt =
+            tokio::time::timeout_at(deadline, try_acquire_or_renew(&api, &s, &mut observed));
         let outcome = tokio::select! {
             _ = &mut stop => break,
             r = attempt => r,
@@ -277,11 +278,19 @@ async fn run(
     }
     // Stopping: no longer leading from this moment, then release.
     if leader.send_replace(false) {
-        let released = tokio::time::timeout(s.retry_period.max(Duration::from_secs(1)), release(&api, &s)).await;
+        let released = tokio::time::timeout(
+            s.retry_period.max(Duration::from_secs(1)),
+            release(&api, &s),
+        )
+        .await;
         match released {
             Ok(Ok(())) => tracing::info!(lease = %s.name, "released the lease"),
-            Ok(Err(e)) => tracing::warn!(lease = %s.name, error = %e, "could not release the lease; it will expire"),
-            Err(_) => tracing::warn!(lease = %s.name, "releasing the lease timed out; it will expire"),
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %s.name, error = %e, "could not release the lease; it will expire")
+            }
+            Err(_) => {
+                tracing::warn!(lease = %s.name, "releasing the lease timed out; it will expire")
+            }
         }
     }
 }
@@ -299,20 +308,21 @@ async fn try_acquire_or_renew(
 ) -> Result<bool, kube::Error> {
     let now = MicroTime(Utc::now());
     let Some(current) = api.get_opt(&s.name).await? else {
+        // Every field of the v1_30 LeaseSpec is set.
+        let spec = LeaseSpec {
+            holder_identity: Some(s.identity.clone()),
+            lease_duration_seconds: Some(s.duration_seconds()),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: Some(0),
+        };
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(s.name.clone()),
                 namespace: Some(s.namespace.clone()),
                 ..ObjectMeta::default()
             },
-            spec: Some(LeaseSpec {
-                holder_identity: Some(s.identity.clone()),
-                lease_duration_seconds: Some(s.duration_seconds()),
-                acquire_time: Some(now.clone()),
-                renew_time: Some(now),
-                lease_transitions: Some(0),
-                ..LeaseSpec::default()
-            }),
+            spec: Some(spec),
         };
         return match api.create(&PostParams::default(), &lease).await {
             Ok(created) => {
@@ -346,23 +356,19 @@ async fn try_acquire_or_renew(
         }
     }
     let transitions = spec.lease_transitions.unwrap_or(0);
+    // Fields this code does not know (newer API versions) are kept.
+    let mut spec = spec;
+    if !mine {
+        spec.acquire_time = Some(now.clone());
+        spec.lease_transitions = Some(transitions.saturating_add(1));
+    } else {
+        spec.lease_transitions = Some(transitions);
+    }
+    spec.holder_identity = Some(s.identity.clone());
+    spec.lease_duration_seconds = Some(s.duration_seconds());
+    spec.renew_time = Some(now);
     let mut next = current.clone();
-    next.spec = Some(LeaseSpec {
-        holder_identity: Some(s.identity.clone()),
-        lease_duration_seconds: Some(s.duration_seconds()),
-        acquire_time: if mine {
-            spec.acquire_time.clone()
-        } else {
-            Some(now.clone())
-        },
-        renew_time: Some(now),
-        lease_transitions: Some(if mine {
-            transitions
-        } else {
-            transitions.saturating_add(1)
-        }),
-        ..spec
-    });
+    next.spec = Some(spec);
     // The replace carries the resourceVersion read above: a concurrent
     // writer makes it fail with 409 Conflict.
     match api.replace(&s.name, &PostParams::default(), &next).await {
@@ -385,13 +391,12 @@ async fn release(api: &kube::Api<Lease>, s: &LeaseSettings) -> Result<(), kube::
     if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
         return Ok(());
     }
+    let mut spec = spec;
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(MicroTime(Utc::now()));
     let mut next = current.clone();
-    next.spec = Some(LeaseSpec {
-        holder_identity: None,
-        lease_duration_seconds: Some(1),
-        renew_time: Some(MicroTime(Utc::now())),
-        ..spec
-    });
+    next.spec = Some(spec);
     match api.replace(&s.name, &PostParams::default(), &next).await {
         Ok(_) => Ok(()),
         // Someone else wrote it meanwhile: it is not ours to release.

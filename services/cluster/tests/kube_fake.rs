@@ -94,7 +94,9 @@ async fn who(channel: &poz_kit::Channel) -> Result<String, tonic::Status> {
 async fn round(channel: &poz_kit::Channel, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
-        let name = who(channel).await.unwrap_or_else(|s| format!("error {:?}", s.code()));
+        let name = who(channel)
+            .await
+            .unwrap_or_else(|s| format!("error {:?}", s.code()));
         *seen.entry(name).or_insert(0) += 1;
     }
     seen
@@ -142,9 +144,15 @@ async fn calls_follow_endpoints_added_turning_not_ready_and_removed() {
         serve(ls.next().unwrap(), "c"),
     ];
     let svc = "poz-verifier";
-    fake.apply_slice("poz", slice("v-1", svc, port, &[("127.0.0.1", true, false)]));
+    fake.apply_slice(
+        "poz",
+        slice("v-1", svc, port, &[("127.0.0.1", true, false)]),
+    );
     // Another Service's slice in the namespace is not ours.
-    fake.apply_slice("poz", slice("other-1", "other", port, &[("127.0.0.3", true, false)]));
+    fake.apply_slice(
+        "poz",
+        slice("other-1", "other", port, &[("127.0.0.3", true, false)]),
+    );
     let ch = channels(&fake)
         .lazy(&format!("k8s://{svc}.poz:{port}"))
         .unwrap();
@@ -153,14 +161,24 @@ async fn calls_follow_endpoints_added_turning_not_ready_and_removed() {
     // b turns ready: calls spread over both.
     fake.apply_slice(
         "poz",
-        slice("v-1", svc, port, &[("127.0.0.1", true, false), ("127.0.0.2", true, false)]),
+        slice(
+            "v-1",
+            svc,
+            port,
+            &[("127.0.0.1", true, false), ("127.0.0.2", true, false)],
+        ),
     );
     until(&ch, "a and b both answer", only(&["a", "b"])).await;
 
     // b turns not-ready: it drains; every call goes to a.
     fake.apply_slice(
         "poz",
-        slice("v-1", svc, port, &[("127.0.0.1", true, false), ("127.0.0.2", false, false)]),
+        slice(
+            "v-1",
+            svc,
+            port,
+            &[("127.0.0.1", true, false), ("127.0.0.2", false, false)],
+        ),
     );
     until(&ch, "b drained", only(&["a"])).await;
     assert_eq!(round(&ch, 50).await.keys().collect::<Vec<_>>(), ["a"]);
@@ -169,7 +187,12 @@ async fn calls_follow_endpoints_added_turning_not_ready_and_removed() {
     // second slice is terminating (still serving, but leaving).
     fake.apply_slice(
         "poz",
-        slice("v-2", svc, port, &[("127.0.0.3", true, false), ("127.0.0.2", true, true)]),
+        slice(
+            "v-2",
+            svc,
+            port,
+            &[("127.0.0.3", true, false), ("127.0.0.2", true, true)],
+        ),
     );
     fake.delete_slice("poz", "v-1");
     until(&ch, "only c answers", only(&["c"])).await;
@@ -192,7 +215,10 @@ async fn calls_follow_endpoints_added_turning_not_ready_and_removed() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("no ready endpoint"), "{status:?}");
     // And comes back when an endpoint does.
-    fake.apply_slice("poz", slice("v-3", svc, port, &[("127.0.0.2", true, false)]));
+    fake.apply_slice(
+        "poz",
+        slice("v-3", svc, port, &[("127.0.0.2", true, false)]),
+    );
     until(&ch, "b answers again", only(&["b"])).await;
 }
 
@@ -296,10 +322,13 @@ async fn tls_to_a_pod_ip_checks_the_certificate_for_the_service_name() {
         .await
         .unwrap();
         let name: &'static str = name;
-        servers.push(tokio::spawn(server.serve_until(
-            poz_kit::GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Named(name))),
-            std::future::pending(),
-        )));
+        servers.push(tokio::spawn(
+            server.serve_until(
+                poz_kit::GrpcRoutes::new()
+                    .service(pb::verifier_server::VerifierServer::new(Named(name))),
+                std::future::pending(),
+            ),
+        ));
     }
     let client = Channels::new(&ca.issue(&["poz-provider-api"], "api"))
         .unwrap()
@@ -308,7 +337,9 @@ async fn tls_to_a_pod_ip_checks_the_certificate_for_the_service_name() {
         "poz",
         slice("v-1", "poz-verifier", port, &[("127.0.0.1", true, false)]),
     );
-    let ch = client.lazy(&format!("k8s://poz-verifier.poz:{port}")).unwrap();
+    let ch = client
+        .lazy(&format!("k8s://poz-verifier.poz:{port}"))
+        .unwrap();
     until(&ch, "the verifier answers over TLS", only(&["verifier"])).await;
     // Only the impostor: its certificate does not name
     // poz-verifier.poz.svc, so no call reaches it.
@@ -386,7 +417,9 @@ async fn two_electors_never_both_lead_and_hand_over_on_shutdown_and_on_expiry() 
     first.shutdown().await;
     let after = fake.lease("poz", "poz-store").unwrap();
     assert!(
-        after["spec"]["holderIdentity"].as_str().is_none_or(str::is_empty),
+        after["spec"]["holderIdentity"]
+            .as_str()
+            .is_none_or(str::is_empty),
         "released: {after}"
     );
     leads(&second, "the other takes over after a release").await;

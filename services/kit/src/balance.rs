@@ -150,8 +150,10 @@ pub(crate) fn balanced(
         listed: false,
         synced: synced.clone(),
     };
-    let discover =
-        tower::load::PendingRequestsDiscover::new(stream, tower::load::CompleteOnResponse::default());
+    let discover = tower::load::PendingRequestsDiscover::new(
+        stream,
+        tower::load::CompleteOnResponse::default(),
+    );
     let balance = tower::balance::p2c::Balance::new(discover);
     tower::buffer::Buffer::new(
         FailFast {
@@ -192,7 +194,8 @@ impl EndpointStream {
             self.queue.push_back(Change::Remove(*gone));
         }
         for new in next.difference(&self.current) {
-            self.queue.push_back(Change::Insert(*new, (self.make)(*new)));
+            self.queue
+                .push_back(Change::Insert(*new, (self.make)(*new)));
         }
         if !self.queue.is_empty() {
             tracing::debug!(endpoints = ?next, "endpoints changed");

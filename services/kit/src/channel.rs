@@ -40,6 +40,26 @@ pub enum ChannelError {
     Tls(#[from] TlsError),
 }
 
+/// Checks a peer URL setting (`name` names it in the message) at load:
+/// `http://…`, `https://…` (needs `[tls]`: `tls_set`) or
+/// `k8s://SERVICE.NAMESPACE:PORT`.
+pub fn check_peer(name: &str, url: &str, tls_set: bool) -> Result<(), String> {
+    if let Some(rest) = url.strip_prefix("k8s://") {
+        return ServiceTarget::parse(rest).map(|_| ()).ok_or_else(|| {
+            format!("{name} {url:?} is not a k8s://SERVICE.NAMESPACE:PORT URL (DNS labels, port 1-65535)")
+        });
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{name} {url:?} is not an http(s):// URL or k8s://SERVICE.NAMESPACE:PORT"
+        ));
+    }
+    if url.starts_with("https://") && !tls_set {
+        return Err(format!("{name} is https:// but no [tls] files are set"));
+    }
+    Ok(())
+}
+
 /// Builds client channels with one TLS identity.
 #[derive(Clone, Default)]
 pub struct Channels {
