@@ -57,12 +57,7 @@ impl poz_kit::ServiceConfig for Config {
     fn validate(&self) -> Result<(), String> {
         poz_kit::check_listen("listen_plain", &self.listen_plain)?;
         poz_kit::check_listen("listen_noise", &self.listen_noise)?;
-        if !(self.store.starts_with("http://") || self.store.starts_with("https://")) {
-            return Err(format!(
-                "store {} is not an http(s):// URL",
-                poz_kit::shown(&self.store)
-            ));
-        }
+        poz_kit::channel::check_peer("store", &self.store, self.edge.serve.tls.is_set())?;
         if self.store_gather_in_flight == 0 {
             return Err("store_gather_in_flight: at least 1".into());
         }

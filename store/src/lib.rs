@@ -28,7 +28,7 @@ pub use audit::SignatureAudit;
 pub use domains::MAX_MIRRORS;
 pub use entries::{BindingAnswer, LOOKUPS_PER_QUERY};
 pub use error::StoreError;
-pub use submissions::Submission;
+pub use submissions::{Submission, EXPIRY_SWEEP};
 
 use entries::FIRST_ANALYZE;
 

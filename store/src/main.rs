@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 const NAME: &str = "poz-store";
+/// The Lease (in the pod's namespace) whose holder runs the store's
+/// singleton work.
+const LEASE: &str = "poz-store";
 
 /// Every setting, with its default.
 #[derive(Serialize, Deserialize, Debug)]
@@ -207,6 +210,28 @@ async fn main() -> anyhow::Result<()> {
     c.serve.preflight(default_allow())?;
     let store = Store::open(&c.database_url, options).await?;
     poz_store::metrics::export_pool(&store);
+    // Singleton work, under the Lease `poz-store` in Kubernetes (always
+    // run outside it): sweep expired pending binding requests.
+    let elector = poz_cluster::Elector::from_env(LEASE).await?;
+    let sweeper = {
+        let store = store.clone();
+        tokio::spawn(poz_cluster::every_while_leader(
+            elector.subscribe(),
+            poz_store::EXPIRY_SWEEP,
+            move || {
+                let store = store.clone();
+                async move {
+                    match store.expire_pending().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(expired = n, "expired pending binding requests"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "sweeping expired pending requests failed")
+                        }
+                    }
+                }
+            },
+        ))
+    };
     let server = GrpcServer::bind(NAME, &c.listen, &c.serve, default_allow()).await?;
     tracing::info!(backend = ?store.backend(), "serving the store");
     let m = poz_kit::MAX_GRPC_MESSAGE;
@@ -218,8 +243,12 @@ async fn main() -> anyhow::Result<()> {
     let write = StoreWriteServer::new(StoreWriter { store })
         .max_decoding_message_size(m)
         .max_encoding_message_size(m);
-    server
+    let served = server
         .serve(GrpcRoutes::new().service(read).service(write))
-        .await?;
+        .await;
+    // Drained: stop sweeping and hand the lease over at once.
+    sweeper.abort();
+    elector.shutdown().await;
+    served?;
     Ok(())
 }

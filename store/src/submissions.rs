@@ -6,6 +6,13 @@ use crate::Store;
 use poz::codec::Codec;
 use sqlx::Row;
 
+/// How often the leading store sweeps expired pending requests
+/// ([`Store::expire_pending`]).
+pub const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What an expired pending request says.
+const EXPIRED: &str = "expired: the provider did not decide in time; ask again";
+
 /// A submission (SUBMIT_REQUEST) and what became of it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Submission {
@@ -53,7 +60,7 @@ impl Store {
                         "UPDATE submissions SET state = 3, message = $1, updated_ms = $2 \
                          WHERE subject = $3 AND state = 1 AND created_ms <= $4",
                     )
-                    .bind("expired: the provider did not decide in time; ask again")
+                    .bind(EXPIRED)
                     .bind(now)
                     .bind(subject.clone())
                     .bind(now.saturating_sub(ttl_ms))
@@ -146,6 +153,30 @@ impl Store {
         .await
     }
 
+    /// Marks every pending binding request older than `pending_ttl`
+    /// refused (expired), whatever its subject; returns how many rows
+    /// changed. Without it an expired request only reads as refused
+    /// ([`Store::submission`]) and its row is rewritten at its subject's
+    /// next request, so rows of subjects that never ask again stay
+    /// pending in the table. Singleton work: `poz-store` runs it every
+    /// [`EXPIRY_SWEEP`] in the replica holding the Lease `poz-store`
+    /// (docs/OPERATIONS.md, "Discovery and leader election"). Safe to
+    /// run twice at once (one UPDATE, idempotent).
+    pub async fn expire_pending(&self) -> Result<u64, StoreError> {
+        let ttl_ms = i64::try_from(self.options.pending_ttl.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE submissions SET state = 3, message = $1, updated_ms = $2 \
+             WHERE state = 1 AND created_ms <= $3",
+        )
+        .bind(EXPIRED)
+        .bind(now)
+        .bind(now.saturating_sub(ttl_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// A submission by ID.
     pub async fn submission(&self, id: &[u8; 16]) -> Result<Submission, StoreError> {
         let row = sqlx::query(
@@ -168,7 +199,7 @@ impl Store {
         let created = row.get::<Option<i64>, _>(4);
         if sub.state == 1 && created.is_some_and(|c| c <= now_ms().saturating_sub(ttl_ms)) {
             sub.state = 3;
-            sub.message = "expired: the provider did not decide in time; ask again".into();
+            sub.message = EXPIRED.into();
         }
         Ok(sub)
     }

@@ -923,6 +923,14 @@ both!(
         let old = quick.submission(&first.submission_id()).await.unwrap();
         assert_eq!(old.state, 3);
         assert!(old.message.starts_with("expired"), "{}", old.message);
+        // The sweep the leading store runs (under its Lease) rewrites
+        // every expired row: refused now even for a reader whose TTL is
+        // longer; a second sweep finds nothing.
+        assert_eq!(quick.expire_pending().await.unwrap(), 9);
+        let swept = s.submission(&first.submission_id()).await.unwrap();
+        assert_eq!(swept.state, 3);
+        assert!(swept.message.starts_with("expired"), "{}", swept.message);
+        assert_eq!(quick.expire_pending().await.unwrap(), 0);
         quick
             .put_submission(&pending(&ask("h9", 1, vec![])))
             .await

@@ -37,6 +37,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(()); // --print-config
     };
     let _telemetry = poz_kit::telemetry::init("poz-submit-gw", c.edge.serve.log_json)?;
+    // k8s:// peers: balanced over their EndpointSlices.
+    poz_cluster::install();
     let listeners = Listeners::bind(&c).await?;
     Ok(poz_submit_gw::serve(c, listeners, poz_kit::shutdown_signal()).await?)
 }

@@ -69,12 +69,7 @@ impl poz_kit::ServiceConfig for Config {
             ("verifier", &self.verifier),
             ("provider_api", &self.provider_api),
         ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!(
-                    "{name} {} is not an http(s):// URL",
-                    poz_kit::shown(url)
-                ));
-            }
+            poz_kit::channel::check_peer(name, url, self.edge.serve.tls.is_set())?;
         }
         self.handle_policy()?;
         if !self.provider_record.is_empty()

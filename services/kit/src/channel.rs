@@ -3,9 +3,20 @@
 //! next connection), W3C trace context sent on every call, and client
 //! metrics. Every service and gateway dials its peers with
 //! [`Channels::lazy`].
+//!
+//! A peer URL is one of:
+//! - `http://HOST:PORT`, `https://HOST:PORT`: one address, one lazily
+//!   connected HTTP/2 connection (outside Kubernetes: pozd, bare
+//!   processes, tests);
+//! - `k8s://SERVICE.NAMESPACE:PORT`: every ready address of a Kubernetes
+//!   Service, balanced per call ([`crate::balance`]), fed by a
+//!   [`Discovery`] source (the `poz-cluster` crate's EndpointSlice watch,
+//!   installed by a service's `main` with `poz_cluster::install()`). TLS
+//!   when the channels have `[tls]`.
 
+use crate::balance::{Discovery, ServiceTarget};
 use crate::tls::{ClientTls, TlsError, TlsFiles};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,26 +30,68 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a channel could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    #[error("{url} is not an http:// or https:// endpoint")]
+    #[error("{url} is not an http://HOST:PORT, https://HOST:PORT or k8s://SERVICE.NAMESPACE:PORT endpoint")]
     BadUrl { url: String },
+    #[error("{url}: k8s:// needs a discovery source (poz_cluster::install() in the service's main), and none is installed")]
+    NoDiscovery { url: String },
     #[error("{url}: https needs the [tls] files (cert_file, key_file, ca_file)")]
     NoTls { url: String },
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
 
+/// Checks a peer URL setting (`name` names it in the message) at load:
+/// `http://…`, `https://…` (needs `[tls]`: `tls_set`) or
+/// `k8s://SERVICE.NAMESPACE:PORT`.
+pub fn check_peer(name: &str, url: &str, tls_set: bool) -> Result<(), String> {
+    if let Some(rest) = url.strip_prefix("k8s://") {
+        return ServiceTarget::parse(rest).map(|_| ()).ok_or_else(|| {
+            format!(
+                "{name} {} is not a k8s://SERVICE.NAMESPACE:PORT URL (DNS labels, port 1-65535)",
+                crate::shown(url)
+            )
+        });
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{name} {} is not an http(s):// URL or k8s://SERVICE.NAMESPACE:PORT",
+            crate::shown(url)
+        ));
+    }
+    if url.starts_with("https://") && !tls_set {
+        return Err(format!("{name} is https:// but no [tls] files are set"));
+    }
+    Ok(())
+}
+
 /// Builds client channels with one TLS identity.
 #[derive(Clone, Default)]
 pub struct Channels {
     tls: Option<Arc<ClientTls>>,
+    /// The source of `k8s://` endpoints; `None`: the one installed for
+    /// the process ([`install_discovery`]), if any.
+    discovery: Option<Arc<dyn Discovery>>,
 }
 
 impl std::fmt::Debug for Channels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channels")
             .field("tls", &self.tls.is_some())
+            .field("discovery", &self.discovery.is_some())
             .finish()
     }
+}
+
+/// The process's discovery source for `k8s://` URLs.
+static DISCOVERY: OnceLock<Arc<dyn Discovery>> = OnceLock::new();
+
+/// Installs the process's source of `k8s://` endpoints, used by every
+/// [`Channels`] that was not given one ([`Channels::with_discovery`]).
+/// The first call wins; returns whether this one did. Called once from a
+/// service's `main` (by `poz_cluster::install()`): the kit itself links
+/// no Kubernetes client.
+pub fn install_discovery(discovery: Arc<dyn Discovery>) -> bool {
+    DISCOVERY.set(discovery).is_ok()
 }
 
 impl Channels {
@@ -52,20 +105,48 @@ impl Channels {
             } else {
                 None
             },
+            discovery: None,
         })
+    }
+
+    /// These channels, resolving `k8s://` URLs with `discovery` instead
+    /// of the process's source (tests; a service that watches another
+    /// cluster).
+    pub fn with_discovery(mut self, discovery: Arc<dyn Discovery>) -> Self {
+        self.discovery = Some(discovery);
+        self
     }
 
     /// A channel to `url`, connected on first use (a peer still starting
     /// makes calls fail UNAVAILABLE until it is up, not the caller's
     /// start). `https://` dials TLS with the client certificate and
     /// checks the peer's certificate for the URL's host (a DNS name, or
-    /// an IP SAN); `http://` dials plain TCP. Errors:
-    /// [`ChannelError::BadUrl`], [`ChannelError::NoTls`].
+    /// an IP SAN); `http://` dials plain TCP. `k8s://SERVICE.NAMESPACE:PORT`
+    /// balances over the Service's ready endpoints ([`crate::balance`]),
+    /// with TLS when these channels have a certificate, each connection
+    /// checking the certificate for `SERVICE.NAMESPACE.svc`. Errors:
+    /// [`ChannelError::BadUrl`], [`ChannelError::NoTls`],
+    /// [`ChannelError::NoDiscovery`].
     pub fn lazy(&self, url: &str) -> Result<Channel, ChannelError> {
         // The URL is kept as an error may show it: passwords redacted.
         let bad = || ChannelError::BadUrl {
             url: crate::shown(url),
         };
+        if let Some(rest) = url.strip_prefix("k8s://") {
+            let target = ServiceTarget::parse(rest).ok_or_else(bad)?;
+            let discovery = self
+                .discovery
+                .clone()
+                .or_else(|| DISCOVERY.get().cloned())
+                .ok_or_else(|| ChannelError::NoDiscovery {
+                    url: url.to_string(),
+                })?;
+            let endpoints = discovery.watch(&target);
+            let tls = self.tls.clone();
+            let balanced = crate::balance::balanced(target, endpoints, tls);
+            use tower_layer::Layer;
+            return Ok(crate::metrics::Metered::client().layer(Traced(Inner::Balanced(balanced))));
+        }
         let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
             let tls = self.tls.clone().ok_or_else(|| ChannelError::NoTls {
                 url: crate::shown(url),
@@ -87,11 +168,51 @@ impl Channels {
         if uri.host().is_none() {
             return Err(bad());
         }
-        let connector = tower::service_fn(move |uri: http::Uri| connect(uri, tls.clone()));
+        let dial = Dial {
+            tls,
+            server_name: None,
+        };
+        let connector = tower::service_fn(move |uri: http::Uri| connect(uri, dial.clone()));
         let channel = endpoint.connect_with_connector_lazy(connector);
         use tower_layer::Layer;
-        Ok(crate::metrics::Metered::client().layer(Traced(channel)))
+        Ok(crate::metrics::Metered::client().layer(Traced(Inner::Static(channel))))
     }
+}
+
+/// One endpoint's lazily connected channel to `addr`: TLS (when `tls`)
+/// verifying the server's certificate for `server_name`, whatever
+/// address was dialled (a pod IP stands for its Service's DNS name).
+pub(crate) fn endpoint_channel(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<ClientTls>>,
+    server_name: rustls_pki_types::ServerName<'static>,
+) -> tonic::transport::Channel {
+    // A SocketAddr always makes a valid authority.
+    let endpoint = tonic::transport::Endpoint::from(
+        http::Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default(),
+    )
+    .connect_timeout(CONNECT_TIMEOUT)
+    .timeout(CALL_TIMEOUT)
+    .tcp_nodelay(true);
+    let dial = Dial {
+        tls,
+        server_name: Some(server_name),
+    };
+    let connector = tower::service_fn(move |uri: http::Uri| connect(uri, dial.clone()));
+    endpoint.connect_with_connector_lazy(connector)
+}
+
+/// How one connection is dialled: TLS or not, and the name the server's
+/// certificate must carry (default: the URI's host).
+#[derive(Clone)]
+struct Dial {
+    tls: Option<Arc<ClientTls>>,
+    server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 type ClientIo = tokio_util::either::Either<
@@ -101,7 +222,7 @@ type ClientIo = tokio_util::either::Either<
 
 async fn connect(
     uri: http::Uri,
-    tls: Option<Arc<ClientTls>>,
+    dial: Dial,
 ) -> Result<hyper_util::rt::TokioIo<ClientIo>, Box<dyn std::error::Error + Send + Sync>> {
     let host = uri.host().ok_or("no host")?.to_string();
     let port = uri.port_u16().unwrap_or(80);
@@ -112,10 +233,13 @@ async fn connect(
         .to_string();
     let tcp = tokio::net::TcpStream::connect((bare.as_str(), port)).await?;
     crate::peer::tune(&tcp);
-    let io = match tls {
+    let io = match dial.tls {
         None => tokio_util::either::Either::Left(tcp),
         Some(tls) => {
-            let name = rustls_pki_types::ServerName::try_from(bare)?;
+            let name = match dial.server_name {
+                Some(name) => name,
+                None => rustls_pki_types::ServerName::try_from(bare)?,
+            };
             let s = tokio_rustls::TlsConnector::from(tls.current())
                 .connect(name, tcp)
                 .await?;
@@ -125,33 +249,59 @@ async fn connect(
     Ok(hyper_util::rt::TokioIo::new(io))
 }
 
-/// A tonic channel that sends the current trace context with each call,
-/// under a client span.
+/// What a [`Traced`] channel sends through: one address, or a balancer
+/// over a Service's endpoints.
+#[derive(Clone)]
+enum Inner {
+    Static(tonic::transport::Channel),
+    Balanced(crate::balance::Balanced),
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inner::Static(c) => f.debug_tuple("Static").field(c).finish(),
+            Inner::Balanced(_) => f.write_str("Balanced"),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// A channel (static or balanced) that sends the current trace context
+/// with each call, under a client span.
 #[derive(Clone, Debug)]
-pub struct Traced(tonic::transport::Channel);
+pub struct Traced(Inner);
 
 impl tower_service::Service<http::Request<tonic::body::Body>> for Traced {
     type Response = http::Response<tonic::body::Body>;
-    type Error = tonic::transport::Error;
-    type Future =
-        tracing::instrument::Instrumented<
-            <tonic::transport::Channel as tower_service::Service<
-                http::Request<tonic::body::Body>,
-            >>::Future,
-        >;
+    type Error = BoxError;
+    type Future = tracing::instrument::Instrumented<BoxFuture<Result<Self::Response, BoxError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower_service::Service::poll_ready(&mut self.0, cx)
+        match &mut self.0 {
+            Inner::Static(c) => tower_service::Service::poll_ready(c, cx).map_err(Into::into),
+            Inner::Balanced(b) => tower_service::Service::poll_ready(b, cx),
+        }
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
         use tracing::Instrument;
         let span = crate::telemetry::client_span(req.uri().path());
         crate::telemetry::inject(&span, req.headers_mut());
-        tower_service::Service::call(&mut self.0, req).instrument(span)
+        let fut: BoxFuture<Result<Self::Response, BoxError>> = match &mut self.0 {
+            Inner::Static(c) => {
+                let f = tower_service::Service::call(c, req);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
+            Inner::Balanced(b) => Box::pin(tower_service::Service::call(b, req)),
+        };
+        fut.instrument(span)
     }
 }
 
 /// Every gRPC client of the fleet holds this: a lazily connected channel
-/// with trace context and client metrics ([`Channels::lazy`]).
+/// (one address, or balanced over a Kubernetes Service's ready
+/// endpoints) with trace context and client metrics ([`Channels::lazy`]).
 pub type Channel = crate::metrics::MeteredService<Traced>;

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allow;
+pub mod balance;
 pub mod channel;
 pub mod metrics;
 pub mod peer;
@@ -16,7 +17,7 @@ pub mod telemetry;
 pub mod tls;
 
 pub use allow::Allowlist;
-pub use channel::{Channel, Channels};
+pub use channel::{install_discovery, Channel, Channels};
 pub use serve::{GrpcArgs, GrpcRoutes, GrpcServer, ServeArgs, ServeError, ServeSettings};
 
 use tokio::net::TcpListener;

@@ -60,15 +60,7 @@ impl ServiceConfig for Config {
             ("verifier", &self.verifier),
             ("signer", &self.signer),
         ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!(
-                    "{name} must be an http(s):// endpoint, not {}",
-                    poz_kit::shown(url)
-                ));
-            }
-            if url.starts_with("https://") && !self.serve.tls.is_set() {
-                return Err(format!("{name} is https:// but no [tls] files are set"));
-            }
+            poz_kit::channel::check_peer(name, url, self.serve.tls.is_set())?;
         }
         if !(1..=100_000).contains(&self.batch_size) {
             return Err("batch_size must be 1..=100000".into());
@@ -103,6 +95,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
+    // k8s:// peers: balanced over their EndpointSlices.
+    poz_cluster::install();
     let record_id = Hash32::from_hex(&c.record_id)
         .ok_or_else(|| anyhow::anyhow!("record_id is not 64 hex digits"))?;
     // Peers are connected lazily: the API starts even if a peer is still
