@@ -127,6 +127,9 @@ cargo test --workspace --locked --benches -- --test >/dev/null
 echo "== doc tests"
 cargo test --workspace --locked --doc
 
+# The Helm chart (issue 14): helm v4 lint/template, Kubernetes schemas, the chart's promises.
+bash deploy/test-chart.sh
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
