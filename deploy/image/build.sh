@@ -145,7 +145,7 @@ find "$rootfs/usr" -exec touch -h -d "@$epoch" {} +
 touch -h -d "@$epoch" "$rootfs"
 umoci repack --image "$img" --history.created "$created" \
   --history.created_by "deploy/image/build.sh: binaries" \
-  --history.comment "${BINARIES[*]} from $bin_dir" \
+  --history.comment "${BINARIES[*]}" \
   "$bundle"
 rm -rf "$bundle"
 cfg=(--image "$img" --no-history --created "$created" --os linux --architecture "$arch"
