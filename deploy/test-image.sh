@@ -188,7 +188,7 @@ case $runtime in
   chroot)
     # The environment of the image config, nothing from the host's.
     mapfile -t env < <(jq -r '.config.Env[]' "$tmp/config.json")
-    env -i "${env[@]}" chroot --userspec=65532:65532 "$rootfs" "${args[@]}" </dev/null >"$log" 2>&1 &
+    env -i "${env[@]}" "$(command -v chroot)" --userspec=65532:65532 "$rootfs" "${args[@]}" </dev/null >"$log" 2>&1 &
     svc_pid=$!
     ;;
   *) fail "POZ_IMAGE_RUNTIME must be runc or chroot, not $runtime" ;;

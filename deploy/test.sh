@@ -127,6 +127,9 @@ cargo test --workspace --locked --benches -- --test >/dev/null
 echo "== doc tests"
 cargo test --workspace --locked --doc
 
+# Container image (issue 14): builds the poz-fleet image from the debug binaries and starts poz-verifier from it (runc, or chroot where namespaces are refused).
+bash deploy/test-image.sh
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
