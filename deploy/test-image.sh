@@ -121,14 +121,14 @@ bundle=$tmp/bundle
 umoci unpack --image "$layout:$tag" "$bundle" >/dev/null
 rootfs=$bundle/rootfs
 for sh in bin/sh bin/bash bin/dash bin/busybox usr/bin/sh; do
-  [ ! -e "$rootfs/$sh" ] && [ ! -L "$rootfs/$sh" ] || fail "/$sh in the image"
+  if [ -e "$rootfs/$sh" ] || [ -L "$rootfs/$sh" ]; then fail "/$sh in the image"; fi
 done
 # Only the binaries, the loader and libraries, CA roots and user files.
-unexpected=$(cd "$rootfs" && find . ! -type d | sed 's|^\./||' | grep -Ev \
+unexpected=$(find "$rootfs" ! -type d -printf '%P\n' | grep -Ev \
   '^(usr/local/bin/[a-z-]+|lib64/ld-linux[^/]*|lib/[^/]+-linux-gnu/[^/]+\.so[.0-9]*|etc/(passwd|group|nsswitch\.conf|ssl/certs/ca-certificates\.crt))$' || true)
 [ -z "$unexpected" ] || fail "unexpected files in the image: $unexpected"
 (cd "$rootfs/usr/local/bin" && sha256sum -c --quiet "$tmp/bin.sha256") || fail "image binaries differ from the given ones"
-[ "$(ls "$rootfs/usr/local/bin" | wc -l)" = "${#BINARIES[@]}" ] || fail "other binaries in /usr/local/bin"
+[ "$(find "$rootfs/usr/local/bin" -mindepth 1 | wc -l)" = "${#BINARIES[@]}" ] || fail "other binaries in /usr/local/bin"
 grep -qx 'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin' "$rootfs/etc/passwd" || fail "/etc/passwd lacks nonroot 65532"
 grep -qx 'nonroot:x:65532:' "$rootfs/etc/group" || fail "/etc/group lacks nonroot 65532"
 [ "$(stat -c '%u:%g %a' "$rootfs/tmp")" = "65532:65532 1777" ] || fail "/tmp is not 65532-writable: $(stat -c '%u:%g %a' "$rootfs/tmp")"
@@ -229,7 +229,7 @@ grpc_check() { # SERVICE
   local name=$1 req
   req=$(printf '\\x%02x' 0 0 0 0 $((${#name} ? ${#name} + 2 : 0)))
   [ -z "$name" ] || req+=$(printf '\\x0a\\x%02x%s' "${#name}" "$name")
-  printf "$req" >"$tmp/req"
+  printf '%b' "$req" >"$tmp/req"
   curl -sS --max-time 5 --http2-prior-knowledge -X POST \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     --data-binary @"$tmp/req" -D "$tmp/grpc.h" -o "$tmp/grpc.b" \
