@@ -129,6 +129,8 @@ cargo test --workspace --locked --doc
 
 # The Helm chart (issue 14): helm v4 lint/template, Kubernetes schemas, the chart's promises.
 bash deploy/test-chart.sh
+# Container image (issue 14): builds the poz-fleet image from the debug binaries and starts poz-verifier from it (runc, or chroot where namespaces are refused).
+bash deploy/test-image.sh
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
