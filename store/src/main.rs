@@ -2,6 +2,7 @@
 //! docs/OPERATIONS.md ("The store" and "Every service").
 #![forbid(unsafe_code)]
 
+use anyhow::Context;
 use clap::Parser;
 use poz_kit::allow::identity;
 use poz_kit::{Allowlist, GrpcRoutes, GrpcServer, ServeSettings, ServiceConfig};
@@ -150,6 +151,20 @@ enum Command {
     /// concurrent runs apply each once), print the schema version, exit.
     /// The same configuration as the store; serves nothing.
     Migrate,
+    /// Store a provider ceremony's record (`record.poz`) under its
+    /// domains, as its genesis and then its head (idempotent: a rerun
+    /// changes nothing); print the record ID and exit. The same
+    /// configuration as the store (it writes the store's database);
+    /// serves nothing. `-` reads the record from standard input
+    /// (`kubectl exec -i … < record.poz`).
+    ImportRecord {
+        /// The record file, or `-` for standard input.
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// A domain the record answers for (lowercase). Repeat.
+        #[arg(long = "domain", value_name = "DOMAIN", required = true)]
+        domains: Vec<String>,
+    },
 }
 
 /// Who may call what, by certificate SAN (docs/OPERATIONS.md): the
@@ -199,10 +214,29 @@ async fn main() -> anyhow::Result<()> {
     };
     let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
     let options = options(&c);
-    if let Some(Command::Migrate) = args.command {
-        let version = Store::migrate(&c.database_url, options).await?;
-        println!("schema at migration {version}");
-        return Ok(());
+    match &args.command {
+        Some(Command::Migrate) => {
+            let version = Store::migrate(&c.database_url, options).await?;
+            println!("schema at migration {version}");
+            return Ok(());
+        }
+        Some(Command::ImportRecord { file, domains }) => {
+            let bytes = if file.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b)
+                    .context("reading the record from standard input")?;
+                b
+            } else {
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let store = Store::open(&c.database_url, options).await?;
+            let imported = store.import_record(&bytes, domains).await;
+            store.close().await;
+            let (id, serial) = imported?;
+            println!("record {} at serial {serial} for {}", id.to_hex(), domains.join(", "));
+            return Ok(());
+        }
+        None => {}
     }
     // Refused before the database is opened (or migrated) when it would
     // serve without TLS, with TLS files that do not load, or with an

@@ -104,6 +104,45 @@ impl Store {
         .await
     }
 
+    /// Stores a whole record as a provider ceremony writes it
+    /// (`record.poz`: a genesis revision, or a genesis and revision 2 in
+    /// its history): its genesis through [`Store::create_record`] under
+    /// `domains`, then its head through [`Store::advance_head`], each
+    /// checked as those check. Idempotent: a second import of the same
+    /// record changes nothing. Returns the record ID and head serial.
+    /// Errors: as those two; [`StoreError::Invalid`] for bytes that are
+    /// not a record, or a history past revision 2 (advance it revision by
+    /// revision with AdvanceHead).
+    pub async fn import_record(
+        &self,
+        bytes: &[u8],
+        domains: &[String],
+    ) -> Result<(Hash32, u32), StoreError> {
+        let rec =
+            Record::from_bytes(bytes).map_err(|e| StoreError::Invalid(format!("record: {e}")))?;
+        let id = rec.id();
+        let serial = rec.master.serial;
+        let genesis = match (serial, rec.history.first()) {
+            (1, None) => rec.clone(),
+            (2, Some(first)) if rec.history.len() == 1 => Record::new(rec.keys.clone(), first.clone()),
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "import takes a ceremony's record (serial 1, or 2 with its genesis); this one \
+                     is at serial {serial} with {} revisions of history",
+                    rec.history.len()
+                )))
+            }
+        };
+        // Keys derived from the record, so a rerun is recognised.
+        let key = |what: &str| format!("import-{what}-{}", id.to_hex());
+        self.create_record(&genesis.to_bytes(), domains, &key("genesis"))
+            .await?;
+        if serial == 2 {
+            self.advance_head(bytes, 1, &key("head")).await?;
+        }
+        Ok((id, serial))
+    }
+
     /// Advances a record's head to the master zone of `bytes` by
     /// compare-and-swap on `expected_serial`. The new revision must verify
     /// completely with the stored chain.

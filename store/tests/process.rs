@@ -428,3 +428,69 @@ async fn migrations_run_as_their_own_step_when_the_store_does_not_migrate() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
 }
+
+/// Issue 14: a provider ceremony's record (`record.poz`, serial 2 with
+/// its genesis) goes into a split fleet's store with `poz-store
+/// import-record`, from a file or standard input (`kubectl exec -i`);
+/// a rerun changes nothing; the store then serves it under its domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ceremony_record_is_imported_once_and_then_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("i.db").display());
+    let record = sample::provider().unwrap();
+    let file = dir.path().join("record.poz");
+    std::fs::write(&file, record.to_bytes()).unwrap();
+    let import = |input: Option<&[u8]>, args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_poz-store"));
+        c.env_remove("RUST_BACKTRACE")
+            .env("POZ_STORE_DATABASE_URL", &db)
+            .arg("import-record")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            if let Some(bytes) = input {
+                stdin.write_all(bytes).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    };
+    let want = format!(
+        "record {} at serial 2 for social.example",
+        record.id().to_hex()
+    );
+    let path = file.to_str().unwrap();
+    let out = import(None, &["--domain", "social.example", path]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    // Again, from standard input: the same answer, nothing added.
+    let bytes = record.to_bytes();
+    let out = import(Some(&bytes), &["--domain", "social.example", "-"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    // Not a record; no domain (usage, exit 2).
+    let out = import(Some(b"not a record"), &["--domain", "social.example", "-"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("record:"),
+        "{out:?}"
+    );
+    let out = import(None, &[path]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let s = start_store(&db);
+    let mut r = StoreReadClient::connect(s.url()).await.unwrap();
+    let head = r
+        .get_head(pb::GetHeadRequest {
+            record: domain_ref("social.example"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(head.record_id.unwrap().value, record.id().0.to_vec());
+    assert_eq!(head.serial, 2);
+}

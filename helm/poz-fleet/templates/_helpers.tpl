@@ -172,6 +172,12 @@ last, as a table. Call with (list $ key). */}}
 {{- $root := index . 0 -}}
 log_json = {{ $root.Values.logJson }}
 metrics_listen = "0.0.0.0:{{ int $root.Values.metrics.port }}"
+{{- if has (index . 1) (list "store" "verifier" "signer" "providerApi") }}
+# After SIGTERM: /readyz 503 and health NOT_SERVING while the port still
+# accepts, so the Service's endpoints drop the pod before it closes (the
+# gateways get the same from their preStop sleep).
+drain_delay_ms = {{ int $root.Values.grpcDrainDelayMs }}
+{{- end }}
 {{- if not $root.Values.tls.enabled }}
 # Trials only: no TLS, so no caller has a name and no allowlist is enforced.
 insecure = true
