@@ -109,9 +109,10 @@ echo "== format"
 cargo fmt --all -- --check
 
 echo "== structure"
-# No import circle among the standard's modules (issue 13), and the
-# signer links no store (it writes audit rows only).
+# No import circle among the standard's modules (issue 13) nor the
+# runner's, and the signer links no store (it writes audit rows only).
 python3 deploy/module-cycles.py >/dev/null
+python3 deploy/module-cycles.py services/kit/src >/dev/null
 if cargo tree --locked -p poz-signer -e normal --prefix none | grep -q '^poz-store '; then
   echo "poz-signer links poz-store" >&2; exit 1
 fi

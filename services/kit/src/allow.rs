@@ -4,20 +4,13 @@
 //! naming the caller; the service's handler (and any key) is never
 //! reached.
 
+pub use crate::api::OPEN_SERVICES;
+use crate::api::fleet_api;
 use crate::peer::PeerInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-/// Services every caller that completed TLS may use: health checks and
-/// reflection reveal nothing a caller could not learn from the .proto
-/// files.
-pub const OPEN_SERVICES: [&str; 3] = [
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-];
 
 /// The fleet's client identities: the DNS SAN each component's
 /// certificate carries (docs/OPERATIONS.md, "Service identities"). The
@@ -44,54 +37,6 @@ pub mod identity {
 #[serde(transparent)]
 pub struct Allowlist(pub BTreeMap<String, Vec<String>>);
 
-/// The fleet's gRPC services (`poz.v1.Signer`, …) and the names of
-/// their methods, read once from the compiled `poz.v1` descriptor.
-pub(crate) fn fleet_api() -> &'static BTreeMap<String, Vec<String>> {
-    static API: std::sync::LazyLock<BTreeMap<String, Vec<String>>> =
-        std::sync::LazyLock::new(|| {
-            use prost::Message;
-            // The descriptor is compiled in by build.rs; it decodes, or
-            // the build is broken and every key is refused as unknown.
-            let set = prost_types::FileDescriptorSet::decode(poz_proto::v1::FILE_DESCRIPTOR_SET)
-                .unwrap_or_default();
-            let mut api = BTreeMap::new();
-            for file in set.file {
-                for svc in &file.service {
-                    let name = format!("{}.{}", file.package(), svc.name());
-                    let methods = svc.method.iter().map(|m| m.name().to_string()).collect();
-                    api.insert(name, methods);
-                }
-            }
-            api
-        });
-    &API
-}
-
-/// The methods of health and reflection, the services open to every
-/// TLS caller.
-const OPEN_METHODS: [(&str, &[&str]); 3] = [
-    ("grpc.health.v1.Health", &["Check", "Watch"]),
-    (
-        "grpc.reflection.v1.ServerReflection",
-        &["ServerReflectionInfo"],
-    ),
-    (
-        "grpc.reflection.v1alpha.ServerReflection",
-        &["ServerReflectionInfo"],
-    ),
-];
-
-/// Whether `service` has `method`, when `service` is a service of the
-/// POZ API or one of [`OPEN_SERVICES`]; `None` for any other service.
-pub fn has_method(service: &str, method: &str) -> Option<bool> {
-    if let Some((_, m)) = OPEN_METHODS.iter().find(|(s, _)| *s == service) {
-        return Some(m.contains(&method));
-    }
-    fleet_api()
-        .get(service)
-        .map(|m| m.iter().any(|x| x == method))
-}
-
 /// The verdict on one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -113,7 +58,7 @@ impl Allowlist {
 
     /// Every key names a service of the fleet's API (`poz.v1`), or a
     /// method it has; every identity is a non-empty name. Checked when a
-    /// configuration loads ([`crate::ServeSettings::validate`]): a typo
+    /// configuration loads (`ServeSettings::validate`): a typo
     /// (`"poz.v1.Signer/SignEntri"`) would otherwise leave that method on
     /// the service's list, silently. Errors name the key and the choices.
     pub fn check_names(&self) -> Result<(), String> {

@@ -123,7 +123,7 @@ type Response = http::Response<tonic::body::Body>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
-/// The balanced service a `k8s://` [`crate::Channel`] sends through.
+/// The balanced service a `k8s://` `Channel` sends through.
 pub type Balanced = tower::buffer::Buffer<Request, BoxFuture<Result<Response, BoxError>>>;
 
 /// Builds the balancer for `target` over `endpoints`, dialling each with
@@ -145,7 +145,7 @@ pub(crate) fn balanced(
         current: BTreeSet::new(),
         queue: VecDeque::new(),
         make: Box::new(move |addr| {
-            crate::channel::endpoint_channel(addr, tls.clone(), name.clone())
+            crate::dial::endpoint_channel(addr, tls.clone(), name.clone())
         }),
         listed: false,
         synced: synced.clone(),

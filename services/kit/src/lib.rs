@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod allow;
+pub mod api;
 pub mod balance;
 pub mod channel;
+pub mod dial;
 pub mod metrics;
 pub mod peer;
 pub mod serve;

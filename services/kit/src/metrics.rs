@@ -142,7 +142,7 @@ impl RpcMetrics {
 /// `poz_grpc_server_duration_seconds`.
 pub static GRPC_SERVER: LazyLock<RpcMetrics> = LazyLock::new(|| RpcMetrics::new("server"));
 /// The gRPC client side's metrics (every channel from
-/// [`crate::channel`]): `poz_grpc_client_calls_total`,
+/// the kit's channels): `poz_grpc_client_calls_total`,
 /// `poz_grpc_client_duration_seconds`.
 pub static GRPC_CLIENT: LazyLock<RpcMetrics> = LazyLock::new(|| RpcMetrics::new("client"));
 
@@ -184,7 +184,7 @@ pub fn tls_handshake_failed(reason: &'static str) {
 /// mint one metric series (and span name) per request.
 pub fn rpc_name(path: &str) -> (&str, &str) {
     let (service, method) = split_path(path);
-    match crate::allow::has_method(service, method) {
+    match crate::api::has_method(service, method) {
         None => ("unknown", "unknown"),
         Some(true) => (service, method),
         Some(false) => (service, "unknown"),
@@ -327,10 +327,10 @@ impl Metered {
     /// A client's: calls to services outside the POZ API (and health and
     /// reflection) are counted as `unknown`, as on a server.
     pub fn client() -> Metered {
-        let api = crate::allow::fleet_api().keys().map(|k| k.as_str());
+        let api = crate::api::fleet_api().keys().map(|k| k.as_str());
         Metered {
             metrics: &GRPC_CLIENT,
-            known: Some(api.chain(crate::allow::OPEN_SERVICES).collect()),
+            known: Some(api.chain(crate::api::OPEN_SERVICES).collect()),
         }
     }
 }

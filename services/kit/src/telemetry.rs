@@ -9,7 +9,7 @@
 //! variables themselves (`OTEL_SERVICE_NAME`, `OTEL_BSP_SCHEDULE_DELAY`,
 //! `OTEL_TRACES_SAMPLER`, …). W3C trace context (`traceparent`,
 //! `tracestate`) crosses every gRPC hop: [`ServerSpans`] continues the
-//! caller's trace, [`crate::channel::Channel`] sends the current one.
+//! caller's trace, the kit's client channels send the current one.
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;

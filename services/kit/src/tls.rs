@@ -10,7 +10,7 @@
 //!
 //! A caller's identity is the list of DNS and URI subject alternative
 //! names of the client certificate it presented, after the certificate
-//! chained to the CA bundle; [`crate::allow`] decides per RPC.
+//! chained to the CA bundle; the allowlist (`allow`) decides per RPC.
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
