@@ -233,7 +233,11 @@ async fn main() -> anyhow::Result<()> {
             let imported = store.import_record(&bytes, domains).await;
             store.close().await;
             let (id, serial) = imported?;
-            println!("record {} at serial {serial} for {}", id.to_hex(), domains.join(", "));
+            println!(
+                "record {} at serial {serial} for {}",
+                id.to_hex(),
+                domains.join(", ")
+            );
             return Ok(());
         }
         None => {}

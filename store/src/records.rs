@@ -124,7 +124,9 @@ impl Store {
         let serial = rec.master.serial;
         let genesis = match (serial, rec.history.first()) {
             (1, None) => rec.clone(),
-            (2, Some(first)) if rec.history.len() == 1 => Record::new(rec.keys.clone(), first.clone()),
+            (2, Some(first)) if rec.history.len() == 1 => {
+                Record::new(rec.keys.clone(), first.clone())
+            }
             _ => {
                 return Err(StoreError::Invalid(format!(
                     "import takes a ceremony's record (serial 1, or 2 with its genesis); this one \

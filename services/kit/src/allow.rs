@@ -4,8 +4,8 @@
 //! naming the caller; the service's handler (and any key) is never
 //! reached.
 
-pub use crate::api::OPEN_SERVICES;
 use crate::api::fleet_api;
+pub use crate::api::OPEN_SERVICES;
 use crate::peer::PeerInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -61,4 +61,3 @@ pub fn has_method(service: &str, method: &str) -> Option<bool> {
         .get(service)
         .map(|m| m.iter().any(|x| x == method))
 }
-

@@ -144,9 +144,7 @@ pub(crate) fn balanced(
         updates: tokio_stream::wrappers::WatchStream::new(endpoints),
         current: BTreeSet::new(),
         queue: VecDeque::new(),
-        make: Box::new(move |addr| {
-            crate::dial::endpoint_channel(addr, tls.clone(), name.clone())
-        }),
+        make: Box::new(move |addr| crate::dial::endpoint_channel(addr, tls.clone(), name.clone())),
         listed: false,
         synced: synced.clone(),
     };

@@ -92,4 +92,3 @@ async fn connect(
     };
     Ok(hyper_util::rt::TokioIo::new(io))
 }
-
