@@ -46,7 +46,20 @@ start_postgres() {
   fi
   PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "${run[@]}" "$bin/initdb" -D "$PG_DIR/data" -A trust -U postgres >/dev/null
-  "${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  # TLS on, with a throwaway CA, so the store's test can connect with
+  # sslmode=verify-full (POZ_TEST_PG_CA) as a fleet reaching an external
+  # database should.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=poz-test-ca -keyout "$PG_DIR/ca.key" -out "$PG_DIR/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$PG_DIR/server.key" -out "$PG_DIR/server.csr" 2>/dev/null
+  openssl x509 -req -in "$PG_DIR/server.csr" -CA "$PG_DIR/ca.pem" -CAkey "$PG_DIR/ca.key" \
+    -CAcreateserial -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1\n') \
+    -out "$PG_DIR/server.crt" 2>/dev/null
+  chmod 600 "$PG_DIR/server.key"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$PG_DIR/server.key" "$PG_DIR/server.crt"; fi
+  "${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200 -c ssl=on -c ssl_cert_file=$PG_DIR/server.crt -c ssl_key_file=$PG_DIR/server.key" start >/dev/null
+  export POZ_TEST_PG_CA="$PG_DIR/ca.pem"
   PG_STOP=("${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m fast stop)
   export POZ_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 }

@@ -89,6 +89,7 @@ impl ServiceConfig for Config {
         if self.audit_database_url.is_empty() {
             return Err("audit_database_url is required: no signature leaves unaudited".into());
         }
+        poz_kit::check_postgres_url("audit_database_url", &self.audit_database_url)?;
         self.serve.validate()
     }
 }

@@ -153,7 +153,18 @@ impl Store {
     }
 
     async fn apply_migrations(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        // A schema ahead of this build (a newer release migrated it, and
+        // this one is a rollback or a pod not yet replaced) is accepted:
+        // this build applies what it lacks of its own and leaves the rest.
+        // (Built from the static's fields, which sqlx marks hidden and
+        // semver-exempt: the version is pinned by Cargo.lock.)
+        let migrator = sqlx::migrate::Migrator {
+            migrations: MIGRATOR.migrations.clone(),
+            ignore_missing: true,
+            locking: MIGRATOR.locking,
+            no_tx: MIGRATOR.no_tx,
+        };
+        migrator.run(&self.pool).await?;
         let filled = self.fill_skeletons().await?;
         if filled > 0 {
             tracing::info!(

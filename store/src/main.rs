@@ -97,6 +97,10 @@ impl ServiceConfig for Config {
         if !(1..=10_000).contains(&self.max_connections) {
             return Err("max_connections must be 1..=10000".into());
         }
+        if !(1..=10).contains(&self.retries) {
+            return Err("retries must be 1..=10 (attempts of a transaction)".into());
+        }
+        poz_kit::check_postgres_url("database_url", url)?;
         if self.pending_per_subject == 0 {
             return Err("pending_per_subject must be at least 1".into());
         }
@@ -160,7 +164,7 @@ enum Command {
     ImportRecord {
         /// The record file, or `-` for standard input.
         #[arg(value_name = "FILE")]
-        file: std::path::PathBuf,
+        record: std::path::PathBuf,
         /// A domain the record answers for (lowercase). Repeat.
         #[arg(long = "domain", value_name = "DOMAIN", required = true)]
         domains: Vec<String>,
@@ -220,7 +224,10 @@ async fn main() -> anyhow::Result<()> {
             println!("schema at migration {version}");
             return Ok(());
         }
-        Some(Command::ImportRecord { file, domains }) => {
+        Some(Command::ImportRecord {
+            record: file,
+            domains,
+        }) => {
             let bytes = if file.as_os_str() == "-" {
                 let mut b = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b)

@@ -109,7 +109,8 @@ impl Store {
     /// its history): its genesis through [`Store::create_record`] under
     /// `domains`, then its head through [`Store::advance_head`], each
     /// checked as those check. Idempotent: a second import of the same
-    /// record changes nothing. Returns the record ID and head serial.
+    /// record changes nothing but binding domains it did not have. Returns
+    /// the record ID and the store's head serial after the import.
     /// Errors: as those two; [`StoreError::Invalid`] for bytes that are
     /// not a record, or a history past revision 2 (advance it revision by
     /// revision with AdvanceHead).
@@ -139,10 +140,19 @@ impl Store {
         let key = |what: &str| format!("import-{what}-{}", id.to_hex());
         self.create_record(&genesis.to_bytes(), domains, &key("genesis"))
             .await?;
+        // A rerun with another domain is recognised by its key above and
+        // would add nothing: each domain is bound here too (binding the
+        // same record again changes nothing).
+        for d in domains {
+            self.bind_domain(d, &id).await?;
+        }
         if serial == 2 {
             self.advance_head(bytes, 1, &key("head")).await?;
         }
-        Ok((id, serial))
+        // The store's head, which a file of an earlier revision does not
+        // move back.
+        let (head, _, _) = self.head(&id).await?;
+        Ok((id, head))
     }
 
     /// Advances a record's head to the master zone of `bytes` by

@@ -90,7 +90,8 @@ impl Store {
             match r {
                 Err(e) if e.is_retryable_tx() && attempt + 1 < self.options.retries => {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                    // 20, 40, 80 ms …, at most 1.28 s a wait.
+                    tokio::time::sleep(Duration::from_millis(10 << attempt.min(7))).await;
                 }
                 other => return other,
             }

@@ -37,8 +37,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(()); // --print-config
     };
     let _telemetry = poz_kit::telemetry::init("poz-submit-gw", c.edge.serve.log_json)?;
-    // k8s:// peers: balanced over their EndpointSlices.
-    poz_cluster::install();
+    // k8s:// peers: balanced over their EndpointSlices (refused here
+    // when the Kubernetes API cannot be reached).
+    poz_cluster::install_for(&[&c.store, &c.verifier, &c.provider_api]).await?;
     let listeners = Listeners::bind(&c).await?;
     Ok(poz_submit_gw::serve(c, listeners, poz_kit::shutdown_signal()).await?)
 }

@@ -43,3 +43,25 @@ pub enum ClusterError {
 pub fn install() -> bool {
     poz_kit::install_discovery(std::sync::Arc::new(KubeDiscovery::in_cluster()))
 }
+
+/// What a service's `main` calls with its peer URLs: when any is
+/// `k8s://`, connects to the Kubernetes API now (the pod's service
+/// account, or a kubeconfig) and installs discovery through it, so a
+/// process that cannot reach the API refuses to start rather than turn
+/// ready and answer UNAVAILABLE to every call; otherwise installs the
+/// lazy in-cluster discovery ([`install`]). Errors:
+/// [`ClusterError::Config`], naming the peer.
+pub async fn install_for(peers: &[&str]) -> Result<(), ClusterError> {
+    let Some(first) = peers.iter().find(|p| p.starts_with("k8s://")) else {
+        install();
+        return Ok(());
+    };
+    let client = kube::Client::try_default().await.map_err(|e| {
+        ClusterError::Config(format!(
+            "{e}; the peer {first} is a k8s:// URL, which needs the Kubernetes API (a pod's \
+             service account); outside Kubernetes give http(s)://HOST:PORT"
+        ))
+    })?;
+    poz_kit::install_discovery(std::sync::Arc::new(KubeDiscovery::with_client(client)));
+    Ok(())
+}

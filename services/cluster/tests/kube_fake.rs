@@ -243,7 +243,10 @@ async fn a_service_without_endpoints_fails_fast_with_unavailable() {
         panic!("k8s:// without a discovery source")
     };
     let e = e.to_string();
-    assert!(e.contains("poz_cluster::install"), "{e}");
+    assert!(
+        e.contains("k8s:// peers are for services in Kubernetes"),
+        "{e}"
+    );
     let Err(e) = channels(&fake).lazy("k8s://poz-signer:50053") else {
         panic!("k8s:// without a namespace")
     };

@@ -26,7 +26,7 @@ pub use crate::dial::{CALL_TIMEOUT, CONNECT_TIMEOUT};
 pub enum ChannelError {
     #[error("{url} is not an http://HOST:PORT, https://HOST:PORT or k8s://SERVICE.NAMESPACE:PORT endpoint")]
     BadUrl { url: String },
-    #[error("{url}: k8s:// needs a discovery source (poz_cluster::install() in the service's main), and none is installed")]
+    #[error("{url}: k8s:// peers are for services in Kubernetes, which find their pods through the Kubernetes API; this program has no such source: give http(s)://HOST:PORT")]
     NoDiscovery { url: String },
     #[error("{url}: https needs the [tls] files (cert_file, key_file, ca_file)")]
     NoTls { url: String },

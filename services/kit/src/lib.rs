@@ -201,10 +201,12 @@ pub trait ServiceConfig: serde::Serialize + serde::de::DeserializeOwned + Defaul
 #[derive(clap::Args, Debug, Default)]
 pub struct ConfigArgs {
     /// TOML configuration file (default: `$POZ_<SERVICE>_CONFIG`, if set).
-    #[arg(long = "config", value_name = "FILE")]
+    /// Global: it may come before or after a subcommand
+    /// (`poz-store migrate --config F`).
+    #[arg(id = "config", long = "config", value_name = "FILE", global = true)]
     pub file: Option<std::path::PathBuf>,
     /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub print_config: bool,
 }
 
@@ -484,6 +486,54 @@ fn redact_urls(v: &mut toml::Value) {
     }
 }
 
+/// The query parameters a `postgres://` URL may carry here: the ones
+/// the fleet's Postgres driver (sqlx) reads. Any other it would ignore
+/// with a warning that logs the value, a password included
+/// (`sslpassword=`), so they are refused at load instead.
+pub const POSTGRES_URL_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Refuses a `postgres://`/`postgresql://` URL in setting `field` whose
+/// query names a parameter outside [`POSTGRES_URL_PARAMETERS`] (the
+/// name is said, never the value). Other URLs pass.
+pub fn check_postgres_url(field: &str, url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok(());
+    }
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(());
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if !POSTGRES_URL_PARAMETERS.contains(&key) {
+            return Err(format!(
+                "{field}: parameter `{key}` is not one the Postgres driver reads (it would be \
+                 ignored, and its value logged); the parameters: {}",
+                POSTGRES_URL_PARAMETERS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `addr` is a socket address (`host:port` with an IP).
 pub fn check_listen(field: &str, addr: &str) -> Result<(), String> {
     addr.parse::<std::net::SocketAddr>()
@@ -608,6 +658,18 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), None);
         assert_eq!(redact_url("127.0.0.1:5432"), None);
         assert_eq!(redact_url("http://store:50051/"), None);
+        // Review of issue 14: sqlx logged unknown parameters with their
+        // values (`sslpassword=hunter2`); refused at load, by name only.
+        assert_eq!(
+            check_postgres_url(
+                "database_url",
+                "postgres://u@db/poz?sslmode=verify-full&sslrootcert=/ca.pem"
+            ),
+            Ok(())
+        );
+        let e = check_postgres_url("database_url", "postgres://u@db/poz?sslpassword=hunter2")
+            .unwrap_err();
+        assert!(e.contains("`sslpassword`") && !e.contains("hunter2"), "{e}");
         // Error messages quote configuration text through `shown`.
         assert_eq!(shown("http://store:50051"), "\"http://store:50051\"");
         assert_eq!(shown("redis://:pw@cache"), "\"redis://:REDACTED@cache\"");

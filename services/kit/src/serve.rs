@@ -422,8 +422,9 @@ impl GrpcServer {
         let served_names = served.clone();
         // Set when the listener closes: the drain's deadline runs from it.
         let (closing_tx, mut closing_rx) = tokio::sync::watch::channel(false);
+        // The metrics endpoint (`stop`) closes only when the server has
+        // finished: `/healthz` answers while the process runs.
         let drain = {
-            let stop = stop.clone();
             async move {
                 shutdown.await;
                 tracing::info!("{name}: draining");
@@ -438,7 +439,6 @@ impl GrpcServer {
                 }
                 tokio::time::sleep(drain_delay).await;
                 let _ = closing_tx.send(true);
-                stop.cancel();
             }
         };
         let deadline = async move {

@@ -95,8 +95,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     let _telemetry = poz_kit::telemetry::init(NAME, c.serve.log_json)?;
-    // k8s:// peers: balanced over their EndpointSlices.
-    poz_cluster::install();
+    // k8s:// peers: balanced over their EndpointSlices (refused here
+    // when the Kubernetes API cannot be reached).
+    poz_cluster::install_for(&[&c.store, &c.verifier, &c.signer]).await?;
     let record_id = Hash32::from_hex(&c.record_id)
         .ok_or_else(|| anyhow::anyhow!("record_id is not 64 hex digits"))?;
     // Peers are connected lazily: the API starts even if a peer is still
