@@ -11,7 +11,7 @@
 
 use crate::{Discipline, EdgeError, LoadMeter};
 use poz::noise::StaticKeypair;
-use poz::pow::{LoadTargets, PowConfig, Secrets};
+use poz::pow::{CapacityPolicy, LoadTargets, PowConfig, Secrets};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,16 +29,27 @@ pub struct EdgeConfig {
     /// and keep the old one for a window to rotate without breaking
     /// challenges in flight.
     pub challenge_secrets_file: Option<PathBuf>,
-    /// The difficulty function (SPEC §15): bits with no load, at most,
-    /// per doubling of the overload; the challenge window.
+    /// The difficulty (SPEC §15): bits with no overload, at most, per
+    /// step (of the capacity tuner; per doubling of the overload of a
+    /// cap); the challenge window.
     pub pow_base: u8,
     pub pow_cap: u8,
     pub pow_step: u8,
     pub pow_window_ms: u64,
-    /// Load this gateway sustains without asking for proofs of work.
+    /// Operators' caps: load this gateway takes without asking for proofs
+    /// of work whatever its capacity. 0 (the default): no cap, the
+    /// difficulty follows capacity alone.
     pub target_new_connections_per_s: f64,
     pub target_in_flight: f64,
     pub target_p99_latency_ms: f64,
+    /// The service-time budget: a p99 above it is overload (SPEC §15,
+    /// "Capacity"); 0: the p99 never is.
+    pub p99_budget_ms: f64,
+    /// While overloaded, at most one raise per this many ms.
+    pub pow_raise_every_ms: u64,
+    /// Calm this long lowers the difficulty one step (and each further
+    /// such stretch another).
+    pub pow_lower_after_ms: u64,
     /// Requests a one-second window must hold before its p99 latency can
     /// raise the difficulty (fewer: no latency overload).
     pub min_latency_samples: usize,
@@ -75,6 +86,7 @@ impl Default for EdgeConfig {
         let d = Discipline::default();
         let p = PowConfig::default();
         let t = LoadTargets::default();
+        let c = CapacityPolicy::default();
         let ms = |d: Duration| d.as_millis() as u64;
         EdgeConfig {
             noise_key_file: None,
@@ -86,6 +98,9 @@ impl Default for EdgeConfig {
             target_new_connections_per_s: t.new_connections_per_s,
             target_in_flight: t.in_flight,
             target_p99_latency_ms: t.p99_latency_ms,
+            p99_budget_ms: c.p99_budget_ms,
+            pow_raise_every_ms: c.raise_every_ms,
+            pow_lower_after_ms: c.lower_after_ms,
             min_latency_samples: crate::load::MIN_LATENCY_SAMPLES,
             max_connections: d.max_connections,
             max_connections_per_ip: d.max_connections_per_ip,
@@ -120,6 +135,15 @@ impl EdgeConfig {
         }
         if self.pow_cap > 32 || self.pow_base > self.pow_cap {
             return Err("pow: base <= cap <= 32".into());
+        }
+        let caps = [
+            self.target_new_connections_per_s,
+            self.target_in_flight,
+            self.target_p99_latency_ms,
+            self.p99_budget_ms,
+        ];
+        if caps.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err("target_* and p99_budget_ms: 0 (off) or more".into());
         }
         if self.pow_window_ms < 1_000 {
             return Err("pow_window_ms: at least 1000".into());
@@ -206,9 +230,18 @@ impl EdgeConfig {
 
     /// A load meter for these settings (difficulty at `pow_base` until
     /// the tuner first runs).
+    pub fn capacity_policy(&self) -> CapacityPolicy {
+        CapacityPolicy {
+            p99_budget_ms: self.p99_budget_ms,
+            raise_every_ms: self.pow_raise_every_ms,
+            lower_after_ms: self.pow_lower_after_ms,
+        }
+    }
+
     pub fn load_meter(&self) -> LoadMeter {
         LoadMeter::new(self.pow(), self.targets())
             .with_min_latency_samples(self.min_latency_samples)
+            .with_policy(self.capacity_policy())
     }
 
     /// How long a request to Redis may take before Redis counts as down.
@@ -303,6 +336,8 @@ mod tests {
         refused(|c| c.pow_cap = 33, "base <= cap <= 32");
         refused(|c| c.pow_base = c.pow_cap + 1, "base <= cap <= 32");
         refused(|c| c.pow_window_ms = 999, "pow_window_ms");
+        refused(|c| c.target_in_flight = -1.0, "0 (off) or more");
+        refused(|c| c.p99_budget_ms = f64::NAN, "0 (off) or more");
         refused(|c| c.max_connections = 0, "max_connections: at least 1");
         refused(|c| c.max_connections_per_ip = 0, "max_connections_per_ip");
         refused(|c| c.max_pending = 0, "max_pending");
@@ -339,6 +374,9 @@ mod tests {
             queue_wait_ms: 12,
             max_lookups: 13,
             min_latency_samples: 5,
+            p99_budget_ms: 14.0,
+            pow_raise_every_ms: 15,
+            pow_lower_after_ms: 16,
             ..valid()
         };
         let p = c.pow();
@@ -352,7 +390,16 @@ mod tests {
         assert_eq!(d.read_timeout, Duration::from_millis(11));
         assert_eq!(d.queue_wait, Duration::from_millis(12));
         assert_eq!(d.max_lookups, 13);
+        assert_eq!(
+            c.capacity_policy(),
+            CapacityPolicy {
+                p99_budget_ms: 14.0,
+                raise_every_ms: 15,
+                lower_after_ms: 16
+            }
+        );
         let m = c.load_meter();
+        assert_eq!(m.policy(), c.capacity_policy());
         assert_eq!((m.min_latency_samples, m.difficulty()), (5, 3));
         // The defaults are the discipline's and the difficulty function's.
         let d = EdgeConfig::default();
@@ -361,6 +408,8 @@ mod tests {
             format!("{:?}", Discipline::default())
         );
         assert_eq!(d.pow(), PowConfig::default());
+        assert_eq!(d.capacity_policy(), CapacityPolicy::default());
+        assert_eq!(d.targets(), LoadTargets::default());
         assert_eq!(
             EdgeConfig {
                 gateway_id: "g1".into(),

@@ -16,7 +16,9 @@
 //!   `retry_after_ms`;
 //! - at most `max_lookups` store lookups at once; a request that cannot
 //!   get a slot within `queue_wait` is answered UNAVAILABLE with a retry
-//!   hint (load is shed, not queued without bound);
+//!   hint (load is shed, not queued without bound); the slots, the
+//!   requests waiting for one and the requests shed are what the
+//!   proof-of-work difficulty follows ([`LoadMeter`]);
 //! - the response must be written within `write_timeout`;
 //! - on shutdown, listeners close and connections in progress finish
 //!   within `drain_timeout`.
@@ -158,6 +160,23 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// A request waiting for a lookup slot, counted in the load meter while
+/// it lives.
+struct Waiting<'a>(&'a LoadMeter);
+
+impl<'a> Waiting<'a> {
+    fn start(load: &'a LoadMeter) -> Self {
+        load.waiting_started();
+        Waiting(load)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting_finished();
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -206,6 +225,9 @@ impl<A: Answer> Edge<A> {
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota =
             Quota::per_second(nz(discipline.rate_per_ip)).allow_burst(nz(discipline.burst_per_ip));
+        // This edge's slots are part of the capacity the difficulty
+        // follows (pozd's three ports share one meter: their sum).
+        load.add_capacity(discipline.max_lookups);
         Arc::new(Edge {
             pending: Semaphore::new(discipline.max_pending),
             lookups: Semaphore::new(discipline.max_lookups),
@@ -494,10 +516,23 @@ impl<A: Answer> Edge<A> {
                 return gate.replayed(req.request_id, now_ms(), difficulty);
             }
         }
-        let Ok(Ok(_permit)) =
-            tokio::time::timeout(self.discipline.queue_wait, self.lookups.acquire()).await
-        else {
+        let permit = match self.lookups.try_acquire() {
+            Ok(p) => Ok(p),
+            // Every slot busy: this request waits, which is what the
+            // difficulty follows (SPEC §15, "Capacity").
+            Err(_) => {
+                let _waiting = Waiting::start(&self.load);
+                match tokio::time::timeout(self.discipline.queue_wait, self.lookups.acquire()).await
+                {
+                    Ok(Ok(p)) => Ok(p),
+                    _ => Err(()),
+                }
+            }
+        };
+        let Ok(_permit) = permit else {
             self.counters.shed.fetch_add(1, Ordering::Relaxed);
+            self.load.shed();
+            EDGE.shed.inc();
             return Response::error(
                 Status::UNAVAILABLE,
                 req.request_id,

@@ -114,8 +114,9 @@ impl Drop for Guard {
     }
 }
 
-/// Recomputes the difficulty four times a second from the load `share`
-/// returns, logging each change.
+/// Recomputes the difficulty four times a second from this process's
+/// capacity and, where caps are set, the load `share` returns; logs each
+/// change.
 pub fn spawn_tuner<S: LoadShare>(
     meter: Arc<LoadMeter>,
     mut share: S,
@@ -128,7 +129,14 @@ pub fn spawn_tuner<S: LoadShare>(
             let local = meter.local();
             let (load, targets, source) = share.tick(&local, &meter.targets).await;
             let d = (meter.set_with(&load, &targets), source);
-            crate::metrics::EDGE.tuned(d.0, &load, &targets);
+            crate::metrics::EDGE.tuned(
+                d.0,
+                &load,
+                &targets,
+                &meter.last_pressure(),
+                meter.verdict(),
+                meter.policy().p99_budget_ms,
+            );
             if last != Some(d) {
                 tracing::info!(difficulty = d.0, source = ?d.1, "proof-of-work difficulty");
                 last = Some(d);

@@ -1,15 +1,29 @@
-//! The gateway's own load (new connections per second, lookups in flight,
-//! p99 latency over the last second) and the proof-of-work difficulty it
-//! implies by the documented function (`poz::pow::difficulty_for`, SPEC
-//! §15). Where the fleet shares load (Redis), the difficulty follows the
-//! fleet's aggregate; this meter is the local part and the fallback.
+//! The gateway's own load and the proof-of-work difficulty it implies
+//! (SPEC §15). Two parts, the larger of which is asked:
+//!
+//! - **capacity** (the default, and all there is unless an operator sets
+//!   caps): the gateway's own overload signals — requests in flight
+//!   against the slots it has (`max_lookups`), requests waiting for a
+//!   slot, requests shed for want of one, and the p99 service time
+//!   against its budget — read four times a second by a
+//!   [`poz::pow::CapacityTuner`] (sans I/O; this meter only feeds it). Honest
+//!   load the gateway keeps up with pays nothing, whatever its rate of
+//!   connections;
+//! - **caps** (`target_*`, off by default): the documented function of
+//!   new connections per second, lookups in flight and p99 latency
+//!   against operator-chosen targets (`poz::pow::difficulty_for`). Where
+//!   the fleet shares load (Redis), the caps apply to the fleet's
+//!   aggregate; the capacity part is always this gateway's own.
 //!
 //! Latency is what the server spends on a request (the edge measures from
 //! the whole request to the answer ready to send), and a window with fewer
 //! than `min_latency_samples` requests has no p99 (0): a few slow requests
 //! are not overload (`poz::pow::p99_latency_ms`).
 
-use poz::pow::{difficulty_for, p99_latency_ms, Load, LoadTargets, PowConfig};
+use poz::pow::{
+    difficulty_for, p99_latency_ms, CapacityPolicy, CapacityTuner, Load, LoadTargets, PowConfig,
+    Pressure,
+};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,12 +41,28 @@ struct Window {
 /// One gateway's load.
 pub struct LoadMeter {
     pub config: PowConfig,
+    /// The operator's caps (each 0: none).
     pub targets: LoadTargets,
     /// Fewer requests than this in a one-second window: no p99 (0).
     pub min_latency_samples: usize,
     window: Mutex<Window>,
     in_flight: AtomicU64,
+    /// Slots of every edge sharing this meter ([`LoadMeter::add_capacity`]).
+    capacity: AtomicU64,
+    waiting: AtomicU64,
+    /// Requests shed since the start (the tuner counts the difference).
+    shed: AtomicU64,
+    tuner: Mutex<Tuning>,
+    /// What `now` the tuner's clock counts from.
+    epoch: Instant,
     difficulty: AtomicU8,
+}
+
+/// The capacity tuner and what it last read.
+struct Tuning {
+    tuner: CapacityTuner,
+    shed_seen: u64,
+    last: Pressure,
 }
 
 /// At most this many latencies are kept per window (a sample suffices
@@ -46,6 +76,8 @@ const LATENCY_SAMPLES: usize = 4_096;
 pub const MIN_LATENCY_SAMPLES: usize = 50;
 
 impl LoadMeter {
+    /// A meter with the default [`CapacityPolicy`] and no capacity yet
+    /// (each edge built on it adds its own).
     pub fn new(config: PowConfig, targets: LoadTargets) -> Self {
         LoadMeter {
             config,
@@ -59,8 +91,78 @@ impl LoadMeter {
                 last_p99_ms: 0.0,
             }),
             in_flight: AtomicU64::new(0),
+            capacity: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            tuner: Mutex::new(Tuning {
+                tuner: CapacityTuner::new(&config, CapacityPolicy::default()),
+                shed_seen: 0,
+                last: Pressure::default(),
+            }),
+            epoch: Instant::now(),
             difficulty: AtomicU8::new(config.base.min(config.cap)),
         }
+    }
+
+    /// Sets how the capacity signals are read (budget, pace).
+    pub fn with_policy(self, policy: CapacityPolicy) -> Self {
+        self.tuning().tuner.policy = policy;
+        self
+    }
+
+    /// The capacity policy in force.
+    pub fn policy(&self) -> CapacityPolicy {
+        self.tuning().tuner.policy
+    }
+
+    fn tuning(&self) -> std::sync::MutexGuard<'_, Tuning> {
+        self.tuner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `slots` requests served at once to the capacity (each edge
+    /// sharing this meter adds its `max_lookups`).
+    pub fn add_capacity(&self, slots: usize) {
+        self.capacity.fetch_add(slots as u64, Ordering::AcqRel);
+    }
+
+    /// A request starts waiting for a slot.
+    pub fn waiting_started(&self) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A request stops waiting for a slot (it got one, or was shed).
+    pub fn waiting_finished(&self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A request was refused for want of a slot.
+    pub fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Requests holding a slot now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Requests shed since the start.
+    pub fn shed_total(&self) -> u64 {
+        self.shed.load(Ordering::Acquire)
+    }
+
+    /// The pressure the tuner last read.
+    pub fn last_pressure(&self) -> Pressure {
+        self.tuning().last
+    }
+
+    /// The tuner's last verdict on that pressure (None before a tick).
+    pub fn verdict(&self) -> Option<poz::pow::Verdict> {
+        self.tuning().tuner.verdict()
     }
 
     /// Sets the least number of requests per window before latency can
@@ -130,17 +232,45 @@ impl LoadMeter {
         }
     }
 
-    /// Sets the difficulty from this gateway's targets and a load.
+    /// [`LoadMeter::tune`] with this gateway's own caps.
     pub fn set_from(&self, load: &Load) -> u8 {
         self.set_with(load, &self.targets)
     }
 
-    /// Sets the difficulty from a load and the targets it is measured
-    /// against (the fleet's, which scale with its size).
+    /// [`LoadMeter::tune`] now.
     pub fn set_with(&self, load: &Load, targets: &LoadTargets) -> u8 {
-        let d = difficulty_for(&self.config, load, targets);
+        self.tune(Instant::now(), load, targets)
+    }
+
+    /// One tick of the tuner at `now`: reads this gateway's pressure
+    /// (slots in use, waiting, shed since the last tick, p99) into the
+    /// capacity tuner, and sets the difficulty to the larger of what it
+    /// asks and what the caps `targets` ask of `load` (the fleet's, when
+    /// shared). `now` is the tuner's clock only (when it may raise or
+    /// lower); the load windows keep real time.
+    pub fn tune(&self, now: Instant, load: &Load, targets: &LoadTargets) -> u8 {
+        let capped = difficulty_for(&self.config, load, targets);
+        let p99_ms = self.with_window(Instant::now(), |w| w.last_p99_ms);
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        let mut t = self.tuning();
+        let shed = self.shed_total();
+        let pressure = Pressure {
+            in_flight: self.in_flight() as f64,
+            capacity: self.capacity.load(Ordering::Acquire) as f64,
+            waiting: self.waiting() as f64,
+            shed: shed.saturating_sub(t.shed_seen) as f64,
+            p99_ms,
+        };
+        t.shed_seen = shed;
+        t.last = pressure;
+        let d = t.tuner.tick(&self.config, &pressure, ms).max(capped);
         self.difficulty.store(d, Ordering::Release);
         d
+    }
+
+    /// [`LoadMeter::tune`] from this gateway's own load and caps.
+    pub fn tune_local(&self, now: Instant) -> u8 {
+        self.tune(now, &self.local(), &self.targets)
     }
 
     /// The difficulty requests must meet now.
@@ -153,8 +283,17 @@ impl LoadMeter {
 mod tests {
     use super::*;
 
+    /// The caps the defaults once were.
+    fn caps() -> LoadTargets {
+        LoadTargets {
+            new_connections_per_s: 5_000.0,
+            in_flight: 2_000.0,
+            p99_latency_ms: 50.0,
+        }
+    }
+
     fn meter() -> (LoadMeter, Instant) {
-        let m = LoadMeter::new(PowConfig::default(), LoadTargets::default());
+        let m = LoadMeter::new(PowConfig::default(), caps());
         let start = m.window.lock().unwrap_or_else(|p| p.into_inner()).started;
         (m, start)
     }
@@ -212,5 +351,44 @@ mod tests {
             m.local_at(t0 + Duration::from_millis(1_100)).p99_latency_ms,
             100.0
         );
+    }
+
+    /// Without caps the rate of connections raises nothing: only the
+    /// gateway's own overload does, a step per second, and calm brings
+    /// it back.
+    #[test]
+    fn capacity_not_connections_sets_the_difficulty() {
+        let m = LoadMeter::new(PowConfig::default(), LoadTargets::default());
+        m.add_capacity(4);
+        let t0 = m.epoch;
+        let flood = Load {
+            new_connections_per_s: 1e6,
+            in_flight: 0.0,
+            p99_latency_ms: 0.0,
+        };
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(m.tune(at(1), &flood, &m.targets), 0);
+        for _ in 0..4 {
+            m.lookup_started();
+        }
+        // Every slot busy, none waiting: busy, not over.
+        assert_eq!(m.tune(at(2), &flood, &m.targets), 0);
+        m.waiting_started();
+        assert_eq!(m.tune(at(3), &flood, &m.targets), 4);
+        assert_eq!(m.last_pressure().waiting, 1.0);
+        m.waiting_finished();
+        m.shed();
+        assert_eq!(m.tune(at(4), &flood, &m.targets), 8);
+        // The shed request counted once: busy again, held.
+        assert_eq!(m.tune(at(5), &flood, &m.targets), 8);
+        for _ in 0..4 {
+            m.lookup_finished();
+        }
+        assert_eq!(m.tune(at(6), &flood, &m.targets), 8);
+        assert_eq!(m.tune(at(11), &flood, &m.targets), 4);
+        assert_eq!(m.tune(at(16), &flood, &m.targets), 0);
+        // A cap, where set, still applies: the larger of the two.
+        let caps = caps();
+        assert_eq!(m.tune(at(17), &flood, &caps), 24);
     }
 }

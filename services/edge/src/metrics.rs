@@ -4,7 +4,7 @@
 //! the kit's registry, so pozd's three ports share each family.
 
 use poz::gate::Port;
-use poz::pow::{Load, LoadTargets};
+use poz::pow::{Load, LoadTargets, Pressure, Verdict};
 use poz::wire::{MessageType, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -63,6 +63,11 @@ pub struct EdgeMetrics {
     pub target_connections: GaugeF,
     pub target_in_flight: GaugeF,
     pub target_p99: GaugeF,
+    pub capacity: GaugeF,
+    pub waiting: GaugeF,
+    pub overloaded: Gauge,
+    pub budget_p99: GaugeF,
+    pub shed: Counter,
 }
 
 /// The edge's metrics, registered on first use.
@@ -81,6 +86,11 @@ pub static EDGE: LazyLock<EdgeMetrics> = LazyLock::new(|| {
         target_connections: GaugeF::default(),
         target_in_flight: GaugeF::default(),
         target_p99: GaugeF::default(),
+        capacity: GaugeF::default(),
+        waiting: GaugeF::default(),
+        overloaded: Gauge::default(),
+        budget_p99: GaugeF::default(),
+        shed: Counter::default(),
     };
     register(
         "poz_edge_requests",
@@ -154,6 +164,36 @@ pub static EDGE: LazyLock<EdgeMetrics> = LazyLock::new(|| {
         Some(Unit::Seconds),
         m.target_p99.clone(),
     );
+    register(
+        "poz_pow_capacity_requests",
+        "Requests this process serves at once (its edges' max_lookups): the capacity the difficulty follows",
+        None,
+        m.capacity.clone(),
+    );
+    register(
+        "poz_pow_waiting_requests",
+        "Requests waiting for a slot when the difficulty was last set",
+        None,
+        m.waiting.clone(),
+    );
+    register(
+        "poz_pow_overloaded",
+        "The last tick's verdict on this process's capacity: 1 over (difficulty rising), 0 busy (held), -1 calm (falling back to base)",
+        None,
+        m.overloaded.clone(),
+    );
+    register(
+        "poz_pow_budget_p99_latency",
+        "The p99 service time over which this process counts itself overloaded",
+        Some(Unit::Seconds),
+        m.budget_p99.clone(),
+    );
+    register(
+        "poz_edge_shed_requests",
+        "Requests refused UNAVAILABLE for want of a slot (max_lookups full for queue_wait_ms)",
+        None,
+        m.shed.clone(),
+    );
     m
 });
 
@@ -170,8 +210,25 @@ impl EdgeMetrics {
             .inc();
     }
 
-    /// Records what the tuner set the difficulty from.
-    pub fn tuned(&self, difficulty: u8, load: &Load, targets: &LoadTargets) {
+    /// Records what the tuner set the difficulty from: the caps' load
+    /// and targets, and the capacity's pressure, verdict and budget.
+    pub fn tuned(
+        &self,
+        difficulty: u8,
+        load: &Load,
+        targets: &LoadTargets,
+        pressure: &Pressure,
+        verdict: Option<Verdict>,
+        p99_budget_ms: f64,
+    ) {
+        self.capacity.set(pressure.capacity);
+        self.waiting.set(pressure.waiting);
+        self.overloaded.set(match verdict {
+            Some(Verdict::Over) => 1,
+            Some(Verdict::Busy) => 0,
+            Some(Verdict::Calm) | None => -1,
+        });
+        self.budget_p99.set(p99_budget_ms / 1000.0);
         self.difficulty.set(i64::from(difficulty));
         self.load_connections.set(load.new_connections_per_s);
         self.load_in_flight.set(load.in_flight);

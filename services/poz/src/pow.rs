@@ -96,28 +96,23 @@ pub struct Load {
     pub p99_latency_ms: f64,
 }
 
-/// The targets a gateway can sustain without protection.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// An operator's caps: the load a gateway takes without asking for
+/// proofs, whatever its capacity (SPEC §15, "Caps"). A target of 0 (the
+/// default, each of the three) is no cap: the difficulty then follows the
+/// gateway's capacity alone ([`CapacityTuner`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LoadTargets {
     pub new_connections_per_s: f64,
     pub in_flight: f64,
     pub p99_latency_ms: f64,
 }
 
-impl Default for LoadTargets {
-    fn default() -> Self {
-        LoadTargets {
-            new_connections_per_s: 5_000.0,
-            in_flight: 2_000.0,
-            p99_latency_ms: 50.0,
-        }
-    }
-}
-
-/// The difficulty for a load: with overload `L` = the largest of the
-/// three load/target ratios, `base` while `L` ≤ 1, otherwise
-/// `base + ceil(step × log2 L)`, never above `cap`. Each doubling of
-/// overload multiplies an attacker's work by 2^step.
+/// The difficulty an operator's caps ask for: with overload `L` = the
+/// largest of the three load/target ratios (a target of 0 is no cap),
+/// `base` while `L` ≤ 1, otherwise `base + ceil(step × log2 L)`, never
+/// above `cap`. Each doubling of overload multiplies an attacker's work
+/// by 2^step. The difficulty asked is the larger of this and
+/// [`CapacityTuner`]'s.
 pub fn difficulty_for(cfg: &PowConfig, load: &Load, targets: &LoadTargets) -> u8 {
     let ratio = |v: f64, t: f64| if t > 0.0 && v.is_finite() { v / t } else { 0.0 };
     let l = ratio(load.new_connections_per_s, targets.new_connections_per_s)
@@ -128,6 +123,164 @@ pub fn difficulty_for(cfg: &PowConfig, load: &Load, targets: &LoadTargets) -> u8
     }
     let extra = (cfg.step as f64 * l.log2()).ceil().clamp(0.0, 255.0) as u32;
     (cfg.base as u32 + extra).min(cfg.cap as u32) as u8
+}
+
+/// What a gateway measures of its own capacity at one tick of its tuner
+/// (SPEC §15, "Capacity"): the overload signals, none of them a rate
+/// chosen in advance.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pressure {
+    /// Requests being served now (each holding one of the gateway's
+    /// slots; an IDENTITY lookup waiting in the gather queue holds one).
+    pub in_flight: f64,
+    /// Requests the gateway serves at once (its slots: `max_lookups`).
+    pub capacity: f64,
+    /// Requests waiting now for a slot: the gateway's own queue.
+    pub waiting: f64,
+    /// Requests refused for want of a slot since the previous tick (shed
+    /// after `queue_wait`).
+    pub shed: f64,
+    /// p99 service time of the last complete window, ms (0: too few
+    /// requests to tell, [`p99_latency_ms`]).
+    pub p99_ms: f64,
+}
+
+/// How the gateway reads its [`Pressure`]: what counts as overload and
+/// as calm, and how fast the difficulty moves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CapacityPolicy {
+    /// Service time budget: a p99 above it is overload.
+    pub p99_budget_ms: f64,
+    /// At most one raise per this many ms.
+    pub raise_every_ms: u64,
+    /// Calm this long (ms, unbroken) lowers the difficulty one step, and
+    /// each further such stretch another.
+    pub lower_after_ms: u64,
+}
+
+impl Default for CapacityPolicy {
+    fn default() -> Self {
+        CapacityPolicy {
+            p99_budget_ms: 250.0,
+            raise_every_ms: 1_000,
+            lower_after_ms: 5_000,
+        }
+    }
+}
+
+/// What one tick's [`Pressure`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// More work than the gateway can serve: requests wait for a slot or
+    /// are shed, or the p99 is over its budget.
+    Over,
+    /// Neither: busy (more than half the slots in use, or the p99 above
+    /// half its budget) but keeping up. The difficulty stays.
+    Busy,
+    /// At most half the slots in use, nothing waiting or shed, the p99
+    /// within half its budget.
+    Calm,
+}
+
+impl CapacityPolicy {
+    /// Reads one tick's pressure. A capacity of 0 (unknown) counts only
+    /// waiting, shed and the p99.
+    pub fn verdict(&self, p: &Pressure) -> Verdict {
+        let finite = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
+        let (in_flight, waiting, shed, p99) = (
+            finite(p.in_flight),
+            finite(p.waiting),
+            finite(p.shed),
+            finite(p.p99_ms),
+        );
+        let budget = self.p99_budget_ms;
+        let over_budget = budget > 0.0 && p99 > budget;
+        if waiting > 0.0 || shed > 0.0 || over_budget {
+            return Verdict::Over;
+        }
+        let half_full = p.capacity > 0.0 && in_flight > p.capacity / 2.0;
+        let slow = budget > 0.0 && p99 > budget / 2.0;
+        if half_full || slow {
+            Verdict::Busy
+        } else {
+            Verdict::Calm
+        }
+    }
+}
+
+/// The difficulty a gateway's own capacity asks for (SPEC §15,
+/// "Capacity"), a state machine driven by [`CapacityTuner::tick`]: `base`
+/// while the gateway keeps up, whatever the rate of connections; one
+/// `step` up per `raise_every_ms` while it is [`Verdict::Over`], never
+/// above `cap`; one `step` down per `lower_after_ms` of unbroken
+/// [`Verdict::Calm`], never below `base`; unchanged while
+/// [`Verdict::Busy`]. Time is an argument (ms on any monotonic clock).
+#[derive(Clone, Debug)]
+pub struct CapacityTuner {
+    pub policy: CapacityPolicy,
+    difficulty: u8,
+    last_raise: Option<u64>,
+    calm_since: Option<u64>,
+    last: Option<Verdict>,
+}
+
+impl CapacityTuner {
+    /// A tuner at `cfg.base`.
+    pub fn new(cfg: &PowConfig, policy: CapacityPolicy) -> Self {
+        CapacityTuner {
+            policy,
+            difficulty: cfg.base.min(cfg.cap),
+            last_raise: None,
+            calm_since: None,
+            last: None,
+        }
+    }
+
+    /// The difficulty it asks for now.
+    pub fn difficulty(&self) -> u8 {
+        self.difficulty
+    }
+
+    /// The last tick's verdict (None before the first).
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.last
+    }
+
+    /// One tick: reads `p` at `now_ms` and returns the difficulty.
+    pub fn tick(&mut self, cfg: &PowConfig, p: &Pressure, now_ms: u64) -> u8 {
+        let base = cfg.base.min(cfg.cap);
+        let d = self.difficulty.clamp(base, cfg.cap);
+        let verdict = self.policy.verdict(p);
+        self.last = Some(verdict);
+        self.difficulty = match verdict {
+            Verdict::Over => {
+                self.calm_since = None;
+                let due = self
+                    .last_raise
+                    .is_none_or(|t| now_ms.saturating_sub(t) >= self.policy.raise_every_ms);
+                if due && d < cfg.cap {
+                    self.last_raise = Some(now_ms);
+                    d.saturating_add(cfg.step.max(1)).min(cfg.cap)
+                } else {
+                    d
+                }
+            }
+            Verdict::Busy => {
+                self.calm_since = None;
+                d
+            }
+            Verdict::Calm => {
+                let since = *self.calm_since.get_or_insert(now_ms);
+                if d > base && now_ms.saturating_sub(since) >= self.policy.lower_after_ms {
+                    self.calm_since = Some(now_ms);
+                    d.saturating_sub(cfg.step.max(1)).max(base)
+                } else {
+                    d
+                }
+            }
+        };
+        self.difficulty
+    }
 }
 
 /// A challenge secret. The first is current; the rest are retired ones
@@ -428,7 +581,11 @@ mod tests {
     #[test]
     fn difficulty_function() {
         let cfg = PowConfig::default();
-        let t = LoadTargets::default();
+        let t = LoadTargets {
+            new_connections_per_s: 5_000.0,
+            in_flight: 2_000.0,
+            p99_latency_ms: 50.0,
+        };
         let at = |conn: f64| {
             difficulty_for(
                 &cfg,
@@ -455,5 +612,99 @@ mod tests {
             ),
             0
         );
+    }
+
+    #[test]
+    fn no_caps_by_default() {
+        let load = Load {
+            new_connections_per_s: 1e9,
+            in_flight: 1e9,
+            p99_latency_ms: 1e9,
+        };
+        assert_eq!(
+            difficulty_for(&PowConfig::default(), &load, &LoadTargets::default()),
+            0
+        );
+    }
+
+    fn pressure(in_flight: f64, waiting: f64, shed: f64, p99_ms: f64) -> Pressure {
+        Pressure {
+            in_flight,
+            capacity: 100.0,
+            waiting,
+            shed,
+            p99_ms,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let p = CapacityPolicy::default();
+        assert_eq!(p.verdict(&Pressure::default()), Verdict::Calm);
+        assert_eq!(p.verdict(&pressure(50.0, 0.0, 0.0, 10.0)), Verdict::Calm);
+        assert_eq!(p.verdict(&pressure(51.0, 0.0, 0.0, 10.0)), Verdict::Busy);
+        assert_eq!(p.verdict(&pressure(100.0, 0.0, 0.0, 10.0)), Verdict::Busy);
+        assert_eq!(p.verdict(&pressure(10.0, 0.0, 0.0, 126.0)), Verdict::Busy);
+        assert_eq!(p.verdict(&pressure(100.0, 1.0, 0.0, 0.0)), Verdict::Over);
+        assert_eq!(p.verdict(&pressure(0.0, 0.0, 1.0, 0.0)), Verdict::Over);
+        assert_eq!(p.verdict(&pressure(0.0, 0.0, 0.0, 251.0)), Verdict::Over);
+        // Nonsense measurements are no overload.
+        assert_eq!(
+            p.verdict(&pressure(f64::NAN, f64::NAN, -1.0, f64::INFINITY)),
+            Verdict::Calm
+        );
+        // No budget: the p99 alone never overloads.
+        let none = CapacityPolicy {
+            p99_budget_ms: 0.0,
+            ..p
+        };
+        assert_eq!(none.verdict(&pressure(0.0, 0.0, 0.0, 1e9)), Verdict::Calm);
+    }
+
+    /// Below capacity the difficulty stays at base, whatever the rate of
+    /// connections (the tuner never sees it); over it, one step per
+    /// `raise_every_ms` up to the cap; calm brings it back one step per
+    /// `lower_after_ms`; busy holds it.
+    #[test]
+    fn the_tuner_follows_capacity_with_hysteresis() {
+        let cfg = PowConfig {
+            base: 2,
+            cap: 14,
+            step: 4,
+            window_ms: 60_000,
+        };
+        let mut t = CapacityTuner::new(&cfg, CapacityPolicy::default());
+        let calm = pressure(10.0, 0.0, 0.0, 5.0);
+        let over = pressure(100.0, 40.0, 3.0, 300.0);
+        let busy = pressure(90.0, 0.0, 0.0, 5.0);
+        for ms in (0..20_000).step_by(250) {
+            assert_eq!(t.tick(&cfg, &calm, ms), 2);
+        }
+        // Over: up at once, then no more than once a second.
+        assert_eq!(t.tick(&cfg, &over, 20_000), 6);
+        assert_eq!(t.tick(&cfg, &over, 20_250), 6);
+        assert_eq!(t.tick(&cfg, &over, 20_999), 6);
+        assert_eq!(t.tick(&cfg, &over, 21_000), 10);
+        assert_eq!(t.tick(&cfg, &over, 22_000), 14);
+        assert_eq!(t.tick(&cfg, &over, 23_000), 14, "capped");
+        assert_eq!(t.verdict(), Some(Verdict::Over));
+        // Busy holds, however long.
+        assert_eq!(t.tick(&cfg, &busy, 30_000), 14);
+        assert_eq!(t.tick(&cfg, &busy, 90_000), 14);
+        // Calm: one step after 5 s of it, another after 5 s more.
+        assert_eq!(t.tick(&cfg, &calm, 100_000), 14);
+        assert_eq!(t.tick(&cfg, &calm, 104_999), 14);
+        assert_eq!(t.tick(&cfg, &calm, 105_000), 10);
+        // Overload again interrupts the calm and raises.
+        assert_eq!(t.tick(&cfg, &over, 106_000), 14);
+        assert_eq!(t.tick(&cfg, &calm, 107_000), 14);
+        assert_eq!(t.tick(&cfg, &calm, 112_000), 10);
+        assert_eq!(t.tick(&cfg, &calm, 117_000), 6);
+        assert_eq!(t.tick(&cfg, &calm, 122_000), 2);
+        assert_eq!(t.tick(&cfg, &calm, 200_000), 2, "never below base");
+        // A step of 0 still moves (one bit).
+        let flat = PowConfig { step: 0, ..cfg };
+        let mut t = CapacityTuner::new(&flat, CapacityPolicy::default());
+        assert_eq!(t.tick(&flat, &over, 0), 3);
     }
 }
