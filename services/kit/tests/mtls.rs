@@ -4,8 +4,10 @@
 //! connection without a restart.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use poz_kit::allow::identity;
-use poz_kit::{Allowlist, Channels, GrpcRoutes, GrpcServer, ServeSettings};
+use poz_kit::{Allowlist, Channels, GrpcServer, ServeSettings};
 use poz_proto::v1 as pb;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
 use std::path::{Path, PathBuf};
@@ -68,33 +70,6 @@ impl Authority {
     }
 }
 
-/// A verifier that answers every record with one fixed error: the test
-/// is about who reaches it, not what it says.
-#[derive(Default)]
-struct Fixed;
-
-#[tonic::async_trait]
-impl pb::verifier_server::Verifier for Fixed {
-    async fn verify_record(
-        &self,
-        _: tonic::Request<pb::VerifyRecordRequest>,
-    ) -> Result<tonic::Response<pb::VerifyRecordResponse>, tonic::Status> {
-        Err(tonic::Status::invalid_argument("reached the verifier"))
-    }
-    async fn verify_update(
-        &self,
-        _: tonic::Request<pb::VerifyUpdateRequest>,
-    ) -> Result<tonic::Response<pb::VerifyRecordResponse>, tonic::Status> {
-        Err(tonic::Status::invalid_argument("reached the verifier"))
-    }
-    async fn verify_entries(
-        &self,
-        _: tonic::Request<pb::VerifyEntriesRequest>,
-    ) -> Result<tonic::Response<pb::VerifyEntriesResponse>, tonic::Status> {
-        Err(tonic::Status::invalid_argument("reached the verifier"))
-    }
-}
-
 fn with_ca(mut f: poz_kit::tls::TlsFiles, ca: &Path) -> poz_kit::tls::TlsFiles {
     f.ca_file = Some(ca.to_path_buf());
     f
@@ -122,13 +97,7 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
         .await
         .unwrap();
     let url = format!("https://{}", server.local_addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let running = support::Running::start(server);
 
     // On the allowlist: the call reaches the service.
     let api = Channels::new(&with_ca(ca.issue(identity::PROVIDER_API, "api"), &ca_file)).unwrap();
@@ -196,19 +165,7 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
 
     // No client certificate at all: TLS completes, the RPC is refused,
     // health stays open.
-    let roots = {
-        let mut r = tokio_rustls::rustls::RootCertStore::empty();
-        r.add(ca.cert.der().clone()).unwrap();
-        r
-    };
-    let mut anon = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    anon.alpn_protocols = vec![b"h2".to_vec()];
+    let anon = support::no_client_auth(&ca.cert);
     let endpoint = tonic::transport::Endpoint::from_shared(url.replace("https", "http")).unwrap();
     let anon = std::sync::Arc::new(anon);
     let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
@@ -264,23 +221,13 @@ async fn callers_are_named_by_their_certificates_and_refused_per_rpc() {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
 
-    let _ = stop_tx.send(());
-    served.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// The names on the certificate the server at `addr` presents to a new
 /// connection.
 async fn presented(addr: std::net::SocketAddr, ca: &Authority) -> Vec<String> {
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).unwrap();
-    let mut c = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    c.alpn_protocols = vec![b"h2".to_vec()];
+    let c = support::no_client_auth(&ca.cert);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(c))
@@ -310,13 +257,7 @@ async fn a_certificate_replaced_on_disk_is_used_for_the_next_connection() {
     .await
     .unwrap();
     let addr = server.local_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let running = support::Running::start(server);
     assert_eq!(presented(addr, &ca).await, ["poz-verifier-old"]);
 
     // Replace the files as a Secret volume update does: new files
@@ -338,8 +279,7 @@ async fn a_certificate_replaced_on_disk_is_used_for_the_next_connection() {
     .unwrap();
     assert_eq!(presented(addr, &ca).await, ["poz-verifier-new"]);
 
-    let _ = stop_tx.send(());
-    served.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// The services a port lists over reflection `v1` and `v1alpha`, as a
@@ -405,13 +345,7 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_the_port_serves() {
     .await
     .unwrap();
     let url = format!("http://{}", server.local_addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let running = support::Running::start(server);
     let want = [
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
@@ -421,8 +355,7 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_the_port_serves() {
     let (one, alpha) = listed(&url).await;
     assert_eq!(one, want);
     assert_eq!(alpha, want);
-    let _ = stop_tx.send(());
-    served.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// Review of issue 13: a key that is not the certificate's was reported
@@ -469,13 +402,7 @@ async fn one_address_cannot_hold_every_pending_handshake() {
     .await
     .unwrap();
     let addr = server.local_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let running = support::Running::start(server);
     // 40 idle connections from 127.0.0.1: 32 wait in the handshake, the
     // other 8 are closed unread (they read end of file or a reset).
     let mut idle = Vec::new();
@@ -496,15 +423,7 @@ async fn one_address_cannot_hold_every_pending_handshake() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let tcp = socket.connect(addr).await.unwrap();
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).unwrap();
-    let c = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let c = support::no_client_auth(&ca.cert);
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
     tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -519,8 +438,7 @@ async fn one_address_cannot_hold_every_pending_handshake() {
         "{text}"
     );
     drop(idle);
-    let _ = stop_tx.send(());
-    served.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// Review of issue 13: a health `Watch` stream with no deadline held the
@@ -542,13 +460,7 @@ async fn an_open_stream_does_not_hold_the_drain_past_its_timeout() {
     .unwrap()
     .with_drain_timeout(std::time::Duration::from_millis(300));
     let url = format!("http://{}", server.local_addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let running = support::Running::start(server);
     let channel = tonic::transport::Endpoint::from_shared(url)
         .unwrap()
         .connect()
@@ -563,7 +475,7 @@ async fn an_open_stream_does_not_hold_the_drain_past_its_timeout() {
         .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, 1, "SERVING");
-    let _ = stop_tx.send(());
+    let served = running.stop_and_join();
     // The watcher is told NOT_SERVING, keeps its stream open, and the
     // server still stops (bounded wait, far above the 300 ms timeout).
     let next = watch.message().await.unwrap().unwrap();

@@ -4,8 +4,9 @@
 //! readiness is one per process.
 #![allow(clippy::unwrap_used)]
 
-use poz_kit::{Allowlist, GrpcRoutes, GrpcServer, ServeSettings};
-use poz_proto::v1 as pb;
+mod support;
+
+use poz_kit::{Allowlist, GrpcServer, ServeSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The status line and body of `GET path` on `addr`.
@@ -23,31 +24,6 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default()
         .to_string();
     (code, body)
-}
-
-/// A verifier that is never called: the test is about readiness.
-struct Idle;
-
-#[tonic::async_trait]
-impl pb::verifier_server::Verifier for Idle {
-    async fn verify_record(
-        &self,
-        _: tonic::Request<pb::VerifyRecordRequest>,
-    ) -> Result<tonic::Response<pb::VerifyRecordResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("idle"))
-    }
-    async fn verify_update(
-        &self,
-        _: tonic::Request<pb::VerifyUpdateRequest>,
-    ) -> Result<tonic::Response<pb::VerifyRecordResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("idle"))
-    }
-    async fn verify_entries(
-        &self,
-        _: tonic::Request<pb::VerifyEntriesRequest>,
-    ) -> Result<tonic::Response<pb::VerifyEntriesResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("idle"))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,13 +48,7 @@ async fn readiness_follows_serving_and_drain() {
     )
     .await
     .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(server.serve_until(
-        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Idle)),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let running = support::Running::start(server);
     // Serving starts on the spawned task: wait for it, bounded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while get(at, "/readyz").await.0 != 200 {
@@ -87,8 +57,7 @@ async fn readiness_follows_serving_and_drain() {
     }
     assert_eq!(get(at, "/readyz").await, (200, "ready\n".into()));
 
-    let _ = stop_tx.send(());
-    served.await.unwrap().unwrap();
+    running.stop().await;
     assert_eq!(get(at, "/readyz").await, (503, "draining\n".into()));
     // Liveness does not follow the drain: the process is still alive.
     assert_eq!(get(at, "/healthz").await, (200, "ok\n".into()));

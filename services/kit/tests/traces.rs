@@ -4,6 +4,8 @@
 //! kit server landing client and server spans in one trace.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_server::{TraceService, TraceServiceServer},
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -76,7 +78,7 @@ async fn a_call_through_a_kit_channel_and_server_is_one_trace_exported_over_otlp
         .unwrap();
     let url = format!("http://{}", server.local_addr());
     tokio::spawn(server.serve_until(
-        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(Fixed)),
+        GrpcRoutes::new().service(pb::verifier_server::VerifierServer::new(support::Fixed)),
         std::future::pending(),
     ));
     {
@@ -129,29 +131,4 @@ async fn a_call_through_a_kit_channel_and_server_is_one_trace_exported_over_otlp
         "server span under the client span: {spans:?}"
     );
     drop(telemetry);
-}
-
-#[derive(Default)]
-struct Fixed;
-
-#[tonic::async_trait]
-impl pb::verifier_server::Verifier for Fixed {
-    async fn verify_record(
-        &self,
-        _: tonic::Request<pb::VerifyRecordRequest>,
-    ) -> Result<tonic::Response<pb::VerifyRecordResponse>, tonic::Status> {
-        Err(tonic::Status::invalid_argument("reached the verifier"))
-    }
-    async fn verify_update(
-        &self,
-        _: tonic::Request<pb::VerifyUpdateRequest>,
-    ) -> Result<tonic::Response<pb::VerifyRecordResponse>, tonic::Status> {
-        Err(tonic::Status::invalid_argument("reached the verifier"))
-    }
-    async fn verify_entries(
-        &self,
-        _: tonic::Request<pb::VerifyEntriesRequest>,
-    ) -> Result<tonic::Response<pb::VerifyEntriesResponse>, tonic::Status> {
-        Err(tonic::Status::invalid_argument("reached the verifier"))
-    }
 }
