@@ -424,22 +424,20 @@ impl GrpcServer {
         let (closing_tx, mut closing_rx) = tokio::sync::watch::channel(false);
         // The metrics endpoint (`stop`) closes only when the server has
         // finished: `/healthz` answers while the process runs.
-        let drain = {
-            async move {
-                shutdown.await;
-                tracing::info!("{name}: draining");
-                crate::metrics::mark_draining();
-                // Every name a health check may ask about turns
-                // NOT_SERVING, so load balancers stop sending calls,
-                // while the listener still accepts for the drain delay.
-                for n in served.into_iter().chain([""]) {
-                    reporter
-                        .set_service_status(n, tonic_health::ServingStatus::NotServing)
-                        .await;
-                }
-                tokio::time::sleep(drain_delay).await;
-                let _ = closing_tx.send(true);
+        let drain = async move {
+            shutdown.await;
+            tracing::info!("{name}: draining");
+            crate::metrics::mark_draining();
+            // Every name a health check may ask about turns
+            // NOT_SERVING, so load balancers stop sending calls,
+            // while the listener still accepts for the drain delay.
+            for n in served.into_iter().chain([""]) {
+                reporter
+                    .set_service_status(n, tonic_health::ServingStatus::NotServing)
+                    .await;
             }
+            tokio::time::sleep(drain_delay).await;
+            let _ = closing_tx.send(true);
         };
         let deadline = async move {
             // A server that ended before any drain never sends: wait on.
