@@ -139,7 +139,10 @@ fn fingerprint_vectors_are_committed() {
 fn vector_inputs_are_the_record_vectors_ids() {
     let index: Vec<Value> =
         serde_json::from_slice(&std::fs::read(dir().join("index.json")).unwrap()).unwrap();
-    for name in ["valid-genesis-34-33-33-recovery", "valid-provider-all-zones"] {
+    for name in [
+        "valid-genesis-34-33-33-recovery",
+        "valid-provider-all-zones",
+    ] {
         let rid = index
             .iter()
             .find(|v| v["name"] == name)

@@ -97,7 +97,10 @@ fn a_pair_prints_the_same_in_either_order() {
     ])))
     .unwrap();
     assert_eq!(json["digits"], p.digits());
-    assert_eq!(json["record_ids"], serde_json::json!([PROVIDER_ID, TOUR_ID]));
+    assert_eq!(
+        json["record_ids"],
+        serde_json::json!([PROVIDER_ID, TOUR_ID])
+    );
 }
 
 #[test]
@@ -112,7 +115,11 @@ fn bad_records_are_refused_and_bad_invocations_are_usage_errors() {
     let cases: [(&[&str], i32, &str); 7] = [
         // Does not decode: refused, as in every verb.
         (&["fingerprint", garbage], 1, "not a valid POZ record"),
-        (&["fingerprint", &good, garbage], 1, "not a valid POZ record"),
+        (
+            &["fingerprint", &good, garbage],
+            1,
+            "not a valid POZ record",
+        ),
         // Keeps the real record ID but another key in its Public Key Map:
         // its code would be the real record's, so it must not be printed.
         (
@@ -128,8 +135,16 @@ fn bad_records_are_refused_and_bad_invocations_are_usage_errors() {
         ),
         // Unreadable file, bad flag, too many records: usage (2).
         (&["fingerprint", missing], 2, "reading"),
-        (&["fingerprint", &good, "--no-such-flag"], 2, "--no-such-flag"),
-        (&["fingerprint", &good, &good, &good], 2, "unexpected argument"),
+        (
+            &["fingerprint", &good, "--no-such-flag"],
+            2,
+            "--no-such-flag",
+        ),
+        (
+            &["fingerprint", &good, &good, &good],
+            2,
+            "unexpected argument",
+        ),
     ];
     for (args, code, says) in cases {
         let o = pozctl(args);
