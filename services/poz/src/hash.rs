@@ -78,6 +78,7 @@ pub mod tag {
     pub const PRIVATE_KEY_MAP_AAD: &str = "POZ-v0 private-key-map";
     pub const POW_CHALLENGE: &str = "POZ-v0 pow-challenge";
     pub const SUBMIT_REQUEST: &str = "POZ-v0 submit-request";
+    pub const FINGERPRINT: &str = "POZ-v0 fingerprint";
 }
 
 /// An incremental tagged SHA3-256.

@@ -13,6 +13,7 @@
 //! - [`verify`]: every validation rule, reported one by one.
 //! - [`workflow`]: genesis, draft / sign / apply, issue and revoke.
 //! - [`private`]: private keys sealed with a passphrase.
+//! - [`fingerprint`]: digit codes of record IDs to compare aloud.
 //!
 //! A record owned by three keys (34/33/33, all three must act), revised
 //! and verified:
@@ -58,6 +59,7 @@ pub mod batch;
 pub mod codec;
 pub mod ed25519;
 pub mod entries;
+pub mod fingerprint;
 pub mod gate;
 pub mod handle;
 pub mod hash;

@@ -107,6 +107,10 @@ enum Cmd {
     Mirrors(cmd::mirrors::Mirrors),
     /// Push a fully signed record revision to its authority (port 7076).
     Submit(cmd::remote::Submit),
+    /// A record's fingerprint: 30 digits to compare aloud; with a second
+    /// record, the pair's 60 digits, the same on both sides (SPEC §19).
+    /// Each record is verified from genesis first.
+    Fingerprint(cmd::fingerprint::FingerprintArgs),
 }
 
 fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
@@ -120,6 +124,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
         Cmd::Query(a) => cmd::remote::query(a),
         Cmd::Mirrors(a) => cmd::mirrors::run(a),
         Cmd::Submit(a) => cmd::remote::submit(a),
+        Cmd::Fingerprint(a) => cmd::fingerprint::run(a),
     }
 }
 
