@@ -315,3 +315,49 @@ pub fn identities(cert: &CertificateDer<'_>) -> Vec<String> {
         })
         .collect()
 }
+
+/// Whether the server at `https://HOST:PORT` (`url`) rejects the client
+/// certificate of `files`: dials it, completes the handshake and reads
+/// for up to `wait`. In TLS 1.3 a server judges the client's certificate
+/// after the client's side of the handshake has ended, so its verdict is
+/// an alert on the first read; a gRPC call may lose that alert behind a
+/// "connection closed" (the HTTP/2 connection task sees it, the call
+/// does not). Returns the rustls text of the alert received
+/// (`received fatal alert: UnknownCA`), or `None` (accepted, no answer
+/// in time, or not reachable).
+pub async fn rejection(files: &TlsFiles, url: &str, wait: std::time::Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let authority = url.strip_prefix("https://")?.split('/').next()?;
+    let uri: http::Uri = format!("https://{authority}/").parse().ok()?;
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let tls = ClientTls::load(files).ok()?;
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .ok()?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone()).ok()?;
+        let mut s = match tokio_rustls::TlsConnector::from(tls.current())
+            .connect(name, tcp)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return alert_in(&e.to_string()),
+        };
+        let mut b = [0u8; 1];
+        match s.read(&mut b).await {
+            Err(e) => alert_in(&e.to_string()),
+            Ok(_) => None,
+        }
+    };
+    tokio::time::timeout(wait, attempt).await.ok().flatten()
+}
+
+fn alert_in(text: &str) -> Option<String> {
+    text.find("received fatal alert: ")
+        .map(|i| text[i..].to_string())
+}

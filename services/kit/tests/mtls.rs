@@ -487,3 +487,40 @@ async fn an_open_stream_does_not_hold_the_drain_past_its_timeout() {
         .unwrap();
     drop(watch);
 }
+
+/// `tls::rejection` reads the server's verdict on a client certificate
+/// at the TLS layer (pozctl asks it when a call only saw "connection
+/// closed"): another CA's certificate gets the alert, the fleet's gets
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_client_certificate_is_told_by_its_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(dir.path(), "fleet-ca");
+    let ca_file = ca.ca_file("fleet-ca");
+    let settings = ServeSettings {
+        tls: with_ca(ca.issue("poz-verifier", "verifier"), &ca_file),
+        ..ServeSettings::default()
+    };
+    let server = GrpcServer::bind(
+        "poz-verifier",
+        "127.0.0.1:0",
+        &settings,
+        Allowlist::default(),
+    )
+    .await
+    .unwrap();
+    let url = format!("https://{}", server.local_addr());
+    let running = support::Running::start(server);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Authority::new(other_dir.path(), "other-ca");
+    let wait = std::time::Duration::from_secs(5);
+    let stranger = with_ca(other.issue("poz-operator", "stranger"), &ca_file);
+    let alert = poz_kit::tls::rejection(&stranger, &url, wait).await;
+    assert_eq!(alert.as_deref(), Some("received fatal alert: UnknownCA"));
+    let member = with_ca(ca.issue("poz-operator", "member"), &ca_file);
+    assert_eq!(
+        poz_kit::tls::rejection(&member, &url, std::time::Duration::from_millis(500)).await,
+        None
+    );
+    running.stop().await;
+}

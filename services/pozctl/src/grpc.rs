@@ -75,7 +75,11 @@ pub fn channel(flag: &str, url: &str, tls: &TlsArgs) -> Result<poz_kit::Channel>
 /// call's status when the server was not reached or refused this client
 /// (see [`refusal`]); any answer, even UNIMPLEMENTED from a server
 /// without health checks, means it was reached.
-pub async fn reach(channel: poz_kit::Channel) -> Result<(), tonic::Status> {
+pub async fn reach(
+    channel: poz_kit::Channel,
+    url: &str,
+    tls: &TlsArgs,
+) -> Result<(), tonic::Status> {
     let check = tonic_health::pb::HealthCheckRequest {
         service: String::new(),
     };
@@ -87,7 +91,9 @@ pub async fn reach(channel: poz_kit::Channel) -> Result<(), tonic::Status> {
         Err(s) if refusal("", &s).is_some() => Err(s),
         // The transport's failures (no answer at all: refused, reset,
         // closed). A rejected certificate can end this way when the
-        // reset overtakes the alert; `unreached` says so.
+        // HTTP/2 connection, not the call, read the alert: ask the
+        // server once more, at the TLS layer, before saying it was
+        // unreachable.
         Err(s)
             if matches!(
                 s.code(),
@@ -97,7 +103,11 @@ pub async fn reach(channel: poz_kit::Channel) -> Result<(), tonic::Status> {
                     | tonic::Code::Cancelled
             ) =>
         {
-            Err(s)
+            let wait = std::time::Duration::from_secs(5);
+            match poz_kit::tls::rejection(&tls.files(), url, wait).await {
+                Some(alert) => Err(tonic::Status::unavailable(alert)),
+                None => Err(s),
+            }
         }
         Err(_) => Ok(()),
     }

@@ -119,7 +119,7 @@ pub fn import(csv: &Path, api: &str, tls: &TlsArgs, quiet: bool) -> Result<ExitC
     let mut errors = Vec::new();
     let broken: Option<tonic::Status> = rt.block_on(async {
         let channel = grpc::channel("--api", api, tls)?;
-        if let Err(status) = grpc::reach(channel.clone()).await {
+        if let Err(status) = grpc::reach(channel.clone(), api, tls).await {
             if grpc::refusal("", &status).is_some() {
                 return anyhow::Ok(Some(status));
             }
