@@ -374,8 +374,7 @@ fn revocation_services(rec: &Record, hashes: &[Hash32]) -> Vec<(Hash32, ServiceE
             if e.kind != EntryKind::GRANT {
                 continue;
             }
-            if let Ok(EntryBody::Service(s)) =
-                EntryBody::decode(ZoneType::SERVICE, e.kind, &e.body)
+            if let Ok(EntryBody::Service(s)) = EntryBody::decode(ZoneType::SERVICE, e.kind, &e.body)
             {
                 if s.service_type == ServiceType::REVOCATION && s.service_hash() == *h {
                     out.push((*h, s));

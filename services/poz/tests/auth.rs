@@ -250,7 +250,8 @@ fn auth_vectors_are_committed() {
 #[test]
 fn each_case_is_decided_for_its_reason() {
     let rec = Record::from_bytes(&std::fs::read(dir().join("auth-holder.poz")).unwrap()).unwrap();
-    let v: Value = serde_json::from_slice(&std::fs::read(dir().join("auth.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir().join("auth.json")).unwrap()).unwrap();
     let want = [
         ("good", None),
         ("good-one-key", None),
@@ -299,7 +300,11 @@ fn prove_matches_the_spec_and_refuses_outsiders() {
     let c = Challenge::new(RP, [0x5C; 32], NB, NA).unwrap();
     let p = auth::prove(&rec, &c, 2, &[&ks[1], &ks[0]]).unwrap();
     let d = spec_digest(&rec.id().0, 2, &c.to_bytes());
-    let want = spec_proof(&rec.id().0, 2, &[(4, spec_sign(70, &d)), (5, spec_sign(71, &d))]);
+    let want = spec_proof(
+        &rec.id().0,
+        2,
+        &[(4, spec_sign(70, &d)), (5, spec_sign(71, &d))],
+    );
     assert_eq!(p.to_bytes(), want);
     assert!(auth::verify(&rec, &c, &p, NB).is_ok());
     let e = auth::prove(&rec, &c, 2, &[&ks[3]]).unwrap_err();
@@ -327,18 +332,26 @@ fn truncations_and_flips_never_panic() {
     for i in 0..pb.len() {
         let mut b = pb.clone();
         b[i] ^= 0x01;
-        assert!(auth::verify_bytes(&rec, &cb, &b, now).is_err(), "proof byte {i}");
+        assert!(
+            auth::verify_bytes(&rec, &cb, &b, now).is_err(),
+            "proof byte {i}"
+        );
     }
     for i in 0..cb.len() {
         let mut b = cb.clone();
         b[i] ^= 0x01;
-        assert!(auth::verify_bytes(&rec, &b, &pb, now).is_err(), "challenge byte {i}");
+        assert!(
+            auth::verify_bytes(&rec, &b, &pb, now).is_err(),
+            "challenge byte {i}"
+        );
     }
     // Hostile counts: 255 signatures announced, none present.
     let mut short = pb[..34].to_vec();
     short.push(255);
     assert_eq!(
-        Proof::from_bytes(&short).map_err(|e| e.field()).unwrap_err(),
+        Proof::from_bytes(&short)
+            .map_err(|e| e.field())
+            .unwrap_err(),
         "auth_proof.signatures"
     );
 }
