@@ -79,6 +79,7 @@ pub mod tag {
     pub const POW_CHALLENGE: &str = "POZ-v0 pow-challenge";
     pub const SUBMIT_REQUEST: &str = "POZ-v0 submit-request";
     pub const FINGERPRINT: &str = "POZ-v0 fingerprint";
+    pub const AUTH_LOGIN: &str = "POZ-v0 auth-login";
 }
 
 /// An incremental tagged SHA3-256.

@@ -14,6 +14,7 @@
 //! - [`workflow`]: genesis, draft / sign / apply, issue and revoke.
 //! - [`private`]: private keys sealed with a passphrase.
 //! - [`fingerprint`]: digit codes of record IDs to compare aloud.
+//! - [`auth`]: login with the Auth Zone's trust groups.
 //!
 //! A record owned by three keys (34/33/33, all three must act), revised
 //! and verified:
@@ -55,6 +56,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod batch;
 pub mod codec;
 pub mod ed25519;

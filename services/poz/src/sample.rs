@@ -321,3 +321,64 @@ pub fn chain_provider() -> Result<(Record, SignedEntry), Error> {
     let b = issue(&rec, user_id(1), "alice", T0 + 3, 0, &[&k.device_a])?;
     Ok((rec, b))
 }
+
+/// The keys of `auth_holder()`'s trust groups: group 2 "devices" holds
+/// keys 70 (50), 71 (50) and 72 (40); group 3 "laptop" holds key 73
+/// (100). Key 72 is revoked in the Auth Zone.
+pub fn auth_keys() -> [SigningKey; 4] {
+    [key(70), key(71), key(72), key(73)]
+}
+
+/// The provider record (`provider()`, same record ID) with two more
+/// trust groups in its Auth Zone and one of their keys revoked: the
+/// record of the login vectors (SPEC §20). Keys 70–73 are appended to
+/// the Public Key Map (indices 4–7); group 2 "devices" is keys 4 (50),
+/// 5 (50), 6 (40); group 3 "laptop" is key 7 (100); an Auth Zone
+/// revocation whose target is key 6's key ID revokes it for login. The
+/// Auth Zone already names the "live" REVOCATION service.
+pub fn auth_holder() -> Result<Record, Error> {
+    use crate::entries::RevocationReason;
+    let k = provider_keys();
+    let mut rec = provider()?;
+    let ks = auth_keys();
+    let mut idx = [0u8; 4];
+    for (i, key) in ks.iter().enumerate() {
+        idx[i] = rec.keys.add(key.public())?;
+    }
+    let devices = AuthEntry::TrustGroup {
+        group_id: 2,
+        name: "devices".into(),
+        members: vec![
+            TrustMember {
+                key_idx: idx[0],
+                value: 50,
+            },
+            TrustMember {
+                key_idx: idx[1],
+                value: 50,
+            },
+            TrustMember {
+                key_idx: idx[2],
+                value: 40,
+            },
+        ],
+    };
+    add_signed(&mut rec, ZoneType::AUTH, devices.to_bytes(), &[&k.zones])?;
+    let laptop = AuthEntry::TrustGroup {
+        group_id: 3,
+        name: "laptop".into(),
+        members: vec![TrustMember {
+            key_idx: idx[3],
+            value: 100,
+        }],
+    };
+    add_signed(&mut rec, ZoneType::AUTH, laptop.to_bytes(), &[&k.zones])?;
+    let mut revoke = workflow::new_revocation(
+        ks[2].public().id(),
+        T0 + 3_000,
+        RevocationReason::KEY_COMPROMISE,
+    );
+    workflow::sign_entry(&rec, ZoneType::AUTH, &mut revoke, &k.zones)?;
+    workflow::insert_entry(&mut rec, ZoneType::AUTH, revoke)?;
+    Ok(rec)
+}

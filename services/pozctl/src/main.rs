@@ -111,6 +111,10 @@ enum Cmd {
     /// record, the pair's 60 digits, the same on both sides (SPEC §19).
     /// Each record is verified from genesis first.
     Fingerprint(cmd::fingerprint::FingerprintArgs),
+    /// Login with the Auth Zone (SPEC §20): make a challenge, sign it with
+    /// a trust group's keys, verify the proof (exit 0 accepted, 1 refused).
+    #[command(subcommand)]
+    Auth(cmd::auth::AuthCmd),
 }
 
 fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
@@ -125,6 +129,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
         Cmd::Mirrors(a) => cmd::mirrors::run(a),
         Cmd::Submit(a) => cmd::remote::submit(a),
         Cmd::Fingerprint(a) => cmd::fingerprint::run(a),
+        Cmd::Auth(c) => cmd::auth::run(c, pass),
     }
 }
 
