@@ -11,7 +11,7 @@
 //! - `k8s://SERVICE.NAMESPACE:PORT`: every ready address of a Kubernetes
 //!   Service, balanced per call ([`crate::balance`]), fed by a
 //!   [`Discovery`] source (the `poz-cluster` crate's EndpointSlice watch,
-//!   installed by a service's `main` with `poz_cluster::install()`). TLS
+//!   installed by a service's `main` with `poz_cluster::install_for(peers)`). TLS
 //!   when the channels have `[tls]`.
 
 use crate::balance::{Discovery, ServiceTarget};
@@ -82,7 +82,7 @@ static DISCOVERY: OnceLock<Arc<dyn Discovery>> = OnceLock::new();
 /// Installs the process's source of `k8s://` endpoints, used by every
 /// [`Channels`] that was not given one ([`Channels::with_discovery`]).
 /// The first call wins; returns whether this one did. Called once from a
-/// service's `main` (by `poz_cluster::install()`): the kit itself links
+/// service's `main` (by `poz_cluster::install_for`): the kit itself links
 /// no Kubernetes client.
 pub fn install_discovery(discovery: Arc<dyn Discovery>) -> bool {
     DISCOVERY.set(discovery).is_ok()
