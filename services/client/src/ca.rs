@@ -112,8 +112,8 @@ pub fn issue_host_cert(
     not_after: SystemTime,
 ) -> Result<HostCert, IssueError> {
     let host = normalize_host(host);
-    let dns = rcgen::Ia5String::try_from(host.clone())
-        .map_err(|_| IssueError::HostName(host.clone()))?;
+    let dns =
+        rcgen::Ia5String::try_from(host.clone()).map_err(|_| IssueError::HostName(host.clone()))?;
     if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
         return Err(IssueError::HostName(host));
     }
@@ -170,8 +170,7 @@ pub fn check_cert(der: &[u8], host: &str, keys: &[VerifyKey], now: i64) -> Resul
     }
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| CaError::Malformed)?;
     let ed = x509_parser::oid_registry::OID_SIG_ED25519;
-    if cert.signature_algorithm.algorithm != ed || cert.tbs_certificate.signature.algorithm != ed
-    {
+    if cert.signature_algorithm.algorithm != ed || cert.tbs_certificate.signature.algorithm != ed {
         return Err(CaError::NotEd25519);
     }
     let sig: [u8; 64] = cert

@@ -88,7 +88,8 @@ fn refused(r: Result<Vec<u8>, rustls::Error>) -> CertificateError {
     }
 }
 
-const BOTH: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const BOTH: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 #[tokio::test]
 async fn the_named_record_key_is_accepted() {
@@ -154,7 +155,12 @@ fn garbage_is_a_typed_refusal() {
         Err(CaError::BadSignature)
     );
     assert!(matches!(
-        issue_host_cert(&sample::key(10), "", SystemTime::now(), SystemTime::now() + DAY),
+        issue_host_cert(
+            &sample::key(10),
+            "",
+            SystemTime::now(),
+            SystemTime::now() + DAY
+        ),
         Err(poz_client::ca::IssueError::HostName(_))
     ));
 }

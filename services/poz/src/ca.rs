@@ -78,3 +78,34 @@ pub fn ca_keys_for_host(rec: &VerifiedRecord, host: &str) -> Vec<CaKey> {
         .filter(|k| normalize_host(&k.hostname) == want)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample;
+
+    #[test]
+    fn the_sample_provider_names_key_0_for_two_tls_hosts() {
+        let Ok(rec) = sample::provider() else {
+            panic!("sample")
+        };
+        let Ok(vr) = crate::verify::verify_and_accept(rec) else {
+            panic!("valid")
+        };
+        let named: Vec<(String, u8)> = ca_keys(&vr)
+            .into_iter()
+            .map(|k| (k.hostname, k.key_idx))
+            .collect();
+        assert_eq!(
+            named,
+            vec![
+                ("mx.social.example".to_owned(), 0),
+                ("revoke.social.example".to_owned(), 0)
+            ]
+        );
+        let k = ca_keys_for_host(&vr, "Revoke.Social.Example.");
+        assert_eq!(k.len(), 1);
+        assert_eq!(k[0].key, sample::key(10).public());
+        assert!(ca_keys_for_host(&vr, "q1.social.example").is_empty());
+    }
+}

@@ -65,13 +65,31 @@ fn issue_for_the_named_key_and_refuse_the_rest() {
     let (crt, key) = (path("host.crt"), path("host.key"));
     let issue = |k: &str, host: &str, days: &str, crt: &str, key: &str| {
         pozctl(&[
-            "cert", "issue", "--record", rec, "--key", k, "--host", host, "--days", days,
-            "--out-cert", crt, "--out-key", key, "--json",
+            "cert",
+            "issue",
+            "--record",
+            rec,
+            "--key",
+            k,
+            "--host",
+            host,
+            "--days",
+            days,
+            "--out-cert",
+            crt,
+            "--out-key",
+            key,
+            "--json",
         ])
     };
 
     let o = issue(&k10, "Revoke.Social.Example.", "30", &crt, &key);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(out["host"], "revoke.social.example");
     assert_eq!(out["ca_key_idx"], 0);
@@ -87,7 +105,10 @@ fn issue_for_the_named_key_and_refuse_the_rest() {
         .as_secs() as i64;
     let der = pem_der(&pem);
     let keys = v.keys_for("revoke.social.example");
-    assert_eq!(poz_client::ca::check_cert(&der, "revoke.social.example", keys, now), Ok(()));
+    assert_eq!(
+        poz_client::ca::check_cert(&der, "revoke.social.example", keys, now),
+        Ok(())
+    );
     assert_eq!(
         poz_client::ca::check_cert(&der, "revoke.social.example", keys, now + 31 * 86_400),
         Err(poz_client::ca::CaError::Expired)
@@ -98,16 +119,39 @@ fn issue_for_the_named_key_and_refuse_the_rest() {
     assert_eq!(o.status.code(), Some(2));
 
     // Key 13 is a record key, but not the one the host names.
-    let o = issue(&k13, "revoke.social.example", "30", &path("b.crt"), &path("b.key"));
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = issue(
+        &k13,
+        "revoke.social.example",
+        "30",
+        &path("b.crt"),
+        &path("b.key"),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("names key(s) 0"));
     assert!(!Path::new(&path("b.key")).exists());
 
     // q1.social.example has no CA key.
-    let o = issue(&k10, "q1.social.example", "30", &path("c.crt"), &path("c.key"));
+    let o = issue(
+        &k10,
+        "q1.social.example",
+        "30",
+        &path("c.crt"),
+        &path("c.key"),
+    );
     assert_eq!(o.status.code(), Some(1));
 
     // --days out of range is usage.
-    let o = issue(&k10, "revoke.social.example", "0", &path("d.crt"), &path("d.key"));
+    let o = issue(
+        &k10,
+        "revoke.social.example",
+        "0",
+        &path("d.crt"),
+        &path("d.key"),
+    );
     assert_eq!(o.status.code(), Some(2));
 }
