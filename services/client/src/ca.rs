@@ -58,6 +58,24 @@ pub enum CaError {
     NotServerAuth,
 }
 
+impl CaError {
+    /// The refusal's code, as the vectors name it (SPEC §21).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CaError::Malformed => "malformed",
+            CaError::NotDnsName => "not-dns-name",
+            CaError::NoCaKey(_) => "no-ca-key",
+            CaError::NotEd25519 => "not-ed25519",
+            CaError::BadSignature => "bad-signature",
+            CaError::NotValidYet => "not-valid-yet",
+            CaError::Expired => "expired",
+            CaError::WrongHost(_) => "wrong-host",
+            CaError::IsCa => "is-ca",
+            CaError::NotServerAuth => "not-server-auth",
+        }
+    }
+}
+
 impl From<CaError> for rustls::Error {
     fn from(e: CaError) -> rustls::Error {
         let ce = match e {
@@ -77,9 +95,12 @@ impl From<CaError> for rustls::Error {
 pub struct HostCert {
     pub cert_der: Vec<u8>,
     pub cert_pem: String,
-    /// The host's private key, PKCS#8 (ECDSA P-256).
+    /// The host's private key, PKCS#8 (ECDSA P-256 from `issue_host_cert`).
     pub key_der: Vec<u8>,
     pub key_pem: String,
+    /// The record key's self-signed issuer certificate (`CN=POZ CA …`):
+    /// informative only, a POZ-aware client never trusts it (SPEC §21).
+    pub issuer_der: Vec<u8>,
 }
 
 /// The record key as PKCS#8 v2 (RFC 8410/5958: seed and public key), the
@@ -104,12 +125,45 @@ pub fn issuer_name(key: &SigningKey) -> String {
 
 /// Makes a certificate for `host`, valid from `not_before` to `not_after`,
 /// for a fresh ECDSA P-256 host key, signed by the record key `ca`
-/// (Ed25519). Profile: SPEC §21.
+/// (Ed25519), with a random serial. Profile: SPEC §21.
 pub fn issue_host_cert(
     ca: &SigningKey,
     host: &str,
     not_before: SystemTime,
     not_after: SystemTime,
+) -> Result<HostCert, IssueError> {
+    let host_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| IssueError::Generate(e.to_string()))?;
+    let mut serial = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
+    issue(ca, host, not_before, not_after, host_key, serial)
+}
+
+/// The same profile with an Ed25519 host key and a serial given:
+/// deterministic, for test vectors (SPEC §21).
+pub fn issue_host_cert_with(
+    ca: &SigningKey,
+    host: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    host_key: &SigningKey,
+    serial: [u8; 16],
+) -> Result<HostCert, IssueError> {
+    let host_key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls::pki_types::PrivatePkcs8KeyDer::from(ed25519_pkcs8(host_key).as_slice()),
+        &rcgen::PKCS_ED25519,
+    )
+    .map_err(|e| IssueError::Generate(e.to_string()))?;
+    issue(ca, host, not_before, not_after, host_key, serial)
+}
+
+fn issue(
+    ca: &SigningKey,
+    host: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    host_key: rcgen::KeyPair,
+    mut serial: [u8; 16],
 ) -> Result<HostCert, IssueError> {
     let host = normalize_host(host);
     let dns =
@@ -135,7 +189,6 @@ pub fn issue_host_cert(
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     let ca_cert = ca_params.self_signed(&ca_key).map_err(g)?;
 
-    let host_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(g)?;
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name
@@ -147,8 +200,6 @@ pub fn issue_host_cert(
     p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     p.use_authority_key_identifier_extension = true;
-    let mut serial = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
     serial[0] &= 0x7f;
     p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
     let cert = p.signed_by(&host_key, &ca_cert, &ca_key).map_err(g)?;
@@ -157,6 +208,7 @@ pub fn issue_host_cert(
         cert_pem: cert.pem(),
         key_der: host_key.serialize_der(),
         key_pem: host_key.serialize_pem(),
+        issuer_der: ca_cert.der().to_vec(),
     })
 }
 
