@@ -10,6 +10,7 @@
 //! 30 s, with jitter), and a hard cap on what a server can make us buffer.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod discovery;
 
 use poz::codec::Codec;

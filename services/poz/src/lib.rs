@@ -58,6 +58,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod ca;
 pub mod codec;
 pub mod ed25519;
 pub mod entries;

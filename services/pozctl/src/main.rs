@@ -115,6 +115,10 @@ enum Cmd {
     /// a trust group's keys, verify the proof (exit 0 accepted, 1 refused).
     #[command(subcommand)]
     Auth(cmd::auth::AuthCmd),
+    /// POZ-as-CA (SPEC §21): issue a host's TLS certificate signed by the
+    /// record key its Service Zone host names by ca_key_idx.
+    #[command(subcommand)]
+    Cert(cmd::cert::CertCmd),
 }
 
 fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
@@ -130,6 +134,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
         Cmd::Submit(a) => cmd::remote::submit(a),
         Cmd::Fingerprint(a) => cmd::fingerprint::run(a),
         Cmd::Auth(c) => cmd::auth::run(c, pass),
+        Cmd::Cert(c) => cmd::cert::run(c, pass),
     }
 }
 

@@ -2,6 +2,7 @@
 //! refusal that exits 1 and the parsers of command-line specs.
 
 pub mod auth;
+pub mod cert;
 pub mod fingerprint;
 pub mod identity;
 pub mod key;

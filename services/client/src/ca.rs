@@ -1,0 +1,374 @@
+//! POZ-as-CA (SPEC §21): a host's TLS certificate signed directly by a
+//! record key (Ed25519) that the record's Service Zone names for that host
+//! by `ca_key_idx`, and the rustls verifier a POZ-aware client dials with.
+//!
+//! Model: the record key is the issuer of the host's end-entity
+//! certificate (a fresh host key, never the record key itself); the
+//! verifier's trust anchor is the raw record key, not a CA certificate, so
+//! whatever intermediates the server sends are ignored.
+
+use poz::ca::{ca_keys, normalize_host};
+use poz::ed25519::VerifyKey;
+use poz::{SigningKey, VerifiedRecord};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// Why a certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("the host name {0:?} is not a DNS name a certificate can carry")]
+    HostName(String),
+    #[error("the validity window is empty or out of range")]
+    Validity,
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+}
+
+/// Why a server certificate is refused (each maps to a rustls
+/// `CertificateError` in the handshake).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaError {
+    #[error("the certificate does not parse as X.509 DER")]
+    Malformed,
+    #[error("the server name is not a DNS name")]
+    NotDnsName,
+    #[error("the record names no CA key for host {0:?}")]
+    NoCaKey(String),
+    #[error("the certificate is not signed with Ed25519")]
+    NotEd25519,
+    #[error("the certificate is not signed by a CA key the record names for the host")]
+    BadSignature,
+    #[error("the certificate is not valid yet")]
+    NotValidYet,
+    #[error("the certificate has expired")]
+    Expired,
+    #[error("the certificate is not valid for host {0:?}")]
+    WrongHost(String),
+    #[error("the certificate is a CA certificate, not a server's")]
+    IsCa,
+    #[error("the certificate's extended key usage excludes server authentication")]
+    NotServerAuth,
+}
+
+impl CaError {
+    /// The refusal's code, as the vectors name it (SPEC §21).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CaError::Malformed => "malformed",
+            CaError::NotDnsName => "not-dns-name",
+            CaError::NoCaKey(_) => "no-ca-key",
+            CaError::NotEd25519 => "not-ed25519",
+            CaError::BadSignature => "bad-signature",
+            CaError::NotValidYet => "not-valid-yet",
+            CaError::Expired => "expired",
+            CaError::WrongHost(_) => "wrong-host",
+            CaError::IsCa => "is-ca",
+            CaError::NotServerAuth => "not-server-auth",
+        }
+    }
+}
+
+impl From<CaError> for rustls::Error {
+    fn from(e: CaError) -> rustls::Error {
+        let ce = match e {
+            CaError::Malformed => CertificateError::BadEncoding,
+            CaError::NoCaKey(_) => CertificateError::UnknownIssuer,
+            CaError::BadSignature | CaError::NotEd25519 => CertificateError::BadSignature,
+            CaError::NotValidYet => CertificateError::NotValidYet,
+            CaError::Expired => CertificateError::Expired,
+            CaError::WrongHost(_) | CaError::NotDnsName => CertificateError::NotValidForName,
+            CaError::IsCa | CaError::NotServerAuth => CertificateError::InvalidPurpose,
+        };
+        rustls::Error::InvalidCertificate(ce)
+    }
+}
+
+/// A host certificate and its fresh key, DER and PEM.
+pub struct HostCert {
+    pub cert_der: Vec<u8>,
+    pub cert_pem: String,
+    /// The host's private key, PKCS#8 (ECDSA P-256 from `issue_host_cert`).
+    pub key_der: Vec<u8>,
+    pub key_pem: String,
+    /// The record key's self-signed issuer certificate (`CN=POZ CA …`):
+    /// informative only, a POZ-aware client never trusts it (SPEC §21).
+    pub issuer_der: Vec<u8>,
+}
+
+/// The record key as PKCS#8 v2 (RFC 8410/5958: seed and public key), the
+/// form rcgen (ring) takes an Ed25519 key in.
+fn ed25519_pkcs8(key: &SigningKey) -> Vec<u8> {
+    let seed = key.seed();
+    let public = key.verifying_key().to_bytes();
+    let mut der = vec![
+        0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(&seed[..]);
+    der.extend_from_slice(&[0xa1, 0x23, 0x03, 0x21, 0x00]);
+    der.extend_from_slice(&public);
+    der
+}
+
+/// The issuer's distinguished name: `CN=POZ CA <key ID hex>`.
+pub fn issuer_name(key: &SigningKey) -> String {
+    format!("POZ CA {}", hex::encode(key.public().id().0))
+}
+
+/// Makes a certificate for `host`, valid from `not_before` to `not_after`,
+/// for a fresh ECDSA P-256 host key, signed by the record key `ca`
+/// (Ed25519), with a random serial. Profile: SPEC §21.
+pub fn issue_host_cert(
+    ca: &SigningKey,
+    host: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<HostCert, IssueError> {
+    let host_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| IssueError::Generate(e.to_string()))?;
+    let mut serial = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
+    issue(ca, host, not_before, not_after, host_key, serial)
+}
+
+/// The same profile with an Ed25519 host key and a serial given:
+/// deterministic, for test vectors (SPEC §21).
+pub fn issue_host_cert_with(
+    ca: &SigningKey,
+    host: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    host_key: &SigningKey,
+    serial: [u8; 16],
+) -> Result<HostCert, IssueError> {
+    let host_key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls::pki_types::PrivatePkcs8KeyDer::from(ed25519_pkcs8(host_key).as_slice()),
+        &rcgen::PKCS_ED25519,
+    )
+    .map_err(|e| IssueError::Generate(e.to_string()))?;
+    issue(ca, host, not_before, not_after, host_key, serial)
+}
+
+fn issue(
+    ca: &SigningKey,
+    host: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    host_key: rcgen::KeyPair,
+    mut serial: [u8; 16],
+) -> Result<HostCert, IssueError> {
+    let host = normalize_host(host);
+    let dns =
+        rcgen::Ia5String::try_from(host.clone()).map_err(|_| IssueError::HostName(host.clone()))?;
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(IssueError::HostName(host));
+    }
+    if not_after <= not_before {
+        return Err(IssueError::Validity);
+    }
+    let g = |e: rcgen::Error| IssueError::Generate(e.to_string());
+    let pkcs8 = ed25519_pkcs8(ca);
+    let ca_key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
+        &rcgen::PKCS_ED25519,
+    )
+    .map_err(g)?;
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, issuer_name(ca));
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(g)?;
+
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, host.clone());
+    p.subject_alt_names = vec![rcgen::SanType::DnsName(dns)];
+    p.not_before = time::OffsetDateTime::from(not_before);
+    p.not_after = time::OffsetDateTime::from(not_after);
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    p.use_authority_key_identifier_extension = true;
+    serial[0] &= 0x7f;
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let cert = p.signed_by(&host_key, &ca_cert, &ca_key).map_err(g)?;
+    Ok(HostCert {
+        cert_der: cert.der().to_vec(),
+        cert_pem: cert.pem(),
+        key_der: host_key.serialize_der(),
+        key_pem: host_key.serialize_pem(),
+        issuer_der: ca_cert.der().to_vec(),
+    })
+}
+
+/// Checks a server's end-entity certificate against the CA keys named for
+/// `host`, at `now` (seconds since the epoch). The signature is checked
+/// under each key; any one suffices.
+pub fn check_cert(der: &[u8], host: &str, keys: &[VerifyKey], now: i64) -> Result<(), CaError> {
+    let host = normalize_host(host);
+    if keys.is_empty() {
+        return Err(CaError::NoCaKey(host));
+    }
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| CaError::Malformed)?;
+    let ed = x509_parser::oid_registry::OID_SIG_ED25519;
+    if cert.signature_algorithm.algorithm != ed || cert.tbs_certificate.signature.algorithm != ed {
+        return Err(CaError::NotEd25519);
+    }
+    let sig: [u8; 64] = cert
+        .signature_value
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| CaError::BadSignature)?;
+    let tbs = cert.tbs_certificate.as_ref();
+    if !keys.iter().any(|k| k.verify(tbs, &sig)) {
+        return Err(CaError::BadSignature);
+    }
+    let v = cert.validity();
+    if now < v.not_before.timestamp() {
+        return Err(CaError::NotValidYet);
+    }
+    if now > v.not_after.timestamp() {
+        return Err(CaError::Expired);
+    }
+    match cert.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => return Err(CaError::IsCa),
+        Ok(_) => {}
+        Err(_) => return Err(CaError::Malformed),
+    }
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if !(eku.value.server_auth || eku.value.any) => {
+            return Err(CaError::NotServerAuth)
+        }
+        Ok(_) => {}
+        Err(_) => return Err(CaError::Malformed),
+    }
+    let names = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san.value.general_names.clone(),
+        Ok(None) => Vec::new(),
+        Err(_) => return Err(CaError::Malformed),
+    };
+    let ok = names
+        .iter()
+        .any(|n| matches!(n, GeneralName::DNSName(d) if normalize_host(d) == host));
+    if !ok {
+        return Err(CaError::WrongHost(host));
+    }
+    Ok(())
+}
+
+/// A rustls server-certificate verifier for POZ-as-CA: the server's
+/// certificate must be signed by a record key that the (verified) record's
+/// Service Zone names by `ca_key_idx` for the host name dialled, be valid
+/// now and name that host in its SAN; handshake signatures are checked by
+/// rustls' own helpers. The public PKI is not consulted.
+#[derive(Debug)]
+pub struct PozCaVerifier {
+    hosts: HashMap<String, Vec<VerifyKey>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl PozCaVerifier {
+    /// The verifier for every host of `rec` that names a CA key.
+    pub fn new(rec: &VerifiedRecord) -> Self {
+        let mut hosts: HashMap<String, Vec<VerifyKey>> = HashMap::new();
+        for k in ca_keys(rec) {
+            if let Some(vk) = k.key.verify_key() {
+                let e = hosts.entry(normalize_host(&k.hostname)).or_default();
+                if !e.contains(vk) {
+                    e.push(*vk);
+                }
+            }
+        }
+        PozCaVerifier {
+            hosts,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }
+    }
+
+    /// The CA keys this verifier accepts for `host`.
+    pub fn keys_for(&self, host: &str) -> &[VerifyKey] {
+        self.hosts
+            .get(&normalize_host(host))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// A rustls client configuration (TLS 1.3 and 1.2) that dials with this
+    /// verifier.
+    pub fn client_config(self) -> Result<rustls::ClientConfig, rustls::Error> {
+        let provider = self.provider.clone();
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(self))
+            .with_no_client_auth())
+    }
+}
+
+fn unix_secs(now: UnixTime) -> i64 {
+    i64::try_from(now.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl ServerCertVerifier for PozCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ServerName::DnsName(name) = server_name else {
+            return Err(CaError::NotDnsName.into());
+        };
+        let host = name.as_ref();
+        check_cert(end_entity, host, self.keys_for(host), unix_secs(now))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
