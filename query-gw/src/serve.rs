@@ -141,13 +141,7 @@ pub async fn serve(
     ];
     tracing::info!(%plain, %noise, noise_public_key = %key, "poz-query-gw listening");
     println!("listening plain {plain} noise {noise} key {key}");
-    let delay = std::time::Duration::from_millis(config.edge.serve.drain_delay_ms);
-    run(
-        lookups,
-        listeners,
-        poz_kit::serve::delayed_shutdown(shutdown, delay),
-    )
-    .await;
+    run(lookups, listeners, shutdown).await;
     Ok(())
 }
 

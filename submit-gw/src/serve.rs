@@ -176,13 +176,7 @@ pub async fn serve(
         "poz-submit-gw listening"
     );
     println!("listening {addr}");
-    let delay = std::time::Duration::from_millis(config.edge.serve.drain_delay_ms);
-    run(
-        submissions,
-        listeners,
-        poz_kit::serve::delayed_shutdown(shutdown, delay),
-    )
-    .await;
+    run(submissions, listeners, shutdown).await;
     Ok(())
 }
 

@@ -205,6 +205,7 @@ impl EdgeConfig {
             burst_per_ip: self.burst_per_ip,
             max_lookups: self.max_lookups,
             queue_wait: ms(self.queue_wait_ms),
+            drain_delay: ms(self.serve.drain_delay_ms),
             drain_timeout: ms(self.drain_timeout_ms),
         }
     }

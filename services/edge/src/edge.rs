@@ -60,6 +60,9 @@ pub struct Discipline {
     pub burst_per_ip: u32,
     pub max_lookups: usize,
     pub queue_wait: Duration,
+    /// After shutdown is asked, how long the listeners still accept while
+    /// `/readyz` says 503 (`drain_delay_ms`), before they close.
+    pub drain_delay: Duration,
     pub drain_timeout: Duration,
 }
 
@@ -76,6 +79,7 @@ impl Default for Discipline {
             burst_per_ip: 100,
             max_lookups: 256,
             queue_wait: Duration::from_millis(500),
+            drain_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(20),
         }
     }

@@ -179,10 +179,10 @@ pub async fn run<A: Answer>(
         })
         .collect();
     poz_kit::metrics::mark_serving();
-    shutdown.await;
-    // Readiness fails first, so the load balancer stops sending new
-    // connections while the ones in progress finish.
-    poz_kit::metrics::mark_draining();
+    // Readiness fails first and the listeners keep accepting for the
+    // drain delay, so the load balancer stops sending new connections
+    // before they close; then the ones in progress finish.
+    poz_kit::serve::delayed_shutdown(shutdown, edge.discipline.drain_delay).await;
     let _ = stop_tx.send(true);
     for s in serving {
         let _ = s.await;

@@ -248,14 +248,7 @@ async fn a_certificate_replaced_on_disk_is_used_for_the_next_connection() {
         tls: files.clone(),
         ..ServeSettings::default()
     };
-    let server = GrpcServer::bind(
-        "poz-verifier",
-        "127.0.0.1:0",
-        &settings,
-        Allowlist::default(),
-    )
-    .await
-    .unwrap();
+    let server = support::bind(&settings).await;
     let addr = server.local_addr();
     let running = support::Running::start(server);
     assert_eq!(presented(addr, &ca).await, ["poz-verifier-old"]);
@@ -336,14 +329,7 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_the_port_serves() {
         insecure: true,
         ..ServeSettings::default()
     };
-    let server = GrpcServer::bind(
-        "poz-verifier",
-        "127.0.0.1:0",
-        &settings,
-        Allowlist::default(),
-    )
-    .await
-    .unwrap();
+    let server = support::bind(&settings).await;
     let url = format!("http://{}", server.local_addr());
     let running = support::Running::start(server);
     let want = [
@@ -393,14 +379,7 @@ async fn one_address_cannot_hold_every_pending_handshake() {
         tls: with_ca(ca.issue("poz-verifier", "verifier"), &ca_file),
         ..ServeSettings::default()
     };
-    let server = GrpcServer::bind(
-        "poz-verifier",
-        "127.0.0.1:0",
-        &settings,
-        Allowlist::default(),
-    )
-    .await
-    .unwrap();
+    let server = support::bind(&settings).await;
     let addr = server.local_addr();
     let running = support::Running::start(server);
     // 40 idle connections from 127.0.0.1: 32 wait in the handshake, the
@@ -450,15 +429,9 @@ async fn an_open_stream_does_not_hold_the_drain_past_its_timeout() {
         insecure: true,
         ..ServeSettings::default()
     };
-    let server = GrpcServer::bind(
-        "poz-verifier",
-        "127.0.0.1:0",
-        &settings,
-        Allowlist::default(),
-    )
-    .await
-    .unwrap()
-    .with_drain_timeout(std::time::Duration::from_millis(300));
+    let server = support::bind(&settings)
+        .await
+        .with_drain_timeout(std::time::Duration::from_millis(300));
     let url = format!("http://{}", server.local_addr());
     let running = support::Running::start(server);
     let channel = tonic::transport::Endpoint::from_shared(url)
@@ -501,14 +474,7 @@ async fn a_rejected_client_certificate_is_told_by_its_alert() {
         tls: with_ca(ca.issue("poz-verifier", "verifier"), &ca_file),
         ..ServeSettings::default()
     };
-    let server = GrpcServer::bind(
-        "poz-verifier",
-        "127.0.0.1:0",
-        &settings,
-        Allowlist::default(),
-    )
-    .await
-    .unwrap();
+    let server = support::bind(&settings).await;
     let url = format!("https://{}", server.local_addr());
     let running = support::Running::start(server);
     let other_dir = tempfile::tempdir().unwrap();

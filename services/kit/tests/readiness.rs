@@ -6,7 +6,7 @@
 
 mod support;
 
-use poz_kit::{Allowlist, GrpcServer, ServeSettings};
+use poz_kit::ServeSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The status line and body of `GET path` on `addr`.
@@ -40,14 +40,7 @@ async fn readiness_follows_serving_and_drain() {
         insecure: true,
         ..ServeSettings::default()
     };
-    let server = GrpcServer::bind(
-        "poz-verifier",
-        "127.0.0.1:0",
-        &settings,
-        Allowlist::default(),
-    )
-    .await
-    .unwrap();
+    let server = support::bind(&settings).await;
     let running = support::Running::start(server);
     // Serving starts on the spawned task: wait for it, bounded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

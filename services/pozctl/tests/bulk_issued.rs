@@ -3,36 +3,16 @@
 //! the store serves it; one with an altered audit path is refused.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
-use poz::sample;
-use poz::{Codec, Record};
+mod fleet;
+
+use poz::Codec;
 use poz_proto::v1 as pb;
 use std::process::Command;
-use std::sync::Arc;
 
 /// Store (SQLite), verifier, signer (software identity key) and Provider
 /// API in this process, for the sample provider.
 async fn fleet(dir: &std::path::Path) -> (poz_store::Store, poz::Hash32, String) {
-    let url = format!("sqlite://{}?mode=rwc", dir.join("s.db").display());
-    let store = poz_store::Store::open(&url, poz_store::StoreOptions::default())
-        .await
-        .unwrap();
-    let (provider, _) = sample::chain_provider().unwrap();
-    let genesis = Record::new(provider.keys.clone(), provider.history[0].clone());
-    let id = store
-        .create_record(&genesis.to_bytes(), &["social.example".into()], "")
-        .await
-        .unwrap();
-    store
-        .advance_head(&provider.to_bytes(), 1, "")
-        .await
-        .unwrap();
-    let keys = poz_signer::SoftwareKeyStore::new(vec![(
-        "device-a".into(),
-        sample::provider_keys().device_a,
-    )]);
-    let fleet = poz_provider::inprocess::start(store.clone(), Arc::new(keys), id, 64)
-        .await
-        .unwrap();
+    let (store, id, fleet) = fleet::sample_fleet(dir).await;
     (store, id, fleet.provider_api)
 }
 

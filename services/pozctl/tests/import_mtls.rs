@@ -7,69 +7,15 @@
 //! flags, or an `http://` one with them, is a usage error (exit 2).
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
-use poz::sample;
-use poz::{Codec, Record};
+mod fleet;
+
 use poz_kit::allow::identity;
 use poz_kit::tls::TlsFiles;
 use poz_kit::{Allowlist, Channels, GrpcRoutes, GrpcServer, ServeSettings};
 use poz_proto::v1 as pb;
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use poz_testkit::tls::Authority;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
-
-/// A CA that issues the fleet's certificates, written as PEM files (as
-/// in services/kit/tests/mtls.rs).
-struct Authority {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    dir: PathBuf,
-}
-
-impl Authority {
-    fn new(dir: &Path, name: &str) -> Authority {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        Authority {
-            cert,
-            key,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn ca_file(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.pem"))
-    }
-
-    /// Issues a certificate for `name` (DNS SAN, plus 127.0.0.1) into
-    /// `<file>.crt` and `<file>.key`, with `ca` as its CA bundle.
-    fn issue(&self, name: &str, file: &str, ca: &Path) -> TlsFiles {
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (c, k) = (
-            self.dir.join(format!("{file}.crt")),
-            self.dir.join(format!("{file}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        TlsFiles {
-            cert_file: Some(c),
-            key_file: Some(k),
-            ca_file: Some(ca.to_path_buf()),
-        }
-    }
-}
 
 /// Store (SQLite), verifier and signer in this process on plain loopback
 /// (as bulk_issued.rs starts them), and a Provider API for the sample
@@ -80,27 +26,7 @@ async fn fleet(
     dir: &Path,
     server_tls: TlsFiles,
 ) -> (poz_store::Store, poz::Hash32, String, impl Drop) {
-    let url = format!("sqlite://{}?mode=rwc", dir.join("s.db").display());
-    let store = poz_store::Store::open(&url, poz_store::StoreOptions::default())
-        .await
-        .unwrap();
-    let (provider, _) = sample::chain_provider().unwrap();
-    let genesis = Record::new(provider.keys.clone(), provider.history[0].clone());
-    let id = store
-        .create_record(&genesis.to_bytes(), &["social.example".into()], "")
-        .await
-        .unwrap();
-    store
-        .advance_head(&provider.to_bytes(), 1, "")
-        .await
-        .unwrap();
-    let keys = poz_signer::SoftwareKeyStore::new(vec![(
-        "device-a".into(),
-        sample::provider_keys().device_a,
-    )]);
-    let peers = poz_provider::inprocess::start(store.clone(), Arc::new(keys), id, 64)
-        .await
-        .unwrap();
+    let (store, id, peers) = fleet::sample_fleet(dir).await;
     let plain = Channels::default();
     let api = poz_provider::ProviderApiService::new(
         id,
@@ -181,7 +107,7 @@ async fn import(api: &str, csv: &Path, extra: Vec<String>, env: Vec<(&str, Strin
 async fn import_reaches_a_provider_api_over_mutual_tls_with_the_operators_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Authority::new(dir.path(), "fleet-ca");
-    let ca_file = ca.ca_file("fleet-ca");
+    let ca_file = ca.ca_file().to_path_buf();
     let server_tls = ca.issue(identity::PROVIDER_API, "api", &ca_file);
     let (store, id, api, _stop) = fleet(dir.path(), server_tls).await;
     let csv = dir.path().join("users.csv");

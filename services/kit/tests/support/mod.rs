@@ -4,7 +4,7 @@
 //! TLS client without a certificate.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use poz_kit::{GrpcRoutes, GrpcServer, ServeError};
+use poz_kit::{Allowlist, GrpcRoutes, GrpcServer, ServeError, ServeSettings};
 use poz_proto::v1 as pb;
 
 /// Answers every call INVALID_ARGUMENT "reached the verifier".
@@ -31,6 +31,19 @@ impl pb::verifier_server::Verifier for Fixed {
     ) -> Result<tonic::Response<pb::VerifyEntriesResponse>, tonic::Status> {
         Err(tonic::Status::invalid_argument("reached the verifier"))
     }
+}
+
+/// A `poz-verifier` port on 127.0.0.1 with `settings` and no default
+/// allowlist.
+pub async fn bind(settings: &ServeSettings) -> GrpcServer {
+    GrpcServer::bind(
+        "poz-verifier",
+        "127.0.0.1:0",
+        settings,
+        Allowlist::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// A bound server serving [`Fixed`] until [`Running::stop`].
