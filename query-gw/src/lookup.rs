@@ -9,7 +9,6 @@ use poz::wire::{
     DomainQuery, IdentityAnswer, IdentityQuery, MessageType, MirrorsAnswer, Request, Response,
     SerialAnswer, Status, ZoneAnswer, ZoneQuery,
 };
-use poz::zone::SignedEntry;
 use poz::Hash32;
 use poz_kit::Channel;
 use poz_proto::v1 as pb;
@@ -457,25 +456,12 @@ impl StoreLookup {
                     Ok(pb::binding_lookup_result::Outcome::NotFound(why)) => {
                         Response::error(Status::NOT_FOUND, id, 0, &why)
                     }
-                    Ok(pb::binding_lookup_result::Outcome::Found(r)) => {
-                        let binding = match SignedEntry::from_bytes(&r.binding) {
-                            Ok(b) => b,
-                            Err(e) => return corrupt(id, "binding", e),
-                        };
-                        let revocation = match r.revocation.map(|b| SignedEntry::from_bytes(&b)) {
-                            None => None,
-                            Some(Ok(e)) => Some(e),
-                            Some(Err(e)) => return corrupt(id, "revocation", e),
-                        };
-                        Response::ok(
-                            id,
-                            IdentityAnswer {
-                                binding,
-                                revocation,
-                            }
-                            .to_bytes(),
-                        )
-                    }
+                    // The store's bytes spliced as they are: clients
+                    // verify every answer (SPEC §14.4).
+                    Ok(pb::binding_lookup_result::Outcome::Found(r)) => Response::ok(
+                        id,
+                        IdentityAnswer::splice(&r.binding, r.revocation.as_deref()),
+                    ),
                     Err(s) => store_error(id, &s),
                 }
             }
@@ -497,22 +483,15 @@ impl StoreLookup {
                 match store.list_zone(ask).await {
                     Ok(r) => {
                         let r = r.into_inner();
-                        let entries: Result<Vec<_>, _> = r
-                            .entries
-                            .iter()
-                            .map(|e| SignedEntry::from_bytes(e))
-                            .collect();
                         let next = if r.next.is_empty() {
                             Ok(Hash32::ZERO)
                         } else {
                             <[u8; 32]>::try_from(r.next.as_slice()).map(Hash32)
                         };
-                        match (entries, next) {
-                            (Ok(entries), Ok(next)) => {
-                                Response::ok(id, ZoneAnswer { next, entries }.to_bytes())
-                            }
-                            (Err(e), _) => corrupt(id, "zone entries", e),
-                            (_, Err(e)) => corrupt(id, "zone cursor", e),
+                        match next {
+                            // Entries spliced as stored, as for IDENTITY.
+                            Ok(next) => Response::ok(id, ZoneAnswer::splice(&r.entries, &next)),
+                            Err(e) => corrupt(id, "zone cursor", e),
                         }
                     }
                     Err(s) => store_error(id, &s),

@@ -97,6 +97,27 @@ pub const LOOKUPS_PER_QUERY: usize = 256;
 /// A binding and the revocation naming it, if any.
 pub type BindingAnswer = (SignedEntry, Option<SignedEntry>);
 
+/// A binding and the revocation naming it as the store keeps them: the
+/// SignedEntry encodings (SPEC §8.2) it verified before writing. The
+/// serving path hands these bytes on undecoded (`IdentityAnswer::splice`,
+/// SPEC §14.4); [`StoredBinding::decode`] is for callers that read fields.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredBinding {
+    pub entry: Vec<u8>,
+    pub revocation: Option<Vec<u8>>,
+}
+
+impl StoredBinding {
+    /// Both entries decoded.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] when the database holds what the store did
+    /// not write.
+    pub fn decode(&self) -> Result<BindingAnswer, StoreError> {
+        decode_binding(&self.entry, self.revocation.clone())
+    }
+}
+
 /// A stored binding and revocation, decoded (the store wrote them, so a
 /// failure here means the database holds what the store did not write).
 pub(crate) fn decode_binding(
@@ -312,7 +333,7 @@ impl Store {
         &self,
         domain: &str,
         handle: &str,
-    ) -> Result<(SignedEntry, Option<SignedEntry>), StoreError> {
+    ) -> Result<StoredBinding, StoreError> {
         let r = sqlx::query(
             "SELECT b.entry, r.entry FROM domains d \
              JOIN entries b ON b.record_id = d.record_id AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4 \
@@ -332,7 +353,10 @@ impl Store {
                 "no binding for handle {handle:?}"
             )));
         };
-        decode_binding(&r.get::<Vec<u8>, _>(0), r.get(1))
+        Ok(StoredBinding {
+            entry: r.get(0),
+            revocation: r.get(1),
+        })
     }
 
     /// [`Store::binding_by_domain`] for many (domain, handle) pairs in one
@@ -345,8 +369,8 @@ impl Store {
     pub async fn lookup_bindings(
         &self,
         asks: &[(String, String)],
-    ) -> Result<Vec<Result<BindingAnswer, StoreError>>, StoreError> {
-        let mut out: Vec<Result<BindingAnswer, StoreError>> = Vec::with_capacity(asks.len());
+    ) -> Result<Vec<Result<StoredBinding, StoreError>>, StoreError> {
+        let mut out: Vec<Result<StoredBinding, StoreError>> = Vec::with_capacity(asks.len());
         for (n, chunk) in asks.chunks(LOOKUPS_PER_QUERY).enumerate() {
             // The pairs as a VALUES list (both backends accept it in a
             // CTE), each joined to its record by domain.
@@ -394,7 +418,7 @@ impl Store {
                     .bind(handle.as_str());
             }
             let rows = q.fetch_all(&self.pool).await?;
-            let mut answers: Vec<Option<Result<BindingAnswer, StoreError>>> =
+            let mut answers: Vec<Option<Result<StoredBinding, StoreError>>> =
                 (0..chunk.len()).map(|_| None).collect();
             for r in rows {
                 let i = r.get::<i64, _>(0);
@@ -412,7 +436,10 @@ impl Store {
                     (Some(_), None) => Err(StoreError::NotFound(format!(
                         "no binding for handle {handle:?}"
                     ))),
-                    (Some(_), Some(entry)) => decode_binding(&entry, r.get(3)),
+                    (Some(_), Some(entry)) => Ok(StoredBinding {
+                        entry,
+                        revocation: r.get(3),
+                    }),
                 };
                 *slot = Some(answer);
             }

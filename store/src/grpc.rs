@@ -161,19 +161,25 @@ impl pb::store_read_server::StoreRead for StoreReader {
         req: Request<pb::GetBindingRequest>,
     ) -> Result<Response<pb::GetBindingResponse>, Status> {
         let r = req.get_ref();
-        let (b, r) = match r.record.as_ref().and_then(|x| x.by.as_ref()) {
-            Some(pb::record_ref::By::Domain(d)) => {
-                self.store.binding_by_domain(d, &r.handle).await?
-            }
-            _ => {
-                let id = record_ref(&self.store, &r.record).await?;
-                self.store.binding(&id, &r.handle).await?
-            }
-        };
-        Ok(Response::new(pb::GetBindingResponse {
-            binding: b.to_bytes(),
-            revocation: r.map(|r| r.to_bytes()),
-        }))
+        Ok(Response::new(
+            match r.record.as_ref().and_then(|x| x.by.as_ref()) {
+                Some(pb::record_ref::By::Domain(d)) => {
+                    let b = self.store.binding_by_domain(d, &r.handle).await?;
+                    pb::GetBindingResponse {
+                        binding: b.entry,
+                        revocation: b.revocation,
+                    }
+                }
+                _ => {
+                    let id = record_ref(&self.store, &r.record).await?;
+                    let (b, r) = self.store.binding(&id, &r.handle).await?;
+                    pb::GetBindingResponse {
+                        binding: b.to_bytes(),
+                        revocation: r.map(|r| r.to_bytes()),
+                    }
+                }
+            },
+        ))
     }
 
     async fn lookup_bindings(
@@ -195,12 +201,12 @@ impl pb::store_read_server::StoreRead for StoreReader {
         for answer in self.store.lookup_bindings(&asks).await? {
             results.push(pb::BindingLookupResult {
                 outcome: Some(match answer {
-                    Ok((b, r)) => {
-                        pb::binding_lookup_result::Outcome::Found(pb::GetBindingResponse {
-                            binding: b.to_bytes(),
-                            revocation: r.map(|r| r.to_bytes()),
-                        })
-                    }
+                    // The stored bytes as written: no decode here, none
+                    // at the gateway (SPEC §14.4).
+                    Ok(b) => pb::binding_lookup_result::Outcome::Found(pb::GetBindingResponse {
+                        binding: b.entry,
+                        revocation: b.revocation,
+                    }),
                     Err(StoreError::NotFound(why)) => {
                         pb::binding_lookup_result::Outcome::NotFound(why)
                     }

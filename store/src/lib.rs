@@ -26,7 +26,7 @@ mod submissions;
 
 pub use audit::SignatureAudit;
 pub use domains::MAX_MIRRORS;
-pub use entries::{BindingAnswer, LOOKUPS_PER_QUERY};
+pub use entries::{BindingAnswer, StoredBinding, LOOKUPS_PER_QUERY};
 pub use error::StoreError;
 pub use submissions::{Submission, EXPIRY_SWEEP};
 

@@ -208,7 +208,7 @@ both!(store_and_look_up, |s: Store| async move {
         match (got, want) {
             (Ok(a), Ok(b)) => {
                 assert_eq!(a, &b, "{domain} {handle}");
-                assert_eq!(a.1.is_some(), handle == "bob", "{handle}");
+                assert_eq!(a.revocation.is_some(), handle == "bob", "{handle}");
                 found += 1;
             }
             (Err(StoreError::NotFound(a)), Err(StoreError::NotFound(b))) => {
@@ -443,6 +443,8 @@ both!(
         assert_eq!(
             s.binding_by_domain("social.example", "alice")
                 .await
+                .unwrap()
+                .decode()
                 .unwrap(),
             by_id
         );
