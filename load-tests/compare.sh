@@ -91,13 +91,13 @@ pozd_start() { # cache_ttl_ms
 pozd_start 0
 pozd_store=$(awk '/store, verifier, signer/{print $4}' "$tmp/pozd.out")
 echo "loading $BINDINGS bindings into pozd (SQLite)"
-"$bin/store-identity" --endpoint "http://$pozd_store" --bindings "$BINDINGS" --concurrency 1 --seconds 1 --warmup 0 >/dev/null 2>&1
+"$bin/store-identity" --endpoint "$pozd_store" --bindings "$BINDINGS" --concurrency 1 --seconds 1 --warmup 0 >/dev/null 2>&1
 
 # --- Knot DNS with the same names, signed. The TXT string is as long as
 # one stored binding, so the DNS answer carries what an IDENTITY answer
 # carries plus DNS's own signature (RRSIG), as an IDENTITY answer carries
 # the provider's.
-answer_len=$("$bin/poz-load" --target "127.0.0.1:$PZ" --domain bench.example --handles user1 --concurrency 1 --seconds 1 --json 2>/dev/null \
+answer_len=$("$bin/poz-load" --target "127.0.0.1:$PZ" --domain bench.example --handles user1 --sources 100 --concurrency 1 --seconds 1 --json 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["answer_bytes"])')
 KP=$(port)
 mkdir -p "$tmp/knot/db"
@@ -142,7 +142,7 @@ echo "signing $BINDINGS TXT names with Knot (Ed25519)"
 knotd -c "$tmp/knot/knot.conf" >"$tmp/knot.out" 2>&1 & pids+=($!)
 for _ in $(seq 3000); do
     "$bin/poz-load" --protocol dns --target "127.0.0.1:$KP" --domain bench.example --handles user1 \
-        --concurrency 1 --seconds 1 --json 2>/dev/null | grep -q '"queries": [1-9]' && break
+        --sources 100 --concurrency 1 --seconds 1 --json 2>/dev/null | grep -q '"queries": [1-9]' && break
     sleep 1
 done
 

@@ -89,6 +89,21 @@ impl Default for ClientConfig {
     }
 }
 
+/// Nonces tried between checks of whether a proof of work is still
+/// wanted: about 10 ms of SHA3 on one core.
+const POW_ROUND: u64 = 1 << 14;
+
+/// Set when the request that started a proof-of-work solve is dropped,
+/// so the blocking solver stops at its next round.
+#[derive(Default)]
+struct CallerGone(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CallerGone {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Everything that can go wrong, by kind, so callers can react.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -413,14 +428,40 @@ impl Client {
                     rand_core::OsRng.fill_bytes(&mut start);
                     let start = u64::from_be_bytes(start);
                     let now = now_ms();
-                    // Solving is CPU work: keep it off the async workers.
+                    // Nobody wants the solve once the call's deadline has
+                    // passed or the caller dropped this future. (The
+                    // challenge's expiry is the server's clock: a client
+                    // whose clock runs ahead must not give up early.)
+                    let give_up = deadline.into_std();
+                    let gone = CallerGone::default();
+                    let caller_gone = gone.0.clone();
+                    // Solving is CPU work: keep it off the async workers,
+                    // in rounds that stop as soon as any of those happens,
+                    // so a client that gave up never keeps burning a core
+                    // (a blocking task cannot be cancelled from outside).
                     let sol = tokio::task::spawn_blocking(move || {
-                        solve(&challenge, d, now, start, u64::MAX)
+                        let mut from = start;
+                        loop {
+                            if caller_gone.load(std::sync::atomic::Ordering::Relaxed)
+                                || std::time::Instant::now() >= give_up
+                            {
+                                return None;
+                            }
+                            if let Some(s) = solve(&challenge, d, now, from, POW_ROUND) {
+                                return Some(s);
+                            }
+                            from = from.wrapping_add(POW_ROUND);
+                        }
                     })
                     .await
                     .ok()
                     .flatten()
-                    .ok_or_else(|| ClientError::Exhausted("proof of work not found".into()))?;
+                    .ok_or(ClientError::Timeout {
+                        addr: ep.addr,
+                        stage: "pow",
+                        after: self.config.deadline,
+                    })?;
+                    drop(gone);
                     req.pow = Some(sol);
                     req.request_id = self.request_id();
                     continue;
