@@ -54,7 +54,7 @@ pub fn submission_id(payload: &[u8]) -> [u8; 16] {
     id
 }
 
-fn peer_error(id: u16, s: &tonic::Status) -> Response {
+pub(crate) fn peer_error(id: u16, s: &tonic::Status) -> Response {
     use tonic::Code;
     let (status, retry) = match s.code() {
         Code::NotFound => (Status::NOT_FOUND, 0),
@@ -98,8 +98,14 @@ impl SignedSubmissions {
         self
     }
 
-    /// Answers one admitted SUBMIT_SIGNED request.
-    pub async fn answer(&self, req: &Request) -> Response {
+    /// Answers one admitted SUBMIT_SIGNED request from `from`; kind 3
+    /// goes to `hosting` (None: this provider hosts no records).
+    pub async fn answer(
+        &self,
+        req: &Request,
+        from: std::net::IpAddr,
+        hosting: Option<&crate::Hosting>,
+    ) -> Response {
         let id = req.request_id;
         let submission = match SubmitSigned::from_bytes(&req.payload) {
             Ok(s) => s,
@@ -112,6 +118,15 @@ impl SignedSubmissions {
                 zone_type,
                 entry,
             } => self.entry(id, &domain, zone_type, &entry).await,
+            SubmitSigned::NewRecord { record } => match hosting {
+                Some(h) => h.publish(id, &record, from, self).await,
+                None => Err(Response::error(
+                    Status::UNAUTHORIZED,
+                    id,
+                    0,
+                    "this provider hosts no records",
+                )),
+            },
         };
         match committed {
             Ok(()) => Response::ok(
@@ -126,7 +141,14 @@ impl SignedSubmissions {
         }
     }
 
-    async fn record(&self, id: u16, domain: &str, bytes: &[u8]) -> Result<(), Response> {
+    /// Kind 1: `bytes` as the next revision of the record `domain` names
+    /// (a domain or a record name).
+    pub(crate) async fn record(
+        &self,
+        id: u16,
+        domain: &str,
+        bytes: &[u8],
+    ) -> Result<(), Response> {
         let rec = Record::from_bytes(bytes)
             .map_err(|e| Response::error(Status::BAD_REQUEST, id, 0, &format!("record: {e}")))?;
         let head = self

@@ -101,8 +101,13 @@ impl Gate {
     /// challenger's `cap`), even when the load asks for none (SPEC §15,
     /// "Publishing").
     pub fn with_publish_difficulty(mut self, bits: u8) -> Self {
-        self.publish_difficulty = bits.min(self.challenger.config.cap);
+        self.set_publish_difficulty(bits);
         self
+    }
+
+    /// [`Gate::with_publish_difficulty`] on a gate in place.
+    pub fn set_publish_difficulty(&mut self, bits: u8) {
+        self.publish_difficulty = bits.min(self.challenger.config.cap);
     }
 
     /// A gate for another port of the same process: the same challenger,
