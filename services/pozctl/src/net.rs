@@ -414,3 +414,90 @@ pub fn submit(t: &Target, domain: &str, record: &Path) -> Result<ExitCode> {
         }
     })
 }
+
+/// The submit endpoints for `name` (a domain or a record name): the
+/// server given, else those discovery finds. Submissions travel only over
+/// Noise NK, so the server's key is required.
+async fn submit_endpoints(t: &Target, name: &str) -> Result<Vec<Endpoint>> {
+    if t.noise_key.is_none() {
+        bail!("submissions are encrypted: give the submit server's --noise-key");
+    }
+    if t.server.is_none() && poz::wire::record_name_id(name).is_some() {
+        bail!("a record without a domain has no discovery: give the provider's --server");
+    }
+    Ok(endpoints(t, name).await?.0)
+}
+
+/// Sends one SUBMIT_SIGNED and prints `said(ticket)` once committed.
+pub fn submit_and_say(
+    t: &Target,
+    name: &str,
+    s: &SubmitSigned,
+    said: impl FnOnce(&poz::wire::SubmitTicket) -> String,
+) -> Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let eps = submit_endpoints(t, name).await?;
+        match client(t).submit_signed(&eps, s).await {
+            Ok(ticket) => {
+                outln!("{}", said(&ticket));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("submit failed: {e}");
+                Ok(ExitCode::from(exit_for(&e)))
+            }
+        }
+    })
+}
+
+/// Sends one SUBMIT_REQUEST and prints the ticket: the submission ID to
+/// fetch the outcome with, and the state (issued and refused are final).
+pub fn request_and_say(
+    t: &Target,
+    domain: &str,
+    ask: &poz::wire::SubmitRequest,
+) -> Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let eps = submit_endpoints(t, domain).await?;
+        match client(t).submit_request(&eps, ask).await {
+            Ok(ticket) => {
+                outln!(
+                    "requested \"{}@{domain}\" -> {}: {} (submission {})",
+                    ask.handle,
+                    ask.subject,
+                    ticket.state,
+                    hex::encode(ticket.submission_id)
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("request failed: {e}");
+                Ok(ExitCode::from(exit_for(&e)))
+            }
+        }
+    })
+}
+
+/// SUBMIT_STATUS for `sid`: the answer, or the exit code of a failure
+/// (already reported).
+pub fn status(
+    t: &Target,
+    sid: [u8; 16],
+) -> Result<std::result::Result<poz::wire::StatusAnswer, ExitCode>> {
+    if t.server.is_none() {
+        bail!("give the provider's submit --server");
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let eps = submit_endpoints(t, "status").await?;
+        match client(t).submit_status(&eps, sid).await {
+            Ok(a) => Ok(Ok(a)),
+            Err(e) => {
+                eprintln!("status failed: {e}");
+                Ok(Err(ExitCode::from(exit_for(&e))))
+            }
+        }
+    })
+}

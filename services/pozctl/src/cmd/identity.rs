@@ -89,6 +89,46 @@ pub enum IdentityCmd {
         #[command(flatten)]
         tls: grpc::TlsArgs,
     },
+    /// Ask a provider over its submit port (7076) to bind a handle to
+    /// your record (SUBMIT_REQUEST), proved with the record's master keys;
+    /// prints the submission ID. The record must be published to that
+    /// provider first (pozctl publish).
+    Request {
+        /// The provider's domain (or record name) to ask a handle of.
+        domain: String,
+        #[arg(long)]
+        handle: String,
+        /// Your record file.
+        #[arg(long)]
+        record: PathBuf,
+        /// Master key files of the record, to its threshold. Repeat.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        #[command(flatten)]
+        target: super::remote::TargetArgs,
+    },
+    /// Fetch what became of a binding request (SUBMIT_STATUS); an issued
+    /// binding is written to --out. Exit 0 issued, 1 refused, 3 pending.
+    Fetch {
+        /// The submission ID (32 hex digits) `identity request` printed.
+        submission: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        target: super::remote::TargetArgs,
+    },
+    /// Copy a binding issued to your record into its own Identity Zone,
+    /// after verifying it against the provider's record; publish the next
+    /// revision afterwards.
+    Adopt {
+        binding: PathBuf,
+        /// Your record file (written in place).
+        #[arg(long)]
+        record: PathBuf,
+        /// The provider's record file (e.g. from `pozctl query --save`).
+        #[arg(long)]
+        provider: PathBuf,
+    },
     /// Revoke a binding: a revocation signed under the deny threshold,
     /// added to the provider's Identity Zone.
     Revoke {
@@ -232,6 +272,23 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
                 }
             }
         }
+        IdentityCmd::Request {
+            domain,
+            handle,
+            record,
+            keys,
+            target,
+        } => return super::holder::request(&target, &domain, &handle, &record, &keys, pass),
+        IdentityCmd::Fetch {
+            submission,
+            out,
+            target,
+        } => return super::holder::fetch(&target, &submission, &out),
+        IdentityCmd::Adopt {
+            binding,
+            record,
+            provider,
+        } => return super::holder::adopt(&binding, &record, &provider),
         IdentityCmd::Import {
             csv,
             api,

@@ -94,7 +94,7 @@ fn parse_record_id(s: &str) -> std::result::Result<Hash32, String> {
 }
 
 impl TargetArgs {
-    fn target(&self) -> net::Target {
+    pub(crate) fn target(&self) -> net::Target {
         net::Target {
             private: self.private,
             server: self.server.clone(),
