@@ -31,6 +31,8 @@ pub struct Target {
     pub well_known_address: Option<SocketAddr>,
     /// Discovery without the well-known file.
     pub no_well_known: bool,
+    /// `pozctl query --save`: write the verified MASTER record here.
+    pub save: Option<std::path::PathBuf>,
 }
 
 /// What ties an answer to the domain asked (issue 12 §9): a record ID
@@ -94,8 +96,11 @@ fn check_record(
     domain: &str,
     pin: Option<Pin>,
 ) -> Result<(), NotTheDomain> {
+    // A record name is not a namespace: the record's ID, checked below
+    // against the pin the name makes, is what ties it.
+    let named = poz::wire::record_name_id(domain).is_some();
     if let Some(a) = rec.authorities.get(&poz::zone::ZoneType::IDENTITY) {
-        if !a.namespace.is_empty() && !same_domain(&a.namespace, domain) {
+        if !named && !a.namespace.is_empty() && !same_domain(&a.namespace, domain) {
             return Err(NotTheDomain::Namespace {
                 record: id,
                 namespace: a.namespace.clone(),
@@ -156,6 +161,9 @@ async fn endpoints(
         Some(k) => Security::Noise(noise_key(k)?),
         None => Security::Plain,
     };
+    if t.server.is_none() && poz::wire::record_name_id(domain).is_some() {
+        bail!("{domain} is a record name: a record without a domain has no discovery; give the --server that hosts it");
+    }
     if let Some(s) = &t.server {
         let eps = resolve(s)?
             .into_iter()
@@ -302,7 +310,21 @@ pub fn query(
                 None => return Err(e),
             },
         };
-        let pin = pin_of(t, found)?;
+        let mut pin = pin_of(t, found)?;
+        // A record name pins itself (SPEC §14.4): the answer must be the
+        // record with that ID, whatever else is given.
+        if let Some(id) = poz::wire::record_name_id(domain) {
+            if let Some(p) = pin.filter(|p| p.id != id) {
+                return Err(crate::cmd::refuse(format!(
+                    "{} {} is not the record {domain} names",
+                    p.by, p.id
+                )));
+            }
+            pin = Some(Pin {
+                id,
+                by: "its record name",
+            });
+        }
         // The client checks no pin: pozctl does, and says which pinned it.
         let c = client(t);
         let pinned = pin.is_some();
@@ -323,6 +345,11 @@ pub fn query(
                 ("master", _) | ("auto", None) => {
                     let r = c.master(&eps, domain, None).await?;
                     check_record(&r.record, r.id, domain, pin)?;
+                    if let Some(path) = &t.save {
+                        std::fs::write(path, r.record.to_bytes()).map_err(|e| {
+                            ClientError::Invalid(format!("writing {}: {e}", path.display()))
+                        })?;
+                    }
                     if as_json {
                         outln!("{}", serde_json::to_string_pretty(&json!({"verified": true, "pinned": pinned, "pinned_by": pin.map(|p| p.by), "record": render::record_json(&r.record)})).unwrap_or_default());
                     } else {
@@ -498,6 +525,35 @@ pub fn status(
                 eprintln!("status failed: {e}");
                 Ok(Err(ExitCode::from(exit_for(&e))))
             }
+        }
+    })
+}
+
+/// The provider's record as a CHAIN for `handle` carries it (the binding
+/// and its revocation, if any), verified from genesis and pinned (by
+/// `--record-id`, discovery or a record name): what `identity verify
+/// --from` and `identity adopt --from` judge a binding against.
+pub fn provider_chain(t: &Target, domain: &str, handle: &str) -> Result<poz::verify::VerifiedRecord> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (eps, found, _) = endpoints(t, domain).await?;
+        let pin = match poz::wire::record_name_id(domain) {
+            Some(id) => Some(id),
+            None => pin_of(t, found)?.map(|p| p.id),
+        };
+        let Some(pin) = pin else {
+            return Err(crate::cmd::refuse(format!(
+                "nothing pins the record for {domain}: give --record-id ID"
+            )));
+        };
+        match client(t).chain_record(&eps, domain, handle, Some(pin)).await {
+            Ok(vr) => {
+                check_record(&vr.record, vr.id, domain, None)
+                    .map_err(|e| crate::cmd::refuse(format!("{e} ({domain})")))?;
+                Ok(vr)
+            }
+            Err(e) if exit_for(&e) == 1 => Err(crate::cmd::refuse(format!("{domain}: {e}"))),
+            Err(e) => Err(anyhow!("{domain}: {e}")),
         }
     })
 }

@@ -124,7 +124,11 @@ pub fn fetch(target: &TargetArgs, submission: &str, out: &std::path::Path) -> Re
 
 /// `pozctl identity adopt`: copies a binding issued to `record` into its
 /// Identity Zone, after checking it against the provider's record.
-pub fn adopt(binding: &std::path::Path, record: &std::path::Path, provider: &std::path::Path) -> Result<ExitCode> {
+pub fn adopt(
+    binding: &std::path::Path,
+    record: &std::path::Path,
+    provider: poz::Record,
+) -> Result<ExitCode> {
     let mut rec = read_record(record)?;
     let e = read_entry(binding)?;
     let b = poz::entries::IdentityBinding::from_bytes(&e.body)
@@ -137,8 +141,7 @@ pub fn adopt(binding: &std::path::Path, record: &std::path::Path, provider: &std
             record.display()
         )));
     }
-    let prov = read_record(provider)?;
-    let vr = poz::verify::verify_and_accept(prov).map_err(|report| {
+    let vr = poz::verify::verify_and_accept(provider).map_err(|report| {
         let f: Vec<String> = report.failures().map(|(r, d)| format!("{r}: {d}")).collect();
         refuse(format!("the provider record does not verify: {}", f.join("; ")))
     })?;

@@ -58,11 +58,18 @@ pub enum IdentityCmd {
         #[arg(long)]
         provider: PathBuf,
     },
-    /// Verify a binding against its provider's record.
+    /// Verify a binding against its provider's record: a file, or
+    /// fetched over the POZ ports (--from DOMAIN: the provider's CHAIN for
+    /// the binding's handle, verified from genesis and pinned).
     Verify {
         binding: PathBuf,
-        #[arg(long)]
-        provider: PathBuf,
+        #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+        provider: Option<PathBuf>,
+        /// The provider's domain (or record name) to fetch its record from.
+        #[arg(long, value_name = "DOMAIN")]
+        from: Option<String>,
+        #[command(flatten)]
+        target: super::remote::TargetArgs,
         /// Verification time in ms (default: now).
         #[arg(long)]
         at: Option<u64>,
@@ -125,9 +132,15 @@ pub enum IdentityCmd {
         /// Your record file (written in place).
         #[arg(long)]
         record: PathBuf,
-        /// The provider's record file (e.g. from `pozctl query --save`).
-        #[arg(long)]
-        provider: PathBuf,
+        /// The provider's record file.
+        #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+        provider: Option<PathBuf>,
+        /// Or fetch it over the POZ ports from this domain, as `identity
+        /// verify --from` does.
+        #[arg(long, value_name = "DOMAIN")]
+        from: Option<String>,
+        #[command(flatten)]
+        target: super::remote::TargetArgs,
     },
     /// Revoke a binding: a revocation signed under the deny threshold,
     /// added to the provider's Identity Zone.
@@ -210,11 +223,13 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
         IdentityCmd::Verify {
             binding,
             provider,
+            from,
+            target,
             at,
             json,
             allow_partial,
         } => {
-            let rec = read_record(&provider)?;
+            let rec = provider_record(&binding, provider.as_deref(), from.as_deref(), &target)?;
             let e = read_entry(&binding)?;
             let vr = match verify_and_accept(rec) {
                 Ok(v) => v,
@@ -288,7 +303,12 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             binding,
             record,
             provider,
-        } => return super::holder::adopt(&binding, &record, &provider),
+            from,
+            target,
+        } => {
+            let prov = provider_record(&binding, provider.as_deref(), from.as_deref(), &target)?;
+            return super::holder::adopt(&binding, &record, prov);
+        }
         IdentityCmd::Import {
             csv,
             api,
@@ -321,4 +341,25 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The provider record a binding is judged against: the file given, or
+/// the provider's CHAIN for the binding's handle fetched from `from`.
+fn provider_record(
+    binding: &std::path::Path,
+    file: Option<&std::path::Path>,
+    from: Option<&str>,
+    target: &super::remote::TargetArgs,
+) -> Result<poz::Record> {
+    match (file, from) {
+        (Some(f), _) => read_record(f),
+        (None, Some(domain)) => {
+            let e = read_entry(binding)?;
+            let b = poz::entries::IdentityBinding::from_bytes(&e.body).map_err(|err| {
+                refuse(format!("{} is not an identity binding: {err}", binding.display()))
+            })?;
+            Ok(crate::net::provider_chain(&target.target(), domain, &b.handle)?.record)
+        }
+        (None, None) => Err(anyhow!("give --provider FILE or --from DOMAIN")),
+    }
 }

@@ -23,6 +23,9 @@ pub struct Query {
     target: TargetArgs,
     #[arg(long)]
     json: bool,
+    /// Also write the verified record (MASTER) to this file.
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
 }
 
 // `pozctl submit`'s arguments (its help text is on `Cmd::Submit`).
@@ -36,8 +39,10 @@ pub struct Submit {
 }
 
 pub fn query(a: Query) -> Result<ExitCode> {
+    let mut t = a.target.target();
+    t.save = a.save;
     net::query(
-        &a.target.target(),
+        &t,
         &a.domain,
         a.handle.as_deref(),
         &a.query_type,
@@ -106,6 +111,7 @@ impl TargetArgs {
             well_known_root: self.well_known_root.clone(),
             well_known_address: self.well_known_address,
             no_well_known: self.no_well_known,
+            save: None,
         }
     }
 }
