@@ -484,12 +484,17 @@ pub fn request_and_say(
     t: &Target,
     domain: &str,
     ask: &poz::wire::SubmitRequest,
+    ticket_file: Option<&Path>,
 ) -> Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
         let eps = submit_endpoints(t, domain).await?;
         match client(t).submit_request(&eps, ask).await {
             Ok(ticket) => {
+                if let Some(f) = ticket_file {
+                    std::fs::write(f, format!("{}\n", hex::encode(ticket.submission_id)))
+                        .with_context(|| format!("writing {}", f.display()))?;
+                }
                 outln!(
                     "requested \"{}@{domain}\" -> {}: {} (submission {})",
                     ask.handle,

@@ -351,6 +351,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  pozctl query {domain} --server {noise_addr} --noise-key {key_hex} --record-id {id} --handle bob"
     );
+    // The holder's journey in the README reads these (a person's record
+    // is published to this provider and asks it for a handle).
+    println!("For the holder's journey (README), in that terminal:");
+    println!(
+        "  export POZ_QUERY={plain_addr} POZ_SUBMIT={submit_addr} POZ_SUBMIT_KEY={} POZ_PROVIDER={id} POZ_API={}",
+        hex::encode(submissions.key.public),
+        fleet.provider_api
+    );
     std::io::stdout().flush()?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -64,6 +64,7 @@ pub fn request(
     handle: &str,
     record: &std::path::Path,
     keys: &[PathBuf],
+    ticket: Option<&std::path::Path>,
     pass: &Passphrase,
 ) -> Result<ExitCode> {
     let rec = read_record(record)?;
@@ -89,16 +90,28 @@ pub fn request(
         ask.proof.push(k.sign(idx, &digest));
     }
     let t = target.target();
-    net::request_and_say(&t, domain, &ask)
+    net::request_and_say(&t, domain, &ask, ticket)
+}
+
+/// A submission ID given as 32 hex digits, or as the file `identity
+/// request --ticket` wrote.
+fn submission_arg(s: &str) -> Result<[u8; 16]> {
+    let text = if s.len() != 32 && std::path::Path::new(s).is_file() {
+        std::fs::read_to_string(s).map_err(|e| anyhow::anyhow!("reading {s}: {e}"))?
+    } else {
+        s.to_owned()
+    };
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a submission ID (32 hex digits) or a ticket file"))
 }
 
 /// `pozctl identity fetch`: SUBMIT_STATUS for `submission`; an issued
 /// binding is written to `out`. Exit 0 issued, 1 refused, 3 pending.
+/// `submission` is the ID in hex or a ticket file.
 pub fn fetch(target: &TargetArgs, submission: &str, out: &std::path::Path) -> Result<ExitCode> {
-    let sid: [u8; 16] = hex::decode(submission)
-        .ok()
-        .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
-        .ok_or_else(|| anyhow::anyhow!("{submission:?} is not a submission ID (32 hex digits)"))?;
+    let sid = submission_arg(submission)?;
     let t = target.target();
     let answer = net::status(&t, sid)?;
     let answer = match answer {

@@ -111,13 +111,18 @@ pub enum IdentityCmd {
         /// Master key files of the record, to its threshold. Repeat.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
+        /// Also write the submission ID (32 hex digits and a newline) to
+        /// this file, for `identity fetch`.
+        #[arg(long, value_name = "FILE")]
+        ticket: Option<PathBuf>,
         #[command(flatten)]
         target: super::remote::TargetArgs,
     },
     /// Fetch what became of a binding request (SUBMIT_STATUS); an issued
     /// binding is written to --out. Exit 0 issued, 1 refused, 3 pending.
     Fetch {
-        /// The submission ID (32 hex digits) `identity request` printed.
+        /// The submission ID (32 hex digits) `identity request` printed,
+        /// or the file its --ticket wrote.
         submission: String,
         #[arg(long)]
         out: PathBuf,
@@ -141,6 +146,16 @@ pub enum IdentityCmd {
         from: Option<String>,
         #[command(flatten)]
         target: super::remote::TargetArgs,
+    },
+    /// A provider revokes a handle's binding through its Provider API
+    /// (gRPC RevokeBinding; the signer signs the revocation).
+    RevokeHandle {
+        handle: String,
+        /// unspecified, key-compromise, superseded, account-closed, policy
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        #[command(flatten)]
+        api: super::requests::ApiArgs,
     },
     /// Revoke a binding: a revocation signed under the deny threshold,
     /// added to the provider's Identity Zone.
@@ -292,8 +307,19 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             handle,
             record,
             keys,
+            ticket,
             target,
-        } => return super::holder::request(&target, &domain, &handle, &record, &keys, pass),
+        } => {
+            return super::holder::request(
+                &target,
+                &domain,
+                &handle,
+                &record,
+                &keys,
+                ticket.as_deref(),
+                pass,
+            )
+        }
         IdentityCmd::Fetch {
             submission,
             out,
@@ -309,6 +335,11 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
             let prov = provider_record(&binding, provider.as_deref(), from.as_deref(), &target)?;
             return super::holder::adopt(&binding, &record, prov);
         }
+        IdentityCmd::RevokeHandle {
+            handle,
+            reason,
+            api,
+        } => return super::requests::revoke_handle(&handle, &reason, &api),
         IdentityCmd::Import {
             csv,
             api,

@@ -41,6 +41,44 @@ pub enum RequestsCmd {
     },
 }
 
+/// `pozctl identity revoke-handle`: the provider revokes a handle's
+/// binding through its Provider API (RevokeBinding): signed by the
+/// signer under the deny threshold, verified and committed, so every
+/// lookup and every copy checked against the provider's record says
+/// revoked from then on.
+pub fn revoke_handle(handle: &str, reason: &str, api: &ApiArgs) -> Result<ExitCode> {
+    let reason = poz::entries::RevocationReason::from_name(reason)
+        .ok_or_else(|| anyhow::anyhow!("unknown reason {reason:?} (unspecified, key-compromise, superseded, account-closed, policy)"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let channel = grpc::channel("--api", &api.api, &api.tls)?;
+        let r = pb::provider_api_client::ProviderApiClient::new(channel)
+            .revoke_binding(pb::RevokeBindingRequest {
+                handle: handle.into(),
+                reason: u32::from(reason.0),
+                idempotency_key: String::new(),
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                outln!("revoked the binding of {handle:?} ({reason})");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(s) => {
+                if let Some(r) = grpc::refusal(&format!("the Provider API at {}", api.api), &s) {
+                    return Err(refuse(r));
+                }
+                match s.code() {
+                    tonic::Code::Unavailable => Err(grpc::unreached(&api.api, &s)),
+                    _ => Err(refuse(s.message().to_string())),
+                }
+            }
+        }
+    })
+}
+
 #[derive(clap::Args)]
 pub struct ApiArgs {
     /// The Provider API's gRPC endpoint: http://HOST:PORT, or
@@ -51,11 +89,17 @@ pub struct ApiArgs {
     tls: grpc::TlsArgs,
 }
 
+/// A submission ID in hex, or a ticket file holding one.
 fn sid_arg(s: &str) -> Result<Vec<u8>> {
-    hex::decode(s)
+    let text = if s.len() != 32 && std::path::Path::new(s).is_file() {
+        std::fs::read_to_string(s).with_context(|| format!("reading {s}"))?
+    } else {
+        s.to_owned()
+    };
+    hex::decode(text.trim())
         .ok()
         .filter(|v| v.len() == 16)
-        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a submission ID (32 hex digits)"))
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a submission ID (32 hex digits) or a ticket file"))
 }
 
 fn state_name(s: u32) -> String {
