@@ -174,11 +174,21 @@ impl Hosting {
             .await
             .map_err(|s| peer_error(id, &s))?
             .into_inner();
-        if !report.complete {
+        // Valid, with its chain walked from genesis. Not "complete": a
+        // binding copy in the holder's Identity Zone is never checked
+        // here (it verifies against its issuer's record).
+        let from_genesis = report
+            .checks
+            .iter()
+            .any(|c| c.rule == "chain-genesis" && c.outcome == pb::Outcome::Pass as i32);
+        if !report.valid || !from_genesis {
             let failed: Vec<String> = report
                 .checks
                 .iter()
-                .filter(|c| c.outcome != pb::Outcome::Pass as i32)
+                .filter(|c| {
+                    c.outcome == pb::Outcome::Fail as i32
+                        || (c.rule == "chain-genesis" && c.outcome != pb::Outcome::Pass as i32)
+                })
                 .map(|c| format!("{}: {}", c.rule, c.detail))
                 .collect();
             return Err(Response::error(
