@@ -197,3 +197,165 @@ fn journey_against_pozd_with_the_issue_policy() {
     let status = p.terminate();
     assert!(status.success(), "{status:?}\n{}", p.stderr());
 }
+
+/// The split fleet as separate processes (poz-store, poz-verifier,
+/// poz-signer with a software key, poz-provider-api, poz-query-gw,
+/// poz-submit-gw), plain loopback gRPC, the sample provider
+/// `social.example` loaded into the store first. Returns the processes
+/// (they end with the test) and the journey's variables.
+async fn split_fleet(dir: &Path, policy: &str) -> (Vec<ServiceProcess>, Vec<(String, String)>) {
+    use poz::Codec;
+    let db = format!("sqlite://{}?mode=rwc", dir.join("s.db").display());
+    let (provider, _) = poz::sample::chain_provider().unwrap();
+    let id = {
+        let store = poz_store::Store::open(&db, poz_store::StoreOptions::default())
+            .await
+            .unwrap();
+        let (id, _) = store
+            .import_record(&provider.to_bytes(), &["social.example".into()])
+            .await
+            .unwrap();
+        store.close().await;
+        id
+    };
+    let bin = |name: &str| poz_testkit::workspace_bin(name);
+    let conf = |name: &str, text: String| {
+        let p = dir.join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let spawn = |name: &str, config: PathBuf| {
+        let mut cmd = Command::new(bin(name));
+        cmd.arg("--config").arg(config);
+        ServiceProcess::spawn(cmd)
+    };
+    let store = spawn(
+        "poz-store",
+        conf(
+            "store",
+            format!("listen = \"127.0.0.1:0\"\ninsecure = true\ndatabase_url = \"{db}\"\n"),
+        ),
+    );
+    let verifier = spawn(
+        "poz-verifier",
+        conf(
+            "verifier",
+            "listen = \"127.0.0.1:0\"\ninsecure = true\n".into(),
+        ),
+    );
+    // The sample provider's identity device: grant and deny alone.
+    let pass = dir.join("passphrase");
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    let key_file = dir.join("device-a.key");
+    let file = poz::private::KeyFile::create(
+        &poz::sample::provider_keys().device_a,
+        b"correct horse",
+        poz::private::KdfParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        },
+    )
+    .unwrap();
+    std::fs::write(&key_file, file.to_bytes()).unwrap();
+    let signer = spawn(
+        "poz-signer",
+        conf(
+            "signer",
+            format!(
+                "listen = \"127.0.0.1:0\"\ninsecure = true\nbackend = \"software\"\nkey_files = [\"{}\"]\npassphrase_file = \"{}\"\naudit_database_url = \"{db}\"\n",
+                key_file.display(),
+                pass.display()
+            ),
+        ),
+    );
+    let api = spawn(
+        "poz-provider-api",
+        conf(
+            "api",
+            format!(
+                "listen = \"127.0.0.1:0\"\ninsecure = true\nrecord_id = \"{}\"\nstore = \"{}\"\nverifier = \"{}\"\nsigner = \"{}\"\n",
+                id.to_hex(),
+                store.url(),
+                verifier.url(),
+                signer.url()
+            ),
+        ),
+    );
+    let secrets = dir.join("secrets");
+    std::fs::write(&secrets, format!("{}\n", hex::encode([3u8; 32]))).unwrap();
+    let noise = |name: &str| {
+        let key = poz::noise::StaticKeypair::generate();
+        let f = dir.join(format!("{name}-noise.key"));
+        std::fs::write(&f, hex::encode(key.secret())).unwrap();
+        (key, f)
+    };
+    let (_, query_key) = noise("query");
+    let query = spawn(
+        "poz-query-gw",
+        conf(
+            "query",
+            format!(
+                "listen_plain = \"127.0.0.1:0\"\nlisten_noise = \"127.0.0.1:0\"\ninsecure = true\nstore = \"{}\"\ncache_ttl_ms = 0\nnoise_key_file = \"{}\"\nchallenge_secrets_file = \"{}\"\n",
+                store.url(),
+                query_key.display(),
+                secrets.display()
+            ),
+        ),
+    );
+    let (submit_key, submit_key_file) = noise("submit");
+    let submit = spawn(
+        "poz-submit-gw",
+        conf(
+            "submit",
+            format!(
+                "listen = \"127.0.0.1:0\"\ninsecure = true\nstore = \"{}\"\nverifier = \"{}\"\nprovider_api = \"{}\"\nbinding_requests = \"{policy}\"\nprovider_record = \"{}\"\nhost_records = true\nnoise_key_file = \"{}\"\nchallenge_secrets_file = \"{}\"\n",
+                store.url(),
+                verifier.url(),
+                api.url(),
+                id.to_hex(),
+                submit_key_file.display(),
+                secrets.display()
+            ),
+        ),
+    );
+    // "listening plain ADDR noise ADDR key HEX"
+    let plain = query.addr().split_whitespace().nth(1).unwrap().to_owned();
+    let vars = vec![
+        ("POZ_QUERY".to_owned(), plain),
+        ("POZ_SUBMIT".to_owned(), submit.addr().to_owned()),
+        ("POZ_SUBMIT_KEY".to_owned(), hex::encode(submit_key.public)),
+        ("POZ_PROVIDER".to_owned(), id.to_hex()),
+        ("POZ_API".to_owned(), api.url()),
+    ];
+    (vec![store, verifier, signer, api, query, submit], vars)
+}
+
+/// The README's journey with the provider's domain swapped in.
+fn journey_for(domain: &str, queue: bool) -> Vec<String> {
+    journey_lines()
+        .into_iter()
+        .filter(|l| queue || (!l.contains("# pending") && !l.contains("pozctl requests")))
+        .map(|l| l.replace("demo.example", domain))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journey_against_the_split_services_with_both_policies() {
+    for (policy, queue) in [("queue", true), ("issue", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut procs, vars) = split_fleet(dir.path(), policy).await;
+        let lines = journey_for("social.example", queue);
+        let d = dir.path().to_owned();
+        let (stdout, stderr) = tokio::task::spawn_blocking(move || run_lines(&d, &lines, &vars))
+            .await
+            .unwrap();
+        journey_said(
+            &stdout.replace("social.example", "demo.example"),
+            &stderr,
+        );
+        for p in procs.iter_mut().rev() {
+            p.terminate();
+        }
+    }
+}
