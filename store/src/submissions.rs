@@ -189,7 +189,9 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<(Submission, u64)>, StoreError> {
         if !(1..=1000).contains(&limit) {
-            return Err(StoreError::Invalid(format!("limit {limit} is not 1..=1000")));
+            return Err(StoreError::Invalid(format!(
+                "limit {limit} is not 1..=1000"
+            )));
         }
         let ttl_ms = i64::try_from(self.options.pending_ttl.as_millis()).unwrap_or(i64::MAX);
         let rows = sqlx::query(

@@ -65,7 +65,8 @@ impl AddressQuota {
     pub fn spend(&mut self, ip: IpAddr, now: u64) -> Result<(), u64> {
         let window_ms = self.window_ms;
         if !self.spent.contains_key(&ip) && self.spent.len() >= self.capacity {
-            self.spent.retain(|_, (start, _)| now < start.saturating_add(window_ms));
+            self.spent
+                .retain(|_, (start, _)| now < start.saturating_add(window_ms));
             if self.spent.len() >= self.capacity {
                 return Err(window_ms);
             }
@@ -220,7 +221,10 @@ impl Hosting {
         // ever added, so it names every key of every revision).
         let mut genesis = Record::new(
             rec.keys.clone(),
-            rec.history.first().cloned().unwrap_or_else(|| rec.master.clone()),
+            rec.history
+                .first()
+                .cloned()
+                .unwrap_or_else(|| rec.master.clone()),
         );
         if rec.master.serial == 1 {
             genesis = rec.clone();

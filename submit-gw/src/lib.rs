@@ -9,9 +9,9 @@ pub mod requests;
 pub mod serve;
 pub mod signed;
 
+pub use hosted::{AddressQuota, Hosting};
 use poz::wire::{MessageType, Request, Response, Status};
 use poz_edge::Answer;
-pub use hosted::{AddressQuota, Hosting};
 pub use requests::{BindingRequests, Policy};
 pub use serve::{edge, run, serve, Config, Listeners, ServeError};
 pub use signed::SignedSubmissions;
@@ -30,9 +30,7 @@ impl Answer for Submissions {
     async fn answer(&self, req: &Request, from: std::net::IpAddr) -> Response {
         match req.message_type {
             MessageType::SUBMIT_SIGNED => {
-                self.signed
-                    .answer(req, from, self.hosting.as_ref())
-                    .await
+                self.signed.answer(req, from, self.hosting.as_ref()).await
             }
             MessageType::SUBMIT_REQUEST | MessageType::SUBMIT_STATUS => match &self.requests {
                 Some(r) if req.message_type == MessageType::SUBMIT_REQUEST => r.request(req).await,

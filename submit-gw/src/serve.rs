@@ -188,8 +188,7 @@ pub fn edge(config: &Config, guard: &Guard) -> Result<Arc<Edge<Submissions>>, Se
     });
     let submissions = Submissions {
         hosting,
-        signed: SignedSubmissions::new(store.clone(), verifier)
-            .with_handle_policy(handle_policy),
+        signed: SignedSubmissions::new(store.clone(), verifier).with_handle_policy(handle_policy),
         requests: match config.binding_requests.as_str() {
             "off" => None,
             "issue" => Some(requests(

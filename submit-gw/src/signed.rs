@@ -143,12 +143,7 @@ impl SignedSubmissions {
 
     /// Kind 1: `bytes` as the next revision of the record `domain` names
     /// (a domain or a record name).
-    pub(crate) async fn record(
-        &self,
-        id: u16,
-        domain: &str,
-        bytes: &[u8],
-    ) -> Result<(), Response> {
+    pub(crate) async fn record(&self, id: u16, domain: &str, bytes: &[u8]) -> Result<(), Response> {
         let rec = Record::from_bytes(bytes)
             .map_err(|e| Response::error(Status::BAD_REQUEST, id, 0, &format!("record: {e}")))?;
         let head = self

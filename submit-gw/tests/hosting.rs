@@ -133,5 +133,8 @@ async fn new_records_are_hosted_within_their_bounds() {
         refusal(c.submit_signed(&hosting, &publish(&third)).await),
         Status::RATE_LIMITED
     );
-    assert!(store.resolve(&poz::wire::record_name(&third.id())).await.is_err());
+    assert!(store
+        .resolve(&poz::wire::record_name(&third.id()))
+        .await
+        .is_err());
 }

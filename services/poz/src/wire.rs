@@ -766,7 +766,9 @@ pub enum SubmitSigned {
     /// Kind 3: a whole record, complete from genesis, to be hosted by the
     /// provider under its record name (SPEC §14.5). The record runs to the
     /// end of the payload.
-    NewRecord { record: Vec<u8> },
+    NewRecord {
+        record: Vec<u8>,
+    },
 }
 
 impl Codec for SubmitSigned {

@@ -10,8 +10,8 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use poz::wire::{
-    record_name, record_name_id, DomainQuery, MessageType, Request, RequestPayload,
-    SerialAnswer, StatusAnswer, SubmissionState, SubmitSigned, SubmitTicket, ZoneQuery,
+    record_name, record_name_id, DomainQuery, MessageType, Request, RequestPayload, SerialAnswer,
+    StatusAnswer, SubmissionState, SubmitSigned, SubmitTicket, ZoneQuery,
 };
 use poz::zone::ZoneType;
 use poz::{Codec, Hash32, Record};

@@ -538,7 +538,11 @@ pub fn status(
 /// and its revocation, if any), verified from genesis and pinned (by
 /// `--record-id`, discovery or a record name): what `identity verify
 /// --from` and `identity adopt --from` judge a binding against.
-pub fn provider_chain(t: &Target, domain: &str, handle: &str) -> Result<poz::verify::VerifiedRecord> {
+pub fn provider_chain(
+    t: &Target,
+    domain: &str,
+    handle: &str,
+) -> Result<poz::verify::VerifiedRecord> {
     let rt = runtime()?;
     rt.block_on(async {
         let (eps, found, _) = endpoints(t, domain).await?;
@@ -551,7 +555,10 @@ pub fn provider_chain(t: &Target, domain: &str, handle: &str) -> Result<poz::ver
                 "nothing pins the record for {domain}: give --record-id ID"
             )));
         };
-        match client(t).chain_record(&eps, domain, handle, Some(pin)).await {
+        match client(t)
+            .chain_record(&eps, domain, handle, Some(pin))
+            .await
+        {
             Ok(vr) => {
                 check_record(&vr.record, vr.id, domain, None)
                     .map_err(|e| crate::cmd::refuse(format!("{e} ({domain})")))?;

@@ -154,7 +154,10 @@ fn journey_said(stdout: &str, stderr: &str) {
         stdout.contains("VERIFIED record for "),
         "the hosted record by its record name\n{stdout}"
     );
-    assert!(stdout.contains("issued: binding written to dana.binding"), "{stdout}");
+    assert!(
+        stdout.contains("issued: binding written to dana.binding"),
+        "{stdout}"
+    );
     assert!(stdout.contains("adopted \"dana\""), "{stdout}");
     assert!(stdout.contains(" serial 2 "), "the next revision\n{stdout}");
     assert!(
@@ -175,7 +178,10 @@ fn readme_journey_runs_verbatim_against_pozd_with_the_queue_policy() {
     let (mut p, vars) = pozd(&dir.path().join("data"), "queue");
     let (stdout, stderr) = run_lines(dir.path(), &lines, &vars);
     journey_said(&stdout, &stderr);
-    assert!(stdout.contains("pending: the provider has not decided yet"), "{stdout}");
+    assert!(
+        stdout.contains("pending: the provider has not decided yet"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 pending"), "{stdout}");
     let status = p.terminate();
     assert!(status.success(), "{status:?}\n{}", p.stderr());
@@ -350,10 +356,7 @@ async fn journey_against_the_split_services_with_both_policies() {
         let (stdout, stderr) = tokio::task::spawn_blocking(move || run_lines(&d, &lines, &vars))
             .await
             .unwrap();
-        journey_said(
-            &stdout.replace("social.example", "demo.example"),
-            &stderr,
-        );
+        journey_said(&stdout.replace("social.example", "demo.example"), &stderr);
         for p in procs.iter_mut().rev() {
             p.terminate();
         }

@@ -160,7 +160,11 @@ impl ProviderApiService {
                 }))
                 .await;
             match issued {
-                Ok(b) => (SubmissionState::ISSUED, Some(b.into_inner().entry), String::new()),
+                Ok(b) => (
+                    SubmissionState::ISSUED,
+                    Some(b.into_inner().entry),
+                    String::new(),
+                ),
                 // The handle is taken, a look-alike, reserved, or breaks
                 // the policy: the request ends refused with that rule.
                 Err(s)

@@ -69,10 +69,17 @@ async fn requests_are_listed_approved_and_refused_once() {
     handles.sort();
     assert_eq!(handles, ["dana", "erin"]);
     assert!(listed.next_after.is_empty());
-    assert!(listed.requests.iter().all(|r| r.state == 1 && r.asked_at > 0));
+    assert!(listed
+        .requests
+        .iter()
+        .all(|r| r.state == 1 && r.asked_at > 0));
 
     // Approve: issued, and the binding verifies against the provider.
-    let issued = api.decide_binding_request(decide(a, true, "")).await.unwrap().into_inner();
+    let issued = api
+        .decide_binding_request(decide(a, true, ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((issued.state, issued.handle.as_str()), (2, "dana"));
     let entry = SignedEntry::from_bytes(issued.entry.as_deref().unwrap()).unwrap();
     let vr = verify_and_accept(f.provider.clone()).unwrap();
@@ -83,14 +90,24 @@ async fn requests_are_listed_approved_and_refused_once() {
     let b_ok = verify_binding(&vr, &entry, now).unwrap();
     assert_eq!(b_ok.binding.subject, dana);
     // Again: the same binding, nothing issued twice.
-    let again = api.decide_binding_request(decide(a, true, "")).await.unwrap().into_inner();
+    let again = api
+        .decide_binding_request(decide(a, true, ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.entry, issued.entry);
     // The other way: refused.
-    let e = api.decide_binding_request(decide(a, false, "changed my mind")).await.unwrap_err();
+    let e = api
+        .decide_binding_request(decide(a, false, "changed my mind"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
     // Refuse: a reason is required, then recorded; again is the same.
-    let e = api.decide_binding_request(decide(b, false, "  ")).await.unwrap_err();
+    let e = api
+        .decide_binding_request(decide(b, false, "  "))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let refused = api
         .decide_binding_request(decide(b, false, "handle reserved for staff"))
@@ -98,14 +115,20 @@ async fn requests_are_listed_approved_and_refused_once() {
         .unwrap()
         .into_inner();
     assert_eq!(refused.state, 3);
-    assert!(refused.message.contains("handle reserved for staff"), "{refused:?}");
+    assert!(
+        refused.message.contains("handle reserved for staff"),
+        "{refused:?}"
+    );
     let again = api
         .decide_binding_request(decide(b, false, "handle reserved for staff"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(again.message, refused.message);
-    let e = api.decide_binding_request(decide(b, true, "")).await.unwrap_err();
+    let e = api
+        .decide_binding_request(decide(b, true, ""))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     // What SUBMIT_STATUS reads.
     assert_eq!(f.store.submission(&b).await.unwrap().state, 3);
@@ -122,12 +145,18 @@ async fn requests_are_listed_approved_and_refused_once() {
     assert!(listed.requests.is_empty(), "{listed:?}");
 
     // A bad ID, an unknown one, a bad page size.
-    let e = api.decide_binding_request(pb::DecideBindingRequestRequest {
-        submission_id: vec![1; 3],
-        ..decide([0; 16], true, "")
-    }).await.unwrap_err();
+    let e = api
+        .decide_binding_request(pb::DecideBindingRequestRequest {
+            submission_id: vec![1; 3],
+            ..decide([0; 16], true, "")
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let e = api.decide_binding_request(decide([7; 16], true, "")).await.unwrap_err();
+    let e = api
+        .decide_binding_request(decide([7; 16], true, ""))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     let e = api
         .list_binding_requests(pb::ListBindingRequestsRequest {

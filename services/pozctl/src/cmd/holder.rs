@@ -109,7 +109,9 @@ fn submission_arg(s: &str) -> Result<[u8; 16]> {
     hex::decode(text.trim())
         .ok()
         .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
-        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a submission ID (32 hex digits) or a ticket file"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("{s:?} is not a submission ID (32 hex digits) or a ticket file")
+        })
 }
 
 /// `pozctl identity fetch`: SUBMIT_STATUS for `submission`; an issued
@@ -149,8 +151,12 @@ pub fn adopt(
 ) -> Result<ExitCode> {
     let mut rec = read_record(record)?;
     let e = read_entry(binding)?;
-    let b = poz::entries::IdentityBinding::from_bytes(&e.body)
-        .map_err(|err| refuse(format!("{} is not an identity binding: {err}", binding.display())))?;
+    let b = poz::entries::IdentityBinding::from_bytes(&e.body).map_err(|err| {
+        refuse(format!(
+            "{} is not an identity binding: {err}",
+            binding.display()
+        ))
+    })?;
     if b.subject != rec.id() {
         return Err(refuse(format!(
             "the binding is issued to {}, not to {} ({})",
@@ -160,11 +166,20 @@ pub fn adopt(
         )));
     }
     let vr = poz::verify::verify_and_accept(provider).map_err(|report| {
-        let f: Vec<String> = report.failures().map(|(r, d)| format!("{r}: {d}")).collect();
-        refuse(format!("the provider record does not verify: {}", f.join("; ")))
+        let f: Vec<String> = report
+            .failures()
+            .map(|(r, d)| format!("{r}: {d}"))
+            .collect();
+        refuse(format!(
+            "the provider record does not verify: {}",
+            f.join("; ")
+        ))
     })?;
-    poz::verify::verify_binding(&vr, &e, now_ms())
-        .map_err(|err| refuse(format!("the binding does not verify against the provider: {err}")))?;
+    poz::verify::verify_binding(&vr, &e, now_ms()).map_err(|err| {
+        refuse(format!(
+            "the binding does not verify against the provider: {err}"
+        ))
+    })?;
     if rec.master.delegation(ZoneType::IDENTITY).is_none()
         || !rec.authorities.contains_key(&ZoneType::IDENTITY)
     {

@@ -387,7 +387,10 @@ fn provider_record(
         (None, Some(domain)) => {
             let e = read_entry(binding)?;
             let b = poz::entries::IdentityBinding::from_bytes(&e.body).map_err(|err| {
-                refuse(format!("{} is not an identity binding: {err}", binding.display()))
+                refuse(format!(
+                    "{} is not an identity binding: {err}",
+                    binding.display()
+                ))
             })?;
             Ok(crate::net::provider_chain(&target.target(), domain, &b.handle)?.record)
         }

@@ -41,13 +41,7 @@ pub struct Submit {
 pub fn query(a: Query) -> Result<ExitCode> {
     let mut t = a.target.target();
     t.save = a.save;
-    net::query(
-        &t,
-        &a.domain,
-        a.handle.as_deref(),
-        &a.query_type,
-        a.json,
-    )
+    net::query(&t, &a.domain, a.handle.as_deref(), &a.query_type, a.json)
 }
 
 pub fn submit(a: Submit) -> Result<ExitCode> {

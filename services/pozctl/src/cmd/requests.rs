@@ -99,7 +99,9 @@ fn sid_arg(s: &str) -> Result<Vec<u8>> {
     hex::decode(text.trim())
         .ok()
         .filter(|v| v.len() == 16)
-        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a submission ID (32 hex digits) or a ticket file"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("{s:?} is not a submission ID (32 hex digits) or a ticket file")
+        })
 }
 
 fn state_name(s: u32) -> String {

@@ -55,4 +55,3 @@ pub async fn fleet(batch_size: usize) -> Fleet {
         _dir: dir,
     }
 }
-
