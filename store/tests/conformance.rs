@@ -963,7 +963,7 @@ both!(
             ));
         }
         assert!(matches!(
-            s.create_record(&g.to_bytes(), &[other.clone()], "").await,
+            s.create_record(&g.to_bytes(), std::slice::from_ref(&other), "").await,
             Err(poz_store::StoreError::Invalid(_))
         ));
     }
