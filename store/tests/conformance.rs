@@ -963,7 +963,8 @@ both!(
             ));
         }
         assert!(matches!(
-            s.create_record(&g.to_bytes(), std::slice::from_ref(&other), "").await,
+            s.create_record(&g.to_bytes(), std::slice::from_ref(&other), "")
+                .await,
             Err(poz_store::StoreError::Invalid(_))
         ));
     }

@@ -51,14 +51,16 @@ async fn new_records_are_hosted_within_their_bounds() {
     let cap = small.to_bytes().len() + 64;
     let key = StaticKeypair::generate();
     let mut eps = Vec::new();
-    for hosts in [true, false] {
+    // Hosting, no hosting, and hosting with room for a record past
+    // genesis (stored revision by revision from its Zone History).
+    for (hosts, cap, quota) in [(true, cap, 2), (false, cap, 2), (true, 65_000, 10)] {
         let pow = PowConfig::default();
         let hosting = hosts.then(|| {
             Hosting::new(
                 ch(&fleet.store),
                 ch(&fleet.verifier),
                 cap,
-                AddressQuota::new(2, 3_600_000, 100),
+                AddressQuota::new(quota, 3_600_000, 100),
             )
         });
         let edge = Edge::new(
@@ -80,7 +82,7 @@ async fn new_records_are_hosted_within_their_bounds() {
         });
         tokio::spawn(edge.serve(l, Port::NoiseSubmit, std::future::pending()));
     }
-    let (hosting, not_hosting) = ([eps[0]], [eps[1]]);
+    let (hosting, not_hosting, roomy) = ([eps[0]], [eps[1]], [eps[2]]);
     let c = Client::new(ClientConfig {
         attempts: 1,
         ..ClientConfig::default()
@@ -137,4 +139,21 @@ async fn new_records_are_hosted_within_their_bounds() {
         .resolve(&poz::wire::record_name(&third.id()))
         .await
         .is_err());
+
+    // A new record at serial 3 with its history: stored from genesis on,
+    // revision by revision, its head the submitted revision.
+    let owner = sample::key(96);
+    let mut chain = sample::sole_owner_genesis(&owner).unwrap();
+    for _ in 0..2 {
+        let mut next = poz::workflow::draft(&chain, chain.master.timestamp + 1_000).unwrap();
+        poz::workflow::sign_draft(&mut next, &owner).unwrap();
+        poz::workflow::apply(&mut next).unwrap();
+        chain = next;
+    }
+    assert_eq!((chain.master.serial, chain.history.len()), (3, 2));
+    assert!(store.head(&chain.id()).await.is_err(), "not held before");
+    c.submit_signed(&roomy, &publish(&chain)).await.unwrap();
+    let (serial, hash, _) = store.head(&chain.id()).await.unwrap();
+    assert_eq!((serial, hash), (3, chain.master.current_master_hash));
+    assert_eq!(store.history(&chain.id(), 1).await.unwrap().len(), 3);
 }
