@@ -81,6 +81,14 @@ impl AddressQuota {
         slot.1 += 1;
         Ok(())
     }
+
+    /// Gives back one publish of `ip` (its record was not stored after
+    /// all), so a store that was down does not cost the holder quota.
+    pub fn refund(&mut self, ip: IpAddr) {
+        if let Some(slot) = self.spent.get_mut(&ip) {
+            slot.1 = slot.1.saturating_sub(1);
+        }
+    }
 }
 
 /// The hosting side of the submit gateway.
@@ -219,17 +227,36 @@ impl Hosting {
         // compare-and-swap, each checked against the chain it holds; the
         // revisions between carry the current key map (keys are only
         // ever added, so it names every key of every revision).
-        let mut genesis = Record::new(
-            rec.keys.clone(),
-            rec.history
-                .first()
-                .cloned()
-                .unwrap_or_else(|| rec.master.clone()),
-        );
-        if rec.master.serial == 1 {
-            genesis = rec.clone();
-            genesis.private_keys = None;
+        let stored = self.store_new(&rec, bytes).await;
+        if let Err(s) = stored {
+            // Nothing new was hosted (or only part of its chain, which
+            // the next attempt completes): the publish is not counted.
+            self.quota
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .refund(from);
+            return Err(peer_error(id, &s));
         }
+        tracing::info!(record = %rid, serial = rec.master.serial, "hosting a new record");
+        Ok(())
+    }
+}
+
+impl Hosting {
+    /// Stores `rec` (whose encoding is `bytes`), not yet held: its genesis
+    /// first, then each later revision by compare-and-swap, each checked
+    /// by the store against the chain it holds. The revisions between
+    /// carry the current key map, which names every key of every revision
+    /// (keys are only ever appended to it, SPEC §4).
+    async fn store_new(&self, rec: &Record, bytes: &[u8]) -> Result<(), tonic::Status> {
+        let genesis = match rec.history.first() {
+            Some(first) => Record::new(rec.keys.clone(), first.clone()),
+            None => {
+                let mut g = rec.clone();
+                g.private_keys = None;
+                g
+            }
+        };
         let mut write = self.store_write.clone();
         write
             .create_record(pb::CreateRecordRequest {
@@ -237,18 +264,15 @@ impl Hosting {
                 domains: Vec::new(),
                 idempotency_key: String::new(),
             })
-            .await
-            .map_err(|s| peer_error(id, &s))?;
+            .await?;
         for m in rec.history.iter().skip(1) {
-            let step = Record::new(rec.keys.clone(), m.clone());
             write
                 .advance_head(pb::AdvanceHeadRequest {
-                    record: step.to_bytes(),
+                    record: Record::new(rec.keys.clone(), m.clone()).to_bytes(),
                     expected_serial: m.serial.saturating_sub(1),
                     idempotency_key: String::new(),
                 })
-                .await
-                .map_err(|s| peer_error(id, &s))?;
+                .await?;
         }
         if rec.master.serial > 1 {
             write
@@ -257,10 +281,8 @@ impl Hosting {
                     expected_serial: rec.master.serial - 1,
                     idempotency_key: String::new(),
                 })
-                .await
-                .map_err(|s| peer_error(id, &s))?;
+                .await?;
         }
-        tracing::info!(record = %rid, serial = rec.master.serial, "hosting a new record");
         Ok(())
     }
 }
@@ -284,5 +306,10 @@ mod tests {
         // a's window ended: a new one starts, and room is made for c.
         assert_eq!(q.spend(a, 1_000), Ok(()));
         assert_eq!(q.spend(c, 1_500), Ok(()));
+        // A refund gives one back within the window.
+        assert_eq!(q.spend(a, 1_100), Ok(()));
+        assert_eq!(q.spend(a, 1_200), Err(800));
+        q.refund(a);
+        assert_eq!(q.spend(a, 1_300), Ok(()));
     }
 }

@@ -65,13 +65,24 @@ impl ProviderApiService {
             .await?
             .into_inner();
         let mut requests = Vec::with_capacity(page.submissions.len());
+        // One store lookup per domain a page names, not per request.
+        let mut ours: std::collections::HashMap<String, bool> = Default::default();
         for (i, s) in page.submissions.iter().enumerate() {
             let asked_at = page.created_ms.get(i).copied().unwrap_or(0);
             // Only this provider's queue: a store shared by several
             // providers' records keeps every provider's requests.
             let ask = SubmitRequest::from_bytes(&s.request)
                 .map_err(|e| Status::internal(format!("stored binding request: {e}")))?;
-            if self.upstream.is_ours(&ask.domain).await? {
+            let domain = ask.domain.to_ascii_lowercase();
+            let mine = match ours.get(&domain) {
+                Some(m) => *m,
+                None => {
+                    let m = self.upstream.is_ours(&domain).await?;
+                    ours.insert(domain, m);
+                    m
+                }
+            };
+            if mine {
                 requests.push(shown(s, asked_at)?);
             }
         }
