@@ -13,6 +13,11 @@
 //!   against the record as the store serves it; the store appends it
 //!   (idempotent), refusing a binding for a handle that another subject
 //!   holds, a look-alike of one, or a reserved handle (SPEC §8.4.2–§8.4.3).
+//! - kind 3, a record to host (no domain): handed to [`crate::Hosting`]
+//!   (UNAUTHORIZED when this provider hosts none).
+//!
+//! The domain of kinds 1 and 2 may be a record name (the record ID in 64
+//! hex digits, SPEC §14.4): the store resolves it to the held record.
 //!
 //! Statuses: BAD_REQUEST (undecodable, or the record is not the
 //! domain's; a handle that breaks the handle policy or a time the store
