@@ -200,3 +200,15 @@ async fn the_queue_pages() {
     sorted.dedup();
     assert_eq!((seen.len(), sorted), (5, seen));
 }
+
+/// The allowlist rows the Provider API's default (and the chart) gives
+/// the queue's methods name real methods of the API: a misspelt row
+/// would be refused at start only in a deployment with TLS.
+#[test]
+fn the_queue_methods_have_allowlist_rows_that_name_them() {
+    let rows = poz_kit::Allowlist::of(&[
+        ("poz.v1.ProviderApi/ListBindingRequests", &["poz-operator"]),
+        ("poz.v1.ProviderApi/DecideBindingRequest", &["poz-operator"]),
+    ]);
+    assert_eq!(rows.check_names(), Ok(()));
+}
