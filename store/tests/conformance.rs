@@ -923,6 +923,14 @@ both!(
         let old = quick.submission(&first.submission_id()).await.unwrap();
         assert_eq!(old.state, 3);
         assert!(old.message.starts_with("expired"), "{}", old.message);
+        // The provider's queue leaves expired requests out, even before
+        // the sweep rewrites them.
+        assert_eq!(s.pending_submissions(None, 1000).await.unwrap().len(), 9);
+        assert!(quick
+            .pending_submissions(None, 1000)
+            .await
+            .unwrap()
+            .is_empty());
         // The sweep the leading store runs (under its Lease) rewrites
         // every expired row: refused now even for a reader whose TTL is
         // longer; a second sweep finds nothing.
