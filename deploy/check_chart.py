@@ -32,7 +32,11 @@ DEFAULT_ALLOW = {
     },
     "verifier": {"poz.v1.Verifier": ["poz-provider-api", "poz-submit-gw"]},
     "signer": {"poz.v1.Signer": ["poz-provider-api", "poz-submit-gw", "poz-ceremony"]},
-    "provider-api": {"poz.v1.ProviderApi": ["poz-account-system", "poz-operator", "poz-submit-gw"]},
+    "provider-api": {
+        "poz.v1.ProviderApi": ["poz-account-system", "poz-operator", "poz-submit-gw"],
+        "poz.v1.ProviderApi/ListBindingRequests": ["poz-account-system", "poz-operator"],
+        "poz.v1.ProviderApi/DecideBindingRequest": ["poz-account-system", "poz-operator"],
+    },
 }
 GRPC_PORT = {"store": 50051, "verifier": 50052, "signer": 50053, "provider-api": 50054}
 GATEWAY_PORTS = {"query-gw": [7074, 7075], "submit-gw": [7076]}

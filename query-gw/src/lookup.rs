@@ -355,7 +355,7 @@ impl StoreLookup {
 
 impl poz_edge::Answer for StoreLookup {
     /// Answers a query the gate admitted, from the cache when it can.
-    async fn answer(&self, req: &Request) -> Response {
+    async fn answer(&self, req: &Request, _from: std::net::IpAddr) -> Response {
         let Some(cache) = &self.cache else {
             return self.ask_store(req).await;
         };

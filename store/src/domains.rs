@@ -30,11 +30,7 @@ impl Store {
 
     /// Maps a domain to a record.
     pub async fn bind_domain(&self, domain: &str, id: &Hash32) -> Result<(), StoreError> {
-        if !poz::wire::valid_domain(domain) {
-            return Err(StoreError::Invalid(format!(
-                "domain {domain:?} is not a valid lowercase domain name"
-            )));
-        }
+        check_bindable(domain)?;
         let (d, id) = (domain.to_owned(), *id);
         self.tx(move |tx| {
             let d = d.clone();
@@ -118,8 +114,21 @@ impl Store {
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
-    /// The record a domain maps to.
+    /// The record a domain maps to. A record name (64 lowercase hex
+    /// digits, SPEC §14.4) names a record the store holds by its ID,
+    /// whether or not any domain maps to it: how a record without a
+    /// domain (a person's) is asked for. NotFound when nothing is held.
     pub async fn resolve(&self, domain: &str) -> Result<Hash32, StoreError> {
+        if let Some(id) = poz::wire::record_name_id(domain) {
+            let held = sqlx::query("SELECT 1 FROM records WHERE record_id = $1")
+                .bind(id.0.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
+            return match held {
+                Some(_) => Ok(id),
+                None => Err(StoreError::NotFound(format!("no record {id} is held here"))),
+            };
+        }
         let r = sqlx::query("SELECT record_id FROM domains WHERE domain = $1")
             .bind(domain)
             .fetch_optional(&self.pool)
@@ -128,4 +137,21 @@ impl Store {
         let b: Vec<u8> = r.get(0);
         to_hash(&b)
     }
+}
+
+/// A domain a record may be served under: valid (SPEC §14.4) and not a
+/// record name, which always names the record with that ID and so can
+/// never be mapped to another.
+pub(crate) fn check_bindable(domain: &str) -> Result<(), StoreError> {
+    if !poz::wire::valid_domain(domain) {
+        return Err(StoreError::Invalid(format!(
+            "domain {domain:?} is not a valid lowercase domain name"
+        )));
+    }
+    if poz::wire::record_name_id(domain).is_some() {
+        return Err(StoreError::Invalid(format!(
+            "{domain:?} is a record name (64 hex digits), not a domain: it names its record by ID"
+        )));
+    }
+    Ok(())
 }

@@ -335,6 +335,24 @@ impl pb::store_read_server::StoreRead for StoreReader {
             self.store.submission(&id).await?,
         )))
     }
+
+    async fn list_submissions(
+        &self,
+        req: Request<pb::ListSubmissionsRequest>,
+    ) -> Result<Response<pb::ListSubmissionsResponse>, Status> {
+        let r = req.get_ref();
+        let after = if r.after.is_empty() {
+            None
+        } else {
+            Some(submission_id_arg(&r.after)?)
+        };
+        let page = self.store.pending_submissions(after, r.limit).await?;
+        let created_ms = page.iter().map(|(_, c)| *c).collect();
+        Ok(Response::new(pb::ListSubmissionsResponse {
+            submissions: page.into_iter().map(|(s, _)| to_pb_submission(s)).collect(),
+            created_ms,
+        }))
+    }
 }
 
 #[tonic::async_trait]

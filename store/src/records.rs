@@ -53,11 +53,7 @@ impl Store {
             ));
         }
         for d in domains {
-            if !poz::wire::valid_domain(d) {
-                return Err(StoreError::Invalid(format!(
-                    "domain {d:?} is not a valid lowercase domain name"
-                )));
-            }
+            crate::domains::check_bindable(d)?;
         }
         let id = rec.id();
         let bytes = bytes.to_vec();

@@ -177,6 +177,54 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Pending binding requests (state 1, not yet expired), in
+    /// submission-ID order after `after` (None: from the start), at most
+    /// `limit` (1..=1000): the provider's queue (Provider API
+    /// ListBindingRequests). Each carries its request payload, so the
+    /// caller sees the domain, handle and subject asked for; the time it
+    /// was asked (ms since the epoch) comes with it.
+    pub async fn pending_submissions(
+        &self,
+        after: Option<[u8; 16]>,
+        limit: u32,
+    ) -> Result<Vec<(Submission, u64)>, StoreError> {
+        if !(1..=1000).contains(&limit) {
+            return Err(StoreError::Invalid(format!(
+                "limit {limit} is not 1..=1000"
+            )));
+        }
+        let ttl_ms = i64::try_from(self.options.pending_ttl.as_millis()).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT submission_id, request, created_ms FROM submissions \
+             WHERE state = 1 AND created_ms > $1 AND submission_id > $2 \
+             ORDER BY submission_id LIMIT $3",
+        )
+        .bind(now_ms().saturating_sub(ttl_ms))
+        .bind(after.unwrap_or([0; 16]).to_vec())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: Vec<u8> = r.get(0);
+                let id = <[u8; 16]>::try_from(id.as_slice()).map_err(|_| {
+                    StoreError::Invalid("stored submission id is not 16 bytes".into())
+                })?;
+                let created = r.get::<Option<i64>, _>(2).unwrap_or(0).max(0) as u64;
+                Ok((
+                    Submission {
+                        id,
+                        state: 1,
+                        request: r.get(1),
+                        entry: None,
+                        message: String::new(),
+                    },
+                    created,
+                ))
+            })
+            .collect()
+    }
+
     /// A submission by ID.
     pub async fn submission(&self, id: &[u8; 16]) -> Result<Submission, StoreError> {
         let row = sqlx::query(

@@ -925,6 +925,14 @@ both!(
         let old = quick.submission(&first.submission_id()).await.unwrap();
         assert_eq!(old.state, 3);
         assert!(old.message.starts_with("expired"), "{}", old.message);
+        // The provider's queue leaves expired requests out, even before
+        // the sweep rewrites them.
+        assert_eq!(s.pending_submissions(None, 1000).await.unwrap().len(), 9);
+        assert!(quick
+            .pending_submissions(None, 1000)
+            .await
+            .unwrap()
+            .is_empty());
         // The sweep the leading store runs (under its Lease) rewrites
         // every expired row: refused now even for a reader whose TTL is
         // longer; a second sweep finds nothing.
@@ -940,5 +948,78 @@ both!(
         // A refused request asked again is pending again.
         let reopened = s.put_submission(&pending(&first)).await.unwrap();
         assert_eq!(reopened.state, 1);
+    }
+);
+
+both!(
+    a_record_name_names_a_held_record_and_no_domain_takes_it,
+    |s: Store| async move {
+        let (g, _) = provider_genesis_and_rest();
+        // A record without a domain (a person's, hosted).
+        let id = s.create_record(&g.to_bytes(), &[], "").await.unwrap();
+        let name = poz::wire::record_name(&id);
+        assert_eq!(s.resolve(&name).await.unwrap(), id);
+        // Another ID is not held: NotFound, never a domain lookup.
+        let other = poz::wire::record_name(&poz::Hash32([7; 32]));
+        assert!(matches!(
+            s.resolve(&other).await,
+            Err(poz_store::StoreError::NotFound(_))
+        ));
+        // A record name cannot be bound as a domain, to any record.
+        for d in [&name, &other] {
+            assert!(matches!(
+                s.bind_domain(d, &id).await,
+                Err(poz_store::StoreError::Invalid(_))
+            ));
+        }
+        assert!(matches!(
+            s.create_record(&g.to_bytes(), std::slice::from_ref(&other), "")
+                .await,
+            Err(poz_store::StoreError::Invalid(_))
+        ));
+    }
+);
+
+both!(
+    the_pending_queue_lists_open_requests_in_id_order,
+    |s: Store| async move {
+        use poz_store::Submission;
+        let ask = |handle: &str, subject: u8| poz::wire::SubmitRequest {
+            domain: "social.example".into(),
+            handle: handle.into(),
+            subject: poz::Hash32([subject; 32]),
+            proof: Vec::new(),
+        };
+        let mut ids = Vec::new();
+        for (i, h) in ["a", "b", "c"].iter().enumerate() {
+            let a = ask(h, i as u8);
+            let sub = Submission {
+                id: a.submission_id(),
+                state: 1,
+                request: a.to_bytes(),
+                entry: None,
+                message: String::new(),
+            };
+            s.put_submission(&sub).await.unwrap();
+            ids.push(sub.id);
+        }
+        ids.sort();
+        let all = s.pending_submissions(None, 10).await.unwrap();
+        let listed: Vec<[u8; 16]> = all.iter().map(|(x, _)| x.id).collect();
+        assert_eq!(listed, ids);
+        assert!(all.iter().all(|(x, at)| x.state == 1 && *at > 0));
+        let page = s.pending_submissions(Some(ids[0]), 1).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].0.id, ids[1]);
+        // Decided requests leave the queue.
+        let mut done = all[2].0.clone();
+        done.state = 3;
+        done.message = "refused: no".into();
+        s.put_submission(&done).await.unwrap();
+        assert_eq!(s.pending_submissions(None, 10).await.unwrap().len(), 2);
+        assert!(matches!(
+            s.pending_submissions(None, 0).await,
+            Err(poz_store::StoreError::Invalid(_))
+        ));
     }
 );

@@ -3,7 +3,8 @@
 //! master keys that they hold it; the provider's policy decides.
 //!
 //! The subject's record must be known to the provider's store (published
-//! to it first); the gateway verifies it from genesis and checks the
+//! to it first, e.g. with SUBMIT_SIGNED kind 3 where the provider hosts
+//! records, `crate::hosted`); the gateway verifies it from genesis and checks the
 //! proof (`poz::verify::verify_submit_request`: every signature a master
 //! key's, valid, and no key twice). The request is then recorded as a
 //! pending submission whose ID names what is asked (domain, handle,
@@ -14,7 +15,8 @@
 //! `issue` policy the gateway issues the binding at once through the
 //! Provider API (which signs, verifies and commits it) and records it as
 //! issued, or as refused with the reason (the handle is taken); with the
-//! `queue` policy it stays pending for the provider's own process.
+//! `queue` policy it stays pending until the provider decides it through
+//! its Provider API (ListBindingRequests / DecideBindingRequest).
 //!
 //! Statuses: BAD_REQUEST (undecodable; a handle that breaks the handle
 //! policy, the message beginning with the rule's name, SPEC §8.4.1; a

@@ -35,6 +35,21 @@ pub struct Config {
     /// another record's domain are refused here. Empty: the Provider API
     /// refuses them ("issue"); a "queue" provider checks them itself.
     pub provider_record: String,
+    /// Host new records published over SUBMIT_SIGNED kind 3 (SPEC §14.5):
+    /// people's records, looked up afterwards by record name. Off: kind 3
+    /// is UNAUTHORIZED.
+    pub host_records: bool,
+    /// The largest record hosted, in bytes (a record over it is
+    /// TOO_LARGE). At most 65,000: a submission fits one Noise message.
+    pub max_hosted_record_bytes: usize,
+    /// The least proof of work, in leading zero bits, that publishing a
+    /// new record costs whatever the load (at most `pow_cap`).
+    pub publish_difficulty: u8,
+    /// New records one address may publish per `publish_window_ms`, per
+    /// gateway process (0: none).
+    pub publishes_per_address: u32,
+    /// The window of `publishes_per_address`, in ms (at least 1,000).
+    pub publish_window_ms: u64,
     /// Discipline, proof of work, shared load, key files.
     #[serde(flatten)]
     pub edge: EdgeConfig,
@@ -50,6 +65,11 @@ impl Default for Config {
             provider_api: "http://127.0.0.1:50054".into(),
             handle_policy: "ascii".into(),
             provider_record: String::new(),
+            host_records: false,
+            max_hosted_record_bytes: DEFAULT_MAX_HOSTED_RECORD,
+            publish_difficulty: 16,
+            publishes_per_address: 4,
+            publish_window_ms: 3_600_000,
             edge: EdgeConfig::default(),
         }
     }
@@ -72,6 +92,18 @@ impl poz_kit::ServiceConfig for Config {
             poz_kit::channel::check_peer(name, url, self.edge.serve.tls.is_set())?;
         }
         self.handle_policy()?;
+        if !(1..=65_000).contains(&self.max_hosted_record_bytes) {
+            return Err(format!(
+                "max_hosted_record_bytes must be 1..=65000, not {}",
+                self.max_hosted_record_bytes
+            ));
+        }
+        if self.publish_window_ms < 1_000 {
+            return Err("publish_window_ms: at least 1000".into());
+        }
+        if self.publish_difficulty > 24 {
+            return Err("publish_difficulty: at most 24 bits".into());
+        }
         if !self.provider_record.is_empty()
             && poz::Hash32::from_hex(&self.provider_record).is_none()
         {
@@ -91,6 +123,14 @@ impl Config {
             .map_err(|e| format!("handle_policy: {e}"))
     }
 }
+
+/// The default size cap of a hosted record: a person's record with a few
+/// keys, revisions and bindings copied in is a few KiB; 16 KiB leaves
+/// room and keeps a store of a million hosted records within 16 GiB.
+pub const DEFAULT_MAX_HOSTED_RECORD: usize = 16 * 1024;
+
+/// Addresses each gateway remembers publish quotas for at once.
+const QUOTA_ADDRESSES: usize = 100_000;
 
 /// Why the gateway could not start: a key file, the challenge secrets,
 /// `redis_url`, a peer's address, the listen address (each error names
@@ -133,9 +173,22 @@ pub fn edge(config: &Config, guard: &Guard) -> Result<Arc<Edge<Submissions>>, Se
             None => r,
         }
     };
+    let verifier = peer("verifier", &config.verifier)?;
+    let hosting = config.host_records.then(|| {
+        crate::Hosting::new(
+            store.clone(),
+            verifier.clone(),
+            config.max_hosted_record_bytes,
+            crate::AddressQuota::new(
+                config.publishes_per_address,
+                config.publish_window_ms,
+                QUOTA_ADDRESSES,
+            ),
+        )
+    });
     let submissions = Submissions {
-        signed: SignedSubmissions::new(store.clone(), peer("verifier", &config.verifier)?)
-            .with_handle_policy(handle_policy),
+        hosting,
+        signed: SignedSubmissions::new(store.clone(), verifier).with_handle_policy(handle_policy),
         requests: match config.binding_requests.as_str() {
             "off" => None,
             "issue" => Some(requests(
@@ -145,7 +198,13 @@ pub fn edge(config: &Config, guard: &Guard) -> Result<Arc<Edge<Submissions>>, Se
             _ => Some(requests(None, Policy::Queue)),
         },
     };
-    Ok(guard.edge(&config.edge, config.edge.noise_key()?, submissions))
+    let edge = guard.edge(&config.edge, config.edge.noise_key()?, submissions);
+    // The floor applies on this edge's gate only: kind 3 arrives on 7076.
+    edge.gate
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_publish_difficulty(config.publish_difficulty);
+    Ok(edge)
 }
 
 /// Serves `edge` on the submission port until `shutdown`, then drains.

@@ -13,6 +13,11 @@
 //!   against the record as the store serves it; the store appends it
 //!   (idempotent), refusing a binding for a handle that another subject
 //!   holds, a look-alike of one, or a reserved handle (SPEC §8.4.2–§8.4.3).
+//! - kind 3, a record to host (no domain): handed to [`crate::Hosting`]
+//!   (UNAUTHORIZED when this provider hosts none).
+//!
+//! The domain of kinds 1 and 2 may be a record name (the record ID in 64
+//! hex digits, SPEC §14.4): the store resolves it to the held record.
 //!
 //! Statuses: BAD_REQUEST (undecodable, or the record is not the
 //! domain's; a handle that breaks the handle policy or a time the store
@@ -54,7 +59,7 @@ pub fn submission_id(payload: &[u8]) -> [u8; 16] {
     id
 }
 
-fn peer_error(id: u16, s: &tonic::Status) -> Response {
+pub(crate) fn peer_error(id: u16, s: &tonic::Status) -> Response {
     use tonic::Code;
     let (status, retry) = match s.code() {
         Code::NotFound => (Status::NOT_FOUND, 0),
@@ -98,8 +103,14 @@ impl SignedSubmissions {
         self
     }
 
-    /// Answers one admitted SUBMIT_SIGNED request.
-    pub async fn answer(&self, req: &Request) -> Response {
+    /// Answers one admitted SUBMIT_SIGNED request from `from`; kind 3
+    /// goes to `hosting` (None: this provider hosts no records).
+    pub async fn answer(
+        &self,
+        req: &Request,
+        from: std::net::IpAddr,
+        hosting: Option<&crate::Hosting>,
+    ) -> Response {
         let id = req.request_id;
         let submission = match SubmitSigned::from_bytes(&req.payload) {
             Ok(s) => s,
@@ -112,6 +123,15 @@ impl SignedSubmissions {
                 zone_type,
                 entry,
             } => self.entry(id, &domain, zone_type, &entry).await,
+            SubmitSigned::NewRecord { record } => match hosting {
+                Some(h) => h.publish(id, &record, from, self).await,
+                None => Err(Response::error(
+                    Status::UNAUTHORIZED,
+                    id,
+                    0,
+                    "this provider hosts no records",
+                )),
+            },
         };
         match committed {
             Ok(()) => Response::ok(
@@ -126,7 +146,9 @@ impl SignedSubmissions {
         }
     }
 
-    async fn record(&self, id: u16, domain: &str, bytes: &[u8]) -> Result<(), Response> {
+    /// Kind 1: `bytes` as the next revision of the record `domain` names
+    /// (a domain or a record name).
+    pub(crate) async fn record(&self, id: u16, domain: &str, bytes: &[u8]) -> Result<(), Response> {
         let rec = Record::from_bytes(bytes)
             .map_err(|e| Response::error(Status::BAD_REQUEST, id, 0, &format!("record: {e}")))?;
         let head = self

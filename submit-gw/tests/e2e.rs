@@ -79,6 +79,7 @@ async fn fleet() -> Fleet {
         Submissions {
             signed: SignedSubmissions::new(channel.clone(), channel.clone()),
             requests: Some(BindingRequests::new(channel.clone(), None, Policy::Queue)),
+            hosting: None,
         },
         load(),
     );

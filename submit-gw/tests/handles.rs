@@ -85,6 +85,7 @@ async fn setup() -> Setup {
                 signed: SignedSubmissions::new(ch(&fleet.store), ch(&fleet.verifier))
                     .with_handle_policy(handles),
                 requests: Some(requests),
+                hosting: None,
             },
             Arc::new(LoadMeter::new(pow, LoadTargets::default())),
         );

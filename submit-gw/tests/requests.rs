@@ -64,6 +64,7 @@ async fn setup() -> Setup {
                     Some(ch(&fleet.provider_api)),
                     policy,
                 )),
+                hosting: None,
             },
             Arc::new(LoadMeter::new(pow, LoadTargets::default())),
         );

@@ -650,6 +650,27 @@ impl Client {
         Ok((vr, b))
     }
 
+    /// CHAIN for one handle, verified as a record from genesis (and
+    /// against `pinned`) but with its binding left unjudged: what a caller
+    /// needs to judge a binding it already holds (a copy in a holder's
+    /// record) against the provider's record, revocation included
+    /// (`poz::verify::verify_binding`).
+    pub async fn chain_record(
+        &self,
+        endpoints: &[Endpoint],
+        domain: &str,
+        handle: &str,
+        pinned: Option<Hash32>,
+    ) -> Result<VerifiedRecord, ClientError> {
+        let q = IdentityQuery {
+            domain: domain.into(),
+            handle: handle.into(),
+        }
+        .to_bytes();
+        let bytes = self.request_any(endpoints, MessageType::CHAIN, &q).await?;
+        self.accept_record(&bytes, pinned)
+    }
+
     /// SERIAL: the cheap freshness check. Unsigned, so it is compared with
     /// what was seen but never trusted beyond that.
     pub async fn serial(

@@ -124,7 +124,14 @@ impl Counters {
 /// What a gateway answers once the gate admitted a request: lookups from
 /// the store (query gateway), submissions (submit gateway).
 pub trait Answer: Send + Sync + 'static {
-    fn answer(&self, req: &Request) -> impl std::future::Future<Output = Response> + Send;
+    /// The answer to `req`, which arrived from the address `from` (for
+    /// per-address limits of what the answer costs, such as hosting a
+    /// new record).
+    fn answer(
+        &self,
+        req: &Request,
+        from: IpAddr,
+    ) -> impl std::future::Future<Output = Response> + Send;
 }
 
 /// The shared state of one gateway process.
@@ -545,7 +552,7 @@ impl<A: Answer> Edge<A> {
             );
         };
         self.load.lookup_started();
-        let r = self.answerer.answer(&req).await;
+        let r = self.answerer.answer(&req, ip).await;
         self.load.lookup_finished();
         self.counters.answered.fetch_add(1, Ordering::Relaxed);
         r

@@ -11,7 +11,9 @@
 
 use crate::codec::Codec;
 use crate::pow::{replay_key, replay_ttl_ms, Challenger, ReplayGuard, Seen};
-use crate::wire::{MessageType, PowReason, PowRequired, Request, RequestPayload, Response, Status};
+use crate::wire::{
+    MessageType, PowReason, PowRequired, Request, RequestPayload, Response, Status, SubmitSigned,
+};
 use std::sync::{Arc, Mutex};
 
 /// The three POZ ports and their contracts.
@@ -76,6 +78,11 @@ pub struct Decision {
 pub struct Gate {
     pub challenger: Challenger,
     replay: Arc<Mutex<ReplayGuard>>,
+    /// The least difficulty a SUBMIT_SIGNED kind 3 (a new record to host,
+    /// SPEC §14.5) is admitted at, whatever the load: each hosted record
+    /// costs the store room for good, so its proof is never free. 0: no
+    /// floor (then the load's difficulty applies, as for any request).
+    publish_difficulty: u8,
 }
 
 impl Gate {
@@ -85,7 +92,22 @@ impl Gate {
         Gate {
             challenger,
             replay: Arc::new(Mutex::new(ReplayGuard::new(replay_capacity))),
+            publish_difficulty: 0,
         }
+    }
+
+    /// Admits a new record to host (SUBMIT_SIGNED kind 3) only with a
+    /// proof of at least `bits` leading zero bits (capped at the
+    /// challenger's `cap`), even when the load asks for none (SPEC §15,
+    /// "Publishing").
+    pub fn with_publish_difficulty(mut self, bits: u8) -> Self {
+        self.set_publish_difficulty(bits);
+        self
+    }
+
+    /// [`Gate::with_publish_difficulty`] on a gate in place.
+    pub fn set_publish_difficulty(&mut self, bits: u8) {
+        self.publish_difficulty = bits.min(self.challenger.config.cap);
     }
 
     /// A gate for another port of the same process: the same challenger,
@@ -95,6 +117,7 @@ impl Gate {
         Gate {
             challenger: self.challenger.clone(),
             replay: self.replay.clone(),
+            publish_difficulty: self.publish_difficulty,
         }
     }
 
@@ -173,14 +196,23 @@ impl Gate {
         }
         // Each type's payload rule (SPEC §14.4), before any proof is
         // looked at or spent: a malformed request costs no proof.
-        if let Err(e) = RequestPayload::decode(req.message_type, &req.payload) {
-            return Err(Response::error(
-                Status::BAD_REQUEST,
-                id,
-                0,
-                &format!("payload: {e}"),
-            ));
-        }
+        let payload = match RequestPayload::decode(req.message_type, &req.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(Response::error(
+                    Status::BAD_REQUEST,
+                    id,
+                    0,
+                    &format!("payload: {e}"),
+                ))
+            }
+        };
+        let difficulty = match payload {
+            RequestPayload::SubmitSigned(SubmitSigned::NewRecord { .. }) => {
+                difficulty.max(self.publish_difficulty)
+            }
+            _ => difficulty,
+        };
         if req.message_type == MessageType::CHALLENGE {
             let c = self.challenger.issue(now, difficulty);
             return Err(Response::ok(id, c.to_bytes()));
@@ -309,6 +341,39 @@ mod tests {
             PowRequired::from_bytes(&again.payload).unwrap().reason,
             PowReason::REPLAYED
         );
+    }
+
+    /// A new record to host needs a proof at the publish floor even when
+    /// the load asks for none; other requests do not.
+    #[test]
+    fn publishing_has_a_difficulty_floor() {
+        let mut g = gate().with_publish_difficulty(8);
+        let rec = crate::sample::provider().unwrap();
+        let publish = Request::new(
+            MessageType::SUBMIT_SIGNED,
+            9,
+            SubmitSigned::NewRecord {
+                record: rec.to_bytes(),
+            }
+            .to_bytes(),
+        );
+        let status_query = Request::new(MessageType::SUBMIT_STATUS, 10, vec![0; 16]);
+        let now = 10_000_000;
+        assert!(matches!(
+            g.admit(Port::NoiseSubmit, &status_query.to_bytes(), now, 0),
+            Admission::Admit(_)
+        ));
+        let r = respond(g.admit(Port::NoiseSubmit, &publish.to_bytes(), now, 0));
+        assert_eq!((r.status, r.request_id), (Status::POW_REQUIRED, 9));
+        let p = PowRequired::from_bytes(&r.payload).unwrap();
+        assert_eq!(p.challenge.difficulty, 8);
+        let sol = solve(&p.challenge.challenge, 8, now, 0, 1 << 22).unwrap();
+        let mut solved = publish.clone();
+        solved.pow = Some(sol);
+        assert!(matches!(
+            g.admit(Port::NoiseSubmit, &solved.to_bytes(), now + 1, 0),
+            Admission::Admit(_)
+        ));
     }
 
     fn respond(a: Admission) -> Response {

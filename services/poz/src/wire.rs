@@ -449,6 +449,25 @@ pub fn domain_rule_broken(d: &str) -> Option<&'static str> {
 
 pub use crate::handle::handle_rule_broken;
 
+/// The record a query's domain field names when it is a **record name**
+/// (SPEC §14.4, "Records without a domain"): exactly 64 lowercase hex
+/// digits, the record ID. A person's record has no domain; a provider that
+/// hosts it answers for it under this name. No DNS name is spelled so (a
+/// DNS label is at most 63 bytes), so a record name never shadows a
+/// domain. `None` for anything else, which is an ordinary domain.
+pub fn record_name_id(domain: &str) -> Option<Hash32> {
+    if domain.len() != 64 || domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    Hash32::from_hex(domain)
+}
+
+/// The record name of `id` (SPEC §14.4): its 64 lowercase hex digits,
+/// carried wherever a query or submission carries a domain.
+pub fn record_name(id: &Hash32) -> String {
+    id.to_hex()
+}
+
 fn read_domain(r: &mut Reader<'_>) -> Result<String, DecodeError> {
     let at = r.offset();
     let d = read_str8(r, "query.domain")?;
@@ -767,6 +786,9 @@ wire_enum! {
         RECORD = 0x01 => "record",
         /// One signed zone entry for the record of `domain`.
         ENTRY = 0x02 => "entry",
+        /// A record published to a provider that hosts records (SPEC
+        /// §14.5): named by its own ID, no domain.
+        NEW_RECORD = 0x03 => "new_record",
     }
 }
 
@@ -781,6 +803,12 @@ pub enum SubmitSigned {
         domain: String,
         zone_type: ZoneType,
         entry: SignedEntry,
+    },
+    /// Kind 3: a whole record, complete from genesis, to be hosted by the
+    /// provider under its record name (SPEC §14.5). The record runs to the
+    /// end of the payload.
+    NewRecord {
+        record: Vec<u8>,
     },
 }
 
@@ -802,6 +830,10 @@ impl Codec for SubmitSigned {
                 out.push(zone_type.0);
                 entry.encode(out);
             }
+            SubmitSigned::NewRecord { record } => {
+                out.push(SubmitKind::NEW_RECORD.0);
+                out.extend_from_slice(record);
+            }
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -813,24 +845,31 @@ impl Codec for SubmitSigned {
                 value: kind.0 as u64,
             });
         }
+        // The record runs to the end of the payload; it is decoded
+        // (strictly) when verified, but it cannot be empty.
+        fn rest_record(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+            let at = r.offset();
+            let record = r.rest();
+            if record.is_empty() {
+                return Err(DecodeError::Truncated {
+                    field: "submit.record",
+                    offset: at,
+                    needed: 1,
+                });
+            }
+            Ok(record.to_vec())
+        }
+        if kind == SubmitKind::NEW_RECORD {
+            return Ok(SubmitSigned::NewRecord {
+                record: rest_record(r)?,
+            });
+        }
         let domain = read_domain(r)?;
         match kind {
-            SubmitKind::RECORD => {
-                // The record runs to the end of the payload; it is decoded
-                // (strictly) when verified, but it cannot be empty.
-                let record = r.rest();
-                if record.is_empty() {
-                    return Err(DecodeError::Truncated {
-                        field: "submit.record",
-                        offset: r.offset(),
-                        needed: 1,
-                    });
-                }
-                Ok(SubmitSigned::Record {
-                    domain,
-                    record: record.to_vec(),
-                })
-            }
+            SubmitKind::RECORD => Ok(SubmitSigned::Record {
+                domain,
+                record: rest_record(r)?,
+            }),
             SubmitKind::ENTRY => {
                 let zone_type = ZoneType(r.u8("submit.zone_type")?);
                 if !zone_type.is_known() {

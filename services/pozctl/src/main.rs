@@ -107,6 +107,15 @@ enum Cmd {
     Mirrors(cmd::mirrors::Mirrors),
     /// Push a fully signed record revision to its authority (port 7076).
     Submit(cmd::remote::Submit),
+    /// Publish a record to a provider that hosts records (port 7076,
+    /// SUBMIT_SIGNED kind 3): a new record, verified from genesis, or the
+    /// next revision of one it hosts. Anyone can then look it up by its
+    /// record name (its ID in hex) on that provider's query ports.
+    Publish(cmd::holder::Publish),
+    /// A provider's queue of binding requests (Provider API gRPC): list,
+    /// approve, refuse.
+    #[command(subcommand)]
+    Requests(cmd::requests::RequestsCmd),
     /// A record's fingerprint: 30 digits to compare aloud; with a second
     /// record, the pair's 60 digits, the same on both sides (SPEC §19).
     /// Each record is verified from genesis first.
@@ -132,6 +141,8 @@ fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
         Cmd::Query(a) => cmd::remote::query(a),
         Cmd::Mirrors(a) => cmd::mirrors::run(a),
         Cmd::Submit(a) => cmd::remote::submit(a),
+        Cmd::Publish(a) => cmd::holder::publish(a),
+        Cmd::Requests(c) => cmd::requests::run(c),
         Cmd::Fingerprint(a) => cmd::fingerprint::run(a),
         Cmd::Auth(c) => cmd::auth::run(c, pass),
         Cmd::Cert(c) => cmd::cert::run(c, pass),

@@ -31,6 +31,8 @@ pub struct Target {
     pub well_known_address: Option<SocketAddr>,
     /// Discovery without the well-known file.
     pub no_well_known: bool,
+    /// `pozctl query --save`: write the verified MASTER record here.
+    pub save: Option<std::path::PathBuf>,
 }
 
 /// What ties an answer to the domain asked (issue 12 §9): a record ID
@@ -94,8 +96,11 @@ fn check_record(
     domain: &str,
     pin: Option<Pin>,
 ) -> Result<(), NotTheDomain> {
+    // A record name is not a namespace: the record's ID, checked below
+    // against the pin the name makes, is what ties it.
+    let named = poz::wire::record_name_id(domain).is_some();
     if let Some(a) = rec.authorities.get(&poz::zone::ZoneType::IDENTITY) {
-        if !a.namespace.is_empty() && !same_domain(&a.namespace, domain) {
+        if !named && !a.namespace.is_empty() && !same_domain(&a.namespace, domain) {
             return Err(NotTheDomain::Namespace {
                 record: id,
                 namespace: a.namespace.clone(),
@@ -156,6 +161,9 @@ async fn endpoints(
         Some(k) => Security::Noise(noise_key(k)?),
         None => Security::Plain,
     };
+    if t.server.is_none() && poz::wire::record_name_id(domain).is_some() {
+        bail!("{domain} is a record name: a record without a domain has no discovery; give the --server that hosts it");
+    }
     if let Some(s) = &t.server {
         let eps = resolve(s)?
             .into_iter()
@@ -302,7 +310,21 @@ pub fn query(
                 None => return Err(e),
             },
         };
-        let pin = pin_of(t, found)?;
+        let mut pin = pin_of(t, found)?;
+        // A record name pins itself (SPEC §14.4): the answer must be the
+        // record with that ID, whatever else is given.
+        if let Some(id) = poz::wire::record_name_id(domain) {
+            if let Some(p) = pin.filter(|p| p.id != id) {
+                return Err(crate::cmd::refuse(format!(
+                    "{} {} is not the record {domain} names",
+                    p.by, p.id
+                )));
+            }
+            pin = Some(Pin {
+                id,
+                by: "its record name",
+            });
+        }
         // The client checks no pin: pozctl does, and says which pinned it.
         let c = client(t);
         let pinned = pin.is_some();
@@ -323,6 +345,11 @@ pub fn query(
                 ("master", _) | ("auto", None) => {
                     let r = c.master(&eps, domain, None).await?;
                     check_record(&r.record, r.id, domain, pin)?;
+                    if let Some(path) = &t.save {
+                        std::fs::write(path, r.record.to_bytes()).map_err(|e| {
+                            ClientError::Invalid(format!("writing {}: {e}", path.display()))
+                        })?;
+                    }
                     if as_json {
                         outln!("{}", serde_json::to_string_pretty(&json!({"verified": true, "pinned": pinned, "pinned_by": pin.map(|p| p.by), "record": render::record_json(&r.record)})).unwrap_or_default());
                     } else {
@@ -411,6 +438,134 @@ pub fn submit(t: &Target, domain: &str, record: &Path) -> Result<ExitCode> {
                 eprintln!("submit failed: {e}");
                 Ok(ExitCode::from(exit_for(&e)))
             }
+        }
+    })
+}
+
+/// The submit endpoints for `name` (a domain or a record name): the
+/// server given, else those discovery finds. Submissions travel only over
+/// Noise NK, so the server's key is required.
+async fn submit_endpoints(t: &Target, name: &str) -> Result<Vec<Endpoint>> {
+    if t.noise_key.is_none() {
+        bail!("submissions are encrypted: give the submit server's --noise-key");
+    }
+    if t.server.is_none() && poz::wire::record_name_id(name).is_some() {
+        bail!("a record without a domain has no discovery: give the provider's --server");
+    }
+    Ok(endpoints(t, name).await?.0)
+}
+
+/// Sends one SUBMIT_SIGNED and prints `said(ticket)` once committed.
+pub fn submit_and_say(
+    t: &Target,
+    name: &str,
+    s: &SubmitSigned,
+    said: impl FnOnce(&poz::wire::SubmitTicket) -> String,
+) -> Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let eps = submit_endpoints(t, name).await?;
+        match client(t).submit_signed(&eps, s).await {
+            Ok(ticket) => {
+                outln!("{}", said(&ticket));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("submit failed: {e}");
+                Ok(ExitCode::from(exit_for(&e)))
+            }
+        }
+    })
+}
+
+/// Sends one SUBMIT_REQUEST and prints the ticket: the submission ID to
+/// fetch the outcome with, and the state (issued and refused are final).
+pub fn request_and_say(
+    t: &Target,
+    domain: &str,
+    ask: &poz::wire::SubmitRequest,
+    ticket_file: Option<&Path>,
+) -> Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let eps = submit_endpoints(t, domain).await?;
+        match client(t).submit_request(&eps, ask).await {
+            Ok(ticket) => {
+                if let Some(f) = ticket_file {
+                    std::fs::write(f, format!("{}\n", hex::encode(ticket.submission_id)))
+                        .with_context(|| format!("writing {}", f.display()))?;
+                }
+                outln!(
+                    "requested \"{}@{domain}\" -> {}: {} (submission {})",
+                    ask.handle,
+                    ask.subject,
+                    ticket.state,
+                    hex::encode(ticket.submission_id)
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("request failed: {e}");
+                Ok(ExitCode::from(exit_for(&e)))
+            }
+        }
+    })
+}
+
+/// SUBMIT_STATUS for `sid`: the answer, or the exit code of a failure
+/// (already reported).
+pub fn status(
+    t: &Target,
+    sid: [u8; 16],
+) -> Result<std::result::Result<poz::wire::StatusAnswer, ExitCode>> {
+    if t.server.is_none() {
+        bail!("give the provider's submit --server");
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let eps = submit_endpoints(t, "status").await?;
+        match client(t).submit_status(&eps, sid).await {
+            Ok(a) => Ok(Ok(a)),
+            Err(e) => {
+                eprintln!("status failed: {e}");
+                Ok(Err(ExitCode::from(exit_for(&e))))
+            }
+        }
+    })
+}
+
+/// The provider's record as a CHAIN for `handle` carries it (the binding
+/// and its revocation, if any), verified from genesis and pinned (by
+/// `--record-id`, discovery or a record name): what `identity verify
+/// --from` and `identity adopt --from` judge a binding against.
+pub fn provider_chain(
+    t: &Target,
+    domain: &str,
+    handle: &str,
+) -> Result<poz::verify::VerifiedRecord> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (eps, found, _) = endpoints(t, domain).await?;
+        let pin = match poz::wire::record_name_id(domain) {
+            Some(id) => Some(id),
+            None => pin_of(t, found)?.map(|p| p.id),
+        };
+        let Some(pin) = pin else {
+            return Err(crate::cmd::refuse(format!(
+                "nothing pins the record for {domain}: give --record-id ID"
+            )));
+        };
+        match client(t)
+            .chain_record(&eps, domain, handle, Some(pin))
+            .await
+        {
+            Ok(vr) => {
+                check_record(&vr.record, vr.id, domain, None)
+                    .map_err(|e| crate::cmd::refuse(format!("{e} ({domain})")))?;
+                Ok(vr)
+            }
+            Err(e) if exit_for(&e) == 1 => Err(crate::cmd::refuse(format!("{domain}: {e}"))),
+            Err(e) => Err(anyhow!("{domain}: {e}")),
         }
     })
 }

@@ -55,6 +55,13 @@ struct Args {
     /// The demo provider's domain (first start only).
     #[arg(long, default_value = "demo.example")]
     domain: String,
+    /// Binding requests over 7076 (SUBMIT_REQUEST): "issue" (the demo
+    /// provider issues a free handle to anyone who proves they hold the
+    /// record it names), "queue" (pending until decided with `pozctl
+    /// requests`) or "off".
+    #[arg(long, default_value = "issue", env = "POZD_BINDING_REQUESTS",
+          value_parser = ["issue", "queue", "off"])]
+    binding_requests: String,
     /// The handle namespace policy (SPEC §8.4.1): "ascii" (lowercase
     /// a-z, 0-9 and . - _) or "unicode" (one script, NFC, case-folded).
     #[arg(long, default_value = "ascii", env = "POZD_HANDLE_POLICY")]
@@ -275,20 +282,24 @@ async fn main() -> anyhow::Result<()> {
         edge: edge.clone(),
         ..poz_query_gw::Config::default()
     };
-    // The demo provider issues a binding to anyone who proves they hold
-    // the record it names and asks for a free handle.
+    // By default the demo provider issues a binding to anyone who proves
+    // they hold the record it names and asks for a free handle.
     let submit = poz_submit_gw::Config {
         listen: args.submit.to_string(),
         store: fleet.store.clone(),
         verifier: fleet.verifier.clone(),
-        binding_requests: "issue".into(),
+        binding_requests: args.binding_requests.clone(),
         provider_api: fleet.provider_api.clone(),
         handle_policy: args.handle_policy.to_string(),
         provider_record: id.to_hex(),
+        // The demo provider hosts people's records, so a holder can
+        // publish one and ask for a binding over the POZ ports alone.
+        host_records: true,
         edge: EdgeConfig {
             noise_key_file: Some(dir.join("submit-noise.key")),
             ..edge
         },
+        ..poz_submit_gw::Config::default()
     };
     query.validate().map_err(anyhow::Error::msg)?;
     submit.validate().map_err(anyhow::Error::msg)?;
@@ -339,6 +350,14 @@ async fn main() -> anyhow::Result<()> {
     println!("  pozctl query {domain} --server {plain_addr} --record-id {id} --handle alice");
     println!(
         "  pozctl query {domain} --server {noise_addr} --noise-key {key_hex} --record-id {id} --handle bob"
+    );
+    // The holder's journey in the README reads these (a person's record
+    // is published to this provider and asks it for a handle).
+    println!("For the holder's journey (README), in that terminal:");
+    println!(
+        "  export POZ_QUERY={plain_addr} POZ_SUBMIT={submit_addr} POZ_SUBMIT_KEY={} POZ_PROVIDER={id} POZ_API={}",
+        hex::encode(submissions.key.public),
+        fleet.provider_api
     );
     std::io::stdout().flush()?;
 

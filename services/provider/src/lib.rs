@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod inprocess;
+pub mod requests;
 
 use pb::signer_client::SignerClient;
 use pb::store_read_client::StoreReadClient;
@@ -1030,6 +1031,20 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         Ok(Response::new(pb::ProviderInfo {
             record_id: pbhash(&self.upstream.record_id),
         }))
+    }
+
+    async fn list_binding_requests(
+        &self,
+        req: Request<pb::ListBindingRequestsRequest>,
+    ) -> Result<Response<pb::ListBindingRequestsResponse>, Status> {
+        Ok(Response::new(self.list_requests(req.into_inner()).await?))
+    }
+
+    async fn decide_binding_request(
+        &self,
+        req: Request<pb::DecideBindingRequestRequest>,
+    ) -> Result<Response<pb::BindingRequest>, Status> {
+        Ok(Response::new(self.decide(req.into_inner()).await?))
     }
 
     type BulkIssueStream = ReceiverStream<Result<pb::BulkIssueProgress, Status>>;

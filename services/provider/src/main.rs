@@ -114,14 +114,21 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e: String| anyhow::anyhow!("handle_policy: {e}"))?;
     // The provider's account systems, its operators, and the submit
     // gateway forwarding binding requests.
-    let allow = Allowlist::of(&[(
-        "poz.v1.ProviderApi",
-        &[
-            identity::ACCOUNT_SYSTEM,
-            identity::OPERATOR,
-            identity::SUBMIT_GW,
-        ],
-    )]);
+    // Deciding binding requests is the provider's own business: the
+    // submit gateway files them but may neither list nor decide them.
+    let deciders: &[&str] = &[identity::ACCOUNT_SYSTEM, identity::OPERATOR];
+    let allow = Allowlist::of(&[
+        (
+            "poz.v1.ProviderApi",
+            &[
+                identity::ACCOUNT_SYSTEM,
+                identity::OPERATOR,
+                identity::SUBMIT_GW,
+            ],
+        ),
+        ("poz.v1.ProviderApi/ListBindingRequests", deciders),
+        ("poz.v1.ProviderApi/DecideBindingRequest", deciders),
+    ]);
     let server = GrpcServer::bind(NAME, &c.listen, &c.serve, allow).await?;
     tracing::info!(%record_id, "serving the Provider API");
     let api = ProviderApiServer::new(ProviderApiService::with_policy(

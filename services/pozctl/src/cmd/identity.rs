@@ -58,11 +58,18 @@ pub enum IdentityCmd {
         #[arg(long)]
         provider: PathBuf,
     },
-    /// Verify a binding against its provider's record.
+    /// Verify a binding against its provider's record: a file, or
+    /// fetched over the POZ ports (--from DOMAIN: the provider's CHAIN for
+    /// the binding's handle, verified from genesis and pinned).
     Verify {
         binding: PathBuf,
-        #[arg(long)]
-        provider: PathBuf,
+        #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+        provider: Option<PathBuf>,
+        /// The provider's domain (or record name) to fetch its record from.
+        #[arg(long, value_name = "DOMAIN")]
+        from: Option<String>,
+        #[command(flatten)]
+        target: super::remote::TargetArgs,
         /// Verification time in ms (default: now).
         #[arg(long)]
         at: Option<u64>,
@@ -88,6 +95,67 @@ pub enum IdentityCmd {
         quiet: bool,
         #[command(flatten)]
         tls: grpc::TlsArgs,
+    },
+    /// Ask a provider over its submit port (7076) to bind a handle to
+    /// your record (SUBMIT_REQUEST), proved with the record's master keys;
+    /// prints the submission ID. The record must be published to that
+    /// provider first (pozctl publish).
+    Request {
+        /// The provider's domain (or record name) to ask a handle of.
+        domain: String,
+        #[arg(long)]
+        handle: String,
+        /// Your record file.
+        #[arg(long)]
+        record: PathBuf,
+        /// Master key files of the record, to its threshold. Repeat.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Also write the submission ID (32 hex digits and a newline) to
+        /// this file, for `identity fetch`.
+        #[arg(long, value_name = "FILE")]
+        ticket: Option<PathBuf>,
+        #[command(flatten)]
+        target: super::remote::TargetArgs,
+    },
+    /// Fetch what became of a binding request (SUBMIT_STATUS); an issued
+    /// binding is written to --out. Exit 0 issued, 1 refused, 3 pending.
+    Fetch {
+        /// The submission ID (32 hex digits) `identity request` printed,
+        /// or the file its --ticket wrote.
+        submission: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        target: super::remote::TargetArgs,
+    },
+    /// Copy a binding issued to your record into its own Identity Zone,
+    /// after verifying it against the provider's record; publish the next
+    /// revision afterwards.
+    Adopt {
+        binding: PathBuf,
+        /// Your record file (written in place).
+        #[arg(long)]
+        record: PathBuf,
+        /// The provider's record file.
+        #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+        provider: Option<PathBuf>,
+        /// Or fetch it over the POZ ports from this domain, as `identity
+        /// verify --from` does.
+        #[arg(long, value_name = "DOMAIN")]
+        from: Option<String>,
+        #[command(flatten)]
+        target: super::remote::TargetArgs,
+    },
+    /// A provider revokes a handle's binding through its Provider API
+    /// (gRPC RevokeBinding; the signer signs the revocation).
+    RevokeHandle {
+        handle: String,
+        /// unspecified, key-compromise, superseded, account-closed, policy
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        #[command(flatten)]
+        api: super::requests::ApiArgs,
     },
     /// Revoke a binding: a revocation signed under the deny threshold,
     /// added to the provider's Identity Zone.
@@ -170,11 +238,13 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
         IdentityCmd::Verify {
             binding,
             provider,
+            from,
+            target,
             at,
             json,
             allow_partial,
         } => {
-            let rec = read_record(&provider)?;
+            let rec = provider_record(&binding, provider.as_deref(), from.as_deref(), &target)?;
             let e = read_entry(&binding)?;
             let vr = match verify_and_accept(rec) {
                 Ok(v) => v,
@@ -232,6 +302,44 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
                 }
             }
         }
+        IdentityCmd::Request {
+            domain,
+            handle,
+            record,
+            keys,
+            ticket,
+            target,
+        } => {
+            return super::holder::request(
+                &target,
+                &domain,
+                &handle,
+                &record,
+                &keys,
+                ticket.as_deref(),
+                pass,
+            )
+        }
+        IdentityCmd::Fetch {
+            submission,
+            out,
+            target,
+        } => return super::holder::fetch(&target, &submission, &out),
+        IdentityCmd::Adopt {
+            binding,
+            record,
+            provider,
+            from,
+            target,
+        } => {
+            let prov = provider_record(&binding, provider.as_deref(), from.as_deref(), &target)?;
+            return super::holder::adopt(&binding, &record, prov);
+        }
+        IdentityCmd::RevokeHandle {
+            handle,
+            reason,
+            api,
+        } => return super::requests::revoke_handle(&handle, &reason, &api),
         IdentityCmd::Import {
             csv,
             api,
@@ -264,4 +372,28 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The provider record a binding is judged against: the file given, or
+/// the provider's CHAIN for the binding's handle fetched from `from`.
+fn provider_record(
+    binding: &std::path::Path,
+    file: Option<&std::path::Path>,
+    from: Option<&str>,
+    target: &super::remote::TargetArgs,
+) -> Result<poz::Record> {
+    match (file, from) {
+        (Some(f), _) => read_record(f),
+        (None, Some(domain)) => {
+            let e = read_entry(binding)?;
+            let b = poz::entries::IdentityBinding::from_bytes(&e.body).map_err(|err| {
+                refuse(format!(
+                    "{} is not an identity binding: {err}",
+                    binding.display()
+                ))
+            })?;
+            Ok(crate::net::provider_chain(&target.target(), domain, &b.handle)?.record)
+        }
+        (None, None) => Err(anyhow!("give --provider FILE or --from DOMAIN")),
+    }
 }

@@ -4,11 +4,13 @@
 pub mod auth;
 pub mod cert;
 pub mod fingerprint;
+pub mod holder;
 pub mod identity;
 pub mod key;
 pub mod mirrors;
 pub mod record;
 pub mod remote;
+pub mod requests;
 pub mod zone;
 
 use anyhow::{anyhow, bail, Context, Result};

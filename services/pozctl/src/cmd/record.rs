@@ -83,6 +83,10 @@ pub enum RecordCmd {
         record: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Print only the record ID (its record name, 64 hex digits, SPEC
+        /// §14.4), for scripts.
+        #[arg(long, conflicts_with = "json")]
+        id: bool,
     },
     /// Check every rule; say which hold and which fail. Exit 1 if any fails.
     Verify {
@@ -242,9 +246,11 @@ pub fn run(cmd: RecordCmd, pass: &Passphrase) -> Result<ExitCode> {
             outln!("applied serial {} -> {}", d.master.serial, out.display());
             outln!("current_master_hash {h}");
         }
-        RecordCmd::Inspect { record, json } => {
+        RecordCmd::Inspect { record, json, id } => {
             let rec = read_record(&record)?;
-            if json {
+            if id {
+                outln!("{}", rec.id());
+            } else if json {
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&render::record_json(&rec))?

@@ -23,6 +23,9 @@ pub struct Query {
     target: TargetArgs,
     #[arg(long)]
     json: bool,
+    /// Also write the verified record (MASTER) to this file.
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
 }
 
 // `pozctl submit`'s arguments (its help text is on `Cmd::Submit`).
@@ -36,13 +39,9 @@ pub struct Submit {
 }
 
 pub fn query(a: Query) -> Result<ExitCode> {
-    net::query(
-        &a.target.target(),
-        &a.domain,
-        a.handle.as_deref(),
-        &a.query_type,
-        a.json,
-    )
+    let mut t = a.target.target();
+    t.save = a.save;
+    net::query(&t, &a.domain, a.handle.as_deref(), &a.query_type, a.json)
 }
 
 pub fn submit(a: Submit) -> Result<ExitCode> {
@@ -94,7 +93,7 @@ fn parse_record_id(s: &str) -> std::result::Result<Hash32, String> {
 }
 
 impl TargetArgs {
-    fn target(&self) -> net::Target {
+    pub(crate) fn target(&self) -> net::Target {
         net::Target {
             private: self.private,
             server: self.server.clone(),
@@ -106,6 +105,7 @@ impl TargetArgs {
             well_known_root: self.well_known_root.clone(),
             well_known_address: self.well_known_address,
             no_well_known: self.no_well_known,
+            save: None,
         }
     }
 }
