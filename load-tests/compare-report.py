@@ -49,6 +49,8 @@ summary = {"goals": [], "maxima": {k: qps(k) for k in sorted(closed)}}
 
 
 def goal(name, value, target, detail, higher_is_better=True):
+    if value != value:  # NaN: this run did not measure one side
+        return
     met = value >= target if higher_is_better else value <= target
     summary["goals"].append(
         {"goal": name, "value": value, "target": target, "met": met, "detail": detail}
@@ -92,7 +94,8 @@ if alone and flooded and flood:
 for side in ("pozd", "split"):
     for sec in ("plain", "noise"):
         on, off = qps(f"{side}-{sec}-cache"), qps(f"{side}-{sec}")
-        print(f"  cache on / off, {side} {sec}: {on:.0f}/s vs {off:.0f}/s")
+        if on == on and off == off:
+            print(f"  cache on / off, {side} {sec}: {on:.0f}/s vs {off:.0f}/s")
 
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 
@@ -121,11 +124,13 @@ ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
 fig.tight_layout()
 fig.savefig(f"{out}/throughput.svg")
+fig.savefig(f"{out}/throughput.png", dpi=80)
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
 for ax, (q, name) in zip(axes, (("p50_ms", "p50"), ("p99_ms", "p99"))):
     for k in labels:
-        runs = sorted(opened[k], key=lambda r: r["offered_per_second"])
+        # A load nothing was answered at has no latency to plot.
+        runs = sorted((r for r in opened[k] if r["queries"] > 0), key=lambda r: r["offered_per_second"])
         m = qps(k)
         ax.plot([r["offered_per_second"] / m for r in runs], [r[q] for r in runs], marker="o", label=k)
     ax.axhline(2.0, color="grey", linestyle=":", linewidth=1)
@@ -134,9 +139,11 @@ for ax, (q, name) in zip(axes, (("p50_ms", "p50"), ("p99_ms", "p99"))):
     ax.set_title(f"{name} latency (ms, from scheduled arrival)")
     ax.grid(alpha=0.3, which="both")
 axes[0].set_ylabel("ms")
-axes[1].legend(fontsize=8)
+if labels:
+    axes[1].legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(f"{out}/latency.svg")
+fig.savefig(f"{out}/latency.png", dpi=80)
 
 fig, ax = plt.subplots(figsize=(8, 4))
 names = list(summary["maxima"])

@@ -19,8 +19,10 @@
 #   3. a flood: clients that never solve PoW at FLOOD_X times pozd's
 #      capacity beside honest clients that do.
 # It writes every result as JSON lines and SVG plots to OUT and prints the
-# ratios of the goals of issue #10.
-#   [BINDINGS=1000000] [CONCURRENCY=64] [SECS=6] [OUT=load-tests/out/compare] load-tests/compare.sh
+# ratios of the goals of issue #10. PHASES picks what to run (default
+# all: closed open cache flood; a flood alone measures pozd's capacity
+# first).
+#   [BINDINGS=1000000] [CONCURRENCY=64] [SECS=6] [OUT=load-tests/out/compare] [PHASES=...] load-tests/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -28,11 +30,13 @@ root=$PWD
 export PGHOST PGPORT PGUSER
 BINDINGS=${BINDINGS:-1000000}; C=${CONCURRENCY:-64}; T=${SECS:-6}
 FLOOD_X=${FLOOD_X:-4}
+PHASES=${PHASES:-closed open cache flood}
+has() { [[ " $PHASES " == *" $1 "* ]]; }
 OUT=${OUT:-$root/load-tests/out/compare}
 mkdir -p "$OUT"; : >"$OUT/results.jsonl"
 DB=poz_compare_$$
 
-if ! command -v knotd >/dev/null; then
+if (has closed || has open) && ! command -v knotd >/dev/null; then
     [ "$(id -u)" = 0 ] || { echo "compare.sh: knotd missing; install Debian's knot (as root)" >&2; exit 1; }
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q knot >/dev/null
 fi
@@ -97,6 +101,7 @@ echo "loading $BINDINGS bindings into pozd (SQLite)"
 # one stored binding, so the DNS answer carries what an IDENTITY answer
 # carries plus DNS's own signature (RRSIG), as an IDENTITY answer carries
 # the provider's.
+if has closed || has open; then
 answer_len=$("$bin/poz-load" --target "127.0.0.1:$PZ" --domain bench.example --handles user1 --sources 100 --concurrency 1 --seconds 1 --json 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["answer_bytes"])')
 KP=$(port)
@@ -146,6 +151,8 @@ for _ in $(seq 3000); do
     sleep 1
 done
 
+fi
+
 "$bin/bare-nk" >"$tmp/bare.out" & pids+=($!)
 wait_for "$tmp/bare.out" 'listening'
 bare_addr=$(awk '{print $2}' "$tmp/bare.out"); bare_key=$(awk '{print $4}' "$tmp/bare.out")
@@ -154,7 +161,7 @@ bare_addr=$(awk '{print $2}' "$tmp/bare.out"); bare_key=$(awk '{print $4}' "$tmp
 # label) to results.jsonl and prints one line.
 load() {
     local label=$1; shift
-    "$bin/poz-load" --sources 4000 --seconds "$T" --domain bench.example --handle-range "user:$BINDINGS" --json "$@" \
+    "$bin/poz-load" --sources "${SRC:-4000}" --seconds "$T" --domain bench.example --handle-range "user:$BINDINGS" --json "$@" \
         >"$tmp/load.json" 2>"$tmp/load.err" || { cat "$tmp/load.err" >&2; return 1; }
     python3 - "$tmp/load.json" "$label" "$OUT/results.jsonl" <<'PY'
 import json, sys
@@ -173,7 +180,7 @@ PY
 }
 
 declare -A target=(
-    [knot]="--protocol dns --target 127.0.0.1:$KP"
+    [knot]="--protocol dns --target 127.0.0.1:${KP:-0}"
     [bare-nk]="--target $bare_addr --noise-key $bare_key --type serial"
     [split-plain]="--target $(awk '{print $3}' "$tmp/split-off.out")"
     [split-noise]="--target $(awk '{print $5}' "$tmp/split-off.out") --noise-key $split_key"
@@ -186,18 +193,18 @@ pozd_targets() {
 }
 pozd_targets ""
 
-echo "== closed loop"
+has closed && echo "== closed loop"
 # Twice each, interleaved, so a slow moment of the machine does not fall
 # on one side only; the better of the two is the maximum.
-for round in 1 2; do
+has closed && for round in 1 2; do
     for t in knot pozd-plain split-plain bare-nk pozd-noise split-noise split-plain-cache split-noise-cache; do
         # shellcheck disable=SC2086
         closed "$t" ${target[$t]}
     done
 done
 
-echo "== open loop (fractions of each one's closed-loop maximum)"
-for t in knot pozd-plain split-plain bare-nk pozd-noise split-noise; do
+has open && echo "== open loop (fractions of each one's closed-loop maximum)"
+has open && for t in knot pozd-plain split-plain bare-nk pozd-noise split-noise; do
     max=$(max_of "$t")
     for f in 0.25 0.5 0.75 1.0 1.25; do
         rate=$(python3 -c "print(max(1, int($max * $f)))")
@@ -206,6 +213,7 @@ for t in knot pozd-plain split-plain bare-nk pozd-noise split-noise; do
     done
 done
 
+if has cache; then
 echo "== pozd with its answer cache on (1 s)"
 kill "$pozd_pid"; wait "$pozd_pid" 2>/dev/null || true
 pozd_start 1000
@@ -214,20 +222,23 @@ for t in pozd-plain-cache pozd-noise-cache; do
     # shellcheck disable=SC2086
     closed "$t" ${target[$t]}
 done
+fi
 
+if has flood; then
 echo "== flood: clients that never solve PoW at ${FLOOD_X}x pozd's capacity beside honest solving clients"
 kill "$pozd_pid"; wait "$pozd_pid" 2>/dev/null || true
 pozd_start 0
 pozd_targets ""
+has closed || { closed pozd-plain ${target[pozd-plain]}; sleep 2; }
 cap=$(max_of pozd-plain)
 honest=$((cap / 4)); flood=$((cap * FLOOD_X))
 # shellcheck disable=SC2086
-load honest-alone --rate "$honest" --source-offset 40000 --sources 1000 ${target[pozd-plain]}
+SRC=1000 load honest-alone --rate "$honest" --source-offset 40000 ${target[pozd-plain]}
 "$bin/poz-load" --sources 4000 --seconds "$((T + 2))" --domain bench.example --handle-range "user:$BINDINGS" --json \
     --rate "$flood" --max-pow 0 --max-outstanding 15000 --timeout-s 2 ${target[pozd-plain]} >"$tmp/flood.json" 2>/dev/null & flood_pid=$!
 sleep 2
 # shellcheck disable=SC2086
-load honest-in-flood --rate "$honest" --source-offset 40000 --sources 1000 ${target[pozd-plain]}
+SRC=1000 load honest-in-flood --rate "$honest" --source-offset 40000 ${target[pozd-plain]}
 wait "$flood_pid" || true
 python3 - "$tmp/flood.json" "$OUT/results.jsonl" <<'PY'
 import json, sys
@@ -237,6 +248,7 @@ sat = r["errors"].get("client-saturated", 0)
 print(f"flood                  offered {r['offered_per_second']:.0f}/s, sent {(r['attempts'] - sat) / r['seconds']:.0f}/s, "
       f"answered {r['queries_per_second']:.0f}/s  {r['errors']}")
 PY
+fi
 
 echo "== ratios (goals of issue #10)"
 # matplotlib from PyPI in a cached venv, for the plots.

@@ -22,7 +22,9 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use hickory_proto::op::{Edns, Message, MessageType as DnsMessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{
+    Edns, Message, MessageType as DnsMessageType, OpCode, Query, ResponseCode,
+};
 use hickory_proto::rr::{Name, RecordType};
 use poz::codec::Codec;
 use poz::wire::{DomainQuery, IdentityQuery, MessageType};
@@ -130,6 +132,8 @@ fn error_kind(e: &ClientError) -> String {
         ClientError::Io { .. } => "io".into(),
         ClientError::Noise { .. } => "noise".into(),
         ClientError::PowTooHard { .. } => "pow-too-hard".into(),
+        ClientError::Malformed { .. } => "malformed".into(),
+        ClientError::Exhausted(_) => "exhausted".into(),
         _ => "other".into(),
     }
 }
@@ -163,7 +167,11 @@ impl Target {
                 message_type,
                 payloads,
             } => clients[i % clients.len()]
-                .request(endpoint, *message_type, payloads[i % payloads.len()].clone())
+                .request(
+                    endpoint,
+                    *message_type,
+                    payloads[i % payloads.len()].clone(),
+                )
                 .await
                 .map(|answer| answer.len())
                 .map_err(|e| error_kind(&e)),
@@ -189,9 +197,7 @@ async fn dns_exchange(
 ) -> Result<usize, String> {
     let socket = tokio::net::TcpSocket::new_v4().map_err(|_| "io")?;
     if let Some(ip) = local {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .map_err(|_| "connect")?;
+        socket.bind(SocketAddr::new(ip, 0)).map_err(|_| "connect")?;
     }
     let mut s = socket.connect(addr).await.map_err(|_| "connect")?;
     let _ = s.set_nodelay(true);
@@ -356,7 +362,8 @@ fn poz_target(args: &Args, handles: &[String]) -> anyhow::Result<Target> {
             Client::new(ClientConfig {
                 attempts: 1,
                 max_pow_difficulty: args.max_pow,
-                local_ip: (args.sources > 0).then(|| source_ip(args.source_offset.saturating_add(i))),
+                local_ip: (args.sources > 0)
+                    .then(|| source_ip(args.source_offset.saturating_add(i))),
                 exchange_timeout: Duration::from_secs(args.timeout_s),
                 ..ClientConfig::default()
             })
@@ -456,7 +463,11 @@ async fn main() -> anyhow::Result<()> {
             "plain"
         },
         query_type: args.query_type.clone(),
-        mode: if args.rate.is_some() { "open" } else { "closed" },
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
         concurrency: args.concurrency,
         offered_per_second: args.rate.map(f64::from),
         seconds: secs,
