@@ -43,6 +43,7 @@ pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(2)
 }
 
+mod audit;
 mod cmd;
 mod grpc;
 mod import;
@@ -128,6 +129,12 @@ enum Cmd {
     /// record key its Service Zone host names by ca_key_idx.
     #[command(subcommand)]
     Cert(cmd::cert::CertCmd),
+    /// Audit a provider's issuance over its public query ports (SPEC
+    /// §14.8): page its batch log and check every batch (each leaf once,
+    /// proving to the root; root signatures to the grant threshold), or
+    /// with --handle list one handle's bindings, each verified. Exit 1 on
+    /// any gap or failed check.
+    Audit(cmd::audit::Audit),
 }
 
 fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
@@ -146,6 +153,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
         Cmd::Fingerprint(a) => cmd::fingerprint::run(a),
         Cmd::Auth(c) => cmd::auth::run(c, pass),
         Cmd::Cert(c) => cmd::cert::run(c, pass),
+        Cmd::Audit(a) => cmd::audit::run(a),
     }
 }
 

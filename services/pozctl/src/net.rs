@@ -41,14 +41,14 @@ pub struct Target {
 /// can answer with another domain's record, and only the Identity
 /// namespace check below stands in the way.
 #[derive(Clone, Copy, Debug)]
-struct Pin {
-    id: poz::Hash32,
-    by: &'static str,
+pub(crate) struct Pin {
+    pub(crate) id: poz::Hash32,
+    pub(crate) by: &'static str,
 }
 
 /// Why an answer is refused although it verifies (exit 1).
 #[derive(Debug)]
-enum NotTheDomain {
+pub(crate) enum NotTheDomain {
     /// The record's Identity authority speaks for another domain.
     Namespace {
         record: poz::Hash32,
@@ -90,7 +90,7 @@ fn same_domain(namespace: &str, domain: &str) -> bool {
 /// A verified record answers for `domain` only if its Identity authority,
 /// when it states a namespace, names `domain`, and it is the pinned record
 /// when something pins one.
-fn check_record(
+pub(crate) fn check_record(
     rec: &poz::Record,
     id: poz::Hash32,
     domain: &str,
@@ -153,7 +153,7 @@ fn discovery(t: &Target, domain: &str) -> Result<Discovery> {
     Ok(disc.with_well_known(Box::new(fetcher)))
 }
 
-async fn endpoints(
+pub(crate) async fn endpoints(
     t: &Target,
     domain: &str,
 ) -> Result<(Vec<Endpoint>, Option<poz::Hash32>, String)> {
@@ -212,14 +212,14 @@ async fn endpoints(
     Ok((eps, pin, format!("discovered via {}", d.via)))
 }
 
-fn client(t: &Target) -> Client {
+pub(crate) fn client(t: &Target) -> Client {
     Client::new(ClientConfig {
         max_pow_difficulty: t.max_pow,
         ..ClientConfig::default()
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -262,7 +262,7 @@ impl From<NotTheDomain> for Failure {
 
 /// The pin the answer must match: `--record-id`, else discovery's; both
 /// given and different is a refusal.
-fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pin>> {
+pub(crate) fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pin>> {
     Ok(match (t.record_id, found) {
         (Some(given), Some(d)) if given != d => {
             return Err(crate::cmd::refuse(format!(
@@ -282,7 +282,7 @@ fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pin>> {
 }
 
 /// How a verified answer is tied to the domain, for the first line.
-fn tied(pin: Option<Pin>) -> String {
+pub(crate) fn tied(pin: Option<Pin>) -> String {
     match pin {
         Some(p) => format!("record ID pinned by {}", p.by),
         None => "UNPINNED: nothing ties this record to the domain asked".into(),

@@ -1,6 +1,7 @@
 //! pozctl's verbs, one module per family, and what they share: the
 //! refusal that exits 1 and the parsers of command-line specs.
 
+pub mod audit;
 pub mod auth;
 pub mod cert;
 pub mod fingerprint;
