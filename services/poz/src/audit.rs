@@ -511,7 +511,6 @@ mod tests {
     fn batch(n: u32) -> (crate::Record, Vec<SignedEntry>, Hash32) {
         let p = sample::provider().unwrap();
         let k = sample::provider_keys();
-        let id = p.id();
         let mut entries: Vec<SignedEntry> = (0..n)
             .map(|i| {
                 crate::workflow::new_binding(
@@ -542,7 +541,6 @@ mod tests {
             );
             root = digest;
         }
-        let _ = id;
         (p, entries, root)
     }
 
