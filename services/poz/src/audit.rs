@@ -295,6 +295,25 @@ pub enum AuditError {
     NoDelegation { zone: ZoneType },
 }
 
+impl AuditError {
+    /// The check's name, as SPEC §14.8 and the vectors spell it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuditError::LogGap { .. } => "log-gap",
+            AuditError::LogOrder { .. } => "log-order",
+            AuditError::LogRepeat { .. } => "log-repeat",
+            AuditError::NotInBatch { .. } | AuditError::Undecodable { .. } => "not-in-batch",
+            AuditError::SizeDisagrees { .. } => "size-disagrees",
+            AuditError::DuplicateLeaf { .. } => "duplicate-leaf",
+            AuditError::MissingLeaves { .. } | AuditError::Empty => "missing-leaves",
+            AuditError::RootSignature { .. }
+            | AuditError::NotDelegated { .. }
+            | AuditError::Threshold { .. }
+            | AuditError::NoDelegation { .. } => "threshold",
+        }
+    }
+}
+
 /// Follows the batch log page by page: sequence numbers must run on from
 /// the one before (`after`, 0 at the start) without a gap, and no root
 /// digest may be listed twice.

@@ -241,6 +241,19 @@ fn audit_frames_decode_and_answers_check_out() {
         l.observe(&gap.batches[1]),
         Err(AuditError::LogGap { after: 1, got: 3 })
     ));
+    for (name, case) in refuse.as_object().unwrap() {
+        let fails = case["fails"].as_str().unwrap();
+        let got = if name.starts_with("batches_") {
+            let a =
+                BatchesAnswer::from_bytes(&hex::decode(case["answer"].as_str().unwrap()).unwrap())
+                    .unwrap();
+            let mut l = BatchLog::after(0);
+            a.batches.iter().try_for_each(|b| l.observe(b)).unwrap_err()
+        } else {
+            audit(&p, root, case["answer"].as_str().unwrap()).unwrap_err()
+        };
+        assert_eq!(got.code(), fails, "{name}");
+    }
     assert!(matches!(
         audit(&p, root, refuse["batch_missing_leaf_2"]["answer"].as_str().unwrap()),
         Err(AuditError::MissingLeaves {

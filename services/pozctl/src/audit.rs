@@ -154,7 +154,12 @@ async fn batches(
                 }
                 Err(e) => {
                     failures += 1;
-                    outln!("batch {} root {}: FAILED: {e}", b.seq, b.root_digest);
+                    outln!(
+                        "batch {} root {}: FAILED {}: {e}",
+                        b.seq,
+                        b.root_digest,
+                        e.code()
+                    );
                 }
             }
             checked += 1;
