@@ -97,6 +97,19 @@ enum Cmd {
     /// Service Zone entries.
     #[command(subcommand)]
     Service(cmd::zone::ServiceCmd),
+    /// Email Zone inboxes (each names a MAIL service of the Service Zone).
+    #[command(subcommand)]
+    Inbox(cmd::entries::InboxCmd),
+    /// Feed Zone feeds (each names a FEED service of the Service Zone).
+    #[command(subcommand)]
+    Feed(cmd::entries::FeedCmd),
+    /// Auth Zone trust groups: the keys that may log in for the record.
+    #[command(subcommand)]
+    TrustGroup(cmd::entries::TrustGroupCmd),
+    /// The Auth Zone's revocation service (a REVOCATION service of the
+    /// Service Zone).
+    #[command(subcommand)]
+    RevocationService(cmd::entries::RevocationServiceCmd),
     /// Whole-zone operations.
     #[command(subcommand)]
     Zone(cmd::zone::ZoneCmd),
@@ -145,6 +158,10 @@ fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
         Cmd::Authority(c) => cmd::zone::authority(c, pass),
         Cmd::Service(c) => cmd::zone::service(c, pass),
         Cmd::Zone(c) => cmd::zone::zone(c, pass),
+        Cmd::Inbox(c) => cmd::entries::inbox(c, pass),
+        Cmd::Feed(c) => cmd::entries::feed(c, pass),
+        Cmd::TrustGroup(c) => cmd::entries::trust_group(c, pass),
+        Cmd::RevocationService(c) => cmd::entries::revocation_service(c, pass),
         Cmd::Query(a) => cmd::remote::query(a),
         Cmd::Mirrors(a) => cmd::mirrors::run(a),
         Cmd::Submit(a) => cmd::remote::submit(a),

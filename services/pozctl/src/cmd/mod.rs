@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod cert;
+pub mod entries;
 pub mod fingerprint;
 pub mod holder;
 pub mod identity;
