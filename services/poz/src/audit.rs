@@ -259,7 +259,7 @@ impl HistoryAnswer {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
-    #[error("batch log: batch {got} follows batch {after} (batches {}..{} are missing)", after + 1, got.saturating_sub(1))]
+    #[error("batch log: batch {got} follows batch {after}: batches {} to {} are missing", .after + 1, .got.saturating_sub(1))]
     LogGap { after: u64, got: u64 },
     #[error("batch log: batch {seq} is listed again (or out of order) after batch {after}")]
     LogOrder { after: u64, seq: u64 },
