@@ -29,6 +29,9 @@ pub struct Target {
     /// the web PKI, and fetch it from this address (tests, split horizon).
     pub well_known_root: Option<std::path::PathBuf>,
     pub well_known_address: Option<SocketAddr>,
+    /// Discovery's well-known file: trust the CA keys this record names
+    /// for the domain's host (POZ-as-CA), and the roots above too if given.
+    pub well_known_record: Option<std::path::PathBuf>,
     /// Discovery without the well-known file.
     pub no_well_known: bool,
     /// `pozctl query --save`: write the verified MASTER record here.
@@ -142,13 +145,34 @@ fn discovery(t: &Target, domain: &str) -> Result<Discovery> {
     if t.no_well_known {
         return Ok(disc);
     }
-    let fetcher = match &t.well_known_root {
-        Some(pem) => {
-            let root = std::fs::read(pem)
-                .with_context(|| format!("--well-known-root {}", pem.display()))?;
-            HttpsWellKnown::with_root(&root, t.well_known_address.map(|a| (domain, a)))?
+    if t.well_known_address.is_some() && t.well_known_root.is_none() && t.well_known_record.is_none() {
+        bail!("--well-known-address needs --well-known-root or --well-known-record");
+    }
+    let root = match &t.well_known_root {
+        Some(pem) => Some(
+            std::fs::read(pem).with_context(|| format!("--well-known-root {}", pem.display()))?,
+        ),
+        None => None,
+    };
+    let pinned_address = t.well_known_address.map(|a| (domain, a));
+    let fetcher = match (&t.well_known_record, &root) {
+        (Some(path), _) => {
+            let rec = crate::keyio::read_record(path)?;
+            let vr = poz::verify::verify_and_accept(rec).map_err(|report| {
+                let f: Vec<String> = report
+                    .failures()
+                    .map(|(r, d)| format!("{r}: {d}"))
+                    .collect();
+                crate::cmd::refuse(format!(
+                    "--well-known-record {}: the record does not verify: {}",
+                    path.display(),
+                    f.join("; ")
+                ))
+            })?;
+            HttpsWellKnown::with_poz_ca(&vr, root.as_deref(), pinned_address)?
         }
-        None => HttpsWellKnown::web_pki()?,
+        (None, Some(root)) => HttpsWellKnown::with_root(root, pinned_address)?,
+        (None, None) => HttpsWellKnown::web_pki()?,
     };
     Ok(disc.with_well_known(Box::new(fetcher)))
 }
