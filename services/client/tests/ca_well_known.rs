@@ -126,14 +126,19 @@ fn record_key_pair(seed: u8) -> rcgen::KeyPair {
     .unwrap()
 }
 
+/// A self-signed root standing for a public CA.
+fn public_root() -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    (p.self_signed(&key).unwrap(), key)
+}
+
 #[tokio::test]
 async fn requiring_the_public_pki_too_needs_a_chain_to_a_public_root() {
     // A "public" root, and an intermediate for the record key that it
     // issued: the same name and key as the record key's own issuer.
-    let root_key = rcgen::KeyPair::generate().unwrap();
-    let mut rp = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    rp.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let root = rp.self_signed(&root_key).unwrap();
+    let (root, root_key) = public_root();
     let mut ip = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ip.distinguished_name = rcgen::DistinguishedName::new();
     ip.distinguished_name
@@ -155,8 +160,7 @@ async fn requiring_the_public_pki_too_needs_a_chain_to_a_public_root() {
         BODY.as_bytes()
     );
     // A root the chain does not lead to: refused.
-    let other_key = rcgen::KeyPair::generate().unwrap();
-    let other = rp.self_signed(&other_key).unwrap();
+    let (other, _) = public_root();
     let c = fresh(10, HOST);
     let chained = serve(vec![c.cert_der, intermediate.der().to_vec()], c.key_der).await;
     assert!(fetch(chained, Some(&other.pem())).await.is_err());
