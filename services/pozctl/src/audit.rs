@@ -63,7 +63,7 @@ pub fn run(t: &Target, a: &AuditArgs<'_>) -> Result<ExitCode> {
             None => net::pin_of(t, found)?,
         };
         let c = net::client(t);
-        let outcome = async {
+        let outcome: Result<u64, Stop> = async {
             let Some(pin) = pin else {
                 return Err(Stop::Refused(format!(
                     "nothing pins the record for {} (no _poz TXT or well-known pin, no --record-id): an audit of an unpinned record proves nothing; give --record-id ID",
