@@ -418,11 +418,11 @@ impl BatchAudit {
     /// [`AuditError::Undecodable`], [`AuditError::NotInBatch`],
     /// [`AuditError::SizeDisagrees`], [`AuditError::DuplicateLeaf`].
     pub fn add(&mut self, keys: &PublicKeyMap, e: &SignedEntry) -> Result<(), AuditError> {
-        let digest = e
-            .digest_in(&self.issuer, self.zone, keys)
-            .map_err(|_| AuditError::Undecodable {
-                digest: e.identity_digest(&self.issuer),
-            })?;
+        let digest =
+            e.digest_in(&self.issuer, self.zone, keys)
+                .map_err(|_| AuditError::Undecodable {
+                    digest: e.identity_digest(&self.issuer),
+                })?;
         let mut found = None;
         for s in &e.signatures {
             if s.sig_type != SigType::ED25519_BATCH {
@@ -580,7 +580,10 @@ mod tests {
     fn a_missing_leaf_a_repeated_leaf_and_a_foreign_entry_are_caught() {
         let (p, entries, root) = batch(5);
         let mut a = BatchAudit::new(p.id(), ZoneType::IDENTITY, root);
-        for e in entries.iter().filter(|e| crate::zone::leaf_index_of(e) != 3) {
+        for e in entries
+            .iter()
+            .filter(|e| crate::zone::leaf_index_of(e) != 3)
+        {
             a.add(&p.keys, e).unwrap();
         }
         assert!(matches!(

@@ -255,7 +255,11 @@ fn audit_frames_decode_and_answers_check_out() {
         assert_eq!(got.code(), fails, "{name}");
     }
     assert!(matches!(
-        audit(&p, root, refuse["batch_missing_leaf_2"]["answer"].as_str().unwrap()),
+        audit(
+            &p,
+            root,
+            refuse["batch_missing_leaf_2"]["answer"].as_str().unwrap()
+        ),
         Err(AuditError::MissingLeaves {
             size: 4,
             served: 3,

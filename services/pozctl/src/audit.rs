@@ -170,7 +170,10 @@ async fn batches(
         // A cursor that does not move on would page forever.
         if page.next <= after {
             failures += 1;
-            outln!("GAP the server's cursor {} does not move past {after}", page.next);
+            outln!(
+                "GAP the server's cursor {} does not move past {after}",
+                page.next
+            );
             break;
         }
         after = page.next;
@@ -203,7 +206,9 @@ async fn batch(
             after,
             limit: a.page.min(MAX_ZONE_PAGE),
         };
-        let bytes = c.request_any(eps, MessageType::BATCH, &q.to_bytes()).await?;
+        let bytes = c
+            .request_any(eps, MessageType::BATCH, &q.to_bytes())
+            .await?;
         let page = ZoneAnswer::from_bytes(&bytes).map_err(|e| undecodable("BATCH", e))?;
         for e in &page.entries {
             if let Err(e) = audit.add(&provider.record.keys, e) {
@@ -265,7 +270,11 @@ async fn history(
         for item in page.bindings {
             listed += 1;
             let digest = item.binding.identity_digest(&provider.id);
-            let body = match EntryBody::decode(ZoneType::IDENTITY, item.binding.kind, &item.binding.body) {
+            let body = match EntryBody::decode(
+                ZoneType::IDENTITY,
+                item.binding.kind,
+                &item.binding.body,
+            ) {
                 Ok(EntryBody::Binding(b)) => b,
                 _ => {
                     failures += 1;
@@ -275,7 +284,13 @@ async fn history(
             };
             if body.handle != handle {
                 failures += 1;
-                rows.push((body.issued_at, format!("{digest}: FAILED: a binding of {:?} listed for {handle:?}", body.handle)));
+                rows.push((
+                    body.issued_at,
+                    format!(
+                        "{digest}: FAILED: a binding of {:?} listed for {handle:?}",
+                        body.handle
+                    ),
+                ));
                 continue;
             }
             // The binding with its revocation in the provider's record, as
@@ -289,15 +304,19 @@ async fn history(
             let state = match verify_and_accept(chain) {
                 Err(report) => {
                     failures += 1;
-                    let why: Vec<String> =
-                        report.failures().map(|(r, d)| format!("{r}: {d}")).collect();
+                    let why: Vec<String> = report
+                        .failures()
+                        .map(|(r, d)| format!("{r}: {d}"))
+                        .collect();
                     format!("FAILED: {}", why.join("; "))
                 }
                 Ok(vr) => match verify_binding(&vr, &item.binding, now) {
                     Ok(_) => "live".to_owned(),
                     Err(e) if e.rule == Rule::BindingRevoked => format!("revoked ({})", e.detail),
                     Err(e) if e.rule == Rule::BindingExpiry => "expired".to_owned(),
-                    Err(e) if e.rule == Rule::BindingSuperseded => format!("superseded ({})", e.detail),
+                    Err(e) if e.rule == Rule::BindingSuperseded => {
+                        format!("superseded ({})", e.detail)
+                    }
                     Err(e) => {
                         failures += 1;
                         format!("FAILED: {e}")
@@ -334,7 +353,11 @@ async fn history(
                     "{digest}: -> {} issued_at {} expires_at {}: {state}; {batch}",
                     body.subject,
                     body.issued_at,
-                    if body.expires_at == 0 { "never".to_owned() } else { body.expires_at.to_string() },
+                    if body.expires_at == 0 {
+                        "never".to_owned()
+                    } else {
+                        body.expires_at.to_string()
+                    },
                 ),
             ));
         }

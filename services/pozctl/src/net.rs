@@ -145,7 +145,10 @@ fn discovery(t: &Target, domain: &str) -> Result<Discovery> {
     if t.no_well_known {
         return Ok(disc);
     }
-    if t.well_known_address.is_some() && t.well_known_root.is_none() && t.well_known_record.is_none() {
+    if t.well_known_address.is_some()
+        && t.well_known_root.is_none()
+        && t.well_known_record.is_none()
+    {
         bail!("--well-known-address needs --well-known-root or --well-known-record");
     }
     let root = match &t.well_known_root {

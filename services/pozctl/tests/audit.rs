@@ -142,7 +142,11 @@ async fn an_outside_auditor_checks_every_batch_and_sees_a_tampered_store() {
         .filter(|l| l.starts_with("batch ") && l.ends_with("): OK"))
         .map(|l| {
             let (_, rest) = l.split_once(": ").unwrap();
-            rest.split_whitespace().next().unwrap().parse::<u64>().unwrap()
+            rest.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
         })
         .sum();
     assert!(leaves >= 2_500, "{out}");
@@ -199,7 +203,10 @@ async fn an_outside_auditor_checks_every_batch_and_sees_a_tampered_store() {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(1), "{}", said(&o));
     assert!(out.contains("GAP batch log:"), "{out}");
-    assert!(out.contains(" were served; missing leaves start at "), "{out}");
+    assert!(
+        out.contains(" were served; missing leaves start at "),
+        "{out}"
+    );
     let o = audit(&vars, &["--handle", "user0"]);
     assert_eq!(o.status.code(), Some(1), "{}", said(&o));
     assert!(

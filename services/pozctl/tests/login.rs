@@ -107,7 +107,10 @@ fn a_login_against_the_record_fetched_over_the_query_port() {
     // devices worth 50 each.
     key_file(d, "me.key", 31);
     key_file(d, "phone.key", 32);
-    ok(&pozctl(d, &["create", "--out", "me.poz", "--key", "me.key:0:100"]));
+    ok(&pozctl(
+        d,
+        &["create", "--out", "me.poz", "--key", "me.key:0:100"],
+    ));
     ok(&pozctl(
         d,
         &[
@@ -126,8 +129,19 @@ fn a_login_against_the_record_fetched_over_the_query_port() {
     ok(&pozctl(
         d,
         &[
-            "trust-group", "add", "me.poz", "--group", "7", "--name", "devices", "--member",
-            "0:50", "--member", "1:50", "--key", "me.key",
+            "trust-group",
+            "add",
+            "me.poz",
+            "--group",
+            "7",
+            "--name",
+            "devices",
+            "--member",
+            "0:50",
+            "--member",
+            "1:50",
+            "--key",
+            "me.key",
         ],
     ));
     ok(&pozctl(
@@ -141,7 +155,9 @@ fn a_login_against_the_record_fetched_over_the_query_port() {
             var(&vars, "POZ_SUBMIT_KEY"),
         ],
     ));
-    let id = ok(&pozctl(d, &["inspect", "me.poz", "--id"])).trim().to_owned();
+    let id = ok(&pozctl(d, &["inspect", "me.poz", "--id"]))
+        .trim()
+        .to_owned();
 
     // The relying party: the record by its record name, verified.
     let out = ok(&pozctl(
@@ -158,31 +174,68 @@ fn a_login_against_the_record_fetched_over_the_query_port() {
     assert!(out.contains("VERIFIED record for "), "{out}");
     ok(&pozctl(
         d,
-        &["auth", "challenge", "--relying-party", "https://shop.example", "--out", "c.bin"],
+        &[
+            "auth",
+            "challenge",
+            "--relying-party",
+            "https://shop.example",
+            "--out",
+            "c.bin",
+        ],
     ));
     ok(&pozctl(
         d,
         &[
-            "auth", "prove", "c.bin", "--record", "me.poz", "--group", "7", "--key", "me.key",
-            "--key", "phone.key", "--out", "p.bin",
+            "auth",
+            "prove",
+            "c.bin",
+            "--record",
+            "me.poz",
+            "--group",
+            "7",
+            "--key",
+            "me.key",
+            "--key",
+            "phone.key",
+            "--out",
+            "p.bin",
         ],
     ));
-    let out = ok(&pozctl(d, &["auth", "verify", "fetched.poz", "c.bin", "p.bin"]));
+    let out = ok(&pozctl(
+        d,
+        &["auth", "verify", "fetched.poz", "c.bin", "p.bin"],
+    ));
     assert!(out.to_ascii_lowercase().contains("accepted"), "{out}");
 
     // One member alone is not enough: prove refuses to make it (1).
     let o = pozctl(
         d,
         &[
-            "auth", "prove", "c.bin", "--record", "fetched.poz", "--group", "7", "--key",
-            "phone.key", "--out", "one.bin",
+            "auth",
+            "prove",
+            "c.bin",
+            "--record",
+            "fetched.poz",
+            "--group",
+            "7",
+            "--key",
+            "phone.key",
+            "--out",
+            "one.bin",
         ],
     );
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     // A proof for another relying party's challenge is refused.
     ok(&pozctl(
         d,
-        &["auth", "challenge", "--relying-party", "https://other.example", "--out", "c2.bin"],
+        &[
+            "auth",
+            "challenge",
+            "--relying-party",
+            "https://other.example",
+            "--out",
+            "c2.bin",
+        ],
     ));
     let o = pozctl(d, &["auth", "verify", "fetched.poz", "c2.bin", "p.bin"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");

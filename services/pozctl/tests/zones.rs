@@ -47,11 +47,7 @@ fn ok(o: &Output) -> String {
 
 /// The service hash `service add` printed.
 fn service_hash(out: &str) -> String {
-    out.split("service hash ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_owned()
+    out.split("service hash ").nth(1).unwrap().trim().to_owned()
 }
 
 #[test]
@@ -60,7 +56,10 @@ fn every_zone_entry_from_the_command_line() {
     let d = d.path();
     key_file(d, "me.key", 21);
     key_file(d, "laptop.key", 22);
-    ok(&pozctl(d, &["create", "--out", "me.poz", "--key", "me.key:0:100"]));
+    ok(&pozctl(
+        d,
+        &["create", "--out", "me.poz", "--key", "me.key:0:100"],
+    ));
     ok(&pozctl(
         d,
         &[
@@ -100,10 +99,23 @@ fn every_zone_entry_from_the_command_line() {
 
     // The wrong type, or no such service: refused, the record unchanged.
     let before = std::fs::read(d.join("me.poz")).unwrap();
-    for (svc, says) in [(&feed, "is a feed service, not mail"), (&"ab".repeat(32), "is not a live service")] {
+    for (svc, says) in [
+        (&feed, "is a feed service, not mail"),
+        (&"ab".repeat(32), "is not a live service"),
+    ] {
         let o = pozctl(
             d,
-            &["inbox", "add", "me.poz", "--name", "Main", "--service", svc, "--key", "me.key"],
+            &[
+                "inbox",
+                "add",
+                "me.poz",
+                "--name",
+                "Main",
+                "--service",
+                svc,
+                "--key",
+                "me.key",
+            ],
         );
         assert_eq!(o.status.code(), Some(1), "{o:?}");
         assert!(String::from_utf8_lossy(&o.stderr).contains(says), "{o:?}");
@@ -126,15 +138,38 @@ fn every_zone_entry_from_the_command_line() {
             "me.key",
         ],
     ));
-    assert!(out.contains("inbox \"Main\" guid 000102030405060708090a0b0c0d0e0f added"), "{out}");
+    assert!(
+        out.contains("inbox \"Main\" guid 000102030405060708090a0b0c0d0e0f added"),
+        "{out}"
+    );
     ok(&pozctl(
         d,
-        &["feed", "add", "me.poz", "--name", "main", "--service", &feed, "--key", "me.key"],
+        &[
+            "feed",
+            "add",
+            "me.poz",
+            "--name",
+            "main",
+            "--service",
+            &feed,
+            "--key",
+            "me.key",
+        ],
     ));
     // Members worth less than 100 together could never log in.
     let o = pozctl(
         d,
-        &["trust-group", "add", "me.poz", "--group", "1", "--member", "1:60", "--key", "me.key"],
+        &[
+            "trust-group",
+            "add",
+            "me.poz",
+            "--group",
+            "1",
+            "--member",
+            "1:60",
+            "--key",
+            "me.key",
+        ],
     );
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     ok(&pozctl(
@@ -157,12 +192,32 @@ fn every_zone_entry_from_the_command_line() {
     ));
     let o = pozctl(
         d,
-        &["revocation-service", "add", "me.poz", "--service", &mail, "--key", "me.key"],
+        &[
+            "revocation-service",
+            "add",
+            "me.poz",
+            "--service",
+            &mail,
+            "--key",
+            "me.key",
+        ],
     );
-    assert_eq!(o.status.code(), Some(1), "a MAIL service is no revocation service: {o:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a MAIL service is no revocation service: {o:?}"
+    );
     ok(&pozctl(
         d,
-        &["revocation-service", "add", "me.poz", "--service", &revocation, "--key", "me.key"],
+        &[
+            "revocation-service",
+            "add",
+            "me.poz",
+            "--service",
+            &revocation,
+            "--key",
+            "me.key",
+        ],
     ));
 
     ok(&pozctl(d, &["verify", "me.poz"]));
@@ -190,13 +245,31 @@ fn every_zone_entry_from_the_command_line() {
     // A login with the trust group just added: both members sign.
     ok(&pozctl(
         d,
-        &["auth", "challenge", "--relying-party", "https://shop.example", "--out", "c.bin"],
+        &[
+            "auth",
+            "challenge",
+            "--relying-party",
+            "https://shop.example",
+            "--out",
+            "c.bin",
+        ],
     ));
     ok(&pozctl(
         d,
         &[
-            "auth", "prove", "c.bin", "--record", "me.poz", "--group", "1", "--key", "me.key",
-            "--key", "laptop.key", "--out", "p.bin",
+            "auth",
+            "prove",
+            "c.bin",
+            "--record",
+            "me.poz",
+            "--group",
+            "1",
+            "--key",
+            "me.key",
+            "--key",
+            "laptop.key",
+            "--out",
+            "p.bin",
         ],
     ));
     ok(&pozctl(d, &["auth", "verify", "me.poz", "c.bin", "p.bin"]));

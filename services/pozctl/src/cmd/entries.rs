@@ -8,7 +8,9 @@ use super::{lib, now_ms, parse_u8};
 use crate::keyio::{open_key, read_record, write_record, Passphrase};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
-use poz::entries::{AuthEntry, EntryBody, FeedEntry, Inbox, ServiceEntry, ServiceType, TrustMember};
+use poz::entries::{
+    AuthEntry, EntryBody, FeedEntry, Inbox, ServiceEntry, ServiceType, TrustMember,
+};
 use poz::workflow;
 use poz::zone::{EntryKind, SignedEntry, ZoneType};
 use poz::{Codec, Hash32, Record};
@@ -106,10 +108,12 @@ pub fn service_named(rec: &Record, hash: &Hash32) -> Option<ServiceEntry> {
         .entries
         .iter()
         .filter(|e| e.kind == EntryKind::REVOKE)
-        .filter_map(|e| match EntryBody::decode(ZoneType::SERVICE, e.kind, &e.body) {
-            Ok(EntryBody::Revocation(r)) => Some(r.target),
-            _ => None,
-        })
+        .filter_map(
+            |e| match EntryBody::decode(ZoneType::SERVICE, e.kind, &e.body) {
+                Ok(EntryBody::Revocation(r)) => Some(r.target),
+                _ => None,
+            },
+        )
         .collect();
     zs.entries
         .iter()
@@ -119,7 +123,11 @@ pub fn service_named(rec: &Record, hash: &Hash32) -> Option<ServiceEntry> {
             e.digest_in(&id, ZoneType::SERVICE, &rec.keys)
                 .is_ok_and(|d| !revoked.contains(&d))
         })
-        .find_map(|e| ServiceEntry::from_bytes(&e.body).ok().filter(|s| s.service_hash() == *hash))
+        .find_map(|e| {
+            ServiceEntry::from_bytes(&e.body)
+                .ok()
+                .filter(|s| s.service_hash() == *hash)
+        })
 }
 
 /// Refuses (exit 1) a reference to anything but a live `want` service of
