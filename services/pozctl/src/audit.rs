@@ -242,6 +242,20 @@ fn batch_root_of(provider: &Hash32, e: &SignedEntry) -> Option<(Hash32, u32)> {
         })
 }
 
+/// "revoked 2026-… (reason)" from the revocation the answer carried.
+fn revoked_text(revocation: &Option<SignedEntry>) -> String {
+    let r = revocation.as_ref().and_then(|r| {
+        match EntryBody::decode(ZoneType::IDENTITY, r.kind, &r.body) {
+            Ok(EntryBody::Revocation(r)) => Some(r),
+            _ => None,
+        }
+    });
+    match r {
+        Some(r) => format!("revoked {} ({})", crate::render::time(r.revoked_at), r.reason),
+        None => "revoked".to_owned(),
+    }
+}
+
 /// Lists every binding of `handle` and verifies each against the
 /// provider's record; a batch-signed one must be in a batch the log
 /// lists. Returns the number of problems found.
@@ -312,7 +326,7 @@ async fn history(
                 }
                 Ok(vr) => match verify_binding(&vr, &item.binding, now) {
                     Ok(_) => "live".to_owned(),
-                    Err(e) if e.rule == Rule::BindingRevoked => format!("revoked ({})", e.detail),
+                    Err(e) if e.rule == Rule::BindingRevoked => revoked_text(&item.revocation),
                     Err(e) if e.rule == Rule::BindingExpiry => "expired".to_owned(),
                     Err(e) if e.rule == Rule::BindingSuperseded => {
                         format!("superseded ({})", e.detail)
@@ -350,13 +364,13 @@ async fn history(
             rows.push((
                 body.issued_at,
                 format!(
-                    "{digest}: -> {} issued_at {} expires_at {}: {state}; {batch}",
+                    "{digest}: -> {} issued {} expires {}: {state}; {batch}",
                     body.subject,
-                    body.issued_at,
+                    crate::render::time(body.issued_at),
                     if body.expires_at == 0 {
                         "never".to_owned()
                     } else {
-                        body.expires_at.to_string()
+                        crate::render::time(body.expires_at)
                     },
                 ),
             ));
