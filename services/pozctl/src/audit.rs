@@ -251,7 +251,11 @@ fn revoked_text(revocation: &Option<SignedEntry>) -> String {
         }
     });
     match r {
-        Some(r) => format!("revoked {} ({})", crate::render::time(r.revoked_at), r.reason),
+        Some(r) => format!(
+            "revoked {} ({})",
+            crate::render::time(r.revoked_at),
+            r.reason
+        ),
         None => "revoked".to_owned(),
     }
 }
