@@ -277,14 +277,14 @@ impl AnswerCache {
     }
 }
 
-fn by_domain(domain: &str) -> Option<pb::RecordRef> {
+pub(crate) fn by_domain(domain: &str) -> Option<pb::RecordRef> {
     Some(pb::RecordRef {
         by: Some(pb::record_ref::By::Domain(domain.to_ascii_lowercase())),
     })
 }
 
 /// The response frame for a store error.
-fn store_error(id: u16, s: &tonic::Status) -> Response {
+pub(crate) fn store_error(id: u16, s: &tonic::Status) -> Response {
     match s.code() {
         tonic::Code::NotFound => Response::error(Status::NOT_FOUND, id, 0, s.message()),
         tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
@@ -304,7 +304,7 @@ fn store_error(id: u16, s: &tonic::Status) -> Response {
 
 /// Bytes the store returned that are not what it promised: the store is
 /// broken, so the client is told to go elsewhere.
-fn corrupt(id: u16, what: &str, e: impl std::fmt::Display) -> Response {
+pub(crate) fn corrupt(id: u16, what: &str, e: impl std::fmt::Display) -> Response {
     tracing::error!(what, error = %e, "the store answered undecodable bytes");
     Response::error(
         Status::UNAVAILABLE,
@@ -479,6 +479,7 @@ impl StoreLookup {
                         q.after.0.to_vec()
                     },
                     limit: q.limit as u32,
+                    batch_root: Vec::new(),
                 };
                 match store.list_zone(ask).await {
                     Ok(r) => {
@@ -496,6 +497,11 @@ impl StoreLookup {
                     }
                     Err(s) => store_error(id, &s),
                 }
+            }
+            MessageType::BATCHES => crate::audit::batches(&mut store, id, &req.payload).await,
+            MessageType::BATCH => crate::audit::batch(&mut store, id, &req.payload).await,
+            MessageType::HANDLE_HISTORY => {
+                crate::audit::history(&mut store, id, &req.payload).await
             }
             other => Response::error(
                 Status::WRONG_PORT,

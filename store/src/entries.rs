@@ -24,6 +24,10 @@ struct EntryRow {
     batch_root: Option<Vec<u8>>,
     /// Bindings: the handle's confusable skeleton (SPEC §8.4.2).
     skeleton: Option<String>,
+    /// Whether the record itself issued the entry (not a copy of another
+    /// provider's binding in a user's record): only its own batches go
+    /// into its batch log (SPEC §14.8).
+    own: bool,
     /// Bindings this record issued (not copies of other providers'
     /// bindings in a user's record): the subject and expiry, for the
     /// handle rules.
@@ -69,6 +73,7 @@ fn entry_row(
         .map_err(|err| StoreError::Invalid(format!("{zone} entry: {err}")))?;
     let digest = e.digest(&issuer, zone, &key_binding);
     Ok(EntryRow {
+        own: issuer == *record_id,
         skeleton: handle.as_deref().map(poz::handle::skeleton),
         binding,
         digest,
@@ -170,6 +175,15 @@ impl Store {
             }
         }
         let now = now_ms();
+        // The batches these entries belong to go into the batch log
+        // first: it numbers them under the record's row lock, which
+        // orders this commit against any other of the same record.
+        let own_batches: Vec<Hash32> = rows
+            .iter()
+            .filter(|r| r.own)
+            .filter_map(|r| r.batch_root.as_deref().map(to_hash))
+            .collect::<Result<_, _>>()?;
+        Self::log_batches(tx, id, zone, &own_batches, now).await?;
         let mut stored = 0u32;
         // Multi-row inserts: one round trip per chunk instead of per entry
         // (a provider's bulk issue writes thousands at a time). 10 bind

@@ -55,6 +55,24 @@ fn hash_arg(field: &str, h: &Option<pb::Hash>) -> Result<Hash32, Status> {
     })
 }
 
+/// A 32-byte cursor or digest; empty is zero (from the start).
+fn cursor_arg(field: &str, b: &[u8]) -> Result<Hash32, Status> {
+    if b.is_empty() {
+        return Ok(Hash32::ZERO);
+    }
+    <[u8; 32]>::try_from(b)
+        .map(Hash32)
+        .map_err(|_| Status::invalid_argument(format!("{field}: 32 bytes or empty")))
+}
+
+/// A page size of 1..=`max`.
+fn limit_arg(limit: u32, max: u16) -> Result<u16, Status> {
+    u16::try_from(limit)
+        .ok()
+        .filter(|l| (1..=max).contains(l))
+        .ok_or_else(|| Status::invalid_argument(format!("limit: 1..={max}")))
+}
+
 fn zone_arg(z: u32) -> Result<ZoneType, Status> {
     u8::try_from(z)
         .ok()
@@ -280,23 +298,86 @@ impl pb::store_read_server::StoreRead for StoreReader {
         let r = req.get_ref();
         let id = record_ref(&self.store, &r.record).await?;
         let zone = zone_arg(r.zone_type)?;
-        let after = if r.after.is_empty() {
-            Hash32::ZERO
+        let after = cursor_arg("after", &r.after)?;
+        let limit = limit_arg(r.limit, poz::wire::MAX_ZONE_PAGE)?;
+        let (entries, next) = if r.batch_root.is_empty() {
+            let page = self.store.zone_page(&id, zone, &after, limit).await?;
+            if page.0.is_empty() && after.is_zero() {
+                return Err(Status::not_found(format!("record {id} has no {zone} zone")));
+            }
+            page
         } else {
-            <[u8; 32]>::try_from(r.after.as_slice())
-                .map(Hash32)
-                .map_err(|_| Status::invalid_argument("after: 32 bytes or empty"))?
+            let root = cursor_arg("batch_root", &r.batch_root)?;
+            // A batch the log does not hold is NOT_FOUND, whatever the
+            // cursor: an auditor must tell "no such batch" from "no more".
+            if !self.store.has_batch(&id, zone, &root).await? {
+                return Err(Status::not_found(format!(
+                    "record {id} has no {zone} batch {root}"
+                )));
+            }
+            self.store
+                .batch_page(&id, zone, &root, &after, limit)
+                .await?
         };
-        let limit = u16::try_from(r.limit)
-            .ok()
-            .filter(|l| (1..=poz::wire::MAX_ZONE_PAGE).contains(l))
-            .ok_or_else(|| Status::invalid_argument("limit: 1..=1000"))?;
-        let (entries, next) = self.store.zone_page(&id, zone, &after, limit).await?;
-        if entries.is_empty() && after.is_zero() {
-            return Err(Status::not_found(format!("record {id} has no {zone} zone")));
-        }
         Ok(Response::new(pb::ListZoneResponse {
             entries,
+            next: next.map(|d| d.0.to_vec()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_batches(
+        &self,
+        req: Request<pb::ListBatchesRequest>,
+    ) -> Result<Response<pb::ListBatchesResponse>, Status> {
+        let r = req.get_ref();
+        let id = record_ref(&self.store, &r.record).await?;
+        let zone = zone_arg(r.zone_type)?;
+        let limit = limit_arg(r.limit, poz::audit::MAX_BATCH_PAGE)?;
+        let (page, more) = self.store.batch_log(&id, zone, r.after, limit).await?;
+        let next = if more {
+            page.last().map_or(0, |b| b.0)
+        } else {
+            0
+        };
+        Ok(Response::new(pb::ListBatchesResponse {
+            batches: page
+                .into_iter()
+                .map(|(seq, root, stored_ms)| pb::BatchRow {
+                    seq,
+                    root_digest: root.0.to_vec(),
+                    stored_ms,
+                })
+                .collect(),
+            next,
+        }))
+    }
+
+    async fn list_handle_bindings(
+        &self,
+        req: Request<pb::ListHandleBindingsRequest>,
+    ) -> Result<Response<pb::ListHandleBindingsResponse>, Status> {
+        let r = req.get_ref();
+        let id = record_ref(&self.store, &r.record).await?;
+        let after = cursor_arg("after", &r.after)?;
+        let limit = limit_arg(r.limit, poz::audit::MAX_HISTORY_PAGE)?;
+        let (items, next) = self
+            .store
+            .handle_bindings(&id, &r.handle, &after, limit)
+            .await?;
+        if items.is_empty() && after.is_zero() {
+            return Err(Status::not_found(format!(
+                "no binding for handle {:?}",
+                r.handle
+            )));
+        }
+        Ok(Response::new(pb::ListHandleBindingsResponse {
+            bindings: items
+                .into_iter()
+                .map(|(binding, revocation)| pb::GetBindingResponse {
+                    binding,
+                    revocation,
+                })
+                .collect(),
             next: next.map(|d| d.0.to_vec()).unwrap_or_default(),
         }))
     }

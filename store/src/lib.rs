@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod batches;
 mod domains;
 mod entries;
 mod error;
@@ -25,6 +26,7 @@ mod sql;
 mod submissions;
 
 pub use audit::SignatureAudit;
+pub use batches::{LoggedBatch, StoredPair};
 pub use domains::MAX_MIRRORS;
 pub use entries::{BindingAnswer, StoredBinding, LOOKUPS_PER_QUERY};
 pub use error::StoreError;

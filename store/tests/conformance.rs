@@ -1023,3 +1023,97 @@ both!(
         ));
     }
 );
+
+/// Batch-signed bindings: `n` new ones of handles `prefix0…`, signed by
+/// both identity devices with one root signature each (SPEC §8.9), and
+/// the batch root digest.
+fn batch_of(p: &Record, prefix: &str, n: u8, at: u64) -> (Vec<Vec<u8>>, poz::Hash32) {
+    let k = sample::provider_keys();
+    let mut entries: Vec<poz::SignedEntry> = (0..n)
+        .map(|i| {
+            workflow::new_binding(p, sample::user_id(100 + i), &format!("{prefix}{i}"), at, 0)
+                .unwrap()
+        })
+        .collect();
+    for key in [&k.device_a, &k.device_b] {
+        workflow::sign_batch(p, ZoneType::IDENTITY, &mut entries, key).unwrap();
+    }
+    let (_, _, root) =
+        workflow::batch_signing_target(p, ZoneType::IDENTITY, &entries, &k.device_a.public().id())
+            .unwrap();
+    (entries.iter().map(|e| e.to_bytes()).collect(), root)
+}
+
+// The batch log (SPEC §14.8): batches numbered 1, 2, 3 in commit order,
+// once each however often their entries are written again or however a
+// batch is split over writes; pages of the log and of one batch; a
+// handle's bindings.
+both!(
+    the_batch_log_numbers_batches_once_in_commit_order,
+    |s: Store| async move {
+        let (p, id) = provider_stored(&s).await;
+        let (a, root_a) = batch_of(&p, "a", 3, T0 + 20_000);
+        let (b, root_b) = batch_of(&p, "b", 2, T0 + 21_000);
+        let (c, root_c) = batch_of(&p, "c", 3, T0 + 22_000);
+        s.put_entries(&id, ZoneType::IDENTITY, &a, "")
+            .await
+            .unwrap();
+        s.put_entries(&id, ZoneType::IDENTITY, &b, "")
+            .await
+            .unwrap();
+        s.put_entries(&id, ZoneType::IDENTITY, &a, "")
+            .await
+            .unwrap();
+        s.put_entries(&id, ZoneType::IDENTITY, &c[..1], "")
+            .await
+            .unwrap();
+        s.put_entries(&id, ZoneType::IDENTITY, &c[1..], "")
+            .await
+            .unwrap();
+
+        let (page, more) = s.batch_log(&id, ZoneType::IDENTITY, 0, 2).await.unwrap();
+        assert!(more);
+        assert_eq!(
+            page.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(),
+            vec![(1, root_a), (2, root_b)]
+        );
+        let (page, more) = s.batch_log(&id, ZoneType::IDENTITY, 2, 2).await.unwrap();
+        assert!(!more);
+        assert_eq!(
+            page.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(),
+            vec![(3, root_c)]
+        );
+        assert!(s.has_batch(&id, ZoneType::IDENTITY, &root_b).await.unwrap());
+        assert!(!s
+            .has_batch(&id, ZoneType::IDENTITY, &poz::Hash32([7; 32]))
+            .await
+            .unwrap());
+
+        // Batch c, one entry a page, audited as an outsider would.
+        let mut audit = poz::audit::BatchAudit::new(id, ZoneType::IDENTITY, root_c);
+        let mut after = poz::Hash32::ZERO;
+        loop {
+            let (entries, next) = s
+                .batch_page(&id, ZoneType::IDENTITY, &root_c, &after, 1)
+                .await
+                .unwrap();
+            for e in &entries {
+                audit
+                    .add(&p.keys, &poz::SignedEntry::from_bytes(e).unwrap())
+                    .unwrap();
+            }
+            match next {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        assert_eq!(audit.finish(&p.master, &p.keys).unwrap().size, 3);
+
+        let (items, next) = s
+            .handle_bindings(&id, "b1", &poz::Hash32::ZERO, 10)
+            .await
+            .unwrap();
+        assert_eq!((items.len(), next), (1, None));
+        assert!(items[0].1.is_none());
+    }
+);

@@ -309,11 +309,96 @@ impl PozCaVerifier {
     /// verifier.
     pub fn client_config(self) -> Result<rustls::ClientConfig, rustls::Error> {
         let provider = self.provider.clone();
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(self))
-            .with_no_client_auth())
+        config_with(provider, Arc::new(self))
+    }
+
+    /// This verifier, and also the public PKI: the certificate must in
+    /// addition chain (through the intermediates the server sends) to one
+    /// of `roots`. A POZ-signed host that also satisfies browsers sends a
+    /// chain whose intermediate is a CA certificate for the record key,
+    /// issued by a public CA (SPEC §21, "Both at once").
+    ///
+    /// # Errors
+    /// `rustls::Error::General` when `roots` is empty.
+    pub fn requiring_public_pki(
+        self,
+        roots: rustls::RootCertStore,
+    ) -> Result<PozAndPkiVerifier, rustls::Error> {
+        let pki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(format!("public PKI roots: {e}")))?;
+        Ok(PozAndPkiVerifier { poz: self, pki })
+    }
+}
+
+fn config_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// POZ-as-CA and the public PKI at once: a server certificate passes only
+/// when [`PozCaVerifier`] accepts it and it also chains to the given
+/// public roots. Built by [`PozCaVerifier::requiring_public_pki`].
+#[derive(Debug)]
+pub struct PozAndPkiVerifier {
+    poz: PozCaVerifier,
+    pki: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl PozAndPkiVerifier {
+    /// A rustls client configuration (TLS 1.3 and 1.2) that dials with this
+    /// verifier.
+    pub fn client_config(self) -> Result<rustls::ClientConfig, rustls::Error> {
+        let provider = self.poz.provider.clone();
+        config_with(provider, Arc::new(self))
+    }
+}
+
+impl ServerCertVerifier for PozAndPkiVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The record's word first: its refusal names the POZ rule.
+        self.poz
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        self.pki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.poz.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.poz.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.poz.supported_verify_schemes()
     }
 }
 

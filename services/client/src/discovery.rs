@@ -338,6 +338,52 @@ impl HttpsWellKnown {
         Self::build(b, port)
     }
 
+    /// Trusts the record's own CA keys (POZ-as-CA, SPEC §21): the file's
+    /// server must present a certificate signed by a key that `record`'s
+    /// Service Zone names by `ca_key_idx` for the domain's host name. With
+    /// `public_roots_pem` (PEM certificates), the certificate must also
+    /// chain to one of those roots. `pin_address` as for
+    /// [`HttpsWellKnown::with_root`]. For a client that already holds the
+    /// domain's record (a pinned or earlier copy) and re-discovers it.
+    ///
+    /// # Errors
+    /// [`ClientError::Discovery`] when the roots do not parse or are
+    /// empty, or the TLS configuration cannot be built.
+    pub fn with_poz_ca(
+        record: &poz::VerifiedRecord,
+        public_roots_pem: Option<&[u8]>,
+        pin_address: Option<(&str, SocketAddr)>,
+    ) -> Result<Self, ClientError> {
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+        let bad = |detail: String| ClientError::Discovery {
+            domain: String::new(),
+            detail,
+        };
+        let poz = crate::ca::PozCaVerifier::new(record);
+        let tls = match public_roots_pem {
+            None => poz.client_config(),
+            Some(pem) => {
+                let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(pem) {
+                    let c = c.map_err(|e| bad(format!("root certificate: {e}")))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| bad(format!("root certificate: {e}")))?;
+                }
+                poz.requiring_public_pki(roots)
+                    .and_then(|v| v.client_config())
+            }
+        }
+        .map_err(|e| bad(format!("TLS: {e}")))?;
+        let mut b = reqwest::Client::builder().use_preconfigured_tls(tls);
+        let mut port = None;
+        if let Some((domain, addr)) = pin_address {
+            b = b.resolve(domain, addr);
+            port = Some(addr.port());
+        }
+        Self::build(b, port)
+    }
+
     fn build(b: reqwest::ClientBuilder, port: Option<u16>) -> Result<Self, ClientError> {
         let client = b
             .https_only(true)

@@ -56,6 +56,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod ca;

@@ -205,6 +205,17 @@ impl Catalog {
                     None => not_found("no such record or zone"),
                 }
             }
+            // The audit queries (SPEC §14.8) read the batch log a store
+            // keeps as it commits; a server of records held in memory
+            // has none, and says so rather than answer with an empty log.
+            MessageType::BATCHES | MessageType::BATCH | MessageType::HANDLE_HISTORY => {
+                Response::error(
+                    Status::UNAVAILABLE,
+                    id,
+                    0,
+                    "this server keeps no batch log: ask the provider's query servers",
+                )
+            }
             other => Response::error(
                 Status::WRONG_PORT,
                 id,

@@ -36,6 +36,9 @@ wire_enum! {
         CHAIN = 0x11 => "chain",
         ZONE = 0x12 => "zone",
         CHALLENGE = 0x13 => "challenge",
+        BATCHES = 0x14 => "batches",
+        BATCH = 0x15 => "batch",
+        HANDLE_HISTORY = 0x16 => "handle_history",
         SUBMIT_SIGNED = 0x20 => "submit_signed",
         SUBMIT_REQUEST = 0x21 => "submit_request",
         SUBMIT_STATUS = 0x22 => "submit_status",
@@ -45,7 +48,7 @@ wire_enum! {
 impl MessageType {
     /// Answered on the lookup ports 7074 and 7075.
     pub fn is_query(self) -> bool {
-        matches!(self.0, 0x01..=0x03 | 0x10..=0x13)
+        matches!(self.0, 0x01..=0x03 | 0x10..=0x16)
     }
     /// Accepted on the submit port 7076 only.
     pub fn is_submit(self) -> bool {
@@ -468,7 +471,7 @@ pub fn record_name(id: &Hash32) -> String {
     id.to_hex()
 }
 
-fn read_domain(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+pub(crate) fn read_domain(r: &mut Reader<'_>) -> Result<String, DecodeError> {
     let at = r.offset();
     let d = read_str8(r, "query.domain")?;
     if let Some(reason) = domain_rule_broken(&d) {
@@ -1019,6 +1022,12 @@ pub enum RequestPayload {
     Identity(IdentityQuery),
     /// ZONE.
     Zone(ZoneQuery),
+    /// BATCHES: a page of the batch log (SPEC §14.8).
+    Batches(crate::audit::BatchesQuery),
+    /// BATCH: a page of one batch's entries.
+    Batch(crate::audit::BatchQuery),
+    /// HANDLE_HISTORY: a page of one handle's bindings.
+    HandleHistory(crate::audit::HistoryQuery),
     SubmitSigned(SubmitSigned),
     SubmitRequest(SubmitRequest),
     /// SUBMIT_STATUS: a 16-byte submission id.
@@ -1058,6 +1067,18 @@ impl RequestPayload {
             MessageType::ZONE => (
                 RequestPayload::Zone(ZoneQuery::read(&mut r)?),
                 "zone.payload",
+            ),
+            MessageType::BATCHES => (
+                RequestPayload::Batches(crate::audit::BatchesQuery::read(&mut r)?),
+                "batches.payload",
+            ),
+            MessageType::BATCH => (
+                RequestPayload::Batch(crate::audit::BatchQuery::read(&mut r)?),
+                "batch.payload",
+            ),
+            MessageType::HANDLE_HISTORY => (
+                RequestPayload::HandleHistory(crate::audit::HistoryQuery::read(&mut r)?),
+                "handle_history.payload",
             ),
             MessageType::SUBMIT_SIGNED => (
                 RequestPayload::SubmitSigned(SubmitSigned::read(&mut r)?),

@@ -43,6 +43,7 @@ pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(2)
 }
 
+mod audit;
 mod cmd;
 mod grpc;
 mod import;
@@ -96,6 +97,19 @@ enum Cmd {
     /// Service Zone entries.
     #[command(subcommand)]
     Service(cmd::zone::ServiceCmd),
+    /// Email Zone inboxes (each names a MAIL service of the Service Zone).
+    #[command(subcommand)]
+    Inbox(cmd::entries::InboxCmd),
+    /// Feed Zone feeds (each names a FEED service of the Service Zone).
+    #[command(subcommand)]
+    Feed(cmd::entries::FeedCmd),
+    /// Auth Zone trust groups: the keys that may log in for the record.
+    #[command(subcommand)]
+    TrustGroup(cmd::entries::TrustGroupCmd),
+    /// The Auth Zone's revocation service (a REVOCATION service of the
+    /// Service Zone).
+    #[command(subcommand)]
+    RevocationService(cmd::entries::RevocationServiceCmd),
     /// Whole-zone operations.
     #[command(subcommand)]
     Zone(cmd::zone::ZoneCmd),
@@ -128,6 +142,12 @@ enum Cmd {
     /// record key its Service Zone host names by ca_key_idx.
     #[command(subcommand)]
     Cert(cmd::cert::CertCmd),
+    /// Audit a provider's issuance over its public query ports (SPEC
+    /// §14.8): page its batch log and check every batch (each leaf once,
+    /// proving to the root; root signatures to the grant threshold), or
+    /// with --handle list one handle's bindings, each verified. Exit 1 on
+    /// any gap or failed check.
+    Audit(cmd::audit::Audit),
 }
 
 fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
@@ -138,6 +158,10 @@ fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
         Cmd::Authority(c) => cmd::zone::authority(c, pass),
         Cmd::Service(c) => cmd::zone::service(c, pass),
         Cmd::Zone(c) => cmd::zone::zone(c, pass),
+        Cmd::Inbox(c) => cmd::entries::inbox(c, pass),
+        Cmd::Feed(c) => cmd::entries::feed(c, pass),
+        Cmd::TrustGroup(c) => cmd::entries::trust_group(c, pass),
+        Cmd::RevocationService(c) => cmd::entries::revocation_service(c, pass),
         Cmd::Query(a) => cmd::remote::query(a),
         Cmd::Mirrors(a) => cmd::mirrors::run(a),
         Cmd::Submit(a) => cmd::remote::submit(a),
@@ -146,6 +170,7 @@ fn run(cmd: Cmd, pass: &Passphrase) -> anyhow::Result<ExitCode> {
         Cmd::Fingerprint(a) => cmd::fingerprint::run(a),
         Cmd::Auth(c) => cmd::auth::run(c, pass),
         Cmd::Cert(c) => cmd::cert::run(c, pass),
+        Cmd::Audit(a) => cmd::audit::run(a),
     }
 }
 

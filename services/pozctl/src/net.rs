@@ -29,6 +29,9 @@ pub struct Target {
     /// the web PKI, and fetch it from this address (tests, split horizon).
     pub well_known_root: Option<std::path::PathBuf>,
     pub well_known_address: Option<SocketAddr>,
+    /// Discovery's well-known file: trust the CA keys this record names
+    /// for the domain's host (POZ-as-CA), and the roots above too if given.
+    pub well_known_record: Option<std::path::PathBuf>,
     /// Discovery without the well-known file.
     pub no_well_known: bool,
     /// `pozctl query --save`: write the verified MASTER record here.
@@ -41,14 +44,14 @@ pub struct Target {
 /// can answer with another domain's record, and only the Identity
 /// namespace check below stands in the way.
 #[derive(Clone, Copy, Debug)]
-struct Pin {
-    id: poz::Hash32,
-    by: &'static str,
+pub(crate) struct Pin {
+    pub(crate) id: poz::Hash32,
+    pub(crate) by: &'static str,
 }
 
 /// Why an answer is refused although it verifies (exit 1).
 #[derive(Debug)]
-enum NotTheDomain {
+pub(crate) enum NotTheDomain {
     /// The record's Identity authority speaks for another domain.
     Namespace {
         record: poz::Hash32,
@@ -90,7 +93,7 @@ fn same_domain(namespace: &str, domain: &str) -> bool {
 /// A verified record answers for `domain` only if its Identity authority,
 /// when it states a namespace, names `domain`, and it is the pinned record
 /// when something pins one.
-fn check_record(
+pub(crate) fn check_record(
     rec: &poz::Record,
     id: poz::Hash32,
     domain: &str,
@@ -142,18 +145,42 @@ fn discovery(t: &Target, domain: &str) -> Result<Discovery> {
     if t.no_well_known {
         return Ok(disc);
     }
-    let fetcher = match &t.well_known_root {
-        Some(pem) => {
-            let root = std::fs::read(pem)
-                .with_context(|| format!("--well-known-root {}", pem.display()))?;
-            HttpsWellKnown::with_root(&root, t.well_known_address.map(|a| (domain, a)))?
+    if t.well_known_address.is_some()
+        && t.well_known_root.is_none()
+        && t.well_known_record.is_none()
+    {
+        bail!("--well-known-address needs --well-known-root or --well-known-record");
+    }
+    let root = match &t.well_known_root {
+        Some(pem) => Some(
+            std::fs::read(pem).with_context(|| format!("--well-known-root {}", pem.display()))?,
+        ),
+        None => None,
+    };
+    let pinned_address = t.well_known_address.map(|a| (domain, a));
+    let fetcher = match (&t.well_known_record, &root) {
+        (Some(path), _) => {
+            let rec = crate::keyio::read_record(path)?;
+            let vr = poz::verify::verify_and_accept(rec).map_err(|report| {
+                let f: Vec<String> = report
+                    .failures()
+                    .map(|(r, d)| format!("{r}: {d}"))
+                    .collect();
+                crate::cmd::refuse(format!(
+                    "--well-known-record {}: the record does not verify: {}",
+                    path.display(),
+                    f.join("; ")
+                ))
+            })?;
+            HttpsWellKnown::with_poz_ca(&vr, root.as_deref(), pinned_address)?
         }
-        None => HttpsWellKnown::web_pki()?,
+        (None, Some(root)) => HttpsWellKnown::with_root(root, pinned_address)?,
+        (None, None) => HttpsWellKnown::web_pki()?,
     };
     Ok(disc.with_well_known(Box::new(fetcher)))
 }
 
-async fn endpoints(
+pub(crate) async fn endpoints(
     t: &Target,
     domain: &str,
 ) -> Result<(Vec<Endpoint>, Option<poz::Hash32>, String)> {
@@ -212,14 +239,14 @@ async fn endpoints(
     Ok((eps, pin, format!("discovered via {}", d.via)))
 }
 
-fn client(t: &Target) -> Client {
+pub(crate) fn client(t: &Target) -> Client {
     Client::new(ClientConfig {
         max_pow_difficulty: t.max_pow,
         ..ClientConfig::default()
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -262,7 +289,7 @@ impl From<NotTheDomain> for Failure {
 
 /// The pin the answer must match: `--record-id`, else discovery's; both
 /// given and different is a refusal.
-fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pin>> {
+pub(crate) fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pin>> {
     Ok(match (t.record_id, found) {
         (Some(given), Some(d)) if given != d => {
             return Err(crate::cmd::refuse(format!(
@@ -282,7 +309,7 @@ fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pin>> {
 }
 
 /// How a verified answer is tied to the domain, for the first line.
-fn tied(pin: Option<Pin>) -> String {
+pub(crate) fn tied(pin: Option<Pin>) -> String {
     match pin {
         Some(p) => format!("record ID pinned by {}", p.by),
         None => "UNPINNED: nothing ties this record to the domain asked".into(),

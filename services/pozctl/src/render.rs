@@ -1,6 +1,6 @@
 //! Human and JSON views of records, entries and reports.
 
-use poz::entries::{AuthEntry, EntryBody, NO_CA_KEY};
+use poz::entries::{AuthEntry, EntryBody, ServiceType, NO_CA_KEY};
 use poz::record::section;
 use poz::verify::{Outcome, Report};
 use poz::workflow::entry_issuer;
@@ -73,14 +73,58 @@ pub fn body_json(zone: ZoneType, e: &SignedEntry) -> Value {
     }
 }
 
+/// The service an inbox, feed or revocation-service entry names, as the
+/// record's own Service Zone holds it: its type and name, and whether it
+/// is the type the entry needs (`ok`: what rule `service-ref` checks).
+fn service_ref_json(rec: &Record, zone: ZoneType, e: &SignedEntry) -> Option<Value> {
+    let (hash, want) = match EntryBody::decode(zone, e.kind, &e.body).ok()? {
+        EntryBody::Inbox(i) => (i.mail_service, ServiceType::MAIL),
+        EntryBody::Feed(f) => (f.feed_service, ServiceType::FEED),
+        EntryBody::Auth(AuthEntry::RevocationService { service }) => {
+            (service, ServiceType::REVOCATION)
+        }
+        _ => return None,
+    };
+    let found = crate::cmd::entries::service_named(rec, &hash);
+    Some(json!({
+        "hash": hash,
+        "wanted": want.to_string(),
+        "found": found.as_ref().map(|s| json!({"service_type": s.service_type.to_string(), "name": s.name, "hosts": s.pool.len()})),
+        "ok": found.is_some_and(|s| s.service_type == want),
+    }))
+}
+
 pub fn entry_json(rec: &Record, zone: ZoneType, e: &SignedEntry) -> Value {
     let issuer = entry_issuer(rec, zone, e);
-    json!({
+    let mut j = json!({
         "kind": e.kind.to_string(),
         "digest": e.digest_in(&issuer, zone, &rec.keys).ok(),
         "signers": e.signatures.iter().map(|s| s.key_idx).collect::<Vec<_>>(),
         "body": body_json(zone, e),
-    })
+    });
+    if let Some(r) = service_ref_json(rec, zone, e) {
+        j["service_ref"] = r;
+    }
+    j
+}
+
+/// "-> MAIL service "primary" (2 hosts) HASH", or what is wrong with it.
+fn service_ref_text(e: &Value) -> String {
+    let r = &e["service_ref"];
+    let hash = r["hash"].as_str().unwrap_or("");
+    let wanted = r["wanted"].as_str().unwrap_or("");
+    match r["found"].as_object() {
+        None => format!("-> {hash} NOT a service of this record (rule service-ref)"),
+        Some(f) if r["ok"].as_bool() != Some(true) => format!(
+            "-> {hash} is a {} service, NOT {wanted} (rule service-ref)",
+            f["service_type"].as_str().unwrap_or("")
+        ),
+        Some(f) => format!(
+            "-> {wanted} service \"{}\" ({} hosts) {hash}",
+            f["name"].as_str().unwrap_or(""),
+            f["hosts"]
+        ),
+    }
 }
 
 pub fn record_json(rec: &Record) -> Value {
@@ -288,6 +332,34 @@ pub fn record_text(rec: &Record) -> String {
                     b["pool"].as_array().map(|p| p.len()).unwrap_or(0),
                     b["service_hash"].as_str().unwrap_or("")
                 ),
+                Some("inbox") => format!(
+                    "inbox \"{}\" guid {} {}",
+                    b["name"].as_str().unwrap_or(""),
+                    b["guid"].as_str().unwrap_or(""),
+                    service_ref_text(e)
+                ),
+                Some("feed") => format!(
+                    "feed \"{}\" {}",
+                    b["name"].as_str().unwrap_or(""),
+                    service_ref_text(e)
+                ),
+                Some("trust_group") => {
+                    let members: Vec<String> = b["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|m| format!("key {} = {}", m["key_idx"], m["value"]))
+                        .collect();
+                    format!(
+                        "trust group {} \"{}\": {}",
+                        b["group_id"],
+                        b["name"].as_str().unwrap_or(""),
+                        members.join(", ")
+                    )
+                }
+                Some("revocation_service") => {
+                    format!("revocation service {}", service_ref_text(e))
+                }
                 Some(t) => format!("{t} {}", b["name"].as_str().unwrap_or("")),
                 None => format!("undecodable: {}", b["error"]),
             };

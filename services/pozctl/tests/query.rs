@@ -386,3 +386,105 @@ async fn discovery_reads_the_well_known_file_and_its_pin() {
     }
     dns_task.abort();
 }
+
+/// POZ-as-CA for the well-known file (SPEC §21): given a copy of the
+/// domain's record (`--well-known-record`) whose Service Zone names key 0
+/// as the CA key of `social.example`, discovery trusts a well-known file
+/// served with a certificate that key signed, and the answer is pinned by
+/// discovery; the same file behind a certificate another key signed is
+/// not trusted, and nothing pins the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_well_known_file_over_a_certificate_the_record_key_signed() {
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::RData;
+    use poz::entries::{Encryption, PoolHost, ServiceEntry, ServiceType, Transport};
+    use poz::Codec;
+    let mut p = sample::provider().unwrap();
+    let web_service = ServiceEntry {
+        service_type: ServiceType::HTTPS,
+        name: "web".into(),
+        pool: vec![PoolHost {
+            hostname: "social.example".into(),
+            port: 443,
+            transport: Transport::TCP,
+            encryption: Encryption::TLS,
+            server_key: None,
+            ca_key_idx: 0,
+            priority: 10,
+            weight: 100,
+        }],
+    };
+    let mut e = poz::SignedEntry::new(poz::EntryKind::GRANT, web_service.to_bytes());
+    poz::workflow::sign_entry(
+        &p,
+        poz::ZoneType::SERVICE,
+        &mut e,
+        &sample::provider_keys().zones,
+    )
+    .unwrap();
+    poz::workflow::insert_entry(&mut p, poz::ZoneType::SERVICE, e).unwrap();
+    assert!(poz::verify_record(&p).is_complete());
+    let id = p.id().to_hex();
+    let dir = tempfile::tempdir().unwrap();
+    let rec_path = dir.path().join("social.poz");
+    std::fs::write(&rec_path, p.to_bytes()).unwrap();
+
+    let mut c = Catalog::default();
+    c.insert("social.example", ServedRecord::new(p, vec![]));
+    let s = support::start(c, 0).await;
+    let (ns, dns_task) = support::dns(
+        "social.example.",
+        vec![support::rec(
+            "social.example.",
+            RData::A(A::new(127, 0, 0, 1)),
+        )],
+    )
+    .await;
+    let body = format!(
+        r#"{{"record_id":"{id}","query":[{{"host":"127.0.0.1","port":{}}}]}}"#,
+        s.plain.port()
+    );
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    // Key 10 is the record's key 0, the host's CA key; key 13 is not.
+    for (signer, want) in [(10u8, 0), (13, 1)] {
+        let cert = poz_client::ca::issue_host_cert(
+            &sample::key(signer),
+            "social.example",
+            now - day,
+            now + 30 * day,
+        )
+        .unwrap();
+        let tls = support::TestCa::from_leaf(cert.cert_der, cert.key_der);
+        let (web, web_task) = support::https(&tls, body.clone()).await;
+        let args: Vec<String> = vec![
+            "query".into(),
+            "social.example".into(),
+            "--nameserver".into(),
+            ns.to_string(),
+            "--well-known-record".into(),
+            rec_path.display().to_string(),
+            "--well-known-address".into(),
+            web.to_string(),
+            "--max-pow".into(),
+            "0".into(),
+        ];
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            pozctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        if want == 0 {
+            assert_eq!(code, 0, "{out}{err}");
+            assert!(
+                out.contains("VERIFIED record for social.example (discovered via well-known)"),
+                "{out}"
+            );
+        } else {
+            assert_ne!(code, 0, "{out}{err}");
+            assert!(!out.contains("VERIFIED"), "{out}{err}");
+        }
+        web_task.abort();
+    }
+    dns_task.abort();
+}

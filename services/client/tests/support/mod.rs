@@ -311,6 +311,18 @@ pub struct TestCa {
     leaf_key_der: Vec<u8>,
 }
 
+impl TestCa {
+    /// A server identity made elsewhere (a POZ-as-CA host certificate):
+    /// its certificate and PKCS#8 key; no CA certificate to hand out.
+    pub fn from_leaf(leaf_der: Vec<u8>, leaf_key_der: Vec<u8>) -> TestCa {
+        TestCa {
+            ca_pem: String::new(),
+            leaf_der,
+            leaf_key_der,
+        }
+    }
+}
+
 pub fn test_ca(host: &str) -> TestCa {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

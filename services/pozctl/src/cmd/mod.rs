@@ -1,8 +1,10 @@
 //! pozctl's verbs, one module per family, and what they share: the
 //! refusal that exits 1 and the parsers of command-line specs.
 
+pub mod audit;
 pub mod auth;
 pub mod cert;
+pub mod entries;
 pub mod fingerprint;
 pub mod holder;
 pub mod identity;

@@ -80,9 +80,15 @@ pub struct TargetArgs {
     #[arg(long, value_name = "PEM")]
     well_known_root: Option<PathBuf>,
     /// Discovery: fetch the well-known file from this IP:PORT (split
-    /// horizon, tests); needs --well-known-root.
-    #[arg(long, requires = "well_known_root")]
+    /// horizon, tests); needs --well-known-root or --well-known-record.
+    #[arg(long)]
     well_known_address: Option<std::net::SocketAddr>,
+    /// Discovery: trust, for the well-known file, a certificate signed by
+    /// the CA key this record's Service Zone names for the domain's host
+    /// (POZ-as-CA, SPEC §21): a copy of the domain's record already held.
+    /// With --well-known-root, the certificate must also chain to it.
+    #[arg(long, value_name = "RECORD", conflicts_with = "no_well_known")]
+    well_known_record: Option<PathBuf>,
     /// Discovery without the well-known file (DNS only).
     #[arg(long, conflicts_with = "well_known_root")]
     no_well_known: bool,
@@ -104,6 +110,7 @@ impl TargetArgs {
             allow_unpinned: self.allow_unpinned,
             well_known_root: self.well_known_root.clone(),
             well_known_address: self.well_known_address,
+            well_known_record: self.well_known_record.clone(),
             no_well_known: self.no_well_known,
             save: None,
         }
