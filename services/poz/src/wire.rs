@@ -1023,11 +1023,11 @@ pub enum RequestPayload {
     /// ZONE.
     Zone(ZoneQuery),
     /// BATCHES: a page of the batch log (SPEC §14.8).
-    Batches(crate::audit::BatchesQuery),
+    Batches(BatchesQuery),
     /// BATCH: a page of one batch's entries.
-    Batch(crate::audit::BatchQuery),
+    Batch(BatchQuery),
     /// HANDLE_HISTORY: a page of one handle's bindings.
-    HandleHistory(crate::audit::HistoryQuery),
+    HandleHistory(HistoryQuery),
     SubmitSigned(SubmitSigned),
     SubmitRequest(SubmitRequest),
     /// SUBMIT_STATUS: a 16-byte submission id.
@@ -1069,15 +1069,15 @@ impl RequestPayload {
                 "zone.payload",
             ),
             MessageType::BATCHES => (
-                RequestPayload::Batches(crate::audit::BatchesQuery::read(&mut r)?),
+                RequestPayload::Batches(BatchesQuery::read(&mut r)?),
                 "batches.payload",
             ),
             MessageType::BATCH => (
-                RequestPayload::Batch(crate::audit::BatchQuery::read(&mut r)?),
+                RequestPayload::Batch(BatchQuery::read(&mut r)?),
                 "batch.payload",
             ),
             MessageType::HANDLE_HISTORY => (
-                RequestPayload::HandleHistory(crate::audit::HistoryQuery::read(&mut r)?),
+                RequestPayload::HandleHistory(HistoryQuery::read(&mut r)?),
                 "handle_history.payload",
             ),
             MessageType::SUBMIT_SIGNED => (
@@ -1138,6 +1138,244 @@ impl Codec for StatusAnswer {
             entry,
             message: read_str8(r, "status.message")?,
         })
+    }
+}
+
+// Public audit queries and answers (SPEC §14.8); the checks over them
+// are in `audit`.
+
+/// Batches per BATCHES page at most.
+pub const MAX_BATCH_PAGE: u16 = 1000;
+/// Bindings per HANDLE_HISTORY page at most.
+pub const MAX_HISTORY_PAGE: u16 = 1000;
+
+fn read_zone_type(r: &mut Reader<'_>, field: &'static str) -> Result<ZoneType, DecodeError> {
+    let z = ZoneType(r.u8(field)?);
+    if !z.is_known() {
+        return Err(r.invalid(field, z.0 as u64));
+    }
+    Ok(z)
+}
+
+fn read_limit(r: &mut Reader<'_>, field: &'static str, max: u16) -> Result<u16, DecodeError> {
+    let limit = r.u16(field)?;
+    if limit == 0 || limit > max {
+        return Err(r.invalid(field, limit as u64));
+    }
+    Ok(limit)
+}
+
+/// BATCHES request (SPEC §14.8): `domain ‖ u8 zone_type ‖ u64 after ‖
+/// u16 limit` — the batches of `zone_type` whose sequence number is above
+/// `after` (0: from the first), at most `limit` (1..=1000).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BatchesQuery {
+    pub domain: String,
+    pub zone_type: ZoneType,
+    pub after: u64,
+    pub limit: u16,
+}
+
+impl Codec for BatchesQuery {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.domain);
+        out.push(self.zone_type.0);
+        out.extend_from_slice(&self.after.to_be_bytes());
+        out.extend_from_slice(&self.limit.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(BatchesQuery {
+            domain: read_domain(r)?,
+            zone_type: read_zone_type(r, "batches_query.zone_type")?,
+            after: r.u64("batches_query.after")?,
+            limit: read_limit(r, "batches_query.limit", MAX_BATCH_PAGE)?,
+        })
+    }
+}
+
+/// One batch in the provider's log: 48 bytes on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BatchInfo {
+    /// The batch's place in the log: 1, 2, 3, … per record and zone, in
+    /// the order the store committed them. Assigned by the store, not
+    /// signed: a gap is visible, a renumbering is not (SPEC §14.8).
+    pub seq: u64,
+    /// The batch root digest its root signatures sign (SPEC §8.9 step 3).
+    pub root_digest: Hash32,
+    /// When the store first committed one of its entries, ms since the
+    /// epoch (unsigned, informative).
+    pub stored_at: u64,
+}
+
+impl Codec for BatchInfo {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        self.root_digest.encode(out);
+        out.extend_from_slice(&self.stored_at.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(BatchInfo {
+            seq: r.u64("batch.seq")?,
+            root_digest: Hash32::read(r)?,
+            stored_at: r.u64("batch.stored_at")?,
+        })
+    }
+}
+
+/// BATCHES answer: `u32 count ‖ count × batch (48 bytes) ‖ u64 next`, the
+/// batches ascending by `seq`; `next` is the last one's `seq` when more
+/// follow, 0 when this page is the last.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BatchesAnswer {
+    pub batches: Vec<BatchInfo>,
+    pub next: u64,
+}
+
+impl Codec for BatchesAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.batches.len() as u32).to_be_bytes());
+        for b in &self.batches {
+            b.encode(out);
+        }
+        out.extend_from_slice(&self.next.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let n = r.u32("batches_answer.count")? as usize;
+        if n > MAX_BATCH_PAGE as usize {
+            return Err(r.invalid("batches_answer.count", n as u64));
+        }
+        let mut batches = Vec::with_capacity(n.min(r.left() / 48));
+        for _ in 0..n {
+            batches.push(BatchInfo::read(r)?);
+        }
+        Ok(BatchesAnswer {
+            batches,
+            next: r.u64("batches_answer.next")?,
+        })
+    }
+}
+
+/// BATCH request (SPEC §14.8): `domain ‖ u8 zone_type ‖ hash root_digest
+/// ‖ hash after ‖ u16 limit` — the entries of one batch, ascending by
+/// digest after `after` (zero: from the start), at most `limit`
+/// (1..=1000). The answer is a ZONE answer (`wire::ZoneAnswer`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BatchQuery {
+    pub domain: String,
+    pub zone_type: ZoneType,
+    pub root_digest: Hash32,
+    pub after: Hash32,
+    pub limit: u16,
+}
+
+impl Codec for BatchQuery {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.domain);
+        out.push(self.zone_type.0);
+        self.root_digest.encode(out);
+        self.after.encode(out);
+        out.extend_from_slice(&self.limit.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(BatchQuery {
+            domain: read_domain(r)?,
+            zone_type: read_zone_type(r, "batch_query.zone_type")?,
+            root_digest: Hash32::read(r)?,
+            after: Hash32::read(r)?,
+            limit: read_limit(r, "batch_query.limit", MAX_ZONE_PAGE)?,
+        })
+    }
+}
+
+/// HANDLE_HISTORY request (SPEC §14.8): `domain ‖ handle ‖ hash after ‖
+/// u16 limit` — every binding of `handle` in the record's Identity Zone,
+/// live, expired or revoked, ascending by digest after `after`, at most
+/// `limit` (1..=1000).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HistoryQuery {
+    pub domain: String,
+    pub handle: String,
+    pub after: Hash32,
+    pub limit: u16,
+}
+
+impl Codec for HistoryQuery {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_str8(out, &self.domain);
+        write_str8(out, &self.handle);
+        self.after.encode(out);
+        out.extend_from_slice(&self.limit.to_be_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let domain = read_domain(r)?;
+        let at = r.offset();
+        let handle = read_str8(r, "history_query.handle")?;
+        if let Some(reason) = crate::handle::handle_rule_broken(&handle) {
+            return Err(DecodeError::Layout {
+                field: "history_query.handle",
+                offset: at,
+                reason,
+            });
+        }
+        Ok(HistoryQuery {
+            domain,
+            handle,
+            after: Hash32::read(r)?,
+            limit: read_limit(r, "history_query.limit", MAX_HISTORY_PAGE)?,
+        })
+    }
+}
+
+/// HANDLE_HISTORY answer: `u32 count ‖ count × (binding ‖ u8
+/// has_revocation ‖ [revocation]) ‖ hash next` (each item laid out as an
+/// IDENTITY answer); `next` is the last binding's digest when more
+/// follow, zero when this page is the last.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HistoryAnswer {
+    pub bindings: Vec<IdentityAnswer>,
+    pub next: Hash32,
+}
+
+impl Codec for HistoryAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.bindings.len() as u32).to_be_bytes());
+        for b in &self.bindings {
+            b.encode(out);
+        }
+        self.next.encode(out);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let n = r.u32("history_answer.count")? as usize;
+        if n > MAX_HISTORY_PAGE as usize {
+            return Err(r.invalid("history_answer.count", n as u64));
+        }
+        let mut bindings = Vec::with_capacity(n.min(r.left() / 7));
+        for _ in 0..n {
+            bindings.push(IdentityAnswer::read(r)?);
+        }
+        Ok(HistoryAnswer {
+            bindings,
+            next: Hash32::read(r)?,
+        })
+    }
+}
+
+impl HistoryAnswer {
+    /// The answer's bytes from (binding, revocation) pairs already encoded
+    /// as the store keeps them: the same bytes as [`Codec::to_bytes`] of
+    /// the decoded answer (see `wire::IdentityAnswer::splice` for why a
+    /// gateway does not decode them). At most [`MAX_HISTORY_PAGE`] items.
+    pub fn splice<E: AsRef<[u8]>>(items: &[(E, Option<E>)], next: &Hash32) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+        for (b, r) in items {
+            out.extend_from_slice(&IdentityAnswer::splice(
+                b.as_ref(),
+                r.as_ref().map(AsRef::as_ref),
+            ));
+        }
+        next.encode(&mut out);
+        out
     }
 }
 

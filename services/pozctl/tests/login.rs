@@ -5,7 +5,8 @@
 //! port (MASTER, verified from genesis, `--save`), makes a challenge, and
 //! accepts the holder's proof against the record it fetched; a proof by
 //! one member alone is refused, and so is one against a challenge for
-//! another relying party.
+//! another relying party. The record's fingerprint (SPEC §19) computed
+//! from the fetched copy matches the holder's own.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use poz::private::{KdfParams, KeyFile};
@@ -172,6 +173,22 @@ fn a_login_against_the_record_fetched_over_the_query_port() {
         ],
     ));
     assert!(out.contains("VERIFIED record for "), "{out}");
+    // Out of band (SPEC §19): the code the relying party computes from the
+    // record it fetched over the socket is the one the holder reads aloud
+    // from their own file, and a pair's code is the same on both sides.
+    let holder_code = ok(&pozctl(d, &["fingerprint", "me.poz"]));
+    assert_eq!(ok(&pozctl(d, &["fingerprint", "fetched.poz"])), holder_code);
+    assert_eq!(
+        holder_code.trim(),
+        poz::fingerprint::Fingerprint::of(&poz::Hash32::from_hex(&id).unwrap()).to_string()
+    );
+    let provider = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../poz/vectors/valid-provider-all-zones.poz");
+    let provider = provider.to_str().unwrap();
+    assert_eq!(
+        ok(&pozctl(d, &["fingerprint", "fetched.poz", provider])),
+        ok(&pozctl(d, &["fingerprint", provider, "me.poz"]))
+    );
     ok(&pozctl(
         d,
         &[
