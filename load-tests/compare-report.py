@@ -2,7 +2,7 @@
 """Ratios and plots of one `load-tests/compare.sh` run (docs/BENCHMARKS.md).
 
 Reads the run's results.jsonl (one poz-load JSON result per line, each
-with its label), prints the goals of issue #10 with their ratios, and
+with its label), prints the goals of issue 15 (card #10) with their ratios, and
 writes into OUT:
   - summary.json: the ratios and the maxima they come from;
   - throughput.svg: answered/s against offered load (open loop);

@@ -19,7 +19,7 @@
 #   3. a flood: clients that never solve PoW at FLOOD_X times pozd's
 #      capacity beside honest clients that do.
 # It writes every result as JSON lines and SVG plots to OUT and prints the
-# ratios of the goals of issue #10. PHASES picks what to run (default
+# ratios of the goals of issue 15 (card #10). PHASES picks what to run (default
 # all: closed open cache flood; a flood alone measures pozd's capacity
 # first).
 #   [BINDINGS=1000000] [CONCURRENCY=64] [SECS=6] [OUT=load-tests/out/compare] [PHASES=...] load-tests/compare.sh
@@ -250,7 +250,7 @@ print(f"flood                  offered {r['offered_per_second']:.0f}/s, sent {(r
 PY
 fi
 
-echo "== ratios (goals of issue #10)"
+echo "== ratios (goals of issue 15, card #10)"
 # matplotlib from PyPI in a cached venv, for the plots.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/poz-tools/plot-venv"
 if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then

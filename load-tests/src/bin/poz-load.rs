@@ -58,8 +58,9 @@ struct Args {
     /// Handles to ask for, in turn (identity and chain; DNS names).
     #[arg(long, value_delimiter = ',', default_value = "alice,bob,carol")]
     handles: Vec<String>,
-    /// Instead of --handles: 10,000 handles drawn at random from
-    /// PREFIX0 .. PREFIX(N-1) (as `store-identity` loads them: user0 ..).
+    /// Instead of --handles: each query asks a handle drawn at random
+    /// (uniformly, afresh per query) from PREFIX0 .. PREFIX(N-1), as
+    /// `store-identity` loads them: user0 ...
     #[arg(long, value_name = "PREFIX:N")]
     handle_range: Option<String>,
     /// Closed loop: concurrent clients.
@@ -74,11 +75,11 @@ struct Args {
     /// server, ran out of room), never delayed.
     #[arg(long, default_value_t = 8_000)]
     max_outstanding: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
     /// Spread connections over this many loopback source addresses
     /// (127.1.0.1, 127.1.0.2, …; at most 60,000; 0: the system's choice).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=60_000))]
     sources: u16,
     /// Skip this many source addresses first, so that two generators run
     /// side by side (a flood and honest clients) use disjoint addresses.
@@ -138,6 +139,32 @@ fn error_kind(e: &ClientError) -> String {
     }
 }
 
+/// Which handle each query asks for.
+enum Handles {
+    /// In turn.
+    List(Vec<String>),
+    /// Drawn uniformly from PREFIX0 .. PREFIX(n-1), afresh per query: a
+    /// hash of the query's number and a per-run seed, so no RNG state is
+    /// shared between tasks.
+    Range { prefix: String, n: u64, seed: u64 },
+}
+
+impl Handles {
+    fn pick(&self, i: usize) -> String {
+        match self {
+            Handles::List(l) => l[i % l.len()].clone(),
+            Handles::Range { prefix, n, seed } => {
+                // splitmix64: a full-period mix, uniform enough for load.
+                let mut z = seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                format!("{prefix}{}", z % n)
+            }
+        }
+    }
+}
+
 /// What the load asks of one server: a POZ gateway or a DNS server.
 enum Target {
     Poz {
@@ -145,14 +172,17 @@ enum Target {
         clients: Vec<Client>,
         endpoint: Endpoint,
         message_type: MessageType,
-        payloads: Vec<Vec<u8>>,
+        /// IDENTITY and CHAIN: the handles; MASTER and SERIAL ask the
+        /// domain alone.
+        handles: Option<Handles>,
+        domain: String,
     },
     Dns {
         addr: SocketAddr,
         /// Source addresses to connect from (empty: the system's choice).
         sources: Vec<IpAddr>,
-        /// Encoded queries, each with its length prefix (RFC 7766 §8).
-        queries: Vec<Vec<u8>>,
+        handles: Handles,
+        domain: String,
     },
 }
 
@@ -165,23 +195,36 @@ impl Target {
                 clients,
                 endpoint,
                 message_type,
-                payloads,
-            } => clients[i % clients.len()]
-                .request(
-                    endpoint,
-                    *message_type,
-                    payloads[i % payloads.len()].clone(),
-                )
-                .await
-                .map(|answer| answer.len())
-                .map_err(|e| error_kind(&e)),
+                handles,
+                domain,
+            } => {
+                let payload = match handles {
+                    Some(h) => IdentityQuery {
+                        domain: domain.clone(),
+                        handle: h.pick(i),
+                    }
+                    .to_bytes(),
+                    None => DomainQuery {
+                        domain: domain.clone(),
+                    }
+                    .to_bytes(),
+                };
+                clients[i % clients.len()]
+                    .request(endpoint, *message_type, payload)
+                    .await
+                    .map(|answer| answer.len())
+                    .map_err(|e| error_kind(&e))
+            }
             Target::Dns {
                 addr,
                 sources,
-                queries,
+                handles,
+                domain,
             } => {
                 let local = (!sources.is_empty()).then(|| sources[i % sources.len()]);
-                dns_exchange(*addr, local, &queries[i % queries.len()]).await
+                let query = dns_query(&format!("{}.{domain}.", handles.pick(i)), i as u16)
+                    .map_err(|_| "dns-bad-name".to_owned())?;
+                dns_exchange(*addr, local, &query).await
             }
         }
     }
@@ -301,9 +344,9 @@ impl Tally {
     }
 }
 
-fn handles(args: &Args) -> anyhow::Result<Vec<String>> {
+fn handles(args: &Args) -> anyhow::Result<Handles> {
     Ok(match &args.handle_range {
-        None => args.handles.clone(),
+        None => Handles::List(args.handles.clone()),
         Some(spec) => {
             let (prefix, n) = spec
                 .rsplit_once(':')
@@ -313,48 +356,25 @@ fn handles(args: &Args) -> anyhow::Result<Vec<String>> {
                 bail!("--handle-range: N must be at least 1");
             }
             use rand_core::RngCore;
-            let mut rng = rand_core::OsRng;
-            (0..10_000)
-                .map(|_| format!("{prefix}{}", rng.next_u64() % n))
-                .collect()
+            Handles::Range {
+                prefix: prefix.to_owned(),
+                n,
+                seed: rand_core::OsRng.next_u64(),
+            }
         }
     })
 }
 
-fn poz_target(args: &Args, handles: &[String]) -> anyhow::Result<Target> {
+fn poz_target(args: &Args, handles: Handles) -> anyhow::Result<Target> {
     let security = match &args.noise_key {
         Some(k) => Security::Noise(hex_decode(k).context("--noise-key")?),
         None => Security::Plain,
     };
-    let (message_type, payloads): (MessageType, Vec<Vec<u8>>) = match args.query_type.as_str() {
-        "identity" | "chain" => (
-            if args.query_type == "identity" {
-                MessageType::IDENTITY
-            } else {
-                MessageType::CHAIN
-            },
-            handles
-                .iter()
-                .map(|h| {
-                    IdentityQuery {
-                        domain: args.domain.clone(),
-                        handle: h.clone(),
-                    }
-                    .to_bytes()
-                })
-                .collect(),
-        ),
-        "master" | "serial" => (
-            if args.query_type == "master" {
-                MessageType::MASTER
-            } else {
-                MessageType::SERIAL
-            },
-            vec![DomainQuery {
-                domain: args.domain.clone(),
-            }
-            .to_bytes()],
-        ),
+    let (message_type, handles) = match args.query_type.as_str() {
+        "identity" => (MessageType::IDENTITY, Some(handles)),
+        "chain" => (MessageType::CHAIN, Some(handles)),
+        "master" => (MessageType::MASTER, None),
+        "serial" => (MessageType::SERIAL, None),
         other => bail!("--type: identity, chain, master or serial, not {other:?}"),
     };
     let clients = (0..args.sources.max(1))
@@ -376,11 +396,12 @@ fn poz_target(args: &Args, handles: &[String]) -> anyhow::Result<Target> {
             security,
         },
         message_type,
-        payloads,
+        handles,
+        domain: args.domain.clone(),
     })
 }
 
-fn dns_target(args: &Args, handles: &[String]) -> anyhow::Result<Target> {
+fn dns_target(args: &Args, handles: Handles) -> anyhow::Result<Target> {
     if args.noise_key.is_some() || args.query_type != "identity" {
         bail!("--protocol dns asks TXT queries only: no --noise-key, no --type");
     }
@@ -389,11 +410,8 @@ fn dns_target(args: &Args, handles: &[String]) -> anyhow::Result<Target> {
         sources: (0..args.sources)
             .map(|i| source_ip(args.source_offset.saturating_add(i)))
             .collect(),
-        queries: handles
-            .iter()
-            .enumerate()
-            .map(|(i, h)| dns_query(&format!("{h}.{}.", args.domain), i as u16))
-            .collect::<anyhow::Result<_>>()?,
+        handles,
+        domain: args.domain.clone(),
     })
 }
 
@@ -402,8 +420,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let handles = handles(&args)?;
     let target = Arc::new(match args.protocol.as_str() {
-        "poz" => poz_target(&args, &handles)?,
-        "dns" => dns_target(&args, &handles)?,
+        "poz" => poz_target(&args, handles)?,
+        "dns" => dns_target(&args, handles)?,
         other => bail!("--protocol: poz or dns, not {other:?}"),
     });
     if args.rate == Some(0) {
@@ -491,6 +509,11 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
     };
+    if n == 0 {
+        // Still a result (an overload can answer nothing), but never one
+        // to mistake for a measurement of answers.
+        eprintln!("poz-load: warning: nothing was answered ({attempts} attempts)");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -607,13 +630,7 @@ async fn open_loop(
 }
 
 fn hex_decode(s: &str) -> anyhow::Result<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        bail!("64 hex digits");
-    }
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).context("not hex")?;
-    }
+    hex::decode_to_slice(s.trim(), &mut out).context("64 hex digits")?;
     Ok(out)
 }
