@@ -114,6 +114,28 @@ async fn batches(
 ) -> Result<u64, Stop> {
     let mut log = BatchLog::after(a.since);
     let (mut after, mut checked, mut entries, mut failures) = (a.since, 0u64, 0u64, 0u64);
+    // `--since N` says the auditor saw batch N before: the log must still
+    // hold it. Without this a log that got shorter (or a stale --since)
+    // would look like "nothing new" (issue 18 review).
+    if a.since > 0 {
+        let q = BatchesQuery {
+            domain: a.domain.into(),
+            zone_type: a.zone,
+            after: a.since - 1,
+            limit: 1,
+        };
+        let bytes = c
+            .request_any(eps, MessageType::BATCHES, &q.to_bytes())
+            .await?;
+        let page = BatchesAnswer::from_bytes(&bytes).map_err(|e| undecodable("BATCHES", e))?;
+        if page.batches.first().map(|b| b.seq) != Some(a.since) {
+            failures += 1;
+            outln!(
+                "GAP the log no longer holds batch {} (--since): it ends before it, or was renumbered",
+                a.since
+            );
+        }
+    }
     loop {
         let q = BatchesQuery {
             domain: a.domain.into(),

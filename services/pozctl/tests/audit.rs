@@ -160,6 +160,15 @@ async fn an_outside_auditor_checks_every_batch_and_sees_a_tampered_store() {
     let o = audit(&vars, &["--since", &(all - 1).to_string()]);
     assert!(o.status.success(), "{}", said(&o));
     assert_eq!(checked(&o), 1);
+    // A --since the log does not reach (an auditor's last batch that the
+    // provider's log no longer holds) is a gap, not "the log ends there".
+    let o = audit(&vars, &["--since", &(all + 5).to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("no longer holds batch {}", all + 5)),
+        "{}",
+        said(&o)
+    );
 
     // One handle's history: its binding, live, in a batch the log lists.
     // user0 is in the first imported batch, which is never the last.
