@@ -8,62 +8,9 @@
 //! gap and the missing leaf.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
-use poz_testkit::ServiceProcess;
-use std::path::{Path, PathBuf};
+mod pozd;
+
 use std::process::{Command, Output};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_pozctl"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// pozd on free ports over `data` (made on the first start, served again
-/// on the next), and its `export` line's variables.
-fn pozd(data: &Path) -> (ServiceProcess, Vec<(String, String)>) {
-    let pozd = bin_dir().join("pozd");
-    assert!(
-        pozd.exists(),
-        "{} is missing: build the workspace (cargo build --workspace)",
-        pozd.display()
-    );
-    let mut cmd = Command::new(pozd);
-    cmd.arg("--data")
-        .arg(data)
-        .args(["--plain", &format!("127.0.0.1:{}", free_port())])
-        .args(["--noise", &format!("127.0.0.1:{}", free_port())])
-        .args(["--submit", &format!("127.0.0.1:{}", free_port())]);
-    let p = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
-        line.trim_start().starts_with("export POZ_")
-    });
-    let export = p
-        .printed()
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("export "))
-        .unwrap()
-        .to_owned();
-    let vars = export
-        .split_whitespace()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect();
-    (p, vars)
-}
-
-fn var<'a>(vars: &'a [(String, String)], k: &str) -> &'a str {
-    &vars.iter().find(|(n, _)| n == k).unwrap().1
-}
 
 fn pozctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pozctl"))
@@ -88,9 +35,9 @@ fn audit(vars: &[(String, String)], extra: &[&str]) -> Output {
         "audit",
         "demo.example",
         "--server",
-        var(vars, "POZ_QUERY"),
+        pozd::var(vars, "POZ_QUERY"),
         "--record-id",
-        var(vars, "POZ_PROVIDER"),
+        pozd::var(vars, "POZ_PROVIDER"),
     ];
     args.extend_from_slice(extra);
     pozctl(&args)
@@ -111,7 +58,7 @@ fn checked(o: &Output) -> u64 {
 async fn an_outside_auditor_checks_every_batch_and_sees_a_tampered_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("pozd-data");
-    let (p, vars) = pozd(&data);
+    let (p, vars) = pozd::start(&data, &[]);
 
     // 2,500 bindings in bulk: three batches of up to 1,000.
     let csv = dir.path().join("users.csv");
@@ -126,7 +73,7 @@ async fn an_outside_auditor_checks_every_batch_and_sees_a_tampered_store() {
         "import",
         "--quiet",
         "--api",
-        var(&vars, "POZ_API"),
+        pozd::var(&vars, "POZ_API"),
         csv.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", said(&o));
@@ -207,7 +154,7 @@ async fn an_outside_auditor_checks_every_batch_and_sees_a_tampered_store() {
         assert_eq!(gone.rows_affected(), 1);
         db.close().await.unwrap();
     }
-    let (_p, vars) = pozd(&data);
+    let (_p, vars) = pozd::start(&data, &[]);
     let o = audit(&vars, &[]);
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(1), "{}", said(&o));

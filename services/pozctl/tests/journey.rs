@@ -14,17 +14,11 @@
 //! operator's step.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
+mod pozd;
+
 use poz_testkit::ServiceProcess;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The README's journey lines, in order.
 fn journey_lines() -> Vec<String> {
@@ -56,41 +50,6 @@ fn bin_dir() -> PathBuf {
         .parent()
         .unwrap()
         .to_owned()
-}
-
-/// pozd on free ports with `policy`, and the variables its export line
-/// sets.
-fn pozd(data: &Path, policy: &str) -> (ServiceProcess, Vec<(String, String)>) {
-    let pozd = bin_dir().join("pozd");
-    assert!(
-        pozd.exists(),
-        "{} is missing: build the workspace (cargo build --workspace)",
-        pozd.display()
-    );
-    let mut cmd = Command::new(pozd);
-    cmd.arg("--data")
-        .arg(data)
-        .args(["--plain", &format!("127.0.0.1:{}", free_port())])
-        .args(["--noise", &format!("127.0.0.1:{}", free_port())])
-        .args(["--submit", &format!("127.0.0.1:{}", free_port())])
-        .args(["--binding-requests", policy]);
-    let p = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
-        line.trim_start().starts_with("export POZ_")
-    });
-    let export = p
-        .printed()
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("export "))
-        .unwrap()
-        .to_owned();
-    let vars = export
-        .split_whitespace()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect();
-    (p, vars)
 }
 
 /// Runs `lines` in one bash in `dir` with `vars`; returns (stdout,
@@ -175,7 +134,7 @@ fn readme_journey_runs_verbatim_against_pozd_with_the_queue_policy() {
     let lines = journey_lines();
     assert!(lines.len() > 15, "the journey lost its commands");
     let dir = tempfile::tempdir().unwrap();
-    let (mut p, vars) = pozd(&dir.path().join("data"), "queue");
+    let (mut p, vars) = pozd::start(&dir.path().join("data"), &["--binding-requests", "queue"]);
     let (stdout, stderr) = run_lines(dir.path(), &lines, &vars);
     journey_said(&stdout, &stderr);
     assert!(
@@ -196,7 +155,7 @@ fn journey_against_pozd_with_the_issue_policy() {
         .filter(|l| !l.contains("# pending") && !l.contains("pozctl requests"))
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let (mut p, vars) = pozd(&dir.path().join("data"), "issue");
+    let (mut p, vars) = pozd::start(&dir.path().join("data"), &["--binding-requests", "issue"]);
     let (stdout, stderr) = run_lines(dir.path(), &lines, &vars);
     journey_said(&stdout, &stderr);
     assert!(stdout.contains(": issued (submission "), "{stdout}");

@@ -9,63 +9,12 @@
 //! from the fetched copy matches the holder's own.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
+mod pozd;
+
 use poz::private::{KdfParams, KeyFile};
 use poz::Codec;
-use poz_testkit::ServiceProcess;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_pozctl"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// pozd on free ports, and its `export` line's variables.
-fn pozd(data: &Path) -> (ServiceProcess, Vec<(String, String)>) {
-    let pozd = bin_dir().join("pozd");
-    assert!(
-        pozd.exists(),
-        "{} is missing: build the workspace (cargo build --workspace)",
-        pozd.display()
-    );
-    let mut cmd = Command::new(pozd);
-    cmd.arg("--data")
-        .arg(data)
-        .args(["--plain", &format!("127.0.0.1:{}", free_port())])
-        .args(["--noise", &format!("127.0.0.1:{}", free_port())])
-        .args(["--submit", &format!("127.0.0.1:{}", free_port())]);
-    let p = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
-        line.trim_start().starts_with("export POZ_")
-    });
-    let export = p
-        .printed()
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("export "))
-        .unwrap()
-        .to_owned();
-    let vars = export
-        .split_whitespace()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect();
-    (p, vars)
-}
-
-fn var<'a>(vars: &'a [(String, String)], k: &str) -> &'a str {
-    &vars.iter().find(|(n, _)| n == k).unwrap().1
-}
 
 fn pozctl(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pozctl"))
@@ -102,7 +51,7 @@ fn key_file(dir: &Path, name: &str, seed: u8) {
 fn a_login_against_the_record_fetched_over_the_query_port() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let (_p, vars) = pozd(&d.join("pozd-data"));
+    let (_p, vars) = pozd::start(&d.join("pozd-data"), &[]);
 
     // The holder: a record whose Auth Zone has trust group 7 of two
     // devices worth 50 each.
@@ -151,9 +100,9 @@ fn a_login_against_the_record_fetched_over_the_query_port() {
             "publish",
             "me.poz",
             "--server",
-            var(&vars, "POZ_SUBMIT"),
+            pozd::var(&vars, "POZ_SUBMIT"),
             "--noise-key",
-            var(&vars, "POZ_SUBMIT_KEY"),
+            pozd::var(&vars, "POZ_SUBMIT_KEY"),
         ],
     ));
     let id = ok(&pozctl(d, &["inspect", "me.poz", "--id"]))
@@ -167,7 +116,7 @@ fn a_login_against_the_record_fetched_over_the_query_port() {
             "query",
             &id,
             "--server",
-            var(&vars, "POZ_QUERY"),
+            pozd::var(&vars, "POZ_QUERY"),
             "--save",
             "fetched.poz",
         ],
