@@ -31,11 +31,15 @@ DEFAULT_ALLOW = {
         "poz.v1.StoreWrite/SetMirrors": ["poz-operator"],
     },
     "verifier": {"poz.v1.Verifier": ["poz-provider-api", "poz-submit-gw"]},
-    "signer": {"poz.v1.Signer": ["poz-provider-api", "poz-submit-gw", "poz-ceremony"]},
+    "signer": {
+        "poz.v1.Signer": ["poz-provider-api", "poz-submit-gw", "poz-ceremony"],
+        "poz.v1.Signer/SignCertificate": ["poz-provider-api"],
+    },
     "provider-api": {
         "poz.v1.ProviderApi": ["poz-account-system", "poz-operator", "poz-submit-gw"],
         "poz.v1.ProviderApi/ListBindingRequests": ["poz-account-system", "poz-operator"],
         "poz.v1.ProviderApi/DecideBindingRequest": ["poz-account-system", "poz-operator"],
+        "poz.v1.ProviderApi/IssueCertificate": ["poz-operator"],
     },
 }
 GRPC_PORT = {"store": 50051, "verifier": 50052, "signer": 50053, "provider-api": 50054}

@@ -1,5 +1,6 @@
 //! Where the signer's keys live. The service sees only [`KeyStore`]: a
-//! list of public keys and "sign this 32-byte digest with that key".
+//! list of public keys and "sign this 32-byte digest with that key" (and,
+//! for certificates the service built itself, "sign this message").
 //! Policy is decided before a key store is ever called (see `service`).
 
 use poz::keys::{KeyId, PublicKey, SigningKey};
@@ -43,6 +44,13 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Signs `digest` (a POZ tagged digest, never raw data) with key `id`.
     fn sign(&self, id: &KeyId, digest: &Hash32) -> Result<[u8; 64], KeyStoreError>;
 
+    /// PureEd25519 over a whole `message` with key `id`: only the
+    /// TBSCertificate of a POZ-as-CA certificate (SPEC §21), which the
+    /// service builds itself after its policy check; never bytes a caller
+    /// chose. The signature is checked against the key before it is
+    /// returned.
+    fn sign_message(&self, id: &KeyId, message: &[u8]) -> Result<[u8; 64], KeyStoreError>;
+
     /// Signs each digest with key `id`, in order; all or none.
     fn sign_many(&self, id: &KeyId, digests: &[Hash32]) -> Result<Vec<[u8; 64]>, KeyStoreError> {
         digests.iter().map(|d| self.sign(id, d)).collect()
@@ -56,6 +64,15 @@ pub trait KeyStore: Send + Sync + 'static {
 
     fn held(&self, id: &KeyId) -> Option<&HeldKey> {
         self.keys().iter().find(|k| k.public.id() == *id)
+    }
+
+    /// Where key `id` is in [`keys`](Self::keys); `UnknownKey` if it is
+    /// not held.
+    fn position(&self, id: &KeyId) -> Result<usize, KeyStoreError> {
+        self.keys()
+            .iter()
+            .position(|k| k.public.id() == *id)
+            .ok_or(KeyStoreError::UnknownKey(*id))
     }
 }
 
@@ -112,15 +129,16 @@ impl KeyStore for SoftwareKeyStore {
     }
 
     fn sign(&self, id: &KeyId, digest: &Hash32) -> Result<[u8; 64], KeyStoreError> {
-        let i = self
-            .keys
-            .iter()
-            .position(|k| k.public.id() == *id)
-            .ok_or(KeyStoreError::UnknownKey(*id))?;
+        let i = self.position(id)?;
         let sig = self.secrets[i].sign(0, digest);
         sig.data
             .as_slice()
             .try_into()
             .map_err(|_| KeyStoreError::BadSignature(*id))
+    }
+
+    fn sign_message(&self, id: &KeyId, message: &[u8]) -> Result<[u8; 64], KeyStoreError> {
+        let i = self.position(id)?;
+        Ok(self.secrets[i].sign_message(message))
     }
 }

@@ -164,16 +164,21 @@ fn token(c: &Config) -> anyhow::Result<TokenConfig> {
     })
 }
 
-/// Only the writers obtain signatures (and an operator's ceremony).
+/// Only the writers obtain signatures (and an operator's ceremony);
+/// certificates only through the Provider API (the operator's
+/// IssueCertificate), never straight from a gateway.
 fn default_allow() -> Allowlist {
-    Allowlist::of(&[(
-        "poz.v1.Signer",
-        &[
-            identity::PROVIDER_API,
-            identity::SUBMIT_GW,
-            identity::CEREMONY,
-        ],
-    )])
+    Allowlist::of(&[
+        (
+            "poz.v1.Signer",
+            &[
+                identity::PROVIDER_API,
+                identity::SUBMIT_GW,
+                identity::CEREMONY,
+            ],
+        ),
+        ("poz.v1.Signer/SignCertificate", &[identity::PROVIDER_API]),
+    ])
 }
 
 #[tokio::main]

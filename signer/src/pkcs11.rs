@@ -328,11 +328,7 @@ impl KeyStore for Pkcs11KeyStore {
     /// batch before any is used: a faulty or tampered HSM must not get a
     /// bad signature into the audit log or a binding.
     fn sign_many(&self, id: &KeyId, digests: &[Hash32]) -> Result<Vec<[u8; 64]>, KeyStoreError> {
-        let i = self
-            .keys
-            .iter()
-            .position(|k| k.public.id() == *id)
-            .ok_or(KeyStoreError::UnknownKey(*id))?;
+        let i = self.position(id)?;
         let session = self.take_session();
         let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
         let signed: Result<Vec<Vec<u8>>, _> = digests
@@ -358,6 +354,26 @@ impl KeyStore for Pkcs11KeyStore {
             return Err(KeyStoreError::BadSignature(*id));
         }
         Ok(sigs)
+    }
+
+    /// `CKM_EDDSA` over the message (SoftHSM2 ≥ 2.6, any token with
+    /// pure Ed25519), checked under the key before it is returned.
+    fn sign_message(&self, id: &KeyId, message: &[u8]) -> Result<[u8; 64], KeyStoreError> {
+        let i = self.position(id)?;
+        let session = self.take_session();
+        let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
+        let signed = session.sign(&mech, self.handles[i], message);
+        self.give_back(session);
+        let sig = <[u8; 64]>::try_from(signed?.as_slice())
+            .map_err(|_| KeyStoreError::BadSignature(*id))?;
+        let key = self.keys[i]
+            .public
+            .verify_key()
+            .ok_or(KeyStoreError::BadSignature(*id))?;
+        if !key.verify(message, &sig) {
+            return Err(KeyStoreError::BadSignature(*id));
+        }
+        Ok(sig)
     }
 
     fn parallelism(&self) -> usize {

@@ -8,7 +8,9 @@
 //! 3. policy: the key is held (NOT_FOUND) and may sign this object, as
 //!    the standard decides it: an authorizing master key for a draft, a
 //!    delegation key with grant (GRANT) or deny (REVOKE) weight for an
-//!    entry (PERMISSION_DENIED; nothing is signed);
+//!    entry, a CA key the issuer's Service Zone names for the host by
+//!    `ca_key_idx` for a certificate (PERMISSION_DENIED; nothing is
+//!    signed);
 //! 4. sign in the key store, on a blocking thread (UNAVAILABLE when the
 //!    HSM fails);
 //! 5. write the audit row (UNAVAILABLE when it cannot be written: the
@@ -115,16 +117,7 @@ impl SignerService {
                 .to_bytes(),
             })
             .collect();
-        let ids = self.audit.append(&rows).await.map_err(|e| {
-            tracing::error!(error = %e, "audit log write failed; signatures withheld");
-            SIGNER.withheld.inc_by(rows.len() as u64);
-            Status::unavailable(format!("audit log unavailable, signature withheld: {e}"))
-        })?;
-        tracing::debug!(%key_id, %record_id, what, count = rows.len(), "signed");
-        SIGNER
-            .signatures
-            .get_or_create(&SignatureKind { kind: what.into() })
-            .inc_by(rows.len() as u64);
+        let ids = self.audit_before_release(&rows).await?;
         Ok(rows
             .into_iter()
             .zip(ids)
@@ -133,6 +126,27 @@ impl SignerService {
                 audit_id,
             })
             .collect())
+    }
+
+    /// Step 5: the rows of signatures already made, in one commit; their
+    /// IDs in order. UNAVAILABLE when they cannot be written: the caller
+    /// then withholds the signatures.
+    async fn audit_before_release(&self, rows: &[SignatureAudit]) -> Result<Vec<u64>, Status> {
+        let ids = self.audit.append(rows).await.map_err(|e| {
+            tracing::error!(error = %e, "audit log write failed; signatures withheld");
+            SIGNER.withheld.inc_by(rows.len() as u64);
+            Status::unavailable(format!("audit log unavailable, signature withheld: {e}"))
+        })?;
+        for r in rows {
+            tracing::debug!(key_id = %r.key_id, record_id = %r.record_id, what = %r.what, "signed");
+            SIGNER
+                .signatures
+                .get_or_create(&SignatureKind {
+                    kind: r.what.clone(),
+                })
+                .inc();
+        }
+        Ok(ids)
     }
 
     fn held_key(&self, h: &Option<pb::Hash>) -> Result<KeyId, Status> {
@@ -223,7 +237,8 @@ pub fn check_draft_chain(draft: &Record) -> Result<(), DraftRefused> {
 /// Labels of `poz_signer_signatures_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct SignatureKind {
-    /// `master-draft`, `entry` or `batch-root`.
+    /// `master-draft`, `entry`, `batch-root`, `ca-certificate` or
+    /// `certificate`.
     kind: String,
 }
 
@@ -295,6 +310,77 @@ fn policy_status(e: poz::Error) -> Status {
     }
 }
 
+/// The longest certificate validity SignCertificate grants, days (the
+/// same bound as `pozctl cert issue`, SPEC §21).
+pub const MAX_CERTIFICATE_DAYS: u32 = 825;
+
+/// A held key as POZ-as-CA's signer: PureEd25519 over the TBSCertificate
+/// the service built, each signed message's SHA3-256 and signature kept
+/// for the audit rows.
+struct CertificateKey {
+    keys: Arc<dyn KeyStore>,
+    key_id: KeyId,
+    public: poz::keys::PublicKey,
+    signed: Arc<std::sync::Mutex<Vec<SignedMessage>>>,
+}
+
+/// A signed TBSCertificate's SHA3-256 and its signature.
+type SignedMessage = (Hash32, [u8; 64]);
+
+impl poz_client::ca::RemoteCaKey for CertificateKey {
+    fn public(&self) -> &poz::keys::PublicKey {
+        &self.public
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], String> {
+        let t0 = std::time::Instant::now();
+        let sig = self
+            .keys
+            .sign_message(&self.key_id, message)
+            .map_err(|e| e.to_string())?;
+        SIGNER.key_call.observe(t0.elapsed().as_secs_f64());
+        let digest = tagless_sha3(message);
+        self.signed
+            .lock()
+            .map_err(|_| "signature list poisoned".to_string())?
+            .push((digest, sig));
+        Ok(sig)
+    }
+}
+
+/// SHA3-256 of `bytes` with no POZ tag: the audit digest of a
+/// certificate signature (X.509 signs the TBSCertificate itself).
+fn tagless_sha3(bytes: &[u8]) -> Hash32 {
+    use sha3::Digest;
+    Hash32(sha3::Sha3_256::digest(bytes).into())
+}
+
+/// The issuer's record, verified (or found verified in `issuers`).
+/// INVALID_ARGUMENT: it does not decode; FAILED_PRECONDITION: it does not
+/// verify.
+async fn verified_issuer(
+    issuers: &Arc<VerifiedRecordCache>,
+    issuer_record: &[u8],
+) -> Result<Arc<VerifiedRecord>, Status> {
+    if let Some(hit) = issuers.get(issuer_record) {
+        return Ok(hit);
+    }
+    let (cache, bytes) = (issuers.clone(), issuer_record.to_vec());
+    tokio::task::spawn_blocking(move || cache.accept(&bytes))
+        .await
+        .map_err(|e| Status::internal(format!("verification task: {e}")))?
+        .map_err(|e| match e {
+            RecordRefused::Decode(e) => Status::invalid_argument(format!("issuer_record: {e}")),
+            RecordRefused::Invalid(rep) => {
+                let f: Vec<String> = rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
+                Status::failed_precondition(format!(
+                    "issuer_record does not verify: {}",
+                    f.join("; ")
+                ))
+            }
+        })
+}
+
 /// Step 1 and 2 for entries: the zone is known, the issuer's record
 /// decodes and verifies, every entry decodes for the zone, and a binding
 /// names this issuer.
@@ -331,28 +417,7 @@ async fn validated_entries(
     // store would refuse it anyway, and a signature must not outlive that.
     poz::verify::check_entry_times(zone, &decoded, clock_ms())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let issuer = match issuers.get(issuer_record) {
-        Some(hit) => hit,
-        None => {
-            let (cache, bytes) = (issuers.clone(), issuer_record.to_vec());
-            tokio::task::spawn_blocking(move || cache.accept(&bytes))
-                .await
-                .map_err(|e| Status::internal(format!("verification task: {e}")))?
-                .map_err(|e| match e {
-                    RecordRefused::Decode(e) => {
-                        Status::invalid_argument(format!("issuer_record: {e}"))
-                    }
-                    RecordRefused::Invalid(rep) => {
-                        let f: Vec<String> =
-                            rep.failures().map(|(r, d)| format!("{r}: {d}")).collect();
-                        Status::failed_precondition(format!(
-                            "issuer_record does not verify: {}",
-                            f.join("; ")
-                        ))
-                    }
-                })?
-        }
-    };
+    let issuer = verified_issuer(issuers, issuer_record).await?;
     if let Some((i, other)) = bindings.iter().find(|(_, b)| *b != issuer.id) {
         return Err(Status::failed_precondition(format!(
             "entries[{i}]: the binding names issuer {other}, not this record {}",
@@ -486,5 +551,106 @@ impl pb::signer_server::Signer for SignerService {
             .sign_and_audit(key_id, idx, root, id, zone.0, "batch-root")
             .await?;
         Ok(Response::new(out))
+    }
+
+    async fn sign_certificate(
+        &self,
+        req: Request<pb::SignCertificateRequest>,
+    ) -> Result<Response<pb::SignedCertificate>, Status> {
+        let r = req.into_inner();
+        let key_id = self.held_key(&r.key_id)?;
+        if !(1..=MAX_CERTIFICATE_DAYS).contains(&r.days) {
+            return Err(Status::invalid_argument(format!(
+                "days {} is not 1..={MAX_CERTIFICATE_DAYS}",
+                r.days
+            )));
+        }
+        let issuer = verified_issuer(&self.issuers, &r.issuer_record).await?;
+        // Policy (SPEC §21): the issuer's Service Zone names this key for
+        // this host by ca_key_idx.
+        let host = poz::ca::normalize_host(&r.host);
+        let named = poz::ca::ca_keys_for_host(&issuer, &host);
+        let Some(ca) = named.iter().find(|k| k.key.id() == key_id) else {
+            let idx: Vec<String> = named.iter().map(|k| k.key_idx.to_string()).collect();
+            return Err(Status::permission_denied(if idx.is_empty() {
+                format!("the issuer's Service Zone names no CA key for host {host:?}")
+            } else {
+                format!(
+                    "the issuer's Service Zone names key index(es) {} for host {host:?}, not key {key_id}",
+                    idx.join(", ")
+                )
+            }));
+        };
+        let (key_idx, public) = (ca.key_idx, ca.key.clone());
+        let signed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let key = CertificateKey {
+            keys: self.keys.clone(),
+            key_id,
+            public,
+            signed: signed.clone(),
+        };
+        let (spki, days) = (r.subject_public_key_info, u64::from(r.days));
+        let made = tokio::task::spawn_blocking(move || {
+            // Five minutes back for clocks a little behind (as pozctl).
+            let now = std::time::SystemTime::now();
+            let not_before = now - std::time::Duration::from_secs(300);
+            let not_after = now + std::time::Duration::from_secs(days * 86_400);
+            let mut serial = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
+            poz_client::ca::sign_host_cert(
+                Box::new(key),
+                &host,
+                not_before,
+                not_after,
+                &spki,
+                serial,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(format!("certificate task: {e}")))?;
+        use poz_client::ca::IssueError;
+        let made = made.map_err(|e| match e {
+            IssueError::HostName(_) | IssueError::SubjectKey(_) | IssueError::Validity => {
+                Status::invalid_argument(e.to_string())
+            }
+            IssueError::Sign(_) => Status::unavailable(e.to_string()),
+            IssueError::Generate(_) => Status::internal(e.to_string()),
+        })?;
+        let signed = std::mem::take(
+            &mut *signed
+                .lock()
+                .map_err(|_| Status::internal("signature list poisoned"))?,
+        );
+        // The issuer certificate is signed first, then the host's.
+        if signed.len() != 2 {
+            return Err(Status::internal(format!(
+                "expected 2 certificate signatures, made {}",
+                signed.len()
+            )));
+        }
+        let rows: Vec<SignatureAudit> = signed
+            .iter()
+            .zip(["ca-certificate", "certificate"])
+            .map(|((digest, sig), what)| SignatureAudit {
+                key_id,
+                record_id: issuer.id,
+                zone_type: ZoneType::SERVICE.0,
+                what: what.into(),
+                digest: *digest,
+                signature: Signature {
+                    key_idx,
+                    sig_type: SigType::ED25519,
+                    data: sig.to_vec(),
+                }
+                .to_bytes(),
+            })
+            .collect();
+        let ids = self.audit_before_release(&rows).await?;
+        Ok(Response::new(pb::SignedCertificate {
+            certificate: made.cert_der,
+            issuer_certificate: made.issuer_der,
+            audit_id: ids.last().copied().unwrap_or_default(),
+            key_idx: u32::from(key_idx),
+        }))
     }
 }

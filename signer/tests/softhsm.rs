@@ -911,3 +911,269 @@ fn a_spawned_service_dies_with_the_process_that_spawned_it() {
         "poz-signer {pid} outlived the process that spawned it"
     );
 }
+
+/// A provider whose Service Zone names the HSM key by `ca_key_idx` for
+/// host `tls.social.example`, and the software key 13 for
+/// `other.social.example` (POZ-as-CA, SPEC §21). The Service Zone is
+/// delegated to key 13, which signs its entries.
+fn provider_with_hsm_ca_key(hsm: &poz::PublicKey) -> Record {
+    use poz::entries::{Encryption, PoolHost, ServiceEntry, ServiceType, Transport};
+    let k = sample::provider_keys();
+    let mut rec = provider_with_hsm_identity_key(hsm);
+    let mut draft = workflow::draft(&rec, T0 + 3).unwrap();
+    workflow::set_delegation_key(&mut draft, ZoneType::SERVICE, k.zones.public(), 0, 100, 100)
+        .unwrap();
+    workflow::sign_draft(&mut draft, &k.master).unwrap();
+    workflow::apply(&mut draft).unwrap();
+    rec = draft;
+    workflow::set_authority(
+        &mut rec,
+        ZoneType::SERVICE,
+        "",
+        Hash32::ZERO,
+        T0 + 4,
+        &[&k.zones],
+    )
+    .unwrap();
+    let host = |name: &str, ca: u8| PoolHost {
+        hostname: name.into(),
+        port: 443,
+        transport: Transport::TCP,
+        encryption: Encryption::TLS,
+        server_key: None,
+        ca_key_idx: ca,
+        priority: 10,
+        weight: 100,
+    };
+    let hsm_idx = rec.keys.index_of(&hsm.id()).unwrap();
+    let zones_idx = rec.keys.index_of(&k.zones.public().id()).unwrap();
+    let body = ServiceEntry {
+        service_type: ServiceType::REVOCATION,
+        name: "live".into(),
+        pool: vec![
+            host("tls.social.example", hsm_idx),
+            host("other.social.example", zones_idx),
+        ],
+    };
+    let mut e = SignedEntry::new(EntryKind::GRANT, body.to_bytes());
+    let (idx, digest) =
+        workflow::entry_signing_target(&rec, ZoneType::SERVICE, &e, &k.zones.public().id())
+            .unwrap();
+    e.add_signature(k.zones.sign(idx, &digest));
+    workflow::insert_entry(&mut rec, ZoneType::SERVICE, e).unwrap();
+    rec
+}
+
+/// SignCertificate against `svc` holding `key`: the certificate passes the
+/// POZ-as-CA check for its host and carries the host's key; two audit
+/// rows (issuer certificate, host certificate); every refusal signs and
+/// audits nothing.
+async fn certificates_are_signed_within_policy(
+    svc: &SignerService,
+    audit: &Store,
+    key: &poz::PublicKey,
+    rec: &Record,
+) {
+    let host_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ask = |host: &str, spki: Vec<u8>, days: u32, key_id: Hash32| pb::SignCertificateRequest {
+        issuer_record: rec.to_bytes(),
+        host: host.into(),
+        subject_public_key_info: spki,
+        days,
+        key_id: hash(&key_id),
+    };
+    let r = svc
+        .sign_certificate(Request::new(ask(
+            "TLS.social.example.",
+            host_key.public_key_der(),
+            30,
+            key.id(),
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(u32::from(rec.keys.index_of(&key.id()).unwrap()), r.key_idx);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let vk = *key.verify_key().unwrap();
+    poz_client::ca::check_cert(&r.certificate, "tls.social.example", &[vk], now).unwrap();
+    assert_eq!(
+        poz_client::ca::check_cert(&r.certificate, "other.social.example", &[vk], now),
+        Err(poz_client::ca::CaError::WrongHost(
+            "other.social.example".into()
+        ))
+    );
+    // 30 days from now: expired in 31.
+    assert_eq!(
+        poz_client::ca::check_cert(
+            &r.certificate,
+            "tls.social.example",
+            &[vk],
+            now + 31 * 86_400
+        ),
+        Err(poz_client::ca::CaError::Expired)
+    );
+    {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, c) = X509Certificate::from_der(&r.certificate).unwrap();
+        assert_eq!(c.public_key().raw, host_key.public_key_der());
+    }
+    let rows = audit.signature_audit(&rec.id()).await.unwrap();
+    // One row each (the log orders rows of one commit by their IDs, not
+    // by signing order).
+    let row = |what: &str| {
+        let mut found = rows.iter().filter(|(_, row)| row.what == what);
+        let one = found
+            .next()
+            .unwrap_or_else(|| panic!("no {what} row: {rows:?}"));
+        assert!(found.next().is_none(), "two {what} rows: {rows:?}");
+        one
+    };
+    let certs = [row("ca-certificate"), row("certificate")];
+    assert_eq!(certs[1].0, r.audit_id);
+    for (_, row) in &certs {
+        assert_eq!(row.key_id, key.id());
+        assert_eq!(row.zone_type, ZoneType::SERVICE.0);
+    }
+    // The host certificate's row: SHA3-256 of its TBSCertificate, and
+    // the certificate's own signature.
+    {
+        use sha3::Digest;
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, c) = X509Certificate::from_der(&r.certificate).unwrap();
+        let tbs: [u8; 32] = sha3::Sha3_256::digest(c.tbs_certificate.as_ref()).into();
+        assert_eq!(certs[1].1.digest, Hash32(tbs));
+        let sig = poz::keys::Signature::from_bytes(&certs[1].1.signature).unwrap();
+        assert_eq!(sig.data, c.signature_value.data.to_vec());
+    }
+
+    // Refusals: nothing signed, nothing audited.
+    let zones = sample::provider_keys().zones.public().id();
+    let refusals = [
+        (
+            ask(
+                "nowhere.social.example",
+                host_key.public_key_der(),
+                30,
+                key.id(),
+            ),
+            Code::PermissionDenied,
+            "names no CA key",
+        ),
+        (
+            ask(
+                "other.social.example",
+                host_key.public_key_der(),
+                30,
+                key.id(),
+            ),
+            Code::PermissionDenied,
+            "not key",
+        ),
+        (
+            ask("127.0.0.1", host_key.public_key_der(), 30, key.id()),
+            Code::PermissionDenied,
+            "names no CA key",
+        ),
+        (
+            ask("tls.social.example", host_key.public_key_der(), 0, key.id()),
+            Code::InvalidArgument,
+            "days 0",
+        ),
+        (
+            ask(
+                "tls.social.example",
+                host_key.public_key_der(),
+                826,
+                key.id(),
+            ),
+            Code::InvalidArgument,
+            "days 826",
+        ),
+        (
+            ask(
+                "tls.social.example",
+                vec![0x30, 0x03, 1, 2, 3],
+                30,
+                key.id(),
+            ),
+            Code::InvalidArgument,
+            "public key is refused",
+        ),
+        (
+            ask("tls.social.example", host_key.public_key_der(), 30, zones),
+            Code::NotFound,
+            "not held",
+        ),
+    ];
+    for (req, code, says) in refusals {
+        let host = req.host.clone();
+        let e = svc.sign_certificate(Request::new(req)).await.unwrap_err();
+        assert_eq!(e.code(), code, "{host}: {e:?}");
+        assert!(e.message().contains(says), "{host}: {}", e.message());
+    }
+    let mut trailing = host_key.public_key_der();
+    trailing.push(0);
+    let e = svc
+        .sign_certificate(Request::new(ask(
+            "tls.social.example",
+            trailing,
+            30,
+            key.id(),
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut tampered = rec.to_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let e = svc
+        .sign_certificate(Request::new(pb::SignCertificateRequest {
+            issuer_record: tampered,
+            ..ask(
+                "tls.social.example",
+                host_key.public_key_der(),
+                30,
+                key.id(),
+            )
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::InvalidArgument | Code::FailedPrecondition),
+        "{e:?}"
+    );
+    assert_eq!(
+        audit.signature_audit(&rec.id()).await.unwrap().len(),
+        rows.len()
+    );
+}
+
+/// POZ-as-CA through the signer with the key inside SoftHSM2 (CKM_EDDSA
+/// over the TBSCertificate).
+#[tokio::test]
+async fn a_certificate_is_signed_by_the_hsm_key_the_service_zone_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fresh_token(dir.path());
+    let hsm = Arc::new(token_with_keys(&cfg, &["ca-hsm"]));
+    let key = hsm.keys()[0].public.clone();
+    let audit = audit_store(dir.path()).await;
+    let svc = SignerService::new(hsm.clone(), audit_log(dir.path()).await);
+    let rec = provider_with_hsm_ca_key(&key);
+    certificates_are_signed_within_policy(&svc, &audit, &key, &rec).await;
+}
+
+/// The same with a software key (the embedded default's key store).
+#[tokio::test]
+async fn a_certificate_is_signed_by_a_software_key_the_service_zone_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let soft = poz::SigningKey::from_seed(&[0x5c; 32]);
+    let key = soft.public();
+    let keys = Arc::new(poz_signer::SoftwareKeyStore::new(vec![("ca".into(), soft)]));
+    let audit = audit_store(dir.path()).await;
+    let svc = SignerService::new(keys, audit_log(dir.path()).await);
+    let rec = provider_with_hsm_ca_key(&key);
+    certificates_are_signed_within_policy(&svc, &audit, &key, &rec).await;
+}

@@ -9,6 +9,7 @@
 
 use poz::ca::{ca_keys, normalize_host};
 use poz::ed25519::VerifyKey;
+use poz::keys::PublicKey;
 use poz::{SigningKey, VerifiedRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,10 @@ pub enum IssueError {
     HostName(String),
     #[error("the validity window is empty or out of range")]
     Validity,
+    #[error("the host's public key is refused: {0}")]
+    SubjectKey(String),
+    #[error("the record key could not sign: {0}")]
+    Sign(String),
     #[error("certificate generation failed: {0}")]
     Generate(String),
 }
@@ -119,8 +124,8 @@ fn ed25519_pkcs8(key: &SigningKey) -> Vec<u8> {
 }
 
 /// The issuer's distinguished name: `CN=POZ CA <key ID hex>`.
-pub fn issuer_name(key: &SigningKey) -> String {
-    format!("POZ CA {}", hex::encode(key.public().id().0))
+pub fn issuer_name(key: &PublicKey) -> String {
+    format!("POZ CA {}", hex::encode(key.id().0))
 }
 
 /// Makes a certificate for `host`, valid from `not_before` to `not_after`,
@@ -157,14 +162,189 @@ pub fn issue_host_cert_with(
     issue(ca, host, not_before, not_after, host_key, serial)
 }
 
+/// A record key whose private half signs elsewhere (an HSM behind the
+/// signer service): its public key, and PureEd25519 over a whole message
+/// (RFC 8032; RFC 8410 for X.509), here a TBSCertificate's DER.
+pub trait RemoteCaKey: Send + Sync + 'static {
+    /// The record key (Ed25519).
+    fn public(&self) -> &PublicKey;
+    /// The 64-byte signature of `message`, or why the key store could not
+    /// sign (said in [`IssueError::Sign`]).
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], String>;
+}
+
+/// rcgen's view of a [`RemoteCaKey`].
+struct Remote(Box<dyn RemoteCaKey>);
+
+impl rcgen::RemoteKeyPair for Remote {
+    fn public_key(&self) -> &[u8] {
+        self.0.public().bytes()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0
+            .sign(msg)
+            .map(|s| s.to_vec())
+            // rcgen has no variant for a signer's own failure; the text
+            // is kept by the caller (see `sign_host_cert`).
+            .map_err(|_| rcgen::Error::RemoteKeyError)
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ED25519
+    }
+}
+
+/// A host's public key from its SubjectPublicKeyInfo (DER), as rcgen
+/// writes it into the certificate.
+struct SubjectKey {
+    alg: &'static rcgen::SignatureAlgorithm,
+    raw: Vec<u8>,
+}
+
+impl rcgen::PublicKeyData for SubjectKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+    fn algorithm(&self) -> &rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
+impl SubjectKey {
+    /// Ed25519, ECDSA P-256 or P-384 keys; nothing else (SPEC §21).
+    fn from_spki_der(der: &[u8]) -> Result<SubjectKey, IssueError> {
+        use x509_parser::oid_registry::{
+            OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
+        };
+        use x509_parser::x509::SubjectPublicKeyInfo;
+        let bad = |why: &str| IssueError::SubjectKey(why.to_string());
+        let (rest, spki) =
+            SubjectPublicKeyInfo::from_der(der).map_err(|_| bad("not a SubjectPublicKeyInfo"))?;
+        if !rest.is_empty() {
+            return Err(bad("trailing bytes after the SubjectPublicKeyInfo"));
+        }
+        let raw = spki.subject_public_key.data.to_vec();
+        let alg = &spki.algorithm;
+        let curve = alg.parameters.as_ref().and_then(|p| p.as_oid().ok());
+        let (alg, len) = if alg.algorithm == OID_SIG_ED25519 {
+            (&rcgen::PKCS_ED25519, 32)
+        } else if alg.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY && curve == Some(OID_EC_P256) {
+            (&rcgen::PKCS_ECDSA_P256_SHA256, 65)
+        } else if alg.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY && curve == Some(OID_NIST_EC_P384) {
+            (&rcgen::PKCS_ECDSA_P384_SHA384, 97)
+        } else {
+            return Err(bad("the key is not Ed25519, ECDSA P-256 or ECDSA P-384"));
+        };
+        if raw.len() != len || (len != 32 && raw[0] != 0x04) {
+            return Err(bad("the key's length or point encoding is wrong"));
+        }
+        Ok(SubjectKey { alg, raw })
+    }
+}
+
+/// A certificate a remote record key signed for a host's own key.
+pub struct SignedHostCert {
+    /// The host's end-entity certificate (DER, and PEM).
+    pub cert_der: Vec<u8>,
+    pub cert_pem: String,
+    /// The record key's self-signed issuer certificate (informative, as
+    /// in [`HostCert::issuer_der`]).
+    pub issuer_der: Vec<u8>,
+}
+
+/// The SPEC §21 profile for a host key the caller already has (given as
+/// its SubjectPublicKeyInfo, DER), signed by a record key held elsewhere:
+/// the signer service's path, where the host's private key never leaves
+/// the host. The key signs twice: the issuer certificate, then the
+/// host's. Errors: [`IssueError::HostName`], [`IssueError::Validity`],
+/// [`IssueError::SubjectKey`], [`IssueError::Sign`] (the key store
+/// failed; its text kept), [`IssueError::Generate`].
+pub fn sign_host_cert(
+    ca: Box<dyn RemoteCaKey>,
+    host: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    subject_spki_der: &[u8],
+    serial: [u8; 16],
+) -> Result<SignedHostCert, IssueError> {
+    let subject = SubjectKey::from_spki_der(subject_spki_der)?;
+    let issuer = issuer_name(ca.public());
+    // rcgen reports a remote signer's failure without its text: keep it.
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    struct Keeping {
+        ca: Box<dyn RemoteCaKey>,
+        failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    }
+    impl RemoteCaKey for Keeping {
+        fn public(&self) -> &PublicKey {
+            self.ca.public()
+        }
+        fn sign(&self, message: &[u8]) -> Result<[u8; 64], String> {
+            self.ca.sign(message).inspect_err(|e| {
+                if let Ok(mut f) = self.failed.lock() {
+                    *f = Some(e.clone());
+                }
+            })
+        }
+    }
+    let key = rcgen::KeyPair::from_remote(Box::new(Remote(Box::new(Keeping {
+        ca,
+        failed: failed.clone(),
+    }))))
+    .map_err(|e| IssueError::Generate(e.to_string()))?;
+    profile(&key, issuer, host, not_before, not_after, &subject, serial).map_err(|e| {
+        match failed.lock().ok().and_then(|mut f| f.take()) {
+            Some(why) => IssueError::Sign(why),
+            None => e,
+        }
+    })
+}
+
 fn issue(
     ca: &SigningKey,
     host: &str,
     not_before: SystemTime,
     not_after: SystemTime,
     host_key: rcgen::KeyPair,
-    mut serial: [u8; 16],
+    serial: [u8; 16],
 ) -> Result<HostCert, IssueError> {
+    let pkcs8 = ed25519_pkcs8(ca);
+    let ca_key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
+        &rcgen::PKCS_ED25519,
+    )
+    .map_err(|e| IssueError::Generate(e.to_string()))?;
+    let signed = profile(
+        &ca_key,
+        issuer_name(&ca.public()),
+        host,
+        not_before,
+        not_after,
+        &host_key,
+        serial,
+    )?;
+    Ok(HostCert {
+        cert_der: signed.cert_der,
+        cert_pem: signed.cert_pem,
+        key_der: host_key.serialize_der(),
+        key_pem: host_key.serialize_pem(),
+        issuer_der: signed.issuer_der,
+    })
+}
+
+/// The one certificate profile (SPEC §21): issuer `CN=POZ CA <key ID>`,
+/// a CA certificate constrained to path length 0, self-signed by `ca`;
+/// the host's certificate: CN and one DNS SAN = the host (lower case, no
+/// trailing dot; never an IP address), not a CA, digitalSignature,
+/// serverAuth, an authority key identifier, the serial's top bit cleared.
+fn profile(
+    ca: &rcgen::KeyPair,
+    issuer: String,
+    host: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    subject: &impl rcgen::PublicKeyData,
+    mut serial: [u8; 16],
+) -> Result<SignedHostCert, IssueError> {
     let host = normalize_host(host);
     let dns =
         rcgen::Ia5String::try_from(host.clone()).map_err(|_| IssueError::HostName(host.clone()))?;
@@ -175,19 +355,13 @@ fn issue(
         return Err(IssueError::Validity);
     }
     let g = |e: rcgen::Error| IssueError::Generate(e.to_string());
-    let pkcs8 = ed25519_pkcs8(ca);
-    let ca_key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-        &rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
-        &rcgen::PKCS_ED25519,
-    )
-    .map_err(g)?;
     let mut ca_params = rcgen::CertificateParams::default();
     ca_params.distinguished_name = rcgen::DistinguishedName::new();
     ca_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, issuer_name(ca));
+        .push(rcgen::DnType::CommonName, issuer);
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(g)?;
+    let ca_cert = ca_params.self_signed(ca).map_err(g)?;
 
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
@@ -202,12 +376,10 @@ fn issue(
     p.use_authority_key_identifier_extension = true;
     serial[0] &= 0x7f;
     p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-    let cert = p.signed_by(&host_key, &ca_cert, &ca_key).map_err(g)?;
-    Ok(HostCert {
+    let cert = p.signed_by(subject, &ca_cert, ca).map_err(g)?;
+    Ok(SignedHostCert {
         cert_der: cert.der().to_vec(),
         cert_pem: cert.pem(),
-        key_der: host_key.serialize_der(),
-        key_pem: host_key.serialize_pem(),
         issuer_der: ca_cert.der().to_vec(),
     })
 }

@@ -336,6 +336,7 @@ impl Client {
         s.write_all(&length_prefixed(&first)).await.map_err(io)?;
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut answered = false;
         loop {
             while let Some((msg, used)) = split_message(&buf) {
                 let done = session.read_message(msg).map_err(noise)?;
@@ -346,11 +347,22 @@ impl Client {
             }
             let n = s.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
+                // Nothing at all came back: a Noise NK server closes a
+                // first message it cannot decrypt, which is what a message
+                // encrypted to another server's key looks like to it.
+                let detail = if answered {
+                    "connection closed before the response was complete"
+                } else {
+                    "connection closed without a reply to the Noise handshake \
+                     (a server does that to a first message encrypted to another key: \
+                     is the server key given for it its own?)"
+                };
                 return Err(ClientError::Malformed {
                     addr,
-                    detail: "connection closed before the response was complete".into(),
+                    detail: detail.into(),
                 });
             }
+            answered = true;
             buf.extend_from_slice(&chunk[..n]);
         }
     }

@@ -141,8 +141,10 @@ async fn requiring_the_public_pki_too_needs_a_chain_to_a_public_root() {
     let (root, root_key) = public_root();
     let mut ip = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ip.distinguished_name = rcgen::DistinguishedName::new();
-    ip.distinguished_name
-        .push(rcgen::DnType::CommonName, issuer_name(&sample::key(10)));
+    ip.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        issuer_name(&sample::key(10).public()),
+    );
     ip.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     ip.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
     let intermediate = ip

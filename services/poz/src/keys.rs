@@ -367,6 +367,13 @@ impl SigningKey {
         self.inner.verifying_key()
     }
 
+    /// PureEd25519 (RFC 8032) over a whole message: only for formats that
+    /// sign their own bytes, X.509 for POZ-as-CA (SPEC §21, RFC 8410).
+    /// POZ's own signatures are over tagged digests ([`Self::sign`]).
+    pub fn sign_message(&self, message: &[u8]) -> [u8; 64] {
+        self.inner.sign(message).to_bytes()
+    }
+
     /// Signs a tagged digest, naming the signer by its index in the record.
     pub fn sign(&self, key_idx: u8, digest: &Hash32) -> Signature {
         Signature {

@@ -152,16 +152,17 @@ pub fn unreachable(status: &tonic::Status) -> anyhow::Error {
 /// certificate: a connection closed before any answer is also what a
 /// server does when it rejects the certificate and its reset overtakes
 /// the TLS alert, so the words say both.
+/// The words name the endpoint (`URL could not be reached: …`).
 pub fn unreached(url: &str, status: &tonic::Status) -> anyhow::Error {
     let e = unreachable(status);
     if url.starts_with("https://") && status.code() != tonic::Code::Unavailable {
-        return e.context(
-            "the connection closed before the server answered: if the server is up, it \
+        return e.context(format!(
+            "{url}: the connection closed before the server answered: if the server is up, it \
              may have rejected this client's certificate (is --tls-cert issued by the CA \
-             the server trusts, unexpired, for client authentication?)",
-        );
+             the server trusts, unexpired, for client authentication?)"
+        ));
     }
-    e
+    e.context(format!("{url} could not be reached"))
 }
 
 /// The alerts a TLS server sends when it rejects the client's

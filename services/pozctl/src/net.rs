@@ -293,7 +293,7 @@ pub(crate) fn pin_of(t: &Target, found: Option<poz::Hash32>) -> Result<Option<Pi
     Ok(match (t.record_id, found) {
         (Some(given), Some(d)) if given != d => {
             return Err(crate::cmd::refuse(format!(
-                "--record-id {given} is not the record {d} that discovery pins"
+                "--record-id {given} is not the record this domain's discovery (DNS TXT or .well-known/poz) names, {d}: give that ID, or leave --record-id out"
             )))
         }
         (Some(id), _) => Some(Pin {

@@ -219,6 +219,23 @@ pub fn time(ms: u64) -> String {
     )
 }
 
+/// A binding request's state and SUBMIT_STATUS message in words (SPEC
+/// §14.5's table): a provider's refusal (`refused: REASON`) is said once,
+/// a rule's name says the handle could not be issued.
+pub fn decision(state: poz::wire::SubmissionState, message: &str) -> String {
+    use poz::wire::SubmissionState as S;
+    match state {
+        S::REFUSED => match message.strip_prefix("refused: ") {
+            Some(reason) => format!("refused by the provider: {reason}"),
+            None if message.starts_with("expired: ") => message.to_string(),
+            None if message.is_empty() => "refused".into(),
+            None => format!("refused: the handle could not be issued: {message}"),
+        },
+        _ if message.is_empty() => state.to_string(),
+        _ => format!("{state}: {message}"),
+    }
+}
+
 pub fn record_text(rec: &Record) -> String {
     let j = record_json(rec);
     let m = &rec.master;

@@ -7,6 +7,8 @@
 
 use poz::private::{KdfParams, KeyFile};
 use poz::Codec;
+
+mod fleet;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -30,28 +32,8 @@ fn key_file(dir: &Path, seed: u8) -> String {
     p.to_str().unwrap().to_owned()
 }
 
-fn pem_der(pem: &str) -> Vec<u8> {
-    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    // A small base64 decoder keeps the test free of another dependency.
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in b64.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+fn pem_der(text: &str) -> Vec<u8> {
+    pem::parse(text).unwrap().into_contents()
 }
 
 #[test]
@@ -154,4 +136,129 @@ fn issue_for_the_named_key_and_refuse_the_rest() {
         &path("d.key"),
     );
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// `pozctl cert issue --api`: the provider's certificate signed by its
+/// signer through the Provider API (IssueCertificate → SignCertificate),
+/// audited; the host key is made by pozctl and never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_certificate_is_issued_through_its_signer() {
+    let d = tempfile::tempdir().unwrap();
+    let provider = poz::sample::provider().unwrap();
+    let k = poz::sample::provider_keys();
+    // Key 10 (the master key) is the CA key the Service Zone names for
+    // revoke.social.example and mx.social.example (ca_key_idx 0).
+    let (store, id, f) = fleet::fleet_of(
+        d.path(),
+        &provider,
+        vec![("master".into(), k.master), ("device-a".into(), k.device_a)],
+    )
+    .await;
+    let path = |n: &str| d.path().join(n).to_str().unwrap().to_owned();
+    let api = f.provider_api.clone();
+    let issue = move |host: &str, days: &str, crt: String, key: String| {
+        let args: Vec<String> = [
+            "cert",
+            "issue",
+            "--api",
+            &api,
+            "--host",
+            host,
+            "--days",
+            days,
+            "--out-cert",
+            &crt,
+            "--out-key",
+            &key,
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            pozctl(&a)
+        })
+    };
+    let o = issue("Revoke.Social.Example.", "30", path("h.crt"), path("h.key"))
+        .await
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["host"], "revoke.social.example");
+    assert_eq!(out["ca_key_idx"], 0);
+    let der = pem_der(&std::fs::read_to_string(path("h.crt")).unwrap());
+    let vr = poz::verify::verify_and_accept(provider.clone()).unwrap();
+    let v = poz_client::ca::PozCaVerifier::new(&vr);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let keys = v.keys_for("revoke.social.example");
+    assert_eq!(
+        poz_client::ca::check_cert(&der, "revoke.social.example", keys, now),
+        Ok(())
+    );
+    // The key pozctl wrote (0600) is the certificate's.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path("h.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let host_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(path("h.key")).unwrap()).unwrap();
+    {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        assert_eq!(c.public_key().raw, host_key.public_key_der());
+    }
+    // The signer audited both signatures under the provider's record.
+    let rows = store.signature_audit(&id).await.unwrap();
+    let mut whats: Vec<(&str, u64)> = rows.iter().map(|(i, r)| (r.what.as_str(), *i)).collect();
+    whats.sort();
+    assert_eq!(whats[0].0, "ca-certificate");
+    assert_eq!(whats[1].0, "certificate");
+    assert_eq!(whats.len(), 2);
+    assert_eq!(out["audit_id"], whats[1].1);
+
+    // feed.social.example names no CA key: refused (exit 1), nothing
+    // written, nothing signed.
+    let o = issue("feed.social.example", "30", path("f.crt"), path("f.key"))
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("names no CA key"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!Path::new(&path("f.key")).exists());
+    // An IP address is never a certificate's host.
+    let o = issue("127.0.0.1", "30", path("i.crt"), path("i.key"))
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert_eq!(store.signature_audit(&id).await.unwrap().len(), 2);
+    // --api and --record/--key are one or the other.
+    let o = pozctl(&[
+        "cert",
+        "issue",
+        "--api",
+        &f.provider_api,
+        "--record",
+        &path("r.poz"),
+        "--host",
+        "revoke.social.example",
+        "--out-cert",
+        &path("x.crt"),
+        "--out-key",
+        &path("x.key"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
 }

@@ -7,54 +7,35 @@
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 use poz_client::{Client, ClientConfig, Endpoint, Security};
-use poz_testkit::ServiceProcess;
+use poz_testkit::{PozdBanner, ServiceProcess};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LINES: u64 = 20_000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running pozd: the process, its record ID and Provider API address.
+/// A running pozd: the process and what its banner said.
 struct Pozd {
     process: ServiceProcess,
-    record_id: String,
-    api: String,
+    banner: PozdBanner,
 }
 
-fn start(bin: &Path, data: &Path, plain: u16) -> Pozd {
+/// pozd on `ports` (plain, noise, submit; 0 at first start: free ports,
+/// read back from the banner for the restart).
+fn start(bin: &Path, data: &Path, ports: [u16; 3]) -> Pozd {
     let mut cmd = Command::new(bin);
     cmd.arg("--data")
         .arg(data)
-        .args(["--plain", &format!("127.0.0.1:{plain}")])
-        .args(["--noise", &format!("127.0.0.1:{}", free_port())])
-        .args(["--submit", &format!("127.0.0.1:{}", free_port())])
+        .args(["--plain", &format!("127.0.0.1:{}", ports[0])])
+        .args(["--noise", &format!("127.0.0.1:{}", ports[1])])
+        .args(["--submit", &format!("127.0.0.1:{}", ports[2])])
         .args(["--cache-ttl-ms", "0"]);
     let process = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
         line.contains("--noise-key")
     });
-    let (mut record_id, mut api) = (String::new(), String::new());
-    for line in process.printed() {
-        if let Some(rest) = line.split("(record ").nth(1) {
-            record_id = rest.split(')').next().unwrap().to_string();
-        }
-        if let Some(rest) = line.trim().strip_prefix("Provider API") {
-            api = rest.split_whitespace().next().unwrap().to_string();
-        }
-    }
-    assert!(!record_id.is_empty() && api.starts_with("http"), "{api}");
-    Pozd {
-        process,
-        record_id,
-        api,
-    }
+    let banner = PozdBanner::parse(process.printed());
+    assert!(banner.api.starts_with("http"), "{banner:?}");
+    Pozd { process, banner }
 }
 
 fn import(pozctl: &Path, csv: &Path, api: &str) -> std::process::Child {
@@ -82,9 +63,13 @@ async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
     }
     std::fs::write(&csv, &text).unwrap();
 
-    let plain = free_port();
-    let mut pozd = start(&pozd_bin, &data, plain);
-    let running = import(&pozctl, &csv, &pozd.api);
+    let mut pozd = start(&pozd_bin, &data, [0, 0, 0]);
+    let ports = [
+        pozd.banner.plain.port(),
+        pozd.banner.noise.port(),
+        pozd.banner.submit.port(),
+    ];
+    let running = import(&pozctl, &csv, &pozd.banner.api);
     // Wait until the first lines are served (committed), then kill pozd:
     // the import is cut off mid-stream.
     let c = Client::new(ClientConfig {
@@ -92,7 +77,7 @@ async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
         ..ClientConfig::default()
     });
     let ep = [Endpoint {
-        addr: format!("127.0.0.1:{plain}").parse().unwrap(),
+        addr: pozd.banner.plain,
         security: Security::Plain,
     }];
     let until = Instant::now() + Duration::from_secs(120);
@@ -109,7 +94,7 @@ async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
     assert!(
         stderr.contains(&format!(
             "the connection to the Provider API at {} was lost",
-            pozd.api
+            pozd.banner.api
         )),
         "{stderr}"
     );
@@ -128,9 +113,9 @@ async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
     assert!(reported < LINES, "{stderr}");
 
     // The same command against the restarted server resumes and ends.
-    let mut pozd = start(&pozd_bin, &data, plain);
+    let mut pozd = start(&pozd_bin, &data, ports);
     let out = tokio::task::spawn_blocking({
-        let (pozctl, csv, api) = (pozctl.clone(), csv.clone(), pozd.api.clone());
+        let (pozctl, csv, api) = (pozctl.clone(), csv.clone(), pozd.banner.api.clone());
         move || import(&pozctl, &csv, &api).wait_with_output().unwrap()
     })
     .await
@@ -142,7 +127,7 @@ async fn an_import_cut_off_by_the_server_says_so_and_the_rerun_resumes() {
         "{out:?}"
     );
     // Nothing issued twice: the demo's three bindings and one per line.
-    let id = poz::Hash32::from_hex(&pozd.record_id).unwrap();
+    let id = poz::Hash32::from_hex(&pozd.banner.record_id).unwrap();
     // Closing its stdin stops pozd (it was spawned tied to this process).
     pozd.process.close_stdin();
     let store = poz_store::Store::open(

@@ -5,23 +5,16 @@
 //! with the workspace; deploy/test.sh builds everything before testing.)
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
-use poz_testkit::ServiceProcess;
+use poz_testkit::{PozdBanner, ServiceProcess};
 use std::path::PathBuf;
 use std::process::Command;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Pozd {
     process: ServiceProcess,
     printed: Vec<String>,
 }
 
+/// pozd on `ports` (plain, noise, submit; 0: a free port).
 fn start(bin: &std::path::Path, data: &std::path::Path, ports: (u16, u16, u16)) -> Pozd {
     let (plain, noise, submit) = ports;
     // Tied to this process: pozd exits when the test ends however it ends
@@ -61,8 +54,13 @@ fn pozd_serves_its_demo_provider_to_the_printed_pozctl_commands() {
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (plain, noise, submit) = (free_port(), free_port(), free_port());
-    let p = start(&pozd, &data, (plain, noise, submit));
+    let p = start(&pozd, &data, (0, 0, 0));
+    let banner = PozdBanner::parse(&p.printed);
+    let (plain, noise, submit) = (
+        banner.plain.port(),
+        banner.noise.port(),
+        banner.submit.port(),
+    );
     let serving = p.printed[0].clone();
     assert!(
         serving.starts_with("pozd: serving demo.example (record "),
@@ -105,8 +103,14 @@ fn pozd_serves_its_demo_provider_to_the_printed_pozctl_commands() {
     );
     stop(p);
 
-    // A restart serves the same record from the same data.
-    let p = start(&pozd, &data, (plain, noise, submit));
+    // A restart serves the same record from the same data; port 0 takes
+    // the ports the first start chose (the record names them).
+    let p = start(&pozd, &data, (0, 0, 0));
+    let again = PozdBanner::parse(&p.printed);
+    assert_eq!(
+        (again.plain.port(), again.noise.port(), again.submit.port()),
+        (plain, noise, submit)
+    );
     assert_eq!(p.printed[0], serving);
     let id = serving
         .split("(record ")

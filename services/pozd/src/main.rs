@@ -35,13 +35,16 @@ struct Args {
     /// Where the store, the keys and the demo record live.
     #[arg(long, default_value = "pozd-data", env = "POZD_DATA")]
     data: PathBuf,
-    /// Plaintext lookups (7074).
+    /// Plaintext lookups (7074). Port 0: a free port at first start, the same
+    /// port again on later starts (the demo record names it).
     #[arg(long, default_value = "127.0.0.1:7074", env = "POZD_PLAIN")]
     plain: SocketAddr,
-    /// Noise NK lookups (7075).
+    /// Noise NK lookups (7075). Port 0: a free port at first start, the same
+    /// port again on later starts (the demo record names it).
     #[arg(long, default_value = "127.0.0.1:7075", env = "POZD_NOISE")]
     noise: SocketAddr,
-    /// Noise NK submissions (7076).
+    /// Noise NK submissions (7076). Port 0: a free port at first start, the same
+    /// port again on later starts (the demo record names it).
     #[arg(long, default_value = "127.0.0.1:7076", env = "POZD_SUBMIT")]
     submit: SocketAddr,
     /// How long the query gateway reuses an answer (0: never).
@@ -74,6 +77,47 @@ struct Args {
     metrics_listen: Option<SocketAddr>,
 }
 
+/// The addresses pozd's three listeners are bound to (a port 0 given on
+/// the command line resolved to the port the kernel chose).
+struct BoundPorts {
+    plain: SocketAddr,
+    noise: SocketAddr,
+    submit: SocketAddr,
+}
+
+/// Where the first start keeps the addresses its demo record names
+/// (`plain ADDR`, `noise ADDR`, `submit ADDR`, one per line).
+const PORTS_FILE: &str = "ports";
+
+impl BoundPorts {
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(
+            path,
+            format!(
+                "plain {}\nnoise {}\nsubmit {}\n",
+                self.plain, self.noise, self.submit
+            ),
+        )
+    }
+
+    /// The first start's addresses; `None` for data made before this
+    /// file existed, or a file that does not read (port 0 is then a free
+    /// port again).
+    fn read(path: &Path) -> Option<BoundPorts> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let addr = |name: &str| -> Option<SocketAddr> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|a| a.trim().parse().ok())
+        };
+        Some(BoundPorts {
+            plain: addr("plain")?,
+            noise: addr("noise")?,
+            submit: addr("submit")?,
+        })
+    }
+}
+
 const DEMO_USERS: [&str; 3] = ["alice", "bob", "carol"];
 const KEY_LABELS: [&str; 3] = ["master-1", "identity-1", "service-1"];
 
@@ -98,7 +142,7 @@ fn store_url(dir: &Path) -> String {
 /// The first start: everything is made in `DIR.init` and renamed to `DIR`
 /// at the end, so a start that dies half-way leaves nothing that looks
 /// finished.
-async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
+async fn initialise(dir: &Path, args: &Args, bound: &BoundPorts) -> anyhow::Result<()> {
     let tmp = dir.with_extension("init");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
@@ -134,23 +178,23 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
         service_keys: vec!["service-1".into()],
         query_hosts: vec![
             HostPlan {
-                hostname: args.plain.ip().to_string(),
-                port: args.plain.port(),
+                hostname: bound.plain.ip().to_string(),
+                port: bound.plain.port(),
                 noise: false,
                 priority: 20,
                 weight: 100,
             },
             HostPlan {
-                hostname: args.noise.ip().to_string(),
-                port: args.noise.port(),
+                hostname: bound.noise.ip().to_string(),
+                port: bound.noise.port(),
                 noise: true,
                 priority: 10,
                 weight: 100,
             },
         ],
         submit_hosts: vec![HostPlan {
-            hostname: args.submit.ip().to_string(),
-            port: args.submit.port(),
+            hostname: bound.submit.ip().to_string(),
+            port: bound.submit.port(),
             noise: true,
             priority: 10,
             weight: 100,
@@ -159,7 +203,7 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let done = poz_signer::ceremony::run(&held, &plan, now_ms())?;
     // One Noise key per Noise gateway, as the ceremony made them.
     for (_, port, kp) in &done.noise_keys {
-        let name = if *port == args.submit.port() {
+        let name = if *port == bound.submit.port() {
             "submit-noise.key"
         } else {
             "noise.key"
@@ -210,6 +254,7 @@ async fn initialise(dir: &Path, args: &Args) -> anyhow::Result<()> {
         .put_entries(&id, ZoneType::IDENTITY, &entries, "pozd-init-bindings")
         .await?;
     store.close().await;
+    bound.write(&tmp.join(PORTS_FILE))?;
     std::fs::write(tmp.join("record.id"), id.to_hex())?;
     std::fs::rename(&tmp, dir)
         .with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;
@@ -224,6 +269,29 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = poz_kit::telemetry::init("pozd", args.log_json)?;
     let dir = args.data.clone();
     let fresh = !dir.join("record.id").exists();
+    // The ports are bound before anything else, so that port 0 (a free
+    // port, as tests ask for) is known when the first start writes the
+    // demo record's Service Zone, and a port in use fails before any work.
+    // A later start given port 0 takes the port the first start chose:
+    // the demo record's Service Zone names it.
+    let first: Option<BoundPorts> = if fresh {
+        None
+    } else {
+        BoundPorts::read(&dir.join(PORTS_FILE))
+    };
+    let wanted = |given: SocketAddr, was: Option<SocketAddr>| match (given.port(), was) {
+        (0, Some(was)) => SocketAddr::new(given.ip(), was.port()).to_string(),
+        _ => given.to_string(),
+    };
+    let plain_port = poz_edge::bind(&wanted(args.plain, first.as_ref().map(|b| b.plain))).await?;
+    let noise_port = poz_edge::bind(&wanted(args.noise, first.as_ref().map(|b| b.noise))).await?;
+    let submit_port =
+        poz_edge::bind(&wanted(args.submit, first.as_ref().map(|b| b.submit))).await?;
+    let bound = BoundPorts {
+        plain: poz_edge::local_addr(&plain_port, "--plain")?,
+        noise: poz_edge::local_addr(&noise_port, "--noise")?,
+        submit: poz_edge::local_addr(&submit_port, "--submit")?,
+    };
     if fresh {
         if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
             bail!(
@@ -235,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
             std::fs::remove_dir(&dir)?;
         }
         tracing::info!(dir = %dir.display(), domain = %args.domain, "first start: creating the demo provider");
-        initialise(&dir, &args).await?;
+        initialise(&dir, &args, &bound).await?;
     }
     let id = Hash32::from_hex(std::fs::read_to_string(dir.join("record.id"))?.trim())
         .context("record.id is not a record ID")?;
@@ -275,8 +343,8 @@ async fn main() -> anyhow::Result<()> {
         ..EdgeConfig::default()
     };
     let query = poz_query_gw::Config {
-        listen_plain: args.plain.to_string(),
-        listen_noise: args.noise.to_string(),
+        listen_plain: bound.plain.to_string(),
+        listen_noise: bound.noise.to_string(),
         store: fleet.store.clone(),
         cache_ttl_ms: args.cache_ttl_ms,
         edge: edge.clone(),
@@ -285,7 +353,7 @@ async fn main() -> anyhow::Result<()> {
     // By default the demo provider issues a binding to anyone who proves
     // they hold the record it names and asks for a free handle.
     let submit = poz_submit_gw::Config {
-        listen: args.submit.to_string(),
+        listen: bound.submit.to_string(),
         store: fleet.store.clone(),
         verifier: fleet.verifier.clone(),
         binding_requests: args.binding_requests.clone(),
@@ -315,11 +383,14 @@ async fn main() -> anyhow::Result<()> {
     let guard = Guard::start(&query.edge)?;
     let lookups = poz_query_gw::edge(&query, &guard)?;
     let submissions = poz_submit_gw::edge(&submit, &guard)?;
-    let query_ports = poz_query_gw::Listeners::bind(&query).await?;
-    let submit_ports = poz_submit_gw::Listeners::bind(&submit).await?;
-    let plain_addr = poz_edge::local_addr(&query_ports.plain, "--plain")?;
-    let noise_addr = poz_edge::local_addr(&query_ports.noise, "--noise")?;
-    let submit_addr = poz_edge::local_addr(&submit_ports.submit, "--submit")?;
+    let query_ports = poz_query_gw::Listeners {
+        plain: plain_port,
+        noise: noise_port,
+    };
+    let submit_ports = poz_submit_gw::Listeners {
+        submit: submit_port,
+    };
+    let (plain_addr, noise_addr, submit_addr) = (bound.plain, bound.noise, bound.submit);
 
     let key_hex = hex::encode(lookups.key.public);
     println!(

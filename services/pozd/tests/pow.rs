@@ -9,7 +9,7 @@ use poz::noise::{length_prefixed, split_message, NkInitiator};
 use poz::wire::{
     Challenge, DomainQuery, MessageType, PowReason, PowRequired, Request, Response, Status,
 };
-use poz_testkit::ServiceProcess;
+use poz_testkit::{PozdBanner, ServiceProcess};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -27,51 +27,29 @@ struct Pozd {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn key_of(line: &str) -> [u8; 32] {
-    let hex_key = line.rsplit(' ').next().unwrap();
-    hex::decode(hex_key).unwrap().try_into().unwrap()
-}
-
 fn start(pow_base: u8) -> Pozd {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
-    let (plain, noise, submit) = (addr(free_port()), addr(free_port()), addr(free_port()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pozd"));
+    // Port 0: pozd binds first and says which ports it took.
     cmd.arg("--data")
         .arg(&data)
-        .args(["--plain", &plain.to_string()])
-        .args(["--noise", &noise.to_string()])
-        .args(["--submit", &submit.to_string()])
+        .args(["--plain", "127.0.0.1:0"])
+        .args(["--noise", "127.0.0.1:0"])
+        .args(["--submit", "127.0.0.1:0"])
         .args(["--pow-base", &pow_base.to_string()]);
     // Its banner ends with the pozctl command that names --noise-key.
     let process = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
         line.contains("--noise-key")
     });
-    let (mut noise_key, mut submit_key) = (None, None);
-    for line in process.printed() {
-        if line.contains("Noise NK lookups") {
-            noise_key = Some(key_of(line.trim_end()));
-        }
-        if line.contains("Noise NK submits") {
-            submit_key = Some(key_of(line.trim_end()));
-        }
-    }
+    let banner = PozdBanner::parse(process.printed());
     Pozd {
         _process: process,
-        plain,
-        noise,
-        noise_key: noise_key.unwrap(),
-        submit,
-        submit_key: submit_key.unwrap(),
+        plain: banner.plain,
+        noise: banner.noise,
+        noise_key: banner.noise_key,
+        submit: banner.submit,
+        submit_key: banner.submit_key,
         _dir: dir,
     }
 }

@@ -20,6 +20,7 @@ impl Drop for Killed {
     }
 }
 
+/// A free port for Prometheus (which cannot say which port 0 gave it).
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -94,14 +95,14 @@ fn scraped(prom: SocketAddr, port: &str, status: &str) -> Option<f64> {
 #[test]
 fn prometheus_scrapes_pozd_and_finds_its_lookups_counted_by_status() {
     let dir = tempfile::tempdir().unwrap();
-    let (plain, noise, submit, metrics) = (free_addr(), free_addr(), free_addr(), free_addr());
+    // Port 0 everywhere: pozd binds first and prints what it took.
     let mut pozd = Command::new(env!("CARGO_BIN_EXE_pozd"))
         .arg("--data")
         .arg(dir.path().join("data"))
-        .args(["--plain", &plain.to_string()])
-        .args(["--noise", &noise.to_string()])
-        .args(["--submit", &submit.to_string()])
-        .args(["--metrics-listen", &metrics.to_string()])
+        .args(["--plain", "127.0.0.1:0"])
+        .args(["--noise", "127.0.0.1:0"])
+        .args(["--submit", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(["--pow-base", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -109,19 +110,26 @@ fn prometheus_scrapes_pozd_and_finds_its_lookups_counted_by_status() {
         .unwrap();
     let mut out = BufReader::new(pozd.stdout.take().unwrap());
     let pozd = Killed(pozd);
-    let mut noise_key = None;
+    let mut printed = Vec::new();
     loop {
         let mut line = String::new();
         assert!(out.read_line(&mut line).unwrap() > 0, "pozd exited early");
-        if line.contains("Noise NK lookups") {
-            let hex_key = line.trim_end().rsplit(' ').next().unwrap();
-            noise_key = Some(<[u8; 32]>::try_from(hex::decode(hex_key).unwrap()).unwrap());
-        }
-        if line.contains("--noise-key") {
+        let end = line.contains("--noise-key");
+        printed.push(line);
+        if end {
             break;
         }
     }
-    let noise_key = noise_key.unwrap();
+    let banner = poz_testkit::PozdBanner::parse(&printed);
+    let (plain, noise, noise_key) = (banner.plain, banner.noise, banner.noise_key);
+    let metrics: SocketAddr = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("metrics"))
+        .and_then(|m| m.trim().strip_prefix("http://"))
+        .and_then(|m| m.strip_suffix("/metrics"))
+        .expect("a `metrics http://ADDR/metrics` line")
+        .parse()
+        .unwrap();
 
     // 3 found and 2 not found on 7074, 1 found on 7075.
     for _ in 0..3 {

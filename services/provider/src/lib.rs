@@ -278,21 +278,7 @@ impl Upstream {
     /// The held keys that sign for `authority` in the identity zone: every
     /// identity delegation key with that weight which the signer holds.
     async fn signing_keys(&self, rec: &Record, authority: Authority) -> Result<Vec<KeyId>, Status> {
-        let held: Vec<Hash32> = self
-            .signer
-            .clone()
-            .list_keys(pb::ListKeysRequest {})
-            .await?
-            .into_inner()
-            .keys
-            .iter()
-            .filter_map(|k| {
-                k.key_id
-                    .as_ref()
-                    .and_then(|h| <[u8; 32]>::try_from(h.value.as_slice()).ok())
-                    .map(Hash32)
-            })
-            .collect();
+        let held = self.held_keys().await?;
         let deleg = rec.master.delegation(ZoneType::IDENTITY).ok_or_else(|| {
             Status::failed_precondition("the provider's record delegates no identity zone")
         })?;
@@ -307,6 +293,94 @@ impl Upstream {
             ));
         }
         Ok(keys)
+    }
+
+    /// IssueCertificate: the provider's record at its head, verified; the
+    /// CA keys it names for the host that the signer holds; the first of
+    /// them signs through SignCertificate (whose policy and audit apply).
+    async fn issue_certificate(
+        &self,
+        r: pb::IssueCertificateRequest,
+    ) -> Result<pb::SignedCertificate, Status> {
+        let (bytes, _) = self.provider().await?;
+        let checked = bytes.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            let rec = Record::from_bytes(&checked)
+                .map_err(|e| Status::internal(format!("stored provider record: {e}")))?;
+            poz::verify::verify_and_accept(rec).map_err(|report| {
+                let f: Vec<String> = report
+                    .failures()
+                    .map(|(r, d)| format!("{r}: {d}"))
+                    .collect();
+                Status::failed_precondition(format!(
+                    "the provider's record does not verify: {}",
+                    f.join("; ")
+                ))
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verification task: {e}")))??;
+        let host = poz::ca::normalize_host(&r.host);
+        let named = poz::ca::ca_keys_for_host(&verified, &host);
+        let held = self.held_keys().await?;
+        let Some(ca) = named.iter().find(|k| held.contains(&k.key.id())) else {
+            return Err(Status::failed_precondition(if named.is_empty() {
+                format!(
+                    "the provider's Service Zone names no CA key (ca_key_idx) for host {host:?}"
+                )
+            } else {
+                format!(
+                    "the signer holds none of the CA keys the provider's Service Zone names for host {host:?} (key index(es) {})",
+                    named
+                        .iter()
+                        .map(|k| k.key_idx.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }));
+        };
+        let signed = self
+            .signer
+            .clone()
+            .sign_certificate(pb::SignCertificateRequest {
+                issuer_record: bytes,
+                host,
+                subject_public_key_info: r.subject_public_key_info,
+                days: r.days,
+                key_id: pbhash(&ca.key.id()),
+            })
+            .await
+            .map_err(|s| match s.code() {
+                // The key was chosen from the record the signer checks
+                // against; its refusal is a state to report, not a
+                // refusal of this API's caller.
+                tonic::Code::PermissionDenied => Status::failed_precondition(format!(
+                    "the signer refused the certificate: {}",
+                    s.message()
+                )),
+                _ => s,
+            })?
+            .into_inner();
+        Ok(signed)
+    }
+
+    /// The IDs of the keys the signer holds.
+    async fn held_keys(&self) -> Result<Vec<Hash32>, Status> {
+        Ok(self
+            .signer
+            .clone()
+            .list_keys(pb::ListKeysRequest {})
+            .await?
+            .into_inner()
+            .keys
+            .iter()
+            .filter_map(|k| {
+                k.key_id
+                    .as_ref()
+                    .and_then(|h| <[u8; 32]>::try_from(h.value.as_slice()).ok())
+                    .map(Hash32)
+            })
+            .collect())
     }
 
     /// The newest bindings of `handles`, by handle.
@@ -1045,6 +1119,15 @@ impl pb::provider_api_server::ProviderApi for ProviderApiService {
         req: Request<pb::DecideBindingRequestRequest>,
     ) -> Result<Response<pb::BindingRequest>, Status> {
         Ok(Response::new(self.decide(req.into_inner()).await?))
+    }
+
+    async fn issue_certificate(
+        &self,
+        req: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::SignedCertificate>, Status> {
+        Ok(Response::new(
+            self.upstream.issue_certificate(req.into_inner()).await?,
+        ))
     }
 
     type BulkIssueStream = ReceiverStream<Result<pb::BulkIssueProgress, Status>>;

@@ -128,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
         ),
         ("poz.v1.ProviderApi/ListBindingRequests", deciders),
         ("poz.v1.ProviderApi/DecideBindingRequest", deciders),
+        // A TLS certificate for one of the provider's own hosts: the
+        // operator's business, not the account system's.
+        ("poz.v1.ProviderApi/IssueCertificate", &[identity::OPERATOR]),
     ]);
     let server = GrpcServer::bind(NAME, &c.listen, &c.serve, allow).await?;
     tracing::info!(%record_id, "serving the Provider API");

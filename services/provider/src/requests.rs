@@ -151,13 +151,13 @@ impl ProviderApiService {
             // An approval that ended refused because the handle could not
             // be issued is the outcome of that approval, not a conflict.
             return Err(Status::failed_precondition(format!(
-                "binding request {} is already {}: {}",
+                "binding request {} is already {}{}",
                 hex::encode(sid),
                 state,
                 if stored.message.is_empty() {
-                    "decided"
+                    String::new()
                 } else {
-                    stored.message.as_str()
+                    format!(" ({})", stored.message)
                 }
             )));
         }

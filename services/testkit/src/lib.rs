@@ -227,3 +227,70 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     );
     bin
 }
+
+/// What pozd's start banner says, read from its printed lines: the
+/// addresses it bound (a port 0 on its command line resolved), its two
+/// Noise server keys, the demo record's ID and the Provider API's URL.
+/// Tests start pozd on port 0 and read the ports here: a port found free
+/// by binding and letting go can be taken by another test before pozd
+/// binds it (seen: "Address already in use" in CI).
+#[derive(Clone, Debug)]
+pub struct PozdBanner {
+    /// Plaintext lookups (7074).
+    pub plain: std::net::SocketAddr,
+    /// Noise NK lookups (7075) and its server key.
+    pub noise: std::net::SocketAddr,
+    pub noise_key: [u8; 32],
+    /// Noise NK submissions (7076) and its server key.
+    pub submit: std::net::SocketAddr,
+    pub submit_key: [u8; 32],
+    /// The demo provider's record ID (64 hex digits).
+    pub record_id: String,
+    /// The in-process Provider API (`http://127.0.0.1:PORT`).
+    pub api: String,
+}
+
+impl PozdBanner {
+    /// Reads the banner from `printed`; panics naming the line it could
+    /// not read.
+    pub fn parse(printed: &[String]) -> PozdBanner {
+        let line = |label: &str| -> Vec<String> {
+            let l = printed
+                .iter()
+                .map(|l| l.trim())
+                .find(|l| l.starts_with(label))
+                .unwrap_or_else(|| panic!("no {label:?} line in pozd's banner: {printed:?}"));
+            l[label.len()..]
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        let addr = |words: &[String]| -> std::net::SocketAddr { words[0].parse().unwrap() };
+        let key = |words: &[String]| -> [u8; 32] {
+            hex::decode(words.last().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        };
+        let (plain, noise, submit) = (
+            line("plaintext lookups"),
+            line("Noise NK lookups"),
+            line("Noise NK submits"),
+        );
+        let record_id = printed
+            .iter()
+            .find_map(|l| l.split("(record ").nth(1))
+            .and_then(|r| r.split(')').next())
+            .expect("no `(record ID)` in pozd's banner")
+            .to_owned();
+        PozdBanner {
+            plain: addr(&plain),
+            noise: addr(&noise),
+            noise_key: key(&noise),
+            submit: addr(&submit),
+            submit_key: key(&submit),
+            record_id,
+            api: line("Provider API")[0].clone(),
+        }
+    }
+}

@@ -21,14 +21,24 @@ pub const MAX_DAYS: u64 = 825;
 #[derive(Subcommand)]
 pub enum CertCmd {
     /// Issue a TLS certificate for HOST signed by record key KEY; the
-    /// record's Service Zone must name KEY for HOST by ca_key_idx.
+    /// record's Service Zone must name KEY for HOST by ca_key_idx. With
+    /// --api instead of --record/--key: a provider's certificate, signed
+    /// by its signer (HSM) through its Provider API (IssueCertificate).
     Issue {
         /// The record (verified first).
-        #[arg(long)]
-        record: PathBuf,
+        #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+        record: Option<PathBuf>,
         /// The record key's file (the signer).
+        #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+        key: Option<PathBuf>,
+        /// The provider's Provider API (http://HOST:PORT, or https:// with
+        /// --tls-cert, --tls-key and --tls-ca): the provider's signer signs
+        /// with the key its record names for HOST. The host's private key
+        /// is made here and never sent.
         #[arg(long)]
-        key: PathBuf,
+        api: Option<String>,
+        #[command(flatten)]
+        tls: crate::grpc::TlsArgs,
         /// The host name the certificate is for (its SAN).
         #[arg(long)]
         host: String,
@@ -50,6 +60,8 @@ pub fn run(cmd: CertCmd, pass: &Passphrase) -> Result<ExitCode> {
     let CertCmd::Issue {
         record,
         key,
+        api,
+        tls,
         host,
         days,
         out_cert,
@@ -62,6 +74,10 @@ pub fn run(cmd: CertCmd, pass: &Passphrase) -> Result<ExitCode> {
     if out_key.exists() {
         anyhow::bail!("{} exists; refusing to overwrite a key", out_key.display());
     }
+    let (Some(record), Some(key)) = (record, key) else {
+        let api = api.ok_or_else(|| anyhow::anyhow!("give --record and --key, or --api"))?;
+        return through_provider(&api, &tls, &host, days, &out_cert, &out_key, json);
+    };
     let rec = read_record(&record)?;
     let vr = verify_and_accept(rec).map_err(|report| {
         let msgs: Vec<String> = report
@@ -123,4 +139,107 @@ pub fn run(cmd: CertCmd, pass: &Passphrase) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cert issue --api`: a fresh ECDSA P-256 host key made here, its public
+/// key sent to the Provider API's IssueCertificate; the certificate the
+/// provider's signer made is checked against the host before it is
+/// written (SPEC §21).
+fn through_provider(
+    api: &str,
+    tls: &crate::grpc::TlsArgs,
+    host: &str,
+    days: u64,
+    out_cert: &std::path::Path,
+    out_key: &std::path::Path,
+    json: bool,
+) -> Result<ExitCode> {
+    use poz_proto::v1 as pb;
+    let want = normalize_host(host);
+    let host_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| anyhow::anyhow!("generating the host key: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signed = rt.block_on(async {
+        let channel = crate::grpc::channel("--api", api, tls)?;
+        pb::provider_api_client::ProviderApiClient::new(channel)
+            .issue_certificate(pb::IssueCertificateRequest {
+                host: want.clone(),
+                subject_public_key_info: host_key.public_key_der(),
+                days: u32::try_from(days)?,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| {
+                if let Some(r) = crate::grpc::refusal(&format!("the Provider API at {api}"), &s) {
+                    return refuse(r);
+                }
+                match s.code() {
+                    tonic::Code::Unavailable => crate::grpc::unreached(api, &s),
+                    _ => refuse(format!("the Provider API at {api}: {}", s.message())),
+                }
+            })
+    })?;
+    // What came back is for this host, this key, and not a CA.
+    check_issued(&signed.certificate, &want, &host_key.public_key_der())?;
+    write_atomic_for(out_key, host_key.serialize_pem().as_bytes(), Readers::Owner)?;
+    let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", signed.certificate));
+    write_atomic(out_cert, cert_pem.as_bytes())?;
+    if json {
+        outln!(
+            "{}",
+            json!({
+                "host": want,
+                "ca_key_idx": signed.key_idx,
+                "audit_id": signed.audit_id,
+                "days": days,
+                "cert": out_cert.display().to_string(),
+                "key": out_key.display().to_string(),
+            })
+        );
+    } else {
+        outln!(
+            "certificate for {want} signed by the provider's signer (ca_key_idx {}, audit row {}), valid {days} days: {} (key {})",
+            signed.key_idx,
+            signed.audit_id,
+            out_cert.display(),
+            out_key.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The certificate the provider returned names `host` and carries the
+/// public key sent (SubjectPublicKeyInfo DER `spki`).
+fn check_issued(der: &[u8], host: &str, spki: &[u8]) -> Result<()> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|_| refuse("the provider returned a certificate that does not parse"))?;
+    if cert.public_key().raw != spki {
+        return Err(refuse(
+            "the provider's certificate carries another public key than the one sent",
+        ));
+    }
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some(normalize_host(d)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !names.iter().any(|n| n == host) {
+        return Err(refuse(format!(
+            "the provider's certificate is for {names:?}, not {host:?}"
+        )));
+    }
+    Ok(())
 }

@@ -31,6 +31,13 @@ pub struct Publish {
 pub fn publish(a: Publish) -> Result<ExitCode> {
     let t = a.target.target();
     let rec = read_record(&a.record)?;
+    if !rec.master.is_finalized() {
+        return Err(refuse(format!(
+            "{} is a draft (master zone serial {} not applied); nothing was sent: sign it, then `pozctl apply` it and publish the record apply writes",
+            a.record.display(),
+            rec.master.serial
+        )));
+    }
     // Valid with its chain from genesis: binding copies in its Identity
     // Zone are "not checked" here (each verifies against its issuer's
     // record), so "complete" would refuse every record holding one.
@@ -136,7 +143,7 @@ pub fn fetch(target: &TargetArgs, submission: &str, out: &std::path::Path) -> Re
             Ok(ExitCode::from(3))
         }
         (state, _) => {
-            outln!("{state}: {}", answer.message);
+            outln!("{}", crate::render::decision(state, &answer.message));
             Ok(ExitCode::from(1))
         }
     }

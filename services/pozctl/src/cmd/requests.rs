@@ -104,8 +104,8 @@ fn sid_arg(s: &str) -> Result<Vec<u8>> {
         })
 }
 
-fn state_name(s: u32) -> String {
-    poz::wire::SubmissionState(s.min(255) as u8).to_string()
+fn state_of(s: u32) -> poz::wire::SubmissionState {
+    poz::wire::SubmissionState(s.min(255) as u8)
 }
 
 fn subject(r: &pb::BindingRequest) -> String {
@@ -134,6 +134,12 @@ pub fn run(cmd: RequestsCmd) -> Result<ExitCode> {
             match s.code() {
                 tonic::Code::Unavailable => grpc::unreached(&api, &s),
                 tonic::Code::InvalidArgument => anyhow::anyhow!("{}", s.message()),
+                // The store's words are "submission ID": say what that
+                // means to whoever decides requests.
+                tonic::Code::NotFound if s.message().starts_with("submission ") => refuse(format!(
+                    "no binding request {} at the Provider API at {api} (`pozctl requests list` shows the pending ones)",
+                    s.message().trim_start_matches("submission ")
+                )),
                 _ => refuse(s.message().to_string()),
             }
         };
@@ -164,11 +170,11 @@ pub fn run(cmd: RequestsCmd) -> Result<ExitCode> {
                             );
                         } else {
                             outln!(
-                                "{}  {:?} -> {}  asked at {} ms",
+                                "{}  {:?} -> {}  asked {}",
                                 hex::encode(&r.submission_id),
                                 r.handle,
                                 subject(r),
-                                r.asked_at
+                                crate::render::time(r.asked_at)
                             );
                         }
                     }
@@ -199,15 +205,10 @@ pub fn run(cmd: RequestsCmd) -> Result<ExitCode> {
                     .context("approving")?
                     .into_inner();
                 outln!(
-                    "{submission}: {} {:?} -> {}{}",
-                    state_name(r.state),
+                    "{submission}: {:?} -> {}: {}",
                     r.handle,
                     subject(&r),
-                    if r.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", r.message)
-                    }
+                    crate::render::decision(state_of(r.state), &r.message)
                 );
                 // An approval that could not issue (the handle is taken)
                 // ends refused: that is a refusal of this command too.
@@ -231,7 +232,10 @@ pub fn run(cmd: RequestsCmd) -> Result<ExitCode> {
                     .map_err(failed)
                     .context("refusing")?
                     .into_inner();
-                outln!("{submission}: {} ({})", state_name(r.state), r.message);
+                outln!(
+                    "{submission}: {}",
+                    crate::render::decision(state_of(r.state), &r.message)
+                );
                 Ok(ExitCode::SUCCESS)
             }
         }

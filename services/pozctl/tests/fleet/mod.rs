@@ -16,19 +16,35 @@ pub async fn sample_fleet(
     poz::Hash32,
     poz_provider::inprocess::LocalFleet,
 ) {
+    let (provider, _) = sample::chain_provider().unwrap();
+    fleet_of(
+        dir,
+        &provider,
+        vec![("device-a".into(), sample::provider_keys().device_a)],
+    )
+    .await
+}
+
+/// The fleet for `provider` (domain `social.example`), its signer
+/// holding `keys`.
+pub async fn fleet_of(
+    dir: &std::path::Path,
+    provider: &poz::Record,
+    keys: Vec<(String, poz::SigningKey)>,
+) -> (
+    poz_store::Store,
+    poz::Hash32,
+    poz_provider::inprocess::LocalFleet,
+) {
     let url = format!("sqlite://{}?mode=rwc", dir.join("s.db").display());
     let store = poz_store::Store::open(&url, poz_store::StoreOptions::default())
         .await
         .unwrap();
-    let (provider, _) = sample::chain_provider().unwrap();
     let (id, _) = store
         .import_record(&provider.to_bytes(), &["social.example".into()])
         .await
         .unwrap();
-    let keys = poz_signer::SoftwareKeyStore::new(vec![(
-        "device-a".into(),
-        sample::provider_keys().device_a,
-    )]);
+    let keys = poz_signer::SoftwareKeyStore::new(keys);
     let fleet = poz_provider::inprocess::start(store.clone(), Arc::new(keys), id, 64)
         .await
         .unwrap();

@@ -8,24 +8,18 @@ use poz_testkit::ServiceProcess;
 use std::path::Path;
 use std::process::Command;
 
-/// A free loopback TCP port (bound once, then let go).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// pozd on free ports with `data` and `extra` flags; the process and
 /// the (name, value) pairs of its `export` line.
 pub fn start(data: &Path, extra: &[&str]) -> (ServiceProcess, Vec<(String, String)>) {
     let mut cmd = Command::new(poz_testkit::workspace_bin("pozd"));
     cmd.arg("--data")
         .arg(data)
-        .args(["--plain", &format!("127.0.0.1:{}", free_port())])
-        .args(["--noise", &format!("127.0.0.1:{}", free_port())])
-        .args(["--submit", &format!("127.0.0.1:{}", free_port())])
+        // Port 0: pozd binds before it writes the demo record, so the
+        // ports it took are in the record and the banner (a port picked
+        // here and let go could be taken by another test meanwhile).
+        .args(["--plain", "127.0.0.1:0"])
+        .args(["--noise", "127.0.0.1:0"])
+        .args(["--submit", "127.0.0.1:0"])
         .args(extra);
     let p = ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |line| {
         line.trim_start().starts_with("export POZ_")
