@@ -56,6 +56,12 @@ pub struct CeremonyPlan {
     /// The submit gateways (7076, Noise NK).
     #[serde(default)]
     pub submit_hosts: Vec<HostPlan>,
+    /// The provider's HTTPS hosts (TLS; e.g. the domain's web server that
+    /// serves `/.well-known/poz`, SPEC §18), one HTTPS service entry named
+    /// "web". A host with `ca_key` gets its TLS certificate from the
+    /// signer (POZ-as-CA, SPEC §21).
+    #[serde(default)]
+    pub https_hosts: Vec<HostPlan>,
 }
 
 /// One gateway in a service's pool.
@@ -71,6 +77,12 @@ pub struct HostPlan {
     pub priority: u16,
     #[serde(default = "default_weight")]
     pub weight: u16,
+    /// The label of one of the plan's keys that signs this host's TLS
+    /// certificate (POZ-as-CA, SPEC §21): the host's `ca_key_idx` names
+    /// it; `poz-signer`'s SignCertificate then signs for the host. None:
+    /// `0xFF`.
+    #[serde(default)]
+    pub ca_key: Option<String>,
 }
 
 fn default_priority() -> u16 {
@@ -185,13 +197,35 @@ impl CeremonyPlan {
         if sorted.len() != labels.len() {
             return bad("a key label is listed twice; give each role its own keys".into());
         }
-        for h in self.query_hosts.iter().chain(&self.submit_hosts) {
+        for h in self
+            .query_hosts
+            .iter()
+            .chain(&self.submit_hosts)
+            .chain(&self.https_hosts)
+        {
             if h.hostname.is_empty() || h.port == 0 {
                 return bad(format!(
                     "host {:?}:{}: name and port needed",
                     h.hostname, h.port
                 ));
             }
+            if let Some(ca) = &h.ca_key {
+                if !labels.contains(&ca) {
+                    return bad(format!(
+                        "host {:?}: ca_key {ca:?} is none of the plan's keys (the record names its CA keys by index in its key map)",
+                        h.hostname
+                    ));
+                }
+                if !poz::ca::is_dns_host(&h.hostname) {
+                    return bad(format!(
+                        "host {:?}: a certificate names a DNS host name, not an IP address",
+                        h.hostname
+                    ));
+                }
+            }
+        }
+        if self.https_hosts.iter().any(|h| h.noise) {
+            return bad("https_hosts: TLS hosts (noise = false)".into());
         }
         if self.submit_hosts.iter().any(|h| !h.noise) {
             return bad("submit_hosts: submissions are Noise NK only (noise = true)".into());
@@ -305,9 +339,24 @@ pub fn run(
     let refs: Vec<&dyn DigestSigner> = service_signers.iter().map(|s| s as _).collect();
     workflow::set_authority_with(&mut rec, ZoneType::SERVICE, "", Hash32::ZERO, t, &refs)?;
 
-    // 4. The gateways, with a Noise key per Noise host.
+    // 4. The gateways, with a Noise key per Noise host; HTTPS hosts may
+    // name a CA key by its index in the key map.
+    let mut key_idx = std::collections::HashMap::new();
+    for k in masters.iter().chain(&identity).chain(&service) {
+        if let Some(i) = rec.keys.index_of(&k.public.id()) {
+            key_idx.insert(k.label.clone(), i);
+        }
+    }
+    let ca_key_idx = |h: &HostPlan| -> Result<u8, CeremonyError> {
+        match &h.ca_key {
+            None => Ok(NO_CA_KEY),
+            Some(label) => key_idx.get(label).copied().ok_or_else(|| {
+                CeremonyError::Plan(format!("ca_key {label:?} is not in the record's key map"))
+            }),
+        }
+    };
     let mut noise_keys = Vec::new();
-    let mut pool = |hosts: &[HostPlan]| -> Vec<PoolHost> {
+    let mut pool = |hosts: &[HostPlan], tls: bool| -> Result<Vec<PoolHost>, CeremonyError> {
         hosts
             .iter()
             .map(|h| {
@@ -317,26 +366,37 @@ pub fn run(
                     noise_keys.push((h.hostname.clone(), h.port, kp));
                     public
                 });
-                PoolHost {
+                Ok(PoolHost {
                     hostname: h.hostname.clone(),
                     port: h.port,
                     transport: Transport::TCP,
                     encryption: if h.noise {
                         Encryption::NOISE_NK
+                    } else if tls {
+                        Encryption::TLS
                     } else {
                         Encryption::NONE
                     },
                     server_key,
-                    ca_key_idx: NO_CA_KEY,
+                    ca_key_idx: ca_key_idx(h)?,
                     priority: h.priority,
                     weight: h.weight,
-                }
+                })
             })
             .collect()
     };
     let services = [
-        (ServiceType::POZ_QUERY, "lookup", pool(&plan.query_hosts)),
-        (ServiceType::POZ_SUBMIT, "submit", pool(&plan.submit_hosts)),
+        (
+            ServiceType::POZ_QUERY,
+            "lookup",
+            pool(&plan.query_hosts, false)?,
+        ),
+        (
+            ServiceType::POZ_SUBMIT,
+            "submit",
+            pool(&plan.submit_hosts, false)?,
+        ),
+        (ServiceType::HTTPS, "web", pool(&plan.https_hosts, true)?),
     ];
     for (service_type, name, hosts) in services {
         if hosts.is_empty() {

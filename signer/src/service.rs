@@ -565,10 +565,17 @@ impl pb::signer_server::Signer for SignerService {
                 r.days
             )));
         }
+        // Normalized once, here; every later step compares this name.
+        let host = poz::ca::normalize_host(&r.host);
+        if !poz::ca::is_dns_host(&host) {
+            return Err(Status::invalid_argument(format!(
+                "host {:?} is not a DNS host name a certificate can carry (SPEC §21)",
+                r.host
+            )));
+        }
         let issuer = verified_issuer(&self.issuers, &r.issuer_record).await?;
         // Policy (SPEC §21): the issuer's Service Zone names this key for
         // this host by ca_key_idx.
-        let host = poz::ca::normalize_host(&r.host);
         let named = poz::ca::ca_keys_for_host(&issuer, &host);
         let Some(ca) = named.iter().find(|k| k.key.id() == key_id) else {
             let idx: Vec<String> = named.iter().map(|k| k.key_idx.to_string()).collect();

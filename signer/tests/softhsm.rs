@@ -569,6 +569,11 @@ priority = 20
 hostname = "s1.provider.example"
 port = 7076
 noise = true
+
+[[https_hosts]]
+hostname = "www.provider.example"
+port = 443
+ca_key = "service-1"
 "#,
     )
     .unwrap();
@@ -638,7 +643,7 @@ noise = true
     assert!(rec.master.master_keys.iter().all(|m| m.value == 50));
 
     // The audit log holds every signature of the ceremony: 3 genesis, 3
-    // serial 2, 2 authority sections, 2 service entries.
+    // serial 2, 2 authority sections, 3 service entries.
     let audit = Store::open(
         &format!("sqlite://{}?mode=rwc", audit_db.display()),
         StoreOptions::default(),
@@ -653,6 +658,7 @@ noise = true
         [
             "ceremony-authority",
             "ceremony-authority",
+            "ceremony-entry",
             "ceremony-entry",
             "ceremony-entry",
             "ceremony-genesis",
@@ -718,6 +724,13 @@ noise = true
         .unwrap()
         .public
         .clone();
+    let service_key = hsm
+        .keys()
+        .iter()
+        .find(|k| k.label == "service-1")
+        .unwrap()
+        .public
+        .clone();
     let svc = SignerService::new(Arc::new(hsm), audit_log(dir.path()).await);
     let mut b = workflow::new_binding(
         &rec,
@@ -740,6 +753,33 @@ noise = true
     b.add_signature(poz::keys::Signature::from_bytes(&r.signature).unwrap());
     let vr = poz::verify::verify_and_accept(rec.clone()).unwrap();
     poz::verify::verify_binding(&vr, &b, rec.master.timestamp + 20).unwrap();
+    // The HTTPS host names the HSM service key as its CA key (ca_key in
+    // the plan), and the signer signs its certificate with it.
+    let named = poz::ca::ca_keys_for_host(&vr, "www.provider.example");
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0].key, service_key);
+    let host_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = svc
+        .sign_certificate(Request::new(pb::SignCertificateRequest {
+            issuer_record: bytes.clone(),
+            host: "www.provider.example".into(),
+            subject_public_key_info: host_key.public_key_der(),
+            days: 30,
+            key_id: hash(&service_key.id()),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    poz_client::ca::check_cert(
+        &cert.certificate,
+        "www.provider.example",
+        &[*service_key.verify_key().unwrap()],
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+    .unwrap();
     // A second key store on the same token while this one is open (the
     // module's context is shared by the process).
     let second = Pkcs11KeyStore::open(&cfg).unwrap();
@@ -1074,8 +1114,18 @@ async fn certificates_are_signed_within_policy(
         ),
         (
             ask("127.0.0.1", host_key.public_key_der(), 30, key.id()),
-            Code::PermissionDenied,
-            "names no CA key",
+            Code::InvalidArgument,
+            "not a DNS host name",
+        ),
+        (
+            ask(
+                "tls.social.example..",
+                host_key.public_key_der(),
+                30,
+                key.id(),
+            ),
+            Code::InvalidArgument,
+            "not a DNS host name",
         ),
         (
             ask("tls.social.example", host_key.public_key_der(), 0, key.id()),

@@ -4,7 +4,9 @@
 use crate::error::StoreError;
 use crate::sql::to_hash;
 use crate::Store;
-use poz::zone::{EntryKind, ZoneType};
+use poz::codec::Codec;
+use poz::entries::EntryBody;
+use poz::zone::{EntryKind, SignedEntry, ZoneType};
 use poz::Hash32;
 use sqlx::{Any, Row, Transaction};
 
@@ -160,10 +162,13 @@ impl Store {
         page_of(&rows, limit)
     }
 
-    /// One page of every binding of `handle` in `id`'s Identity Zone
-    /// (HANDLE_HISTORY), live, expired or revoked, each with a revocation
-    /// naming it if there is one: digests above `after`, ascending, at
-    /// most `limit`, and the cursor for the next page if there is one.
+    /// One page of every binding of `handle` that `id` itself issued
+    /// (HANDLE_HISTORY, SPEC §14.8), live, expired or revoked, each with a
+    /// revocation naming it if there is one: digests above `after`,
+    /// ascending, at most `limit`, and the cursor for the next page if
+    /// there is one. Copies of other providers' bindings that a person
+    /// keeps in their Identity Zone are not issuance and are skipped, as
+    /// the batch log skips their batches.
     pub async fn handle_bindings(
         &self,
         id: &Hash32,
@@ -171,6 +176,43 @@ impl Store {
         after: &Hash32,
         limit: u16,
     ) -> Result<(Vec<StoredPair>, Option<Hash32>), StoreError> {
+        let limit = usize::from(limit);
+        let mut items: Vec<StoredPair> = Vec::with_capacity(limit.min(64));
+        let mut last: Option<Hash32> = None;
+        let mut scan = *after;
+        // The issuer is in the binding's body, not a column: rows are read
+        // a page at a time and copies skipped, until the page is full and
+        // one more binding of the record's own shows that more follow.
+        loop {
+            let rows = self.handle_rows(id, handle, &scan, limit + 1).await?;
+            let exhausted = rows.len() <= limit;
+            for (digest, entry, revocation) in rows {
+                scan = digest;
+                if !issued_by(id, &entry)? {
+                    continue;
+                }
+                if items.len() == limit {
+                    return Ok((items, last));
+                }
+                last = Some(digest);
+                items.push((entry, revocation));
+            }
+            if exhausted {
+                return Ok((items, None));
+            }
+        }
+    }
+
+    /// Up to `n` bindings of `handle` in `id`'s Identity Zone (copies
+    /// included) with digests above `after`, ascending, each with a
+    /// revocation naming it if there is one.
+    async fn handle_rows(
+        &self,
+        id: &Hash32,
+        handle: &str,
+        after: &Hash32,
+        n: usize,
+    ) -> Result<Vec<(Hash32, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
         // The revocation by subquery, not a join: two revocations of one
         // binding must not list it twice.
         let rows = sqlx::query(
@@ -186,17 +228,29 @@ impl Store {
         .bind(handle)
         .bind(EntryKind::GRANT.0 as i32)
         .bind(after.0.to_vec())
-        .bind(i64::from(limit) + 1)
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let more = rows.len() > limit as usize;
-        let mut items = Vec::with_capacity(rows.len().min(limit as usize));
-        let mut last = None;
-        for r in rows.iter().take(limit as usize) {
-            last = Some(to_hash(&r.get::<Vec<u8>, _>(0))?);
-            items.push((r.get::<Vec<u8>, _>(1), r.get::<Option<Vec<u8>>, _>(2)));
-        }
-        Ok((items, if more { last } else { None }))
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    to_hash(&r.get::<Vec<u8>, _>(0))?,
+                    r.get::<Vec<u8>, _>(1),
+                    r.get::<Option<Vec<u8>>, _>(2),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Whether the stored binding `entry` was issued by record `id` (not a
+/// copy of another provider's binding kept by its subject).
+fn issued_by(id: &Hash32, entry: &[u8]) -> Result<bool, StoreError> {
+    let e = SignedEntry::from_bytes(entry)
+        .map_err(|e| StoreError::Invalid(format!("stored binding: {e}")))?;
+    match EntryBody::decode(ZoneType::IDENTITY, e.kind, &e.body) {
+        Ok(EntryBody::Binding(b)) => Ok(b.issuer == *id),
+        _ => Err(StoreError::Invalid("stored binding does not decode".into())),
     }
 }
 

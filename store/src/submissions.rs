@@ -13,6 +13,33 @@ pub const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(60)
 /// What an expired pending request says.
 const EXPIRED: &str = "expired: the provider did not decide in time; ask again";
 
+/// Whether the issued binding `entry` (a SignedEntry encoding) has a
+/// revocation in its issuer's Identity Zone. An entry that is not a
+/// binding is not revoked.
+async fn revoked_entry(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    entry: Option<&[u8]>,
+) -> Result<bool, StoreError> {
+    let Some(e) = entry.and_then(|b| poz::zone::SignedEntry::from_bytes(b).ok()) else {
+        return Ok(false);
+    };
+    let Ok(b) = poz::entries::IdentityBinding::from_bytes(&e.body) else {
+        return Ok(false);
+    };
+    let digest = e.identity_digest(&b.issuer);
+    Ok(sqlx::query(
+        "SELECT digest FROM entries WHERE record_id = $1 AND zone_type = $2 AND kind = $3 \
+         AND target = $4 LIMIT 1",
+    )
+    .bind(b.issuer.0.to_vec())
+    .bind(poz::zone::ZoneType::IDENTITY.0 as i32)
+    .bind(poz::zone::EntryKind::REVOKE.0 as i32)
+    .bind(digest.0.to_vec())
+    .fetch_optional(&mut **tx)
+    .await?
+    .is_some())
+}
+
 /// A submission (SUBMIT_REQUEST) and what became of it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Submission {
@@ -31,8 +58,10 @@ impl Store {
     /// given. For a known ID the request must ask the same (the same
     /// bytes, or for SUBMIT_REQUEST payloads the same domain, handle and
     /// subject whatever the proof; else IdempotencyMismatch). Issued stays
-    /// issued; a pending one takes the new state; a refused one is opened
-    /// again by a new pending request (the handle may have been freed).
+    /// issued while its binding is not revoked; a pending one takes the
+    /// new state; a refused one, or an issued one whose binding has since
+    /// been revoked, is opened again by a new pending request (the handle
+    /// may have been freed; SPEC §8.4.4).
     ///
     /// A SUBMIT_REQUEST payload counts against its subject (SPEC §14.4):
     /// a pending request older than `pending_ttl` is refused as expired,
@@ -93,7 +122,15 @@ impl Store {
                     if !same_ask {
                         return Err(StoreError::IdempotencyMismatch(hex::encode(sub.id)));
                     }
-                    let reopen = stored.state == 3 && sub.state == 1;
+                    // A refused request is opened again by a new one; so
+                    // is an issued one whose binding has since been
+                    // revoked, so that the ask is decided anew (a revoked
+                    // handle is reserved until freed, SPEC §8.4.3) rather
+                    // than answered with the revoked binding.
+                    let reopen = sub.state == 1
+                        && (stored.state == 3
+                            || (stored.state == 2
+                                && revoked_entry(tx, stored.entry.as_deref()).await?));
                     // Pending moves on; committed and issued stay.
                     if !reopen && (stored.state != 1 || sub.state == 1) {
                         return Ok(stored.clone());

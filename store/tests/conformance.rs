@@ -1117,3 +1117,64 @@ both!(
         assert!(items[0].1.is_none());
     }
 );
+
+// HANDLE_HISTORY (SPEC §14.8) lists the bindings the record itself
+// issued: a copy of another provider's binding kept in the record's
+// Identity Zone (its subject's copy, §8.4) is not issuance, however many
+// there are and wherever they fall among the pages.
+both!(
+    handle_history_lists_own_bindings_not_copies,
+    |s: Store| async move {
+        let (p, id) = provider_stored(&s).await;
+        // p's own bindings of "erin" (stored first: the handle rules of a
+        // commit count the copies too).
+        let own = [
+            bind(&p, 7, "erin", T0 + 31_000),
+            bind(&p, 7, "erin", T0 + 32_000),
+        ];
+        s.put_entries(&id, ZoneType::IDENTITY, &own, "")
+            .await
+            .unwrap();
+        // Copies of "dana" and "erin" that another provider issued to p
+        // (the store checks no signature; the issuer is what counts).
+        let other = poz::Hash32([42; 32]);
+        let copies: Vec<Vec<u8>> = (0..6u64)
+            .map(|i| {
+                let handle = if i % 2 == 0 { "dana" } else { "erin" };
+                let b = poz::entries::IdentityBinding::new(other, id, handle, T0 + 30_000 + i, 0)
+                    .unwrap();
+                poz::SignedEntry::new(poz::zone::EntryKind::GRANT, b.to_bytes()).to_bytes()
+            })
+            .collect();
+        s.put_entries(&id, ZoneType::IDENTITY, &copies, "")
+            .await
+            .unwrap();
+        // A record holding only copies of "dana" lists none.
+        let (items, next) = s
+            .handle_bindings(&id, "dana", &poz::Hash32::ZERO, 10)
+            .await
+            .unwrap();
+        assert_eq!((items.len(), next), (0, None));
+        // p's two among the copies, listed one a page, and nothing after
+        // them.
+        let mut listed = Vec::new();
+        let mut after = poz::Hash32::ZERO;
+        loop {
+            let (items, next) = s.handle_bindings(&id, "erin", &after, 1).await.unwrap();
+            listed.extend(items);
+            match next {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        assert_eq!(listed.len(), 2);
+        for (entry, _) in &listed {
+            assert!(own.contains(entry));
+        }
+        let (items, next) = s
+            .handle_bindings(&id, "erin", &poz::Hash32::ZERO, 10)
+            .await
+            .unwrap();
+        assert_eq!((items.len(), next), (2, None));
+    }
+);

@@ -346,11 +346,11 @@ fn profile(
     mut serial: [u8; 16],
 ) -> Result<SignedHostCert, IssueError> {
     let host = normalize_host(host);
-    let dns =
-        rcgen::Ia5String::try_from(host.clone()).map_err(|_| IssueError::HostName(host.clone()))?;
-    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+    if !poz::ca::is_dns_host(&host) {
         return Err(IssueError::HostName(host));
     }
+    let dns =
+        rcgen::Ia5String::try_from(host.clone()).map_err(|_| IssueError::HostName(host.clone()))?;
     if not_after <= not_before {
         return Err(IssueError::Validity);
     }

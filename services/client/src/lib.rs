@@ -337,9 +337,25 @@ impl Client {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 64 * 1024];
         let mut answered = false;
+        let mut handshook = false;
         loop {
             while let Some((msg, used)) = split_message(&buf) {
-                let done = session.read_message(msg).map_err(noise)?;
+                let first = !handshook;
+                let done = session.read_message(msg).map_err(|error| {
+                    if first {
+                        // The first message back is not the handshake's
+                        // answer: a plain port answering, or another key.
+                        ClientError::Malformed {
+                            addr,
+                            detail: format!(
+                                "the reply is not a Noise NK handshake answer ({error}): is this a Noise port, and the server key given for it its own?"
+                            ),
+                        }
+                    } else {
+                        noise(error)
+                    }
+                })?;
+                handshook = true;
                 buf.drain(..used);
                 if let Some(resp) = done {
                     return Ok(resp);
@@ -592,7 +608,7 @@ impl Client {
                 .collect();
             ClientError::Invalid(f.join("; "))
         })?;
-        if !vr.complete {
+        if !vr.from_genesis {
             return Err(ClientError::Invalid(
                 "the record's chain does not reach genesis".into(),
             ));

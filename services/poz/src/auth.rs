@@ -405,7 +405,7 @@ pub fn verify(
             .collect();
         AuthError::RecordInvalid(msgs.join("; "))
     })?;
-    if !vr.complete {
+    if !vr.from_genesis {
         return Err(AuthError::RecordUnproven);
     }
     let rec = &vr.record;

@@ -24,6 +24,32 @@ pub fn normalize_host(host: &str) -> String {
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
+/// Whether `host`, as [`normalize_host`] left it (it is not normalized
+/// again: `a.example..` normalized once keeps a dot and is refused), is a
+/// DNS host name a POZ-as-CA certificate can carry (SPEC §21): 1..=253
+/// bytes of labels of 1..=63 lower-case ASCII letters, digits and
+/// hyphens, no label starting or ending with a hyphen, and not an IP
+/// address (a dotted quad is refused by its all-numeric last label).
+pub fn is_dns_host(host: &str) -> bool {
+    let h = host;
+    if h.is_empty() || h.len() > 253 || h.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    let labels: Vec<&str> = h.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    labels.iter().all(label_ok)
+        && !labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Every CA key the verified record names: for each live (not revoked)
 /// GRANT entry of the Service Zone, each pool host whose `ca_key_idx` is not
 /// `0xFF` and resolves to an Ed25519 key, in entry and pool order.
@@ -107,5 +133,35 @@ mod tests {
         assert_eq!(k.len(), 1);
         assert_eq!(k[0].key, sample::key(10).public());
         assert!(ca_keys_for_host(&vr, "q1.social.example").is_empty());
+    }
+
+    #[test]
+    fn dns_hosts_are_told_from_other_names() {
+        for ok in [
+            "revoke.social.example",
+            "Revoke.Social.Example.",
+            "a-b.example",
+            "localhost",
+        ] {
+            assert!(is_dns_host(&normalize_host(ok)), "{ok}");
+        }
+        // Upper case is for normalize_host to fold, once.
+        assert!(!is_dns_host("Revoke.social.example"));
+        for bad in [
+            "",
+            ".",
+            "revoke.social.example..",
+            "a..b",
+            "127.0.0.1",
+            "::1",
+            "-a.example",
+            "a-.example",
+            "*.example",
+            "a b.example",
+            "é.example",
+            "host.123",
+        ] {
+            assert!(!is_dns_host(&normalize_host(bad)), "{bad}");
+        }
     }
 }

@@ -276,21 +276,79 @@ pub fn valid_str8(s: &str) -> bool {
     s.len() <= MAX_STR8 && !s.chars().any(char::is_control)
 }
 
-/// Writes a `str8`. Callers construct strings through checked constructors;
-/// an over-long string here is a programming error, so it is truncated at a
-/// character boundary rather than writing an invalid length.
+/// Writes a `str8`, always one [`read_str8`] accepts: a codec never writes
+/// what it refuses to read. Callers construct strings through checked
+/// constructors, but some texts come from elsewhere (a provider's refusal
+/// reason, an error message naming what a client sent): a control
+/// character is written as U+FFFD, and a text over 255 bytes is cut at a
+/// character boundary and ends with "…" so the reader sees it was cut.
 pub fn write_str8(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(MAX_STR8);
-    while !s.is_char_boundary(end) {
+    if valid_str8(s) {
+        out.push(s.len() as u8);
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    if clean.len() <= MAX_STR8 {
+        out.push(clean.len() as u8);
+        out.extend_from_slice(clean.as_bytes());
+        return;
+    }
+    const CUT: &str = "\u{2026}";
+    let mut end = MAX_STR8 - CUT.len();
+    while !clean.is_char_boundary(end) {
         end -= 1;
     }
-    out.push(end as u8);
-    out.extend_from_slice(&s.as_bytes()[..end]);
+    out.push((end + CUT.len()) as u8);
+    out.extend_from_slice(&clean.as_bytes()[..end]);
+    out.extend_from_slice(CUT.as_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever text a caller hands it, write_str8 writes what read_str8
+    /// reads back (a refusal reason with a newline made SUBMIT_STATUS
+    /// answers undecodable).
+    #[test]
+    fn str8_writes_only_what_it_reads() {
+        let long = format!("bound to another subject ({})", "0".repeat(300));
+        for text in [
+            "line1\nline2",
+            "tab\there",
+            "plain",
+            "",
+            long.as_str(),
+            "é\u{7}",
+        ] {
+            let mut out = Vec::new();
+            write_str8(&mut out, text);
+            let back = read_str8(&mut Reader::new(&out), "t").unwrap();
+            if valid_str8(text) {
+                assert_eq!(back, text);
+            } else {
+                assert!(!back.chars().any(char::is_control), "{back:?}");
+                assert!(back.len() <= MAX_STR8);
+            }
+        }
+        let mut out = Vec::new();
+        write_str8(&mut out, "a\nb");
+        assert_eq!(
+            read_str8(&mut Reader::new(&out), "t").unwrap(),
+            "a\u{FFFD}b"
+        );
+        let mut out = Vec::new();
+        write_str8(&mut out, &long);
+        let back = read_str8(&mut Reader::new(&out), "t").unwrap();
+        assert!(
+            back.ends_with('\u{2026}') && back.starts_with("bound to"),
+            "{back}"
+        );
+    }
 
     #[test]
     fn sub_reader_cannot_overrun_parent() {

@@ -304,7 +304,9 @@ pub struct PoolHost {
 /// Why a host spec (`PoolHost::from_spec`) is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HostSpecError {
-    #[error("{0:?}: expected HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]")]
+    #[error(
+        "{0:?}: expected HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT][#CA_KEY_IDX]"
+    )]
     Shape(String),
     #[error("{0:?}: the port is 1..=65535")]
     Port(String),
@@ -316,18 +318,32 @@ pub enum HostSpecError {
     PriorityWeight(String),
     #[error("{0:?}: the host name is 1..=255 bytes")]
     Hostname(String),
+    #[error("{0:?}: #CA_KEY_IDX is a key index 0..=254 (the record key that signs this host's TLS certificate, SPEC §21)")]
+    CaKeyIdx(String),
 }
 
 impl PoolHost {
     /// A TCP host from its command-line spec,
-    /// `HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]`
+    /// `HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT][#CA_KEY_IDX]`
     /// (ENCRYPTION none, tls or noise_nk; priority 10 and weight 100 when
-    /// not given), as pozctl and the operators' tools take it.
+    /// not given; CA_KEY_IDX the index of the record key that signs the
+    /// host's TLS certificate, SPEC §8.7 and §21, none when not given), as
+    /// pozctl and the operators' tools take it.
     pub fn from_spec(spec: &str) -> Result<PoolHost, HostSpecError> {
         let err = |f: fn(String) -> HostSpecError| f(spec.to_owned());
-        let (addr, prio) = match spec.split_once('@') {
+        let (spec_host, ca_key_idx) = match spec.rsplit_once('#') {
+            Some((h, idx)) => (
+                h,
+                idx.parse::<u8>()
+                    .ok()
+                    .filter(|i| *i != NO_CA_KEY)
+                    .ok_or_else(|| err(HostSpecError::CaKeyIdx))?,
+            ),
+            None => (spec, NO_CA_KEY),
+        };
+        let (addr, prio) = match spec_host.split_once('@') {
             Some((a, p)) => (a, Some(p)),
-            None => (spec, None),
+            None => (spec_host, None),
         };
         let parts: Vec<&str> = addr.split(':').collect();
         if parts.len() < 2 || parts.len() > 4 {
@@ -367,7 +383,7 @@ impl PoolHost {
             transport: Transport::TCP,
             encryption,
             server_key,
-            ca_key_idx: NO_CA_KEY,
+            ca_key_idx,
             priority,
             weight,
         })
@@ -605,6 +621,13 @@ mod tests {
         );
         // What it encodes decodes to the same host.
         assert_eq!(PoolHost::from_bytes(&h.to_bytes()).unwrap(), h);
+        // #CA_KEY_IDX names the record key that signs its certificate.
+        let www = PoolHost::from_spec("www.example:443:tls@10/100#2").unwrap();
+        assert_eq!((www.port, www.ca_key_idx, www.priority), (443, 2, 10));
+        assert_eq!(
+            PoolHost::from_spec("www.example:443#0").unwrap().ca_key_idx,
+            0
+        );
         for (spec, want) in [
             (
                 "q1.example",
@@ -618,6 +641,9 @@ mod tests {
             ("q:7075:noise_nk:abcd", HostSpecError::ServerKey),
             ("q:7074@5", HostSpecError::PriorityWeight),
             ("q:7074@5/x", HostSpecError::PriorityWeight),
+            ("q:443#255", HostSpecError::CaKeyIdx),
+            ("q:443#x", HostSpecError::CaKeyIdx),
+            ("q:443#", HostSpecError::CaKeyIdx),
         ] {
             assert_eq!(
                 PoolHost::from_spec(spec),

@@ -220,6 +220,11 @@ fn a_user_record_keeps_copies_of_its_own_bindings_only() {
     assert!(report.is_valid(), "{report:?}");
     // The copy's signatures are the provider's: not checked here, and said so.
     assert!(!report.is_complete());
+    // Its record ID stays proven from genesis (fingerprints, login and
+    // lookups of the holder's record rely on that, not on completeness).
+    let vu = verify_and_accept(user.clone()).unwrap();
+    assert!(!vu.complete);
+    assert!(vu.from_genesis);
     // Checked against the provider, the copy holds.
     let vp = verify_and_accept(p.clone()).unwrap();
     assert!(vp.complete);

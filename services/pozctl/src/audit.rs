@@ -134,6 +134,22 @@ async fn batches(
                 "GAP the log no longer holds batch {} (--since): it ends before it, or was renumbered",
                 a.since
             );
+            if page.batches.is_empty() {
+                // Nothing at or after --since: there is nothing to check,
+                // and the summary says where the log does end.
+                let end = log_end(c, eps, a, a.since - 1).await?;
+                let ends = if end == 0 {
+                    "the log holds no batch".to_owned()
+                } else {
+                    format!("the log ends at batch {end}, before batch {}", a.since)
+                };
+                outln!(
+                    "checked 0 {} batch(es), 0 entries, after batch {}; {ends} (next audit: from the first batch, without --since)",
+                    a.zone,
+                    a.since
+                );
+                return Ok(failures);
+            }
         }
     }
     loop {
@@ -208,6 +224,35 @@ async fn batches(
         log.last()
     );
     Ok(failures)
+}
+
+/// The highest batch number in the log (0: it holds none), given that it
+/// holds none above `below`: a search by BATCHES pages of one batch,
+/// about log2(`below`) questions (at most 64).
+async fn log_end(c: &Client, eps: &[Endpoint], a: &AuditArgs<'_>, below: u64) -> Result<u64, Stop> {
+    // `lo` is 0 or a batch the log holds; none is above `hi`.
+    let (mut lo, mut hi) = (0u64, below);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let q = BatchesQuery {
+            domain: a.domain.into(),
+            zone_type: a.zone,
+            after: mid,
+            limit: 1,
+        };
+        let bytes = c
+            .request_any(eps, MessageType::BATCHES, &q.to_bytes())
+            .await?;
+        let page = BatchesAnswer::from_bytes(&bytes).map_err(|e| undecodable("BATCHES", e))?;
+        match page.batches.first() {
+            // A server that answers outside the range it was asked about
+            // would search forever: stop at what it said.
+            Some(b) if b.seq > mid && b.seq <= hi => lo = b.seq,
+            Some(_) => break,
+            None => hi = mid,
+        }
+    }
+    Ok(lo)
 }
 
 /// Pages one batch's entries into a [`BatchAudit`]; the audit's verdict.

@@ -43,6 +43,13 @@ impl TlsArgs {
 /// files, TLS files that do not load, a URL that is neither `http://`
 /// nor `https://`.
 pub fn channel(flag: &str, url: &str, tls: &TlsArgs) -> Result<poz_kit::Channel> {
+    // A URL that cannot name a server (port 99999, no host) is a usage
+    // error, not "connection refused" after a dial.
+    match url::Url::parse(url) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+        Ok(_) => bail!("{flag} {url}: no host in the URL (http://HOST:PORT)"),
+        Err(e) => bail!("{flag} {url}: not a URL ({e}); give http://HOST:PORT"),
+    }
     let files = tls.files();
     if url.starts_with("http://") && files.is_set() {
         // Said rather than ignored: the operator asked for mutual TLS
@@ -163,6 +170,38 @@ pub fn unreached(url: &str, status: &tonic::Status) -> anyhow::Error {
         ));
     }
     e.context(format!("{url} could not be reached"))
+}
+
+/// A failed call to `server` (its words, e.g. "the Provider API") at
+/// `url`, as pozctl reports it: a refusal of this client (exit 1, see
+/// [`refusal`]); no server reached, no gRPC answer (a POZ port or another
+/// protocol), or no answer in time: usage/I-O (exit 2), naming the URL;
+/// INVALID_ARGUMENT: the caller's input (exit 2); anything else the
+/// server decided: refused (exit 1) with its message.
+pub fn failure(server: &str, url: &str, status: &tonic::Status) -> anyhow::Error {
+    if let Some(r) = refusal(&format!("{server} at {url}"), status) {
+        return crate::cmd::refuse(r);
+    }
+    // A status tonic made itself from a transport failure carries the
+    // transport's error as its source; a server's answer never does.
+    let transport = std::error::Error::source(status).is_some();
+    match status.code() {
+        tonic::Code::Unavailable => unreached(url, status),
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            if transport || status.message().contains("Timeout") =>
+        {
+            anyhow::anyhow!(
+                "{url} did not answer in time ({}): is {server} up, and is this its gRPC port?",
+                causes(status)
+            )
+        }
+        _ if transport => anyhow::anyhow!(
+            "{url} did not answer as a gRPC server ({}): is this {server}'s gRPC port, not a POZ port?",
+            causes(status)
+        ),
+        tonic::Code::InvalidArgument => anyhow::anyhow!("{}", status.message()),
+        _ => crate::cmd::refuse(format!("{server} at {url}: {}", status.message())),
+    }
 }
 
 /// The alerts a TLS server sends when it rejects the client's

@@ -513,23 +513,47 @@ pub fn request_and_say(
     ask: &poz::wire::SubmitRequest,
     ticket_file: Option<&Path>,
 ) -> Result<ExitCode> {
+    // The ticket file is opened before anything is sent: a path that
+    // cannot be written must not file a request whose ID is then lost.
+    let mut ticket_out = match ticket_file {
+        Some(f) => Some(std::fs::File::create(f).with_context(|| {
+            format!(
+                "--ticket {}: cannot write it; nothing was sent",
+                f.display()
+            )
+        })?),
+        None => None,
+    };
     let rt = runtime()?;
     rt.block_on(async {
         let eps = submit_endpoints(t, domain).await?;
-        match client(t).submit_request(&eps, ask).await {
+        let c = client(t);
+        match c.submit_request(&eps, ask).await {
             Ok(ticket) => {
-                if let Some(f) = ticket_file {
-                    std::fs::write(f, format!("{}\n", hex::encode(ticket.submission_id)))
-                        .with_context(|| format!("writing {}", f.display()))?;
+                let sid = hex::encode(ticket.submission_id);
+                if let (Some(out), Some(f)) = (ticket_out.as_mut(), ticket_file) {
+                    use std::io::Write as _;
+                    writeln!(out, "{sid}").with_context(|| {
+                        format!("writing {} (the submission is {sid})", f.display())
+                    })?;
                 }
                 outln!(
-                    "requested \"{}@{domain}\" -> {}: {} (submission {})",
+                    "requested \"{}@{domain}\" -> {}: {} (submission {sid})",
                     ask.handle,
                     ask.subject,
                     ticket.state,
-                    hex::encode(ticket.submission_id)
                 );
-                Ok(ExitCode::SUCCESS)
+                if ticket.state != poz::wire::SubmissionState::REFUSED {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // Refused at once (the handle is taken, a look-alike,
+                // reserved): the reason is in the status, one more
+                // exchange; a refusal is exit 1.
+                match c.submit_status(&eps, ticket.submission_id).await {
+                    Ok(a) => eprintln!("{}", crate::render::decision(a.ticket.state, &a.message)),
+                    Err(e) => eprintln!("refused; the reason could not be read: {e}"),
+                }
+                Ok(ExitCode::from(1))
             }
             Err(e) => {
                 eprintln!("request failed: {e}");

@@ -116,6 +116,31 @@ async fn an_outside_auditor_checks_every_batch_and_sees_a_tampered_store() {
         "{}",
         said(&o)
     );
+    // The summary agrees with the gap: the log ends where it does, and
+    // the next audit starts from the first batch, not at the stale mark.
+    for since in [all + 5, u64::MAX] {
+        let o = audit(&vars, &["--since", &since.to_string()]);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+        assert!(
+            out.contains(&format!(
+                "the log ends at batch {all}, before batch {since} (next audit: from the first batch, without --since)"
+            )),
+            "{out}"
+        );
+        assert!(!out.contains("next audit: --since"), "{out}");
+        assert_eq!(checked(&o), 0);
+    }
+    // A log with no batch at all (the Service Zone's entries are signed
+    // one by one): it holds none.
+    let o = audit(&vars, &["--zone", "service", "--since", "5"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    assert!(out.contains("GAP the log no longer holds batch 5"), "{out}");
+    assert!(
+        out.contains("the log holds no batch (next audit: from the first batch, without --since)"),
+        "{out}"
+    );
 
     // One handle's history: its binding, live, in a batch the log lists.
     // user0 is in the first imported batch, which is never the last.

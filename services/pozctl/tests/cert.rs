@@ -239,11 +239,18 @@ async fn a_provider_certificate_is_issued_through_its_signer() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!Path::new(&path("f.key")).exists());
-    // An IP address is never a certificate's host.
-    let o = issue("127.0.0.1", "30", path("i.crt"), path("i.key"))
-        .await
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // An IP address, or a name with a second trailing dot, is never a
+    // certificate's host: a usage error, nothing sent or signed.
+    for bad in ["127.0.0.1", "revoke.social.example.."] {
+        let o = issue(bad, "30", path("i.crt"), path("i.key"))
+            .await
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("not a DNS host name"),
+            "{bad}: {o:?}"
+        );
+    }
     assert_eq!(store.signature_audit(&id).await.unwrap().len(), 2);
     // --api and --record/--key are one or the other.
     let o = pozctl(&[

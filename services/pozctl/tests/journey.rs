@@ -150,15 +150,23 @@ fn readme_journey_runs_verbatim_against_pozd_with_the_queue_policy() {
 fn journey_against_pozd_with_the_issue_policy() {
     // The README's lines without the operator's step and with the
     // request issued at once: no pending fetch, no list, no approval.
-    let lines: Vec<String> = journey_lines()
+    let mut lines: Vec<String> = journey_lines()
         .into_iter()
         .filter(|l| !l.contains("# pending") && !l.contains("pozctl requests"))
         .collect();
+    // A handle someone holds is refused at once: exit 1, with the rule.
+    lines.push(
+        "pozctl identity request demo.example --handle alice --record dana.poz --key dana.key --server $POZ_SUBMIT --noise-key $POZ_SUBMIT_KEY    # refused".into(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let (mut p, vars) = pozd::start(&dir.path().join("data"), &["--binding-requests", "issue"]);
     let (stdout, stderr) = run_lines(dir.path(), &lines, &vars);
     journey_said(&stdout, &stderr);
     assert!(stdout.contains(": issued (submission "), "{stdout}");
+    assert!(
+        stderr.contains("refused: the handle could not be issued: binding-unique"),
+        "{stderr}"
+    );
     let status = p.terminate();
     assert!(status.success(), "{status:?}\n{}", p.stderr());
 }

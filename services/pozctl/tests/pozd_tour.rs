@@ -101,6 +101,35 @@ fn pozd_serves_its_demo_provider_to_the_printed_pozctl_commands() {
         "{}",
         outputs[2]
     );
+    // The demo provider's web host names its service key as CA key: a
+    // certificate for it comes from the signer through the Provider API
+    // (OPERATIONS, "The signer"; SPEC §21).
+    let out = Command::new(&pozctl)
+        .args([
+            "cert",
+            "issue",
+            "--api",
+            &banner.api,
+            "--host",
+            "demo.example",
+            "--days",
+            "7",
+        ])
+        .arg("--out-cert")
+        .arg(dir.path().join("demo.crt"))
+        .arg("--out-key")
+        .arg(dir.path().join("demo.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("certificate for demo.example signed by the provider's signer"),
+        "{out:?}"
+    );
+    assert!(std::fs::read_to_string(dir.path().join("demo.crt"))
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
     stop(p);
 
     // A restart serves the same record from the same data; port 0 takes

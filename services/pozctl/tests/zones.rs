@@ -190,6 +190,28 @@ fn every_zone_entry_from_the_command_line() {
             "me.key",
         ],
     ));
+    // The same group again is the same entry: harmless. Another live
+    // group 1 would make every login for it ambiguous-group (SPEC §20):
+    // refused, naming the group there is, the file unchanged.
+    let group_1 = |members: &[&str]| {
+        let mut args = vec!["trust-group", "add", "me.poz", "--group", "1"];
+        args.extend(["--name", "devices"]);
+        for m in members {
+            args.extend(["--member", m]);
+        }
+        args.extend(["--key", "me.key"]);
+        pozctl(d, &args)
+    };
+    ok(&group_1(&["0:50", "1:50"]));
+    let before = std::fs::read(d.join("me.poz")).unwrap();
+    let o = group_1(&["0:100"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("already has a live trust group 1 (\"devices\", entry "),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(d.join("me.poz")).unwrap(), before);
     let o = pozctl(
         d,
         &[

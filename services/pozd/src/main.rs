@@ -183,6 +183,7 @@ async fn initialise(dir: &Path, args: &Args, bound: &BoundPorts) -> anyhow::Resu
                 noise: false,
                 priority: 20,
                 weight: 100,
+                ca_key: None,
             },
             HostPlan {
                 hostname: bound.noise.ip().to_string(),
@@ -190,6 +191,7 @@ async fn initialise(dir: &Path, args: &Args, bound: &BoundPorts) -> anyhow::Resu
                 noise: true,
                 priority: 10,
                 weight: 100,
+                ca_key: None,
             },
         ],
         submit_hosts: vec![HostPlan {
@@ -198,6 +200,18 @@ async fn initialise(dir: &Path, args: &Args, bound: &BoundPorts) -> anyhow::Resu
             noise: true,
             priority: 10,
             weight: 100,
+            ca_key: None,
+        }],
+        // The demo provider's web host (its domain, 443) names the service
+        // key as its CA key, so the tour can issue it a certificate through
+        // the signer (`pozctl cert issue --api`, SPEC §21).
+        https_hosts: vec![HostPlan {
+            hostname: args.domain.clone(),
+            port: 443,
+            noise: false,
+            priority: 10,
+            weight: 100,
+            ca_key: Some("service-1".into()),
         }],
     };
     let done = poz_signer::ceremony::run(&held, &plan, now_ms())?;

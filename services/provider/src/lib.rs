@@ -161,6 +161,19 @@ fn pbhash(h: &Hash32) -> Option<pb::Hash> {
     })
 }
 
+/// An expiry in ms since the epoch: 0 (none) or at most `i64::MAX`, the
+/// largest time the store's databases hold (whether it is after the issue
+/// time is the binding's own rule, checked when it is made).
+pub(crate) fn expiry_arg(expires_at: u64) -> Result<u64, String> {
+    if expires_at > i64::MAX as u64 {
+        return Err(format!(
+            "expires_at {expires_at} ms is beyond the largest time a binding can carry ({} ms)",
+            i64::MAX
+        ));
+    }
+    Ok(expires_at)
+}
+
 fn subject_arg(h: &Option<pb::Hash>) -> Result<Hash32, String> {
     let v = h.as_ref().map(|h| h.value.as_slice()).unwrap_or_default();
     <[u8; 32]>::try_from(v)
@@ -302,6 +315,13 @@ impl Upstream {
         &self,
         r: pb::IssueCertificateRequest,
     ) -> Result<pb::SignedCertificate, Status> {
+        let host = poz::ca::normalize_host(&r.host);
+        if !poz::ca::is_dns_host(&host) {
+            return Err(Status::invalid_argument(format!(
+                "host {:?} is not a DNS host name a certificate can carry (SPEC §21)",
+                r.host
+            )));
+        }
         let (bytes, _) = self.provider().await?;
         let checked = bytes.clone();
         let verified = tokio::task::spawn_blocking(move || {
@@ -320,7 +340,6 @@ impl Upstream {
         })
         .await
         .map_err(|e| Status::internal(format!("verification task: {e}")))??;
-        let host = poz::ca::normalize_host(&r.host);
         let named = poz::ca::ca_keys_for_host(&verified, &host);
         let held = self.held_keys().await?;
         let Some(ca) = named.iter().find(|k| held.contains(&k.key.id())) else {
@@ -468,6 +487,10 @@ impl Upstream {
             };
             if let Err(e) = poz::handle::check_handle(&r.handle, self.policy) {
                 decisions.push(Decision::Refused(Status::invalid_argument(e.to_string())));
+                continue;
+            }
+            if let Err(message) = expiry_arg(r.expires_at) {
+                decisions.push(Decision::Refused(Status::invalid_argument(message)));
                 continue;
             }
             let earlier = seen

@@ -112,6 +112,25 @@ impl ProviderApiService {
                 "reason: a refusal says why (the asker reads it)",
             ));
         }
+        // An expiry that cannot be issued is the caller's mistake, not the
+        // request's outcome: refused before anything is decided.
+        if r.approve && r.expires_at != 0 {
+            crate::expiry_arg(r.expires_at).map_err(Status::invalid_argument)?;
+            let now = crate::now_ms();
+            if r.expires_at <= now {
+                return Err(Status::invalid_argument(format!(
+                    "expires_at {} ms is not after now ({now} ms)",
+                    r.expires_at
+                )));
+            }
+        }
+        if reason.chars().any(char::is_control) {
+            // The asker reads it as one line of a SUBMIT_STATUS answer
+            // (SPEC §14.5), a str8, which carries no control characters.
+            return Err(Status::invalid_argument(
+                "reason: one line of text, without control characters (newline, tab, …)",
+            ));
+        }
         if reason.len() > MAX_REASON {
             return Err(Status::invalid_argument(format!(
                 "reason: at most {MAX_REASON} bytes, got {}",

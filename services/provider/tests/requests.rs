@@ -109,6 +109,16 @@ async fn requests_are_listed_approved_and_refused_once() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A reason the asker could not read (SUBMIT_STATUS carries one line):
+    // refused, and nothing decided.
+    for bad in ["line1\nline2", "tab\there"] {
+        let e = api
+            .decide_binding_request(decide(b, false, bad))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("control characters"), "{e:?}");
+    }
     let refused = api
         .decide_binding_request(decide(b, false, "handle reserved for staff"))
         .await
@@ -169,6 +179,64 @@ async fn requests_are_listed_approved_and_refused_once() {
 }
 
 /// Pages: at most `limit` each, `next_after` naming where the next starts.
+/// A holder asking again for a handle whose binding the provider has
+/// since revoked is not answered "issued" with the revoked binding: the
+/// ask is pending again, and approving it is refused `handle-reserved`
+/// (SPEC §8.4.3) until the operator frees the handle; then a new binding
+/// is issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_again_for_a_revoked_handle_is_not_issued_with_the_old_binding() {
+    let f = support::fleet(64).await;
+    let mut api = f.api.clone();
+    let dana = poz::hash::tagged_hash("test subject", &[b"dana"]);
+    let a = file(&f.store, "social.example", "dana", dana).await;
+    let issued = api
+        .decide_binding_request(decide(a, true, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(issued.state, 2);
+    api.revoke_binding(pb::RevokeBindingRequest {
+        handle: "dana".into(),
+        reason: 0,
+        idempotency_key: String::new(),
+    })
+    .await
+    .unwrap();
+
+    // The same ask again (a new SUBMIT_REQUEST): pending, not issued.
+    assert_eq!(file(&f.store, "social.example", "dana", dana).await, a);
+    let again = f.store.submission(&a).await.unwrap();
+    assert_eq!((again.state, again.entry.as_ref()), (1, None));
+    let refused = api
+        .decide_binding_request(decide(a, true, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.state, 3, "{refused:?}");
+    assert!(refused.entry.is_none());
+    assert!(
+        refused.message.starts_with("handle-reserved:"),
+        "{}",
+        refused.message
+    );
+
+    // Freed by the operator: asked again, issued anew.
+    api.free_handle(pb::FreeHandleRequest {
+        handle: "dana".into(),
+    })
+    .await
+    .unwrap();
+    file(&f.store, "social.example", "dana", dana).await;
+    let reissued = api
+        .decide_binding_request(decide(a, true, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reissued.state, 2, "{reissued:?}");
+    assert_ne!(reissued.entry, issued.entry);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_pages() {
     let f = support::fleet(64).await;

@@ -298,6 +298,13 @@ pub struct VerifiedRecord {
     /// served without its Zone History is accepted but not complete; the
     /// caller decides whether that is enough (see `Report::is_complete`).
     pub complete: bool,
+    /// The chain was walked from genesis (rule `chain-genesis` passed), so
+    /// the record ID is proven (SPEC §6.5). Unlike `complete`, binding
+    /// copies of other providers in the Identity Zone, which are checked
+    /// against their issuers' records and so "not checked" here, do not
+    /// make this false: a holder's record that adopted a binding is as
+    /// proven as before.
+    pub from_genesis: bool,
     pub(crate) revoked: HashSet<Hash32>,
     /// The Identity Zone's bindings by handle: (issued_at, subject) of
     /// each, decoded once here rather than for every binding checked
@@ -345,6 +352,8 @@ pub fn verify_and_accept(rec: Record) -> Result<VerifiedRecord, Report> {
     Ok(VerifiedRecord {
         id: rec.id(),
         complete: report.is_complete(),
+        from_genesis: report.outcome(crate::verify::Rule::ChainGenesis)
+            == Some(&crate::verify::Outcome::Pass),
         record: rec,
         revoked,
         bound,

@@ -74,6 +74,13 @@ pub fn run(cmd: CertCmd, pass: &Passphrase) -> Result<ExitCode> {
     if out_key.exists() {
         anyhow::bail!("{} exists; refusing to overwrite a key", out_key.display());
     }
+    // Normalized once; a name that is still not a DNS host name (an IP
+    // address, a second trailing dot, a wildcard) is a usage error.
+    if !poz::ca::is_dns_host(&normalize_host(&host)) {
+        anyhow::bail!(
+            "--host {host:?} is not a DNS host name a certificate can carry (letters, digits and hyphens in dot-separated labels; no IP address, no wildcard; SPEC §21)"
+        );
+    }
     let (Some(record), Some(key)) = (record, key) else {
         let api = api.ok_or_else(|| anyhow::anyhow!("give --record and --key, or --api"))?;
         return through_provider(&api, &tls, &host, days, &out_cert, &out_key, json);
@@ -115,8 +122,10 @@ pub fn run(cmd: CertCmd, pass: &Passphrase) -> Result<ExitCode> {
     let not_after = now + Duration::from_secs(days * 86_400);
     let c = poz_client::ca::issue_host_cert(&signer, &want, not_before, not_after)
         .map_err(|e| refuse(e.to_string()))?;
-    write_atomic_for(&out_key, c.key_pem.as_bytes(), Readers::Owner)?;
+    // The certificate first: a key is never left behind without it (a
+    // rerun would refuse to overwrite that key).
     write_atomic(&out_cert, c.cert_pem.as_bytes())?;
+    write_atomic_for(&out_key, c.key_pem.as_bytes(), Readers::Owner)?;
     if json {
         outln!(
             "{}",
@@ -171,21 +180,13 @@ fn through_provider(
             })
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| {
-                if let Some(r) = crate::grpc::refusal(&format!("the Provider API at {api}"), &s) {
-                    return refuse(r);
-                }
-                match s.code() {
-                    tonic::Code::Unavailable => crate::grpc::unreached(api, &s),
-                    _ => refuse(format!("the Provider API at {api}: {}", s.message())),
-                }
-            })
+            .map_err(|s| crate::grpc::failure("the Provider API", api, &s))
     })?;
     // What came back is for this host, this key, and not a CA.
     check_issued(&signed.certificate, &want, &host_key.public_key_der())?;
-    write_atomic_for(out_key, host_key.serialize_pem().as_bytes(), Readers::Owner)?;
     let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", signed.certificate));
     write_atomic(out_cert, cert_pem.as_bytes())?;
+    write_atomic_for(out_key, host_key.serialize_pem().as_bytes(), Readers::Owner)?;
     if json {
         outln!(
             "{}",

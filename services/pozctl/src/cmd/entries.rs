@@ -287,9 +287,57 @@ pub fn trust_group(cmd: TrustGroupCmd, pass: &Passphrase) -> Result<ExitCode> {
         members: ms,
     }
     .to_bytes();
+    // A second live group with this number would make every login for
+    // it `ambiguous-group` (SPEC §20); the same entry again is the same
+    // entry and changes nothing.
+    if let Some((digest, old)) = live_trust_groups(&rec, group)
+        .into_iter()
+        .find(|(_, e)| e.body != body)
+    {
+        let old_name = match EntryBody::decode(ZoneType::AUTH, old.kind, &old.body) {
+            Ok(EntryBody::Auth(AuthEntry::TrustGroup { name, .. })) => name,
+            _ => String::new(),
+        };
+        return Err(super::refuse(format!(
+            "the auth zone already has a live trust group {group} (\"{old_name}\", entry {digest}): a second one would make every login for group {group} ambiguous-group (SPEC §20); revoke that entry first or choose another --group"
+        )));
+    }
     let digest = add_entry(&signing, pass, rec, ZoneType::AUTH, body)?;
     outln!("trust group {group} \"{name}\" added to the auth zone (entry {digest})");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Auth Zone's live (not revoked) trust group entries numbered
+/// `group` (SPEC §8.6, §20), each with its digest.
+fn live_trust_groups(rec: &Record, group: u8) -> Vec<(Hash32, SignedEntry)> {
+    let Some(zone) = rec.zones.get(&ZoneType::AUTH) else {
+        return Vec::new();
+    };
+    let id = rec.id();
+    let revoked: Vec<Hash32> = zone
+        .entries
+        .iter()
+        .filter_map(
+            |e| match EntryBody::decode(ZoneType::AUTH, e.kind, &e.body) {
+                Ok(EntryBody::Revocation(r)) => Some(r.target),
+                _ => None,
+            },
+        )
+        .collect();
+    zone.entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::GRANT)
+        .filter(|e| {
+            matches!(
+                EntryBody::decode(ZoneType::AUTH, e.kind, &e.body),
+                Ok(EntryBody::Auth(AuthEntry::TrustGroup { group_id, .. })) if group_id == group
+            )
+        })
+        .filter_map(|e| {
+            let digest = e.digest_in(&id, ZoneType::AUTH, &rec.keys).ok()?;
+            (!revoked.contains(&digest)).then(|| (digest, e.clone()))
+        })
+        .collect()
 }
 
 pub fn revocation_service(cmd: RevocationServiceCmd, pass: &Passphrase) -> Result<ExitCode> {

@@ -51,7 +51,7 @@ fn verified_id(path: &Path, allow_partial: bool) -> Result<Hash32> {
             msgs.join("; ")
         ))
     })?;
-    if !vr.complete && !allow_partial {
+    if !vr.from_genesis && !allow_partial {
         return Err(refuse(format!(
             "{}: the chain cannot be walked from genesis (no Zone History), so its record ID is unproven; pass --allow-partial to accept it",
             path.display()

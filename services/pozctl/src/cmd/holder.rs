@@ -108,7 +108,9 @@ pub fn request(
 /// A submission ID given as 32 hex digits, or as the file `identity
 /// request --ticket` wrote.
 fn submission_arg(s: &str) -> Result<[u8; 16]> {
-    let text = if s.len() != 32 && std::path::Path::new(s).is_file() {
+    // A file by that name is read first: a ticket file may have any
+    // name, 32 characters long included.
+    let text = if std::path::Path::new(s).is_file() {
         std::fs::read_to_string(s).map_err(|e| anyhow::anyhow!("reading {s}: {e}"))?
     } else {
         s.to_owned()

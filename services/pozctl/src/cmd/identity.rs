@@ -259,7 +259,7 @@ pub fn run(cmd: IdentityCmd, pass: &Passphrase) -> Result<ExitCode> {
                     )));
                 }
             };
-            if !vr.complete && !allow_partial {
+            if !vr.from_genesis && !allow_partial {
                 return Err(refuse(
                     "the provider record's chain cannot be walked from genesis (no Zone History); pass --allow-partial to accept it",
                 ));

@@ -18,7 +18,7 @@ pub struct Mirrors {
     /// with --tls-cert, --tls-key and --tls-ca.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     store: String,
-    /// HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]
+    /// HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT][#CA_KEY_IDX]
     /// (ENCRYPTION = none, tls, noise_nk), in the order to answer. Repeat.
     #[arg(long = "host")]
     hosts: Vec<String>,

@@ -66,15 +66,7 @@ pub fn revoke_handle(handle: &str, reason: &str, api: &ApiArgs) -> Result<ExitCo
                 outln!("revoked the binding of {handle:?} ({reason})");
                 Ok(ExitCode::SUCCESS)
             }
-            Err(s) => {
-                if let Some(r) = grpc::refusal(&format!("the Provider API at {}", api.api), &s) {
-                    return Err(refuse(r));
-                }
-                match s.code() {
-                    tonic::Code::Unavailable => Err(grpc::unreached(&api.api, &s)),
-                    _ => Err(refuse(s.message().to_string())),
-                }
-            }
+            Err(s) => Err(grpc::failure("the Provider API", &api.api, &s)),
         }
     })
 }
@@ -91,7 +83,9 @@ pub struct ApiArgs {
 
 /// A submission ID in hex, or a ticket file holding one.
 fn sid_arg(s: &str) -> Result<Vec<u8>> {
-    let text = if s.len() != 32 && std::path::Path::new(s).is_file() {
+    // A file by that name is read first: a ticket file may have any
+    // name, 32 characters long included.
+    let text = if std::path::Path::new(s).is_file() {
         std::fs::read_to_string(s).with_context(|| format!("reading {s}"))?
     } else {
         s.to_owned()
@@ -128,19 +122,14 @@ pub fn run(cmd: RequestsCmd) -> Result<ExitCode> {
         let channel = grpc::channel("--api", &api, tls)?;
         let mut c = pb::provider_api_client::ProviderApiClient::new(channel);
         let failed = |s: tonic::Status| -> anyhow::Error {
-            if let Some(r) = grpc::refusal(&format!("the Provider API at {api}"), &s) {
-                return refuse(r);
-            }
             match s.code() {
-                tonic::Code::Unavailable => grpc::unreached(&api, &s),
-                tonic::Code::InvalidArgument => anyhow::anyhow!("{}", s.message()),
                 // The store's words are "submission ID": say what that
                 // means to whoever decides requests.
                 tonic::Code::NotFound if s.message().starts_with("submission ") => refuse(format!(
                     "no binding request {} at the Provider API at {api} (`pozctl requests list` shows the pending ones)",
                     s.message().trim_start_matches("submission ")
                 )),
-                _ => refuse(s.message().to_string()),
+                _ => grpc::failure("the Provider API", &api, &s),
             }
         };
         match cmd {

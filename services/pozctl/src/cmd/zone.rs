@@ -41,7 +41,7 @@ pub enum ServiceCmd {
         service_type: String,
         #[arg(long, default_value = "")]
         name: String,
-        /// HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT]
+        /// HOST:PORT[:ENCRYPTION[:SERVER_KEY_HEX]][@PRIORITY/WEIGHT][#CA_KEY_IDX]
         /// (ENCRYPTION = none, tls, noise_nk). Repeat.
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
