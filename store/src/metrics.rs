@@ -74,7 +74,7 @@ impl prometheus_client::collector::Collector for ReplicaGauges {
         let states = self.store.replica_states();
         let gauge = ConstGauge::new(0i64);
         let mut lag = encoder.encode_descriptor(
-            "poz_db_replica_lag_bytes",
+            "poz_db_replica_lag",
             "WAL the primary has written that the replica has not replayed, at the last probe",
             Some(&prometheus_client::registry::Unit::Bytes),
             gauge.metric_type(),
@@ -123,7 +123,7 @@ impl prometheus_client::collector::Collector for ReplicaGauges {
         )?;
         ConstCounter::new(waited).encode(w)?;
         let m = encoder.encode_descriptor(
-            "poz_store_read_mark_bytes",
+            "poz_store_read_mark",
             "The read mark: a WAL position no later read goes behind",
             Some(&prometheus_client::registry::Unit::Bytes),
             gauge.metric_type(),

@@ -144,6 +144,18 @@ async fn a_commit_on_the_primary_shows_through_the_replica() {
     let states = store.replica_states();
     assert!(states[0].up && states[0].lag_bytes.is_some(), "{states:?}");
     assert!(!states[0].label.contains('@'));
+    // And exported (the names docs/OPERATIONS.md lists).
+    poz_store::metrics::export_replicas(&store);
+    let text = poz_kit::metrics::encode();
+    for name in [
+        "poz_db_replica_lag_bytes{replica=\"127.0.0.1:",
+        "poz_db_replica_up{replica=\"127.0.0.1:",
+        "poz_store_reads_total{source=\"replica\"}",
+        "poz_store_reads_waited_total",
+        "poz_store_read_mark_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
     writer.close().await;
     store.close().await;
 }
