@@ -346,14 +346,7 @@ impl pb::store_read_server::StoreRead for StoreReader {
             let id = record_ref(&store, &r.record).await?;
             let found = store.bindings_for_handles(&id, &r.handles).await?;
             Ok(pb::GetBindingsResponse {
-                bindings: found
-                    .into_iter()
-                    .map(|(handle, e, revoked)| pb::HandleBinding {
-                        handle,
-                        binding: e.to_bytes(),
-                        revoked,
-                    })
-                    .collect(),
+                bindings: handle_bindings(found),
             })
         })
         .await
@@ -371,14 +364,7 @@ impl pb::store_read_server::StoreRead for StoreReader {
             let id = record_ref(&store, &r.record).await?;
             let page = store.list_bindings(&id, &r.after_handle, r.limit).await?;
             Ok(pb::ListStoreBindingsResponse {
-                bindings: page
-                    .into_iter()
-                    .map(|(handle, e, revoked)| pb::HandleBinding {
-                        handle,
-                        binding: e.to_bytes(),
-                        revoked,
-                    })
-                    .collect(),
+                bindings: handle_bindings(page),
             })
         })
         .await
@@ -680,6 +666,18 @@ impl pb::store_write_server::StoreWrite for StoreWriter {
         self.wrote().await;
         Ok(Response::new(to_pb_submission(stored)))
     }
+}
+
+/// Bindings by handle as the API carries them.
+fn handle_bindings(found: Vec<(String, poz::zone::SignedEntry, bool)>) -> Vec<pb::HandleBinding> {
+    found
+        .into_iter()
+        .map(|(handle, e, revoked)| pb::HandleBinding {
+            handle,
+            binding: e.to_bytes(),
+            revoked,
+        })
+        .collect()
 }
 
 fn submission_id_arg(v: &[u8]) -> Result<[u8; 16], Status> {

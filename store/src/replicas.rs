@@ -307,6 +307,11 @@ impl Store {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(16));
         }
+        self.fallback(r, need)
+    }
+
+    /// The fallback's source (the primary), or its refusal at `need`.
+    fn fallback(&self, r: &Replicas, need: u64) -> Result<(Store, ReadSource), StoreError> {
         match r.options.fallback {
             ReadFallback::Primary => {
                 r.counts.primary.fetch_add(1, Ordering::Relaxed);
@@ -348,19 +353,7 @@ impl Store {
         let Some(r) = &self.replicas else {
             return Ok((self.clone(), ReadSource::Primary));
         };
-        match r.options.fallback {
-            ReadFallback::Primary => {
-                r.counts.primary.fetch_add(1, Ordering::Relaxed);
-                Ok((self.primary_view(), ReadSource::Primary))
-            }
-            ReadFallback::Unavailable => {
-                r.counts.refused.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::ReplicasBehind {
-                    mark: r.mark.load(Ordering::Acquire),
-                    retry_after: r.options.wait.max(Duration::from_millis(100)),
-                })
-            }
-        }
+        self.fallback(r, r.mark.load(Ordering::Acquire))
     }
 
     /// After a read from `source`: raises the read mark to the source's

@@ -109,14 +109,16 @@ async fn on_standby(url: &str, sql: &str) {
     sqlx::query(sql).execute(&mut c).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_on_the_primary_shows_through_the_replica() {
+/// A primary with one asynchronous standby, a store writing to the
+/// primary only, revisions 1..=`n` of the tour record and revision 1
+/// stored: (cluster, primary URL, standby URL, writer, revisions).
+async fn started(n: u32) -> (Cluster, String, String, Store, Vec<Record>) {
     let cluster = Cluster::start_new(1, false);
     let (primary, standby) = (
         cluster.primary.url("postgres"),
         cluster.standbys[0].url("postgres"),
     );
-    let revs = revisions(3);
+    let revs = revisions(n);
     let writer = Store::open(&primary, StoreOptions::default())
         .await
         .unwrap();
@@ -124,6 +126,13 @@ async fn a_commit_on_the_primary_shows_through_the_replica() {
         .create_record(&revs[0].to_bytes(), &[DOMAIN.into()], "")
         .await
         .unwrap();
+    (cluster, primary, standby, writer, revs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_on_the_primary_shows_through_the_replica() {
+    // `_cluster`, not `_`: the servers live until the end of the test.
+    let (_cluster, primary, standby, writer, revs) = started(3).await;
     let store = reader_store(&primary, &standby, ReadFallback::Unavailable).await;
     let reader = StoreReader {
         store: store.clone(),
@@ -162,19 +171,7 @@ async fn a_commit_on_the_primary_shows_through_the_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_or_stopped_replica_never_serves_an_older_serial() {
-    let mut cluster = Cluster::start_new(1, false);
-    let (primary, standby) = (
-        cluster.primary.url("postgres"),
-        cluster.standbys[0].url("postgres"),
-    );
-    let revs = revisions(5);
-    let writer = Store::open(&primary, StoreOptions::default())
-        .await
-        .unwrap();
-    writer
-        .create_record(&revs[0].to_bytes(), &[DOMAIN.into()], "")
-        .await
-        .unwrap();
+    let (mut cluster, primary, standby, writer, revs) = started(5).await;
     // Two store processes reading from the same standby: one falls back
     // to the primary, one refuses.
     let a = reader_store(&primary, &standby, ReadFallback::Primary).await;

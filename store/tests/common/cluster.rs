@@ -63,9 +63,10 @@ fn is_root() -> bool {
 }
 
 impl Cluster {
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// Runs one of the server's tools (as `postgres` when root).
+    fn output(&self, tool: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
         let exe = self.bin.join(tool);
-        let out = if self.as_postgres {
+        if self.as_postgres {
             Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(&exe)
@@ -74,7 +75,10 @@ impl Cluster {
         } else {
             Command::new(&exe).args(args).output()
         }
-        .unwrap();
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.output(tool, args).unwrap();
         assert!(
             out.status.success(),
             "{tool} {args:?} failed: {}\n{}",
@@ -256,18 +260,8 @@ impl Drop for Cluster {
             .map(|s| s.data.clone())
             .collect();
         for data in servers {
-            let exe = self.bin.join("pg_ctl");
             let d = data.to_str().unwrap_or_default().to_string();
-            let args = ["-D", d.as_str(), "-m", "immediate", "-w", "stop"];
-            let _ = if self.as_postgres {
-                Command::new("runuser")
-                    .args(["-u", "postgres", "--"])
-                    .arg(&exe)
-                    .args(args)
-                    .output()
-            } else {
-                Command::new(&exe).args(args).output()
-            };
+            let _ = self.output("pg_ctl", &["-D", &d, "-m", "immediate", "-w", "stop"]);
         }
     }
 }
