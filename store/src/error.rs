@@ -41,6 +41,15 @@ pub enum StoreError {
     /// A subject has as many pending binding requests as allowed.
     #[error("subject {subject} already has {limit} pending binding requests")]
     TooManyPending { subject: Hash32, limit: u32 },
+    /// No replica has reached the read mark (a WAL position, bytes since
+    /// `0/0`) within the wait, and reads may not fall back to the primary
+    /// (`replica_fallback = "unavailable"`). UNAVAILABLE, with the retry
+    /// hint in `grpc-retry-pushback-ms`.
+    #[error("no read replica has reached position {mark} yet; retry in {retry_after:?}")]
+    ReplicasBehind {
+        mark: u64,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -8,9 +8,11 @@
 //! characters, ALREADY_EXISTS for `binding-unique`, `handle-confusable`
 //! and `handle-reserved` (the message begins with the rule's name); a time
 //! ≥ 2^63 → OUT_OF_RANGE; too many pending binding requests →
-//! RESOURCE_EXHAUSTED.
+//! RESOURCE_EXHAUSTED; a read no replica could serve at the read mark
+//! (replica_fallback = "unavailable") → UNAVAILABLE with
+//! `grpc-retry-pushback-ms`.
 
-use crate::{Store, StoreError};
+use crate::{ReadSource, Store, StoreError};
 use poz::codec::Codec;
 use poz::zone::ZoneType;
 use poz::Hash32;
@@ -37,6 +39,15 @@ impl From<StoreError> for Status {
             StoreError::Handle(r) => Status::already_exists(r.to_string()),
             e @ StoreError::TimeOutOfRange { .. } => Status::out_of_range(e.to_string()),
             e @ StoreError::TooManyPending { .. } => Status::resource_exhausted(e.to_string()),
+            StoreError::ReplicasBehind { mark, retry_after } => {
+                let mut s = Status::unavailable(
+                    StoreError::ReplicasBehind { mark, retry_after }.to_string(),
+                );
+                let ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+                s.metadata_mut()
+                    .insert(RETRY_PUSHBACK, tonic::metadata::MetadataValue::from(ms));
+                s
+            }
         }
     }
 }
@@ -113,6 +124,75 @@ async fn record_ref(store: &Store, r: &Option<pb::RecordRef>) -> Result<Hash32, 
     }
 }
 
+/// Request metadata: a read mark (decimal WAL position) the caller got
+/// from an earlier answer, perhaps of another store process; the read is
+/// served from a source at least that new (replicas.rs).
+pub const READ_AFTER: &str = "poz-read-after";
+
+/// Response metadata (on answers and on errors): the store's read mark
+/// after this read, for the caller to send back as [`READ_AFTER`]. Only
+/// when the store reads from replicas.
+pub const READ_MARK: &str = "poz-read-lsn";
+
+/// Error metadata on a read refused because no replica had caught up
+/// (`replica_fallback = "unavailable"`): milliseconds to wait before a
+/// retry, the name gRPC's retry policy reads.
+pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+impl StoreReader {
+    /// Runs one read on the source the read mark allows (replicas.rs):
+    /// `f` gets the store to read through. A replica that fails the read
+    /// with a database error (UNAVAILABLE) is marked down and the read
+    /// runs once more on the fallback. The answer (or error) carries the
+    /// read mark as [`READ_MARK`].
+    async fn read<T, F, Fut>(
+        &self,
+        meta: &tonic::metadata::MetadataMap,
+        f: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Fn(Store) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        if !self.store.has_replicas() {
+            return f(self.store.clone()).await.map(Response::new);
+        }
+        let after = match meta.get(READ_AFTER) {
+            None => 0,
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("{READ_AFTER}: a decimal WAL position"))
+                })?,
+        };
+        let (store, mut source) = self.store.read_source(after).await?;
+        let mut answer = f(store).await;
+        if matches!(source, ReadSource::Replica(_))
+            && matches!(&answer, Err(e) if e.code() == tonic::Code::Unavailable)
+        {
+            self.store.replica_failed(source);
+            let (store, again) = self.store.retry_source()?;
+            source = again;
+            answer = f(store).await;
+        }
+        let mark = self.store.read_done(source).await?;
+        let value = tonic::metadata::MetadataValue::from(mark);
+        match answer {
+            Ok(a) => {
+                let mut resp = Response::new(a);
+                resp.metadata_mut().insert(READ_MARK, value);
+                Ok(resp)
+            }
+            Err(mut e) => {
+                e.metadata_mut().insert(READ_MARK, value);
+                Err(e)
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::store_read_server::StoreRead for StoreReader {
     async fn check_handles(
@@ -125,7 +205,6 @@ impl pb::store_read_server::StoreRead for StoreReader {
                 "candidates: at most {MAX_CANDIDATES} per call"
             )));
         }
-        let id = record_ref(&self.store, &r.record).await?;
         let candidates = r
             .candidates
             .iter()
@@ -135,43 +214,56 @@ impl pb::store_read_server::StoreRead for StoreReader {
                     .map(|s| (c.handle.clone(), s))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let verdicts = self.store.check_handles(&id, &candidates).await?;
-        Ok(Response::new(pb::CheckHandlesResponse {
-            verdicts: verdicts
-                .into_iter()
-                .map(|v| match v {
-                    Ok(()) => pb::HandleVerdict::default(),
-                    Err(e) => pb::HandleVerdict {
-                        rule: e.rule.name().to_string(),
-                        message: e.to_string(),
-                    },
-                })
-                .collect(),
-        }))
+        let candidates = &candidates;
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let verdicts = store.check_handles(&id, candidates).await?;
+            Ok(pb::CheckHandlesResponse {
+                verdicts: verdicts
+                    .into_iter()
+                    .map(|v| match v {
+                        Ok(()) => pb::HandleVerdict::default(),
+                        Err(e) => pb::HandleVerdict {
+                            rule: e.rule.name().to_string(),
+                            message: e.to_string(),
+                        },
+                    })
+                    .collect(),
+            })
+        })
+        .await
     }
 
     async fn get_master(
         &self,
         req: Request<pb::GetMasterRequest>,
     ) -> Result<Response<pb::GetMasterResponse>, Status> {
-        let id = record_ref(&self.store, &req.get_ref().record).await?;
-        let record = self.store.master_answer(&id).await?;
-        let (serial, _, _) = self.store.head(&id).await?;
-        Ok(Response::new(pb::GetMasterResponse { record, serial }))
+        let r = req.get_ref();
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let record = store.master_answer(&id).await?;
+            let (serial, _, _) = store.head(&id).await?;
+            Ok(pb::GetMasterResponse { record, serial })
+        })
+        .await
     }
 
     async fn get_head(
         &self,
         req: Request<pb::GetHeadRequest>,
     ) -> Result<Response<pb::GetHeadResponse>, Status> {
-        let id = record_ref(&self.store, &req.get_ref().record).await?;
-        let (serial, h, ts) = self.store.head(&id).await?;
-        Ok(Response::new(pb::GetHeadResponse {
-            record_id: Some(pbhash(&id)),
-            serial,
-            master_hash: Some(pbhash(&h)),
-            timestamp: ts,
-        }))
+        let r = req.get_ref();
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let (serial, h, ts) = store.head(&id).await?;
+            Ok(pb::GetHeadResponse {
+                record_id: Some(pbhash(&id)),
+                serial,
+                master_hash: Some(pbhash(&h)),
+                timestamp: ts,
+            })
+        })
+        .await
     }
 
     async fn get_binding(
@@ -179,25 +271,26 @@ impl pb::store_read_server::StoreRead for StoreReader {
         req: Request<pb::GetBindingRequest>,
     ) -> Result<Response<pb::GetBindingResponse>, Status> {
         let r = req.get_ref();
-        Ok(Response::new(
-            match r.record.as_ref().and_then(|x| x.by.as_ref()) {
+        self.read(req.metadata(), |store| async move {
+            Ok(match r.record.as_ref().and_then(|x| x.by.as_ref()) {
                 Some(pb::record_ref::By::Domain(d)) => {
-                    let b = self.store.binding_by_domain(d, &r.handle).await?;
+                    let b = store.binding_by_domain(d, &r.handle).await?;
                     pb::GetBindingResponse {
                         binding: b.entry,
                         revocation: b.revocation,
                     }
                 }
                 _ => {
-                    let id = record_ref(&self.store, &r.record).await?;
-                    let (b, r) = self.store.binding(&id, &r.handle).await?;
+                    let id = record_ref(&store, &r.record).await?;
+                    let (b, rev) = store.binding(&id, &r.handle).await?;
                     pb::GetBindingResponse {
                         binding: b.to_bytes(),
-                        revocation: r.map(|r| r.to_bytes()),
+                        revocation: rev.map(|r| r.to_bytes()),
                     }
                 }
-            },
-        ))
+            })
+        })
+        .await
     }
 
     async fn lookup_bindings(
@@ -215,24 +308,30 @@ impl pb::store_read_server::StoreRead for StoreReader {
             .iter()
             .map(|l| (l.domain.clone(), l.handle.clone()))
             .collect();
-        let mut results = Vec::with_capacity(asks.len());
-        for answer in self.store.lookup_bindings(&asks).await? {
-            results.push(pb::BindingLookupResult {
-                outcome: Some(match answer {
-                    // The stored bytes as written: no decode here, none
-                    // at the gateway (SPEC §14.4).
-                    Ok(b) => pb::binding_lookup_result::Outcome::Found(pb::GetBindingResponse {
-                        binding: b.entry,
-                        revocation: b.revocation,
+        let asks = &asks;
+        self.read(req.metadata(), |store| async move {
+            let mut results = Vec::with_capacity(asks.len());
+            for answer in store.lookup_bindings(asks).await? {
+                results.push(pb::BindingLookupResult {
+                    outcome: Some(match answer {
+                        // The stored bytes as written: no decode here,
+                        // none at the gateway (SPEC §14.4).
+                        Ok(b) => {
+                            pb::binding_lookup_result::Outcome::Found(pb::GetBindingResponse {
+                                binding: b.entry,
+                                revocation: b.revocation,
+                            })
+                        }
+                        Err(StoreError::NotFound(why)) => {
+                            pb::binding_lookup_result::Outcome::NotFound(why)
+                        }
+                        Err(e) => return Err(e.into()),
                     }),
-                    Err(StoreError::NotFound(why)) => {
-                        pb::binding_lookup_result::Outcome::NotFound(why)
-                    }
-                    Err(e) => return Err(e.into()),
-                }),
-            });
-        }
-        Ok(Response::new(pb::LookupBindingsResponse { results }))
+                });
+            }
+            Ok(pb::LookupBindingsResponse { results })
+        })
+        .await
     }
 
     async fn get_bindings(
@@ -243,18 +342,14 @@ impl pb::store_read_server::StoreRead for StoreReader {
         if r.handles.len() > 10_000 {
             return Err(Status::invalid_argument("handles: at most 10,000 per call"));
         }
-        let id = record_ref(&self.store, &r.record).await?;
-        let found = self.store.bindings_for_handles(&id, &r.handles).await?;
-        Ok(Response::new(pb::GetBindingsResponse {
-            bindings: found
-                .into_iter()
-                .map(|(handle, e, revoked)| pb::HandleBinding {
-                    handle,
-                    binding: e.to_bytes(),
-                    revoked,
-                })
-                .collect(),
-        }))
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let found = store.bindings_for_handles(&id, &r.handles).await?;
+            Ok(pb::GetBindingsResponse {
+                bindings: handle_bindings(found),
+            })
+        })
+        .await
     }
 
     async fn list_bindings(
@@ -265,30 +360,27 @@ impl pb::store_read_server::StoreRead for StoreReader {
         if !(1..=1000).contains(&r.limit) {
             return Err(Status::invalid_argument("limit: 1..=1000"));
         }
-        let id = record_ref(&self.store, &r.record).await?;
-        let page = self
-            .store
-            .list_bindings(&id, &r.after_handle, r.limit)
-            .await?;
-        Ok(Response::new(pb::ListStoreBindingsResponse {
-            bindings: page
-                .into_iter()
-                .map(|(handle, e, revoked)| pb::HandleBinding {
-                    handle,
-                    binding: e.to_bytes(),
-                    revoked,
-                })
-                .collect(),
-        }))
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let page = store.list_bindings(&id, &r.after_handle, r.limit).await?;
+            Ok(pb::ListStoreBindingsResponse {
+                bindings: handle_bindings(page),
+            })
+        })
+        .await
     }
 
     async fn get_chain(
         &self,
         req: Request<pb::GetBindingRequest>,
     ) -> Result<Response<pb::GetChainResponse>, Status> {
-        let id = record_ref(&self.store, &req.get_ref().record).await?;
-        let chain = self.store.chain(&id, &req.get_ref().handle).await?;
-        Ok(Response::new(pb::GetChainResponse { chain }))
+        let r = req.get_ref();
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let chain = store.chain(&id, &r.handle).await?;
+            Ok(pb::GetChainResponse { chain })
+        })
+        .await
     }
 
     async fn list_zone(
@@ -296,33 +388,42 @@ impl pb::store_read_server::StoreRead for StoreReader {
         req: Request<pb::ListZoneRequest>,
     ) -> Result<Response<pb::ListZoneResponse>, Status> {
         let r = req.get_ref();
-        let id = record_ref(&self.store, &r.record).await?;
         let zone = zone_arg(r.zone_type)?;
         let after = cursor_arg("after", &r.after)?;
         let limit = limit_arg(r.limit, poz::wire::MAX_ZONE_PAGE)?;
-        let (entries, next) = if r.batch_root.is_empty() {
-            let page = self.store.zone_page(&id, zone, &after, limit).await?;
-            if page.0.is_empty() && after.is_zero() {
-                return Err(Status::not_found(format!("record {id} has no {zone} zone")));
-            }
-            page
+        let root = if r.batch_root.is_empty() {
+            None
         } else {
-            let root = cursor_arg("batch_root", &r.batch_root)?;
-            // A batch the log does not hold is NOT_FOUND, whatever the
-            // cursor: an auditor must tell "no such batch" from "no more".
-            if !self.store.has_batch(&id, zone, &root).await? {
-                return Err(Status::not_found(format!(
-                    "record {id} has no {zone} batch {root}"
-                )));
-            }
-            self.store
-                .batch_page(&id, zone, &root, &after, limit)
-                .await?
+            Some(cursor_arg("batch_root", &r.batch_root)?)
         };
-        Ok(Response::new(pb::ListZoneResponse {
-            entries,
-            next: next.map(|d| d.0.to_vec()).unwrap_or_default(),
-        }))
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let (entries, next) = match root {
+                None => {
+                    let page = store.zone_page(&id, zone, &after, limit).await?;
+                    if page.0.is_empty() && after.is_zero() {
+                        return Err(Status::not_found(format!("record {id} has no {zone} zone")));
+                    }
+                    page
+                }
+                Some(root) => {
+                    // A batch the log does not hold is NOT_FOUND, whatever
+                    // the cursor: an auditor must tell "no such batch" from
+                    // "no more".
+                    if !store.has_batch(&id, zone, &root).await? {
+                        return Err(Status::not_found(format!(
+                            "record {id} has no {zone} batch {root}"
+                        )));
+                    }
+                    store.batch_page(&id, zone, &root, &after, limit).await?
+                }
+            };
+            Ok(pb::ListZoneResponse {
+                entries,
+                next: next.map(|d| d.0.to_vec()).unwrap_or_default(),
+            })
+        })
+        .await
     }
 
     async fn list_batches(
@@ -330,26 +431,29 @@ impl pb::store_read_server::StoreRead for StoreReader {
         req: Request<pb::ListBatchesRequest>,
     ) -> Result<Response<pb::ListBatchesResponse>, Status> {
         let r = req.get_ref();
-        let id = record_ref(&self.store, &r.record).await?;
         let zone = zone_arg(r.zone_type)?;
         let limit = limit_arg(r.limit, poz::audit::MAX_BATCH_PAGE)?;
-        let (page, more) = self.store.batch_log(&id, zone, r.after, limit).await?;
-        let next = if more {
-            page.last().map_or(0, |b| b.0)
-        } else {
-            0
-        };
-        Ok(Response::new(pb::ListBatchesResponse {
-            batches: page
-                .into_iter()
-                .map(|(seq, root, stored_ms)| pb::BatchRow {
-                    seq,
-                    root_digest: root.0.to_vec(),
-                    stored_ms,
-                })
-                .collect(),
-            next,
-        }))
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let (page, more) = store.batch_log(&id, zone, r.after, limit).await?;
+            let next = if more {
+                page.last().map_or(0, |b| b.0)
+            } else {
+                0
+            };
+            Ok(pb::ListBatchesResponse {
+                batches: page
+                    .into_iter()
+                    .map(|(seq, root, stored_ms)| pb::BatchRow {
+                        seq,
+                        root_digest: root.0.to_vec(),
+                        stored_ms,
+                    })
+                    .collect(),
+                next,
+            })
+        })
+        .await
     }
 
     async fn list_handle_bindings(
@@ -357,29 +461,29 @@ impl pb::store_read_server::StoreRead for StoreReader {
         req: Request<pb::ListHandleBindingsRequest>,
     ) -> Result<Response<pb::ListHandleBindingsResponse>, Status> {
         let r = req.get_ref();
-        let id = record_ref(&self.store, &r.record).await?;
         let after = cursor_arg("after", &r.after)?;
         let limit = limit_arg(r.limit, poz::audit::MAX_HISTORY_PAGE)?;
-        let (items, next) = self
-            .store
-            .handle_bindings(&id, &r.handle, &after, limit)
-            .await?;
-        if items.is_empty() && after.is_zero() {
-            return Err(Status::not_found(format!(
-                "no binding for handle {:?}",
-                r.handle
-            )));
-        }
-        Ok(Response::new(pb::ListHandleBindingsResponse {
-            bindings: items
-                .into_iter()
-                .map(|(binding, revocation)| pb::GetBindingResponse {
-                    binding,
-                    revocation,
-                })
-                .collect(),
-            next: next.map(|d| d.0.to_vec()).unwrap_or_default(),
-        }))
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let (items, next) = store.handle_bindings(&id, &r.handle, &after, limit).await?;
+            if items.is_empty() && after.is_zero() {
+                return Err(Status::not_found(format!(
+                    "no binding for handle {:?}",
+                    r.handle
+                )));
+            }
+            Ok(pb::ListHandleBindingsResponse {
+                bindings: items
+                    .into_iter()
+                    .map(|(binding, revocation)| pb::GetBindingResponse {
+                        binding,
+                        revocation,
+                    })
+                    .collect(),
+                next: next.map(|d| d.0.to_vec()).unwrap_or_default(),
+            })
+        })
+        .await
     }
 
     async fn get_mirrors(
@@ -388,23 +492,28 @@ impl pb::store_read_server::StoreRead for StoreReader {
     ) -> Result<Response<pb::GetMirrorsResponse>, Status> {
         // Nothing else of the record is read, so MIRRORS stays cheap for
         // any record size.
-        let id = record_ref(&self.store, &req.get_ref().record).await?;
-        let hosts = self.store.mirrors(&id).await?;
-        Ok(Response::new(pb::GetMirrorsResponse { hosts }))
+        let r = req.get_ref();
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let hosts = store.mirrors(&id).await?;
+            Ok(pb::GetMirrorsResponse { hosts })
+        })
+        .await
     }
 
     async fn get_history(
         &self,
         req: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
-        let id = record_ref(&self.store, &req.get_ref().record).await?;
-        let h = self
-            .store
-            .history(&id, req.get_ref().from_serial.max(1))
-            .await?;
-        Ok(Response::new(pb::GetHistoryResponse {
-            revisions: h.iter().map(|m| m.to_bytes()).collect(),
-        }))
+        let r = req.get_ref();
+        self.read(req.metadata(), |store| async move {
+            let id = record_ref(&store, &r.record).await?;
+            let h = store.history(&id, r.from_serial.max(1)).await?;
+            Ok(pb::GetHistoryResponse {
+                revisions: h.iter().map(|m| m.to_bytes()).collect(),
+            })
+        })
+        .await
     }
 
     async fn get_submission(
@@ -412,9 +521,10 @@ impl pb::store_read_server::StoreRead for StoreReader {
         req: Request<pb::GetSubmissionRequest>,
     ) -> Result<Response<pb::Submission>, Status> {
         let id = submission_id_arg(&req.get_ref().submission_id)?;
-        Ok(Response::new(to_pb_submission(
-            self.store.submission(&id).await?,
-        )))
+        self.read(req.metadata(), |store| async move {
+            Ok(to_pb_submission(store.submission(&id).await?))
+        })
+        .await
     }
 
     async fn list_submissions(
@@ -427,12 +537,26 @@ impl pb::store_read_server::StoreRead for StoreReader {
         } else {
             Some(submission_id_arg(&r.after)?)
         };
-        let page = self.store.pending_submissions(after, r.limit).await?;
-        let created_ms = page.iter().map(|(_, c)| *c).collect();
-        Ok(Response::new(pb::ListSubmissionsResponse {
-            submissions: page.into_iter().map(|(s, _)| to_pb_submission(s)).collect(),
-            created_ms,
-        }))
+        self.read(req.metadata(), |store| async move {
+            let page = store.pending_submissions(after, r.limit).await?;
+            let created_ms = page.iter().map(|(_, c)| *c).collect();
+            Ok(pb::ListSubmissionsResponse {
+                submissions: page.into_iter().map(|(s, _)| to_pb_submission(s)).collect(),
+                created_ms,
+            })
+        })
+        .await
+    }
+}
+
+impl StoreWriter {
+    /// After a committed write: raises the read mark past it, so that
+    /// reads through this store (from replicas) see it. A failure to read
+    /// the primary's position is logged; the write stands.
+    async fn wrote(&self) {
+        if let Err(e) = self.store.wrote().await {
+            tracing::warn!(error = %e, "reading the primary's WAL position after a write");
+        }
     }
 }
 
@@ -445,6 +569,7 @@ impl pb::store_write_server::StoreWrite for StoreWriter {
         let r = req.into_inner();
         let id = hash_arg("record_id", &r.record_id)?;
         let freed = self.store.free_handle(&id, &r.handle).await?;
+        self.wrote().await;
         Ok(Response::new(pb::FreeHandleResponse { freed }))
     }
 
@@ -457,6 +582,7 @@ impl pb::store_write_server::StoreWrite for StoreWriter {
             .store
             .create_record(&r.record, &r.domains, &r.idempotency_key)
             .await?;
+        self.wrote().await;
         Ok(Response::new(pb::CreateRecordResponse {
             record_id: Some(pbhash(&id)),
         }))
@@ -471,6 +597,7 @@ impl pb::store_write_server::StoreWrite for StoreWriter {
             .store
             .advance_head(&r.record, r.expected_serial, &r.idempotency_key)
             .await?;
+        self.wrote().await;
         Ok(Response::new(pb::AdvanceHeadResponse {
             serial,
             master_hash: Some(pbhash(&h)),
@@ -488,6 +615,7 @@ impl pb::store_write_server::StoreWrite for StoreWriter {
             .store
             .put_entries(&id, zone, &r.entries, &r.idempotency_key)
             .await?;
+        self.wrote().await;
         Ok(Response::new(pb::PutEntriesResponse {
             stored,
             already_present,
@@ -501,6 +629,7 @@ impl pb::store_write_server::StoreWrite for StoreWriter {
         let r = req.into_inner();
         let id = hash_arg("record_id", &r.record_id)?;
         self.store.bind_domain(&r.domain, &id).await?;
+        self.wrote().await;
         Ok(Response::new(pb::BindDomainResponse {}))
     }
 
@@ -511,6 +640,7 @@ impl pb::store_write_server::StoreWrite for StoreWriter {
         let r = req.get_ref();
         let id = hash_arg("record_id", &r.record_id)?;
         self.store.set_mirrors(&id, &r.hosts).await?;
+        self.wrote().await;
         Ok(Response::new(pb::SetMirrorsResponse {}))
     }
 
@@ -533,8 +663,21 @@ impl pb::store_write_server::StoreWrite for StoreWriter {
                 message: r.message,
             })
             .await?;
+        self.wrote().await;
         Ok(Response::new(to_pb_submission(stored)))
     }
+}
+
+/// Bindings by handle as the API carries them.
+fn handle_bindings(found: Vec<(String, poz::zone::SignedEntry, bool)>) -> Vec<pb::HandleBinding> {
+    found
+        .into_iter()
+        .map(|(handle, e, revoked)| pb::HandleBinding {
+            handle,
+            binding: e.to_bytes(),
+            revoked,
+        })
+        .collect()
 }
 
 fn submission_id_arg(v: &[u8]) -> Result<[u8; 16], Status> {

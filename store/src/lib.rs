@@ -22,6 +22,7 @@ pub mod grpc;
 mod handles;
 pub mod metrics;
 mod records;
+mod replicas;
 mod sql;
 mod submissions;
 
@@ -30,6 +31,7 @@ pub use batches::{LoggedBatch, StoredPair};
 pub use domains::MAX_MIRRORS;
 pub use entries::{BindingAnswer, StoredBinding, LOOKUPS_PER_QUERY};
 pub use error::StoreError;
+pub use replicas::{ReadFallback, ReadSource, ReplicaOptions, ReplicaState};
 pub use submissions::{Submission, EXPIRY_SWEEP};
 
 use entries::FIRST_ANALYZE;
@@ -112,6 +114,9 @@ pub struct Store {
     /// refreshes the planner's statistics (see `after_bulk_insert`).
     stored: std::sync::Arc<std::sync::atomic::AtomicU64>,
     next_analyze: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Streaming replicas StoreRead may be served from, and the read
+    /// mark (replicas.rs); `None`: every read goes to `pool`.
+    replicas: Option<std::sync::Arc<replicas::Replicas>>,
 }
 
 /// The migrations, embedded at build time.
@@ -263,6 +268,7 @@ impl Store {
             options,
             stored: Default::default(),
             next_analyze: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(FIRST_ANALYZE)),
+            replicas: None,
         })
     }
 
@@ -288,5 +294,6 @@ impl Store {
     /// the WAL is checkpointed), so the files can be moved.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.close_replicas().await;
     }
 }

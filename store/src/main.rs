@@ -8,7 +8,7 @@ use poz_kit::allow::identity;
 use poz_kit::{Allowlist, GrpcRoutes, GrpcServer, ServeSettings, ServiceConfig};
 use poz_proto::v1::{store_read_server::StoreReadServer, store_write_server::StoreWriteServer};
 use poz_store::grpc::{StoreReader, StoreWriter};
-use poz_store::{Store, StoreOptions};
+use poz_store::{ReadFallback, ReplicaOptions, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -25,6 +25,15 @@ struct Config {
     listen: String,
     /// postgres://… for the fleet, sqlite://PATH?mode=rwc for one machine.
     database_url: String,
+    /// postgres://… URLs of streaming replicas (hot standbys) of the
+    /// primary that StoreRead may be served from; empty: every read goes
+    /// to database_url.
+    replica_urls: Vec<String>,
+    /// How long a read waits for a replica to reach the read mark, ms.
+    replica_wait_ms: u64,
+    /// What a read does when no replica reached the read mark in time:
+    /// "primary" (read there) or "unavailable" (refuse with a retry hint).
+    replica_fallback: ReadFallback,
     /// Connections in the pool.
     max_connections: u32,
     /// How long a request waits for a pooled connection, ms.
@@ -53,9 +62,13 @@ struct Config {
 impl Default for Config {
     fn default() -> Self {
         let o = StoreOptions::default();
+        let r = ReplicaOptions::default();
         Config {
             listen: "127.0.0.1:50051".into(),
             database_url: String::new(),
+            replica_urls: Vec::new(),
+            replica_wait_ms: u64::try_from(r.wait.as_millis()).unwrap_or(u64::MAX),
+            replica_fallback: r.fallback,
             max_connections: o.max_connections,
             acquire_timeout_ms: o.acquire_timeout.as_millis() as u64,
             statement_timeout_ms: o.statement_timeout.as_millis() as u64,
@@ -101,6 +114,21 @@ impl ServiceConfig for Config {
             return Err("retries must be 1..=10 (attempts of a transaction)".into());
         }
         poz_kit::check_postgres_url("database_url", url)?;
+        if !self.replica_urls.is_empty() && url.starts_with("sqlite:") {
+            return Err("replica_urls need a Postgres database_url".into());
+        }
+        for (i, r) in self.replica_urls.iter().enumerate() {
+            if !(r.starts_with("postgres://") || r.starts_with("postgresql://")) {
+                return Err(format!(
+                    "replica_urls[{i}] must be postgres://… (got {})",
+                    poz_kit::shown(r)
+                ));
+            }
+            poz_kit::check_postgres_url(&format!("replica_urls[{i}]"), r)?;
+        }
+        if self.replica_wait_ms > 60_000 {
+            return Err("replica_wait_ms must be at most 60000".into());
+        }
         if self.pending_per_subject == 0 {
             return Err("pending_per_subject must be at least 1".into());
         }
@@ -253,8 +281,29 @@ async fn main() -> anyhow::Result<()> {
     // serve without TLS, with TLS files that do not load, or with an
     // allowlist for another service.
     c.serve.preflight(default_allow())?;
-    let store = Store::open(&c.database_url, options).await?;
+    let store = Store::open(&c.database_url, options)
+        .await?
+        .with_replicas(ReplicaOptions {
+            urls: c.replica_urls.clone(),
+            wait: Duration::from_millis(c.replica_wait_ms),
+            fallback: c.replica_fallback,
+            ..ReplicaOptions::default()
+        })?;
     poz_store::metrics::export_pool(&store);
+    poz_store::metrics::export_replicas(&store);
+    // The replicas' positions and lag, every second (a replica marked
+    // down comes back here).
+    let prober = store.has_replicas().then(|| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                store.probe_replicas().await;
+            }
+        })
+    });
     // Singleton work, under the Lease `poz-store` in Kubernetes (always
     // run outside it): sweep expired pending binding requests.
     let elector = poz_cluster::Elector::from_env(LEASE).await?;
@@ -293,6 +342,9 @@ async fn main() -> anyhow::Result<()> {
         .await;
     // Drained: stop sweeping and hand the lease over at once.
     sweeper.abort();
+    if let Some(p) = prober {
+        p.abort();
+    }
     elector.shutdown().await;
     served?;
     Ok(())

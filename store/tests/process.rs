@@ -355,6 +355,17 @@ fn configuration_file_environment_and_refusals() {
             ("POZ_STORE_STATEMENT_TIMOUT_MS", "1"),
             "unknown setting `statement_timout_ms`",
         ),
+        // Read replicas (issue 17): Postgres only, as postgres:// URLs,
+        // the password never echoed, a known fallback.
+        (
+            ("POZ_STORE_REPLICA_URLS", "[\"postgres://r1/poz\"]"),
+            "replica_urls need a Postgres database_url",
+        ),
+        (("POZ_STORE_REPLICA_FALLBACK", "sometimes"), "sometimes"),
+        (
+            ("POZ_STORE_REPLICA_WAIT_MS", "60001"),
+            "replica_wait_ms must be at most 60000",
+        ),
     ] {
         let out = run(&[env], &[]);
         assert!(!out.status.success());
@@ -363,6 +374,19 @@ fn configuration_file_environment_and_refusals() {
         assert!(!err.contains("s3cretQ"), "{err}");
         assert!(out.stdout.is_empty(), "it must not start listening");
     }
+    // A replica URL that is not postgres://, against a Postgres primary,
+    // is refused without its password.
+    let out = run(
+        &[
+            ("POZ_STORE_DATABASE_URL", "postgres://poz@db/poz"),
+            ("POZ_STORE_REPLICA_URLS", "[\"mysql://poz:s3cretQ@r1/poz\"]"),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("replica_urls[0] must be postgres://"), "{err}");
+    assert!(!err.contains("s3cretQ"), "{err}");
     // And the file alone starts a working store.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_poz-store"));
     cmd.env("POZ_STORE_CONFIG", &file);

@@ -42,6 +42,13 @@ struct Args {
     /// The bindings are already loaded (a rerun): skip issuing them.
     #[arg(long)]
     skip_load: bool,
+    /// Look up the bindings of the record this domain names (another
+    /// tool issues them, e.g. bulk-issue's `bench.example` while it
+    /// runs: load-tests/issue-while-serving.sh) instead of creating and
+    /// loading the sample provider. Handles not issued yet answer
+    /// NOT_FOUND, counted apart (`not_found`) and timed like the rest.
+    #[arg(long)]
+    domain: Option<String>,
     /// Concurrent lookup tasks.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -67,6 +74,8 @@ struct Outcome {
     concurrency: usize,
     seconds: f64,
     lookups: u64,
+    /// Lookups answered NOT_FOUND (with `--domain`: not issued yet).
+    not_found: u64,
     errors: u64,
     lookups_per_second: f64,
     p50_us: u64,
@@ -199,13 +208,14 @@ async fn load(ch: &Channel, rec: &Record, args: &Args) -> anyhow::Result<f64> {
 /// `measure_from`.
 async fn lookups(
     mut client: StoreReadClient<Channel>,
-    id: poz::Hash32,
+    record: Option<pb::RecordRef>,
     bindings: u64,
     measure_from: Instant,
     until: Instant,
-) -> anyhow::Result<(Histogram<u64>, u64)> {
+) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0u64;
+    let mut not_found = 0u64;
     let mut rng = rand_core::OsRng;
     loop {
         let now = Instant::now();
@@ -215,7 +225,7 @@ async fn lookups(
         let handle = format!("user{}", rng.next_u64() % bindings);
         let r = client
             .get_binding(pb::GetBindingRequest {
-                record: record_ref(&id),
+                record: record.clone(),
                 handle,
             })
             .await;
@@ -226,10 +236,16 @@ async fn lookups(
                     h.record((took.as_micros() as u64).max(1))?;
                 }
             }
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                if now >= measure_from {
+                    not_found += 1;
+                    h.record((took.as_micros() as u64).max(1))?;
+                }
+            }
             _ => errors += 1,
         }
     }
-    Ok((h, errors))
+    Ok((h, not_found, errors))
 }
 
 #[tokio::main]
@@ -238,14 +254,24 @@ async fn main() -> anyhow::Result<()> {
     if args.bindings == 0 || args.chunk == 0 || args.concurrency == 0 || args.connections == 0 {
         bail!("--bindings, --chunk, --concurrency and --connections must be at least 1");
     }
-    let (rec, _) = sample::chain_provider()?;
-    let id = rec.id();
     let ch = connect(&args.endpoint).await?;
-    create_provider(&ch, &rec).await?;
-    let load_seconds = if args.skip_load {
-        None
-    } else {
-        Some(load(&ch, &rec, &args).await?)
+    let (record, load_seconds) = match &args.domain {
+        Some(d) => (
+            Some(pb::RecordRef {
+                by: Some(pb::record_ref::By::Domain(d.clone())),
+            }),
+            None,
+        ),
+        None => {
+            let (rec, _) = sample::chain_provider()?;
+            create_provider(&ch, &rec).await?;
+            let loaded = if args.skip_load {
+                None
+            } else {
+                Some(load(&ch, &rec, &args).await?)
+            };
+            (record_ref(&rec.id()), loaded)
+        }
     };
 
     let mut channels = Vec::new();
@@ -258,13 +284,21 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..args.concurrency {
         let client = StoreReadClient::new(channels[t % channels.len()].clone());
-        tasks.spawn(lookups(client, id, args.bindings, measure_from, until));
+        tasks.spawn(lookups(
+            client,
+            record.clone(),
+            args.bindings,
+            measure_from,
+            until,
+        ));
     }
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
+    let mut not_found = 0;
     while let Some(r) = tasks.join_next().await {
-        let (h, e) = r??;
+        let (h, nf, e) = r??;
         all.add(&h)?;
+        not_found += nf;
         errors += e;
     }
     let out = Outcome {
@@ -274,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         seconds: args.seconds as f64,
         lookups: all.len(),
+        not_found,
         errors,
         lookups_per_second: all.len() as f64 / args.seconds as f64,
         p50_us: all.value_at_quantile(0.50),
@@ -285,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{} bindings; {} lookups in {} s with {} tasks: {:.0} lookups/s, p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs, {} errors{}",
+            "{} bindings; {} lookups in {} s with {} tasks: {:.0} lookups/s, p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs, {} not found, {} errors{}",
             out.bindings,
             out.lookups,
             args.seconds,
@@ -295,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
             out.p99_us,
             out.p999_us,
             out.max_us,
+            out.not_found,
             out.errors,
             out.load_seconds
                 .map(|s| format!("; loaded in {s:.1} s ({:.0} bindings/s)", args.bindings as f64 / s))

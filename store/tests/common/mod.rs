@@ -3,6 +3,8 @@
 //! throwaway cluster and sets it).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
+
 /// The URL of a new, uniquely named database.
 pub async fn fresh_pg_url() -> String {
     use sqlx::Connection;
