@@ -166,6 +166,8 @@ pub struct Pace {
     pub every: Duration,
     /// Pause after a failure before the same operation is tried again.
     pub retry: Duration,
+    /// Pause after each acknowledged revision of one person.
+    pub revision_every: Duration,
     /// Revisions per person at most (a record carries its history; a
     /// SUBMIT_SIGNED payload is at most 65,535 bytes).
     pub revisions: u32,
@@ -407,7 +409,7 @@ async fn revisions(
                 ok(&l, "revision", started);
                 cur = next;
                 next = next_revision(&cur, &who.key);
-                tokio::time::sleep(pace.every).await;
+                tokio::time::sleep(pace.revision_every).await;
                 continue;
             }
             Ok(Ok(t)) => wrong(&l, format!("{what}: ticket state {}", t.state)),

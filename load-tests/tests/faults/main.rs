@@ -65,6 +65,15 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// Whether `f` acts on a link (partition, loss, delay).
+fn link_fault(f: &Fault) -> bool {
+    match f {
+        Fault::Partition(..) | Fault::Loss(..) | Fault::Delay(..) => true,
+        Fault::Both(a, b) => link_fault(a) || link_fault(b),
+        _ => false,
+    }
+}
+
 /// A fault in force.
 enum Held {
     Killed(&'static str),
@@ -152,6 +161,10 @@ struct Run {
 /// How long a fault is held, and the longest recovery waited for.
 struct Timing {
     hold: Duration,
+    /// Partitions and loss are held longer: past the driver's 5 s
+    /// exchange timeout, so that what a client sees behind a silent link
+    /// is seen, not only a slow answer.
+    link_hold: Duration,
     settle: Duration,
     recover_within: Duration,
 }
@@ -189,7 +202,12 @@ async fn run(people: usize, pace: Pace, timing: Timing, faults: &[Fault]) -> Run
         };
         let began = Instant::now();
         let held = tokio::task::block_in_place(|| apply(&mut fleet, fault));
-        tokio::time::sleep(timing.hold).await;
+        let hold = if link_fault(fault) {
+            timing.link_hold
+        } else {
+            timing.hold
+        };
+        tokio::time::sleep(hold).await;
         // The kinds of load that were succeeding before the fault must
         // all succeed again, each with an operation begun after the heal.
         let kinds: Vec<String> = {
@@ -386,6 +404,7 @@ async fn faults_short() {
         Pace {
             every: Duration::from_millis(100),
             retry: Duration::from_millis(200),
+            revision_every: Duration::from_millis(400),
             revisions: 150,
             bulk: 100,
             bulk_every: Duration::from_millis(500),
@@ -393,6 +412,7 @@ async fn faults_short() {
         },
         Timing {
             hold: Duration::from_secs(2),
+            link_hold: Duration::from_secs(7),
             settle: Duration::from_secs(1),
             recover_within: Duration::from_secs(60),
         },
@@ -437,13 +457,15 @@ async fn faults_long() {
         Pace {
             every: Duration::from_millis(100),
             retry: Duration::from_millis(200),
-            revisions: 200,
+            revision_every: Duration::from_millis(1500),
+            revisions: 250,
             bulk: 300,
             bulk_every: Duration::from_millis(500),
             cap: 1_000_000,
         },
         Timing {
             hold: Duration::from_secs(5),
+            link_hold: Duration::from_secs(10),
             settle: Duration::from_secs(2),
             recover_within: Duration::from_secs(90),
         },

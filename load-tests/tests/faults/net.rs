@@ -68,7 +68,8 @@ fn remove_namespace(ns: &str) {
     let _ = run(&["ip", "netns", "del", ns]);
 }
 
-/// Removes namespaces and bridges of earlier runs whose process is gone.
+/// Removes namespaces, bridges and Postgres directories of earlier runs
+/// whose process is gone.
 fn remove_stale() {
     let alive = |pid: &str| std::path::Path::new("/proc").join(pid).exists();
     for line in run(&["ip", "netns", "list"]).unwrap_or_default().lines() {
@@ -77,6 +78,16 @@ fn remove_stale() {
             let pid = rest.split('-').next().unwrap_or("");
             if pid != "probe" && !alive(pid) {
                 remove_namespace(name);
+            }
+        }
+    }
+    if let Ok(dirs) = std::fs::read_dir("/tmp") {
+        for d in dirs.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("pozf-pg-") {
+                if !alive(pid) {
+                    let _ = std::fs::remove_dir_all(d.path());
+                }
             }
         }
     }

@@ -180,6 +180,21 @@ impl ClientError {
     }
 }
 
+/// The server closed the connection before its response was whole
+/// (`got` bytes of it read): a connection failure, retryable like a
+/// reset (a server stopping or killed mid-exchange ends this way), not a
+/// malformed answer. Issue 16: the fault harness saw a query gateway
+/// killed under load reported as a wrong answer.
+fn closed_early(addr: SocketAddr, got: usize) -> ClientError {
+    ClientError::Io {
+        addr,
+        error: std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("connection closed after {got} bytes of the response"),
+        ),
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -308,13 +323,7 @@ impl Client {
             }
             let n = s.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
-                return Err(ClientError::Malformed {
-                    addr,
-                    detail: format!(
-                        "connection closed after {} bytes of the response",
-                        buf.len()
-                    ),
-                });
+                return Err(closed_early(addr, buf.len()));
             }
             buf.extend_from_slice(&chunk[..n]);
         }
@@ -346,10 +355,7 @@ impl Client {
             }
             let n = s.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
-                return Err(ClientError::Malformed {
-                    addr,
-                    detail: "connection closed before the response was complete".into(),
-                });
+                return Err(closed_early(addr, buf.len()));
             }
             buf.extend_from_slice(&chunk[..n]);
         }
