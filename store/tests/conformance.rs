@@ -323,6 +323,46 @@ both!(
 );
 
 both!(
+    a_revision_sent_again_while_it_commits_is_acknowledged_not_refused,
+    |s: Store| async move {
+        // Issue 16: a client whose first SUBMIT_SIGNED timed out behind a
+        // partition sends the same revision again; when the link heals
+        // both reach the store together. The one that loses the
+        // compare-and-swap finds its own revision stored: success, with
+        // the same serial and hash, never CONFLICT.
+        let r1 = sample::tour_record().unwrap();
+        let id = s.create_record(&r1.to_bytes(), &[], "").await.unwrap();
+        let s = Arc::new(s);
+        let mut head = r1;
+        for serial in 1..=5u32 {
+            let mut d = workflow::draft(&head, head.master.timestamp + 1).unwrap();
+            workflow::sign_draft(&mut d, &key(4)).unwrap();
+            workflow::apply(&mut d).unwrap();
+            let bytes = d.to_bytes();
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let mut tasks = Vec::new();
+            for _ in 0..8 {
+                let (s, bytes, start) = (s.clone(), bytes.clone(), start.clone());
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    s.advance_head(&bytes, serial, "").await
+                }));
+            }
+            for t in tasks {
+                assert_eq!(
+                    t.await.unwrap().unwrap(),
+                    (serial + 1, d.master.current_master_hash),
+                    "serial {}",
+                    serial + 1
+                );
+            }
+            head = d;
+        }
+        assert_eq!(s.head(&id).await.unwrap().0, 6);
+    }
+);
+
+both!(
     submissions_are_idempotent_and_final_states_stay,
     |s: Store| async move {
         use poz_store::Submission;
