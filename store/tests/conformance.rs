@@ -363,6 +363,49 @@ both!(
 );
 
 both!(
+    entries_sent_again_with_their_key_while_they_commit_are_acknowledged,
+    |s: Store| async move {
+        // Issue 16, the same race for an idempotency key: a retry that
+        // reaches the store while the attempt it retries commits gets the
+        // acknowledgement, not the key's unique violation, and the
+        // binding is stored once.
+        let (p, id) = provider_stored(&s).await;
+        let k = sample::provider_keys();
+        let s = Arc::new(s);
+        for n in 0..5u8 {
+            let handle = format!("race{n}");
+            let b = sample::issue(
+                &p,
+                sample::user_id(20 + n),
+                &handle,
+                T0 + 5_000,
+                0,
+                &[&k.device_a, &k.device_b],
+            )
+            .unwrap()
+            .to_bytes();
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let mut tasks = Vec::new();
+            for _ in 0..8 {
+                let (s, b, start, key) = (s.clone(), b.clone(), start.clone(), format!("key-{n}"));
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    s.put_entries(&id, ZoneType::IDENTITY, &[b], &key).await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let (stored, _) = s
+                .handle_bindings(&id, &handle, &poz::Hash32([0; 32]), 10)
+                .await
+                .unwrap();
+            assert_eq!(stored.len(), 1, "{handle}");
+        }
+    }
+);
+
+both!(
     submissions_are_idempotent_and_final_states_stay,
     |s: Store| async move {
         use poz_store::Submission;
