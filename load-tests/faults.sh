@@ -11,6 +11,7 @@
 # Debian's iproute2, nftables, postgresql and redis-server.
 #   load-tests/faults.sh            # the long form (about 5 minutes)
 #   FORM=short load-tests/faults.sh # the form the test command runs
+#   POZ_FAULTS_ONLY='partition api' load-tests/faults.sh  # the long form's faults naming these words
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FORM=${FORM:-long}

@@ -148,7 +148,7 @@ fn grpc_failed(l: &Shared, what: &str, s: &tonic::Status) {
         l,
         format!("grpc {:?}", s.code()),
         documented,
-        format!("{what}: {:?} {}", s.code(), s.message()),
+        format!("{what}: {s:?}"),
     );
 }
 

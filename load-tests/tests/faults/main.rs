@@ -452,6 +452,10 @@ async fn faults_long() {
         pair(Fault::Redis, Fault::Kill("query1")),
         pair(Fault::Loss("api", 20), Fault::Kill("signer")),
     ]);
+    // POZ_FAULTS_ONLY=WORDS: only the faults whose name holds WORDS.
+    if let Ok(only) = std::env::var("POZ_FAULTS_ONLY") {
+        faults.retain(|f| f.to_string().contains(&only));
+    }
     let run = run(
         6,
         Pace {
