@@ -238,7 +238,7 @@ async fn run(people: usize, pace: Pace, timing: Timing, faults: &[Fault]) -> Run
             let g = driver.ledger.lock().unwrap();
             kinds
                 .iter()
-                .filter(|k| !g.last_ok.get(*k).is_some_and(|t| *t >= healed))
+                .filter(|k| g.last_ok.get(*k).is_none_or(|t| *t < healed))
                 .cloned()
                 .collect()
         } else {
@@ -317,16 +317,18 @@ async fn run(people: usize, pace: Pace, timing: Timing, faults: &[Fault]) -> Run
         out.rows.push(row);
     }
     let ledger = driver.stop().await;
-    let g = ledger.lock().unwrap();
-    out.details.push(format!(
-        "totals: {} revisions, {} bindings acknowledged; operations {:?}; bulk streams resumed {} times, {} keys sent again",
-        g.revisions.len(),
-        g.bindings.len(),
-        g.ok,
-        g.bulk_resumes,
-        g.bulk_resent
-    ));
-    drop(g);
+    let totals = {
+        let g = ledger.lock().unwrap();
+        format!(
+            "totals: {} revisions, {} bindings acknowledged; operations {:?}; bulk streams resumed {} times, {} keys sent again",
+            g.revisions.len(),
+            g.bindings.len(),
+            g.ok,
+            g.bulk_resumes,
+            g.bulk_resent
+        )
+    };
+    out.details.push(totals);
     store.close().await;
     if out.rows.iter().any(|r| r.lost + r.forks + r.wrong > 0) {
         out.details.push(fleet.stderrs());
@@ -477,4 +479,137 @@ async fn faults_long() {
     )
     .await;
     report(&run);
+}
+
+/// One sample of a service process: resident memory (KiB) and open
+/// descriptors, from /proc.
+fn sample_process(pid: u32) -> (u64, usize) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss, fds)
+}
+
+/// The soak (issue 16; `load-tests/soak.sh` runs it): the split fleet
+/// across namespaces under the mixed load for `POZ_SOAK_SECS` (default
+/// 1800) with no fault, sampling each service's RSS and open descriptors
+/// and Postgres's connections every `POZ_SOAK_EVERY_SECS` (default 60).
+/// Prints one line per sample; fails on a lost write or a wrong answer,
+/// as the fault runs do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the soak: load-tests/soak.sh runs it"]
+async fn soak() {
+    if skip() {
+        return;
+    }
+    let secs = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let total = Duration::from_secs(secs("POZ_SOAK_SECS", 1800));
+    let every = Duration::from_secs(secs("POZ_SOAK_EVERY_SECS", 60).max(1));
+    let fleet = Fleet::start(6).await;
+    let who: Vec<Who> = fleet
+        .people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Who {
+            key: fleet::person_key(i),
+            record: p.genesis.clone(),
+            domain: p.domain.clone(),
+        })
+        .collect();
+    let records: Vec<poz::Record> = fleet.people.iter().map(|p| p.genesis.clone()).collect();
+    // Paced so that a record's history stays under the submit size for
+    // the whole soak (one revision per person per 10 s).
+    let pace = Pace {
+        every: Duration::from_millis(100),
+        retry: Duration::from_millis(200),
+        revision_every: Duration::from_secs(10),
+        revisions: 250,
+        bulk: 100,
+        bulk_every: Duration::from_secs(2),
+        cap: u64::MAX,
+    };
+    let driver = Driver::start(fleet.endpoints.clone(), who, pace);
+    let store = fleet.store().await;
+    let pids: Vec<(&str, u32)> = fleet
+        .services
+        .iter()
+        .map(|(n, s)| (*n, s.process.as_ref().unwrap().id()))
+        .collect();
+    let mut header = String::from("| t (s) | acknowledged | pg connections |");
+    for (n, _) in &pids {
+        header.push_str(&format!(" {n} RSS MiB / fds |"));
+    }
+    println!("{header}");
+    let began = Instant::now();
+    let mut lines = vec![header];
+    loop {
+        let pg: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or(-1);
+        let acked = {
+            let g = driver.ledger.lock().unwrap();
+            g.revisions.len() + g.bindings.len()
+        };
+        let mut line = format!("| {} | {acked} | {pg} |", began.elapsed().as_secs());
+        for (_, pid) in &pids {
+            let (rss, fds) = sample_process(*pid);
+            line.push_str(&format!(" {:.1} / {fds} |", rss as f64 / 1024.0));
+        }
+        println!("{line}");
+        lines.push(line);
+        if began.elapsed() >= total {
+            break;
+        }
+        tokio::time::sleep(every.min(total.saturating_sub(began.elapsed()))).await;
+    }
+    let ledger = driver.stop().await;
+    let snapshot = {
+        let g = ledger.lock().unwrap();
+        load::Ledger {
+            revisions: g.revisions.clone(),
+            bindings: g.bindings.clone(),
+            wrong: g.wrong.clone(),
+            undocumented: g.undocumented.clone(),
+            statuses: g.statuses.clone(),
+            ..Default::default()
+        }
+    };
+    let found = check::check(
+        &store,
+        fleet.provider_id,
+        &records,
+        &snapshot,
+        0,
+        CHECK_SAMPLE,
+    )
+    .await;
+    if let Some(p) = std::env::var_os("POZ_FAULTS_TABLE") {
+        std::fs::write(p, format!("{}\n", lines.join("\n"))).unwrap();
+    }
+    println!("statuses seen: {:?}", snapshot.statuses);
+    assert!(
+        found.lost.is_empty()
+            && found.forks.is_empty()
+            && found.duplicates.is_empty()
+            && found.unverified.is_empty()
+            && snapshot.wrong.is_empty()
+            && snapshot.undocumented.is_empty(),
+        "{found:?}\nwrong: {:?}\nundocumented: {:?}",
+        snapshot.wrong,
+        snapshot.undocumented
+    );
 }
