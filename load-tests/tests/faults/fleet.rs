@@ -450,11 +450,20 @@ impl Fleet {
             "submit" => "poz-submit-gw",
             _ => "poz-query-gw",
         };
+        // The binaries are copied once: a restart runs the build the run
+        // began with, even if the target directory is rebuilt meanwhile
+        // (it is shared between checkouts on a development machine).
+        let bins = d.join("bin");
+        std::fs::create_dir_all(&bins).unwrap();
         let mut services = BTreeMap::new();
         for s in SERVICES {
+            let bin = bins.join(bin_name(s));
+            if !bin.exists() {
+                std::fs::copy(poz_testkit::workspace_bin(bin_name(s)), &bin).unwrap();
+            }
             let mut svc = Service {
                 host: hosts[s].clone(),
-                bin: poz_testkit::workspace_bin(bin_name(s)),
+                bin,
                 config: configs[s].clone(),
                 process: None,
             };
