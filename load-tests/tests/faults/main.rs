@@ -137,6 +137,23 @@ fn heal(fleet: &mut Fleet, held: Held) -> Option<String> {
 /// again (spread evenly; all acknowledged since are read).
 const CHECK_SAMPLE: usize = 500;
 
+/// The fleet's people as the driver holds them, and their records as
+/// the checks want them.
+fn people_of(fleet: &Fleet) -> (Vec<Who>, Vec<poz::Record>) {
+    let who = fleet
+        .people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Who {
+            key: fleet::person_key(i),
+            record: p.genesis.clone(),
+            domain: p.domain.clone(),
+        })
+        .collect();
+    let records = fleet.people.iter().map(|p| p.genesis.clone()).collect();
+    (who, records)
+}
+
 /// One row of the table.
 struct Row {
     fault: String,
@@ -171,17 +188,7 @@ struct Timing {
 
 async fn run(people: usize, pace: Pace, timing: Timing, faults: &[Fault]) -> Run {
     let mut fleet = Fleet::start(people).await;
-    let who: Vec<Who> = fleet
-        .people
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Who {
-            key: fleet::person_key(i),
-            record: p.genesis.clone(),
-            domain: p.domain.clone(),
-        })
-        .collect();
-    let records: Vec<poz::Record> = fleet.people.iter().map(|p| p.genesis.clone()).collect();
+    let (who, records) = people_of(&fleet);
     let driver = Driver::start(fleet.endpoints.clone(), who, pace);
     let store = fleet.store().await;
     tokio::time::sleep(timing.settle * 2).await;
@@ -517,17 +524,7 @@ async fn soak() {
     let total = Duration::from_secs(secs("POZ_SOAK_SECS", 1800));
     let every = Duration::from_secs(secs("POZ_SOAK_EVERY_SECS", 60).max(1));
     let fleet = Fleet::start(6).await;
-    let who: Vec<Who> = fleet
-        .people
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Who {
-            key: fleet::person_key(i),
-            record: p.genesis.clone(),
-            domain: p.domain.clone(),
-        })
-        .collect();
-    let records: Vec<poz::Record> = fleet.people.iter().map(|p| p.genesis.clone()).collect();
+    let (who, records) = people_of(&fleet);
     // Paced so that a record's history stays under the submit size for
     // the whole soak (one revision per person per 10 s).
     let pace = Pace {
