@@ -257,7 +257,16 @@ fn peer_unavailable(e: BoxError) -> BoxError {
 fn body_unavailable(s: tonic::Status) -> tonic::Status {
     match s.code() {
         tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
-            tonic::Status::unavailable(format!("peer unavailable: {}", s.message()))
+            // The causes are kept in the words: a TLS alert read here (a
+            // peer rejecting this client's certificate) must still show.
+            let mut words = s.message().to_string();
+            let mut next = std::error::Error::source(&s);
+            while let Some(c) = next {
+                words.push_str(": ");
+                words.push_str(&c.to_string());
+                next = c.source();
+            }
+            tonic::Status::unavailable(format!("peer unavailable: {words}"))
         }
         _ => s,
     }
