@@ -8,7 +8,8 @@
 # runs never collide and nothing depends on a server left running; and
 # SoftHSM2 (Debian's softhsm2) for the signer's PKCS#11 tests, each of
 # which initialises its own token in a temporary directory; and Debian's
-# redis-server, which the gateway tests start on free ports; and Debian's
+# redis-server, which the gateway tests start on free ports; Debian's
+# iproute2 and nftables for the fault harness; and Debian's
 # prometheus, which the metrics test starts on a free port; openssl for
 # the Postgres cluster's TLS; the chart test's helm (npm) and
 # kubernetes-validate (PyPI); the image test's umoci, runc and skopeo.
@@ -115,6 +116,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 echo "Redis: $(redis-server --version | cut -d' ' -f3)"
+
+# iproute2 and nftables: the fault harness (load-tests/tests/faults) puts
+# each service in a network namespace of its own and partitions them with
+# nftables drop rules (it skips, saying why, where namespaces are refused).
+for tool in ip:iproute2 nft:nftables; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing ${tool#*:} (Debian)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null
+    fi
+  fi
+done
 
 # Prometheus: the metrics test starts a real Prometheus server (a free
 # port, a throwaway configuration and data directory) that scrapes pozd.

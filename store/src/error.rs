@@ -71,12 +71,20 @@ impl StoreError {
     /// read first tries to write after another writer committed (seen with
     /// the signer's audit rows and a bulk commit writing concurrently);
     /// the whole transaction must start again.
+    ///
+    /// And a unique violation of an idempotency key (issue 16): two
+    /// transactions with one key (a retry racing the attempt it retries)
+    /// both find the key free, and the later insert of it fails once the
+    /// earlier commits. Started again, the transaction finds the key and
+    /// answers as the first did.
     pub(crate) fn is_retryable_tx(&self) -> bool {
         match self {
-            StoreError::Database(sqlx::Error::Database(e)) => matches!(
-                e.code().as_deref(),
-                Some("40001" | "40P01" | "5" | "261" | "517" | "773")
-            ),
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(
+                    e.code().as_deref(),
+                    Some("40001" | "40P01" | "5" | "261" | "517" | "773")
+                ) || (e.is_unique_violation() && e.message().contains("idempotency_keys"))
+            }
             _ => false,
         }
     }

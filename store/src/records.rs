@@ -260,7 +260,7 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
                 if upd.rows_affected() != 1 {
-                    return Err(Self::why_not_advanced(tx, &id, &new, expected_serial).await);
+                    return Self::why_not_advanced(tx, &id, &new, expected_serial).await;
                 }
                 sqlx::query("INSERT INTO master_revisions (record_id, serial, master_hash, master_zone, stored_ms) VALUES ($1, $2, $3, $4, $5)")
                     .bind(id.0.to_vec())
@@ -294,21 +294,23 @@ impl Store {
     }
 
     /// Explains a lost compare-and-swap: the same revision already stored
-    /// (fine), a different one (a fork: recorded), or a stale expectation.
+    /// (fine: its serial and hash, as for the writer that stored it; a
+    /// retry racing the attempt it retries ends here, issue 16), a
+    /// different one (a fork: recorded), or a stale expectation.
     async fn why_not_advanced(
         tx: &mut Transaction<'static, Any>,
         id: &Hash32,
         new: &MasterZone,
         expected: u32,
-    ) -> StoreError {
+    ) -> Result<(u32, Hash32), StoreError> {
         let head = match sqlx::query("SELECT head_serial FROM records WHERE record_id = $1")
             .bind(id.0.to_vec())
             .fetch_optional(&mut **tx)
             .await
         {
             Ok(Some(r)) => r.get::<i64, _>(0) as u32,
-            Ok(None) => return StoreError::NotFound(format!("record {id}")),
-            Err(e) => return e.into(),
+            Ok(None) => return Err(StoreError::NotFound(format!("record {id}"))),
+            Err(e) => return Err(e.into()),
         };
         let existing = sqlx::query(
             "SELECT master_hash FROM master_revisions WHERE record_id = $1 AND serial = $2",
@@ -317,20 +319,25 @@ impl Store {
         .bind(i64::from(new.serial))
         .fetch_optional(&mut **tx)
         .await;
-        if let Ok(Some(r)) = existing {
-            let h: Vec<u8> = r.get(0);
-            if h != new.current_master_hash.0 {
-                return StoreError::Fork {
+        match existing {
+            Ok(Some(r)) => {
+                let h: Vec<u8> = r.get(0);
+                if h == new.current_master_hash.0 {
+                    return Ok((new.serial, new.current_master_hash));
+                }
+                return Err(StoreError::Fork {
                     record_id: *id,
                     serial: new.serial,
-                };
+                });
             }
+            Ok(None) => {}
+            Err(e) => return Err(e.into()),
         }
-        StoreError::Conflict {
+        Err(StoreError::Conflict {
             record_id: *id,
             head,
             expected,
-        }
+        })
     }
 
     /// The head: (serial, master hash, timestamp).

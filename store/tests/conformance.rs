@@ -323,6 +323,89 @@ both!(
 );
 
 both!(
+    a_revision_sent_again_while_it_commits_is_acknowledged_not_refused,
+    |s: Store| async move {
+        // Issue 16: a client whose first SUBMIT_SIGNED timed out behind a
+        // partition sends the same revision again; when the link heals
+        // both reach the store together. The one that loses the
+        // compare-and-swap finds its own revision stored: success, with
+        // the same serial and hash, never CONFLICT.
+        let r1 = sample::tour_record().unwrap();
+        let id = s.create_record(&r1.to_bytes(), &[], "").await.unwrap();
+        let s = Arc::new(s);
+        let mut head = r1;
+        for serial in 1..=5u32 {
+            let mut d = workflow::draft(&head, head.master.timestamp + 1).unwrap();
+            workflow::sign_draft(&mut d, &key(4)).unwrap();
+            workflow::apply(&mut d).unwrap();
+            let bytes = d.to_bytes();
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let mut tasks = Vec::new();
+            for _ in 0..8 {
+                let (s, bytes, start) = (s.clone(), bytes.clone(), start.clone());
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    s.advance_head(&bytes, serial, "").await
+                }));
+            }
+            for t in tasks {
+                assert_eq!(
+                    t.await.unwrap().unwrap(),
+                    (serial + 1, d.master.current_master_hash),
+                    "serial {}",
+                    serial + 1
+                );
+            }
+            head = d;
+        }
+        assert_eq!(s.head(&id).await.unwrap().0, 6);
+    }
+);
+
+both!(
+    entries_sent_again_with_their_key_while_they_commit_are_acknowledged,
+    |s: Store| async move {
+        // Issue 16, the same race for an idempotency key: a retry that
+        // reaches the store while the attempt it retries commits gets the
+        // acknowledgement, not the key's unique violation, and the
+        // binding is stored once.
+        let (p, id) = provider_stored(&s).await;
+        let k = sample::provider_keys();
+        let s = Arc::new(s);
+        for n in 0..5u8 {
+            let handle = format!("race{n}");
+            let b = sample::issue(
+                &p,
+                sample::user_id(20 + n),
+                &handle,
+                T0 + 5_000,
+                0,
+                &[&k.device_a, &k.device_b],
+            )
+            .unwrap()
+            .to_bytes();
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let mut tasks = Vec::new();
+            for _ in 0..8 {
+                let (s, b, start, key) = (s.clone(), b.clone(), start.clone(), format!("key-{n}"));
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    s.put_entries(&id, ZoneType::IDENTITY, &[b], &key).await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let (stored, _) = s
+                .handle_bindings(&id, &handle, &poz::Hash32([0; 32]), 10)
+                .await
+                .unwrap();
+            assert_eq!(stored.len(), 1, "{handle}");
+        }
+    }
+);
+
+both!(
     submissions_are_idempotent_and_final_states_stay,
     |s: Store| async move {
         use poz_store::Submission;

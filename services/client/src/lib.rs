@@ -180,6 +180,21 @@ impl ClientError {
     }
 }
 
+/// The server closed the connection before its response was whole
+/// (`got` bytes of it read): a connection failure, retryable like a
+/// reset (a server stopping or killed mid-exchange ends this way), not a
+/// malformed answer. Issue 16: the fault harness saw a query gateway
+/// killed under load reported as a wrong answer.
+fn closed_early(addr: SocketAddr, got: usize) -> ClientError {
+    ClientError::Io {
+        addr,
+        error: std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("connection closed after {got} bytes of the response"),
+        ),
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -308,13 +323,7 @@ impl Client {
             }
             let n = s.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
-                return Err(ClientError::Malformed {
-                    addr,
-                    detail: format!(
-                        "connection closed after {} bytes of the response",
-                        buf.len()
-                    ),
-                });
+                return Err(closed_early(addr, buf.len()));
             }
             buf.extend_from_slice(&chunk[..n]);
         }
@@ -363,19 +372,22 @@ impl Client {
             }
             let n = s.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
+                if answered {
+                    return Err(closed_early(addr, buf.len()));
+                }
                 // Nothing at all came back: a Noise NK server closes a
                 // first message it cannot decrypt, which is what a message
-                // encrypted to another server's key looks like to it.
-                let detail = if answered {
-                    "connection closed before the response was complete"
-                } else {
-                    "connection closed without a reply to the Noise handshake \
-                     (a server does that to a first message encrypted to another key: \
-                     is the server key given for it its own?)"
-                };
-                return Err(ClientError::Malformed {
+                // encrypted to another server's key looks like to it. Still
+                // a connection failure (a server killed before it answered
+                // ends the same way), so retried like one.
+                return Err(ClientError::Io {
                     addr,
-                    detail: detail.into(),
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed without a reply to the Noise handshake \
+                         (a server does that to a first message encrypted to another key: \
+                         is the server key given for it its own?)",
+                    ),
                 });
             }
             answered = true;

@@ -200,8 +200,12 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Traced {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match &mut self.0 {
-            Inner::Static(c) => tower_service::Service::poll_ready(c, cx).map_err(Into::into),
-            Inner::Balanced(b) => tower_service::Service::poll_ready(b, cx),
+            Inner::Static(c) => {
+                tower_service::Service::poll_ready(c, cx).map_err(|e| peer_unavailable(e.into()))
+            }
+            Inner::Balanced(b) => {
+                tower_service::Service::poll_ready(b, cx).map_err(peer_unavailable)
+            }
         }
     }
 
@@ -216,8 +220,68 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Traced {
             }
             Inner::Balanced(b) => Box::pin(tower_service::Service::call(b, req)),
         };
+        let fut: BoxFuture<Result<Self::Response, BoxError>> = Box::pin(async move {
+            match fut.await {
+                Ok(resp) => Ok(resp.map(|body| {
+                    use http_body_util::BodyExt;
+                    tonic::body::Body::new(body.map_err(body_unavailable))
+                })),
+                Err(e) => Err(peer_unavailable(e)),
+            }
+        });
         fut.instrument(span)
     }
+}
+
+/// A call that got no answer from the peer (no connection, the
+/// connection lost, the call's time up) as `UNAVAILABLE` with what
+/// happened in the message, whatever the transport called it (tonic
+/// gives `UNKNOWN "transport error"` for most): a caller of the fleet is
+/// promised UNAVAILABLE with a retry hint when a peer is down, and a
+/// service that passes a peer's status on would pass UNKNOWN (found by
+/// the fault harness, issue 16). A status already made (the balancer's
+/// fail-fast one) is kept.
+fn peer_unavailable(e: BoxError) -> BoxError {
+    match e.downcast::<tonic::Status>() {
+        Ok(s) => s,
+        Err(e) => Box::new(tonic::Status::unavailable(format!(
+            "peer unavailable: {}",
+            error_chain(&*e)
+        ))),
+    }
+}
+
+/// An error reading a response body at this layer is the transport's (a
+/// peer's own statuses arrive in headers and trailers, not as body
+/// errors): the connection broke mid-answer, as `UNAVAILABLE`.
+fn body_unavailable(s: tonic::Status) -> tonic::Status {
+    match s.code() {
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
+            // The causes are kept in the words: a TLS alert read here (a
+            // peer rejecting this client's certificate) must still show.
+            let mut words = s.message().to_string();
+            let mut next = std::error::Error::source(&s);
+            while let Some(c) = next {
+                words.push_str(": ");
+                words.push_str(&c.to_string());
+                next = c.source();
+            }
+            tonic::Status::unavailable(format!("peer unavailable: {words}"))
+        }
+        _ => s,
+    }
+}
+
+/// `e` and its sources, joined with `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        next = c.source();
+    }
+    s
 }
 
 /// Every gRPC client of the fleet holds this: a lazily connected channel

@@ -48,9 +48,23 @@ impl Authority {
     /// `<file>.key`, trusting `trust` (usually this CA's own file):
     /// the three files a service's `[tls]` takes.
     pub fn issue(&self, identity: &str, file: &str, trust: &Path) -> TlsFiles {
+        self.issue_for(identity, file, trust, &["127.0.0.1".parse().unwrap()])
+    }
+
+    /// As [`issue`](Self::issue), with IP SANs `ips` instead of 127.0.0.1
+    /// alone: a service reached at the address of a network namespace of
+    /// its own (the fault harness, `load-tests/tests/faults`).
+    pub fn issue_for(
+        &self,
+        identity: &str,
+        file: &str,
+        trust: &Path,
+        ips: &[std::net::IpAddr],
+    ) -> TlsFiles {
         let mut p = CertificateParams::new(vec![identity.to_string()]).unwrap();
-        p.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        for ip in ips {
+            p.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
