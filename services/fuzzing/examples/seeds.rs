@@ -215,23 +215,29 @@ fn main() -> Res<()> {
     solved.pow = solve(&challenge.challenge, 8, NOW, 0, 1 << 20);
     write(&frame, "serial-pow8", &solved.to_bytes())?;
 
-    // noise: each request sealed on both ports, once tampered; one
+    // noise: each request sealed (by the harness, and by snow with the
+    // answer read back), once tampered; one
     // plaintext frame as bytes off the wire.
     let noise = corpus("noise")?;
     for (name, r) in &reqs {
         let submit = name.starts_with("submit");
-        let input = NoiseInput {
-            submit,
-            difficulty: 0,
-            shape: NoiseShape::Sealed {
-                request: r.to_bytes(),
-                tamper: None,
-            },
-        };
-        write(&noise, name, &input.to_bytes())?;
+        for answer in [false, true] {
+            let input = NoiseInput {
+                submit,
+                answer,
+                difficulty: 0,
+                shape: NoiseShape::Sealed {
+                    request: r.to_bytes(),
+                    tamper: None,
+                },
+            };
+            let suffix = if answer { "-answered" } else { "" };
+            write(&noise, &format!("{name}{suffix}"), &input.to_bytes())?;
+        }
     }
     let pow = NoiseInput {
         submit: false,
+        answer: true,
         difficulty: 8,
         shape: NoiseShape::Sealed {
             request: solved.to_bytes(),
@@ -241,6 +247,7 @@ fn main() -> Res<()> {
     write(&noise, "serial-pow8", &pow.to_bytes())?;
     let tampered = NoiseInput {
         submit: false,
+        answer: false,
         difficulty: 0,
         shape: NoiseShape::Sealed {
             request: reqs[1].1.to_bytes(),
@@ -252,6 +259,7 @@ fn main() -> Res<()> {
     wire.extend_from_slice(&reqs[1].1.to_bytes());
     let plain = NoiseInput {
         submit: false,
+        answer: false,
         difficulty: 0,
         shape: NoiseShape::Wire(wire),
     };

@@ -9,7 +9,7 @@ use poz::codec::Codec;
 use poz::gate::{Admission, Gate, Port};
 use poz::noise::{
     length_prefixed, split_message, NkInitiator, NkResponder, StaticKeypair, HANDSHAKE_PAYLOAD,
-    MAX_MESSAGE,
+    MAX_MESSAGE, NOISE_PARAMS,
 };
 use poz::pow::{Challenger, PowConfig, Secrets};
 use poz::serve::{Catalog, ServedRecord};
@@ -111,15 +111,21 @@ pub fn frame(data: &[u8]) {
 /// One connection to a Noise port, as the `noise` target reads its
 /// input: `flags u8 ‖ difficulty u8 ‖ tamper_at u16 ‖ tamper_xor u8 ‖
 /// body`. Flags: bit 0 the submit port 7076 (else the query port 7075);
-/// bit 1 `body` is a request a real client seals into its first message
-/// (else `body` is the bytes a gateway reads off TCP: `u16 length ‖
-/// message`, mostly not Noise at all); bit 2 with a sealed request and a
-/// non-zero `tamper_xor`, the byte at `tamper_at` (modulo the message's
-/// length) is XORed with it before the server reads the message. The
-/// gate's difficulty is `difficulty` modulo 9 (0: no proof asked for).
+/// bit 1 `body` is a request a client seals into its first message (else
+/// `body` is the bytes a gateway reads off TCP: `u16 length ‖ message`,
+/// mostly not Noise at all); bit 2 with a sealed request and a non-zero
+/// `tamper_xor`, the byte at `tamper_at` (modulo the message's length) is
+/// XORed with it before the server reads the message; bit 3 the whole
+/// exchange: the client is snow's (`NkInitiator`), the server writes its
+/// Noise response and the client reads it back (three X25519 operations
+/// more). Without bit 3 the first message is sealed by [`seal`] with a
+/// fixed ephemeral key, so an execution costs the server's one X25519
+/// operation, as a flood of first messages costs a gateway. The gate's
+/// difficulty is `difficulty` modulo 9 (0: no proof asked for).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NoiseInput {
     pub submit: bool,
+    pub answer: bool,
     pub difficulty: u8,
     pub shape: NoiseShape,
 }
@@ -152,6 +158,7 @@ impl NoiseInput {
         };
         Some(NoiseInput {
             submit: flags & 1 != 0,
+            answer: flags & 8 != 0,
             difficulty: head[1] % 9,
             shape,
         })
@@ -159,7 +166,7 @@ impl NoiseInput {
 
     /// The bytes [`NoiseInput::parse`] reads back as `self` (for seeds).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut flags = u8::from(self.submit);
+        let mut flags = u8::from(self.submit) | (u8::from(self.answer) << 3);
         let (at, x, body) = match &self.shape {
             NoiseShape::Wire(b) => (0, 0, b),
             NoiseShape::Sealed { request, tamper } => {
@@ -185,7 +192,12 @@ impl NoiseInput {
 /// `None` when the connection is closed without an answer (not Noise, or
 /// not for this key); else the messages sent, the response frame inside
 /// them and the request frame the first message carried.
-fn serve_noise(port: Port, difficulty: u8, msg: &[u8]) -> Option<(Vec<Vec<u8>>, Vec<u8>, Vec<u8>)> {
+fn serve_noise(
+    port: Port,
+    difficulty: u8,
+    msg: &[u8],
+    answer: bool,
+) -> Option<(Vec<Vec<u8>>, Vec<u8>, Vec<u8>)> {
     let mut responder = match NkResponder::new(server_key()) {
         Ok(r) => r,
         Err(e) => panic!("a responder for a valid key: {e}"),
@@ -193,6 +205,9 @@ fn serve_noise(port: Port, difficulty: u8, msg: &[u8]) -> Option<(Vec<Vec<u8>>, 
     let frame = responder.read_request(msg).ok()?;
     let mut gate = Gate::new(challenger(), 64);
     let response = sendable(&judge(&mut gate, port, &frame, difficulty));
+    if !answer {
+        return Some((Vec::new(), response, frame));
+    }
     let msgs = match responder.write_response(&response) {
         Ok(m) => m,
         Err(e) => panic!("the response to a decrypted request cannot be sent: {e}"),
@@ -222,31 +237,39 @@ pub fn noise(data: &[u8]) {
     match input.shape {
         NoiseShape::Wire(bytes) => {
             if let Some((msg, _)) = split_message(&bytes) {
-                let _ = serve_noise(port, difficulty, msg);
+                let _ = serve_noise(port, difficulty, msg, input.answer);
             }
         }
         NoiseShape::Sealed { request, tamper } => {
             if request.len() > HANDSHAKE_PAYLOAD {
                 return;
             }
-            let mut client = match NkInitiator::new(&server_key().public) {
-                Ok(c) => c,
-                Err(e) => panic!("an initiator for a valid key: {e}"),
-            };
-            let mut msg = match client.write_request(&request) {
-                Ok(m) => m,
-                Err(e) => panic!("a request within the limit cannot be sent: {e}"),
+            let mut client = None;
+            let mut msg = if input.answer {
+                let mut c = match NkInitiator::new(&server_key().public) {
+                    Ok(c) => c,
+                    Err(e) => panic!("an initiator for a valid key: {e}"),
+                };
+                let m = match c.write_request(&request) {
+                    Ok(m) => m,
+                    Err(e) => panic!("a request within the limit cannot be sent: {e}"),
+                };
+                client = Some(c);
+                m
+            } else {
+                seal(&request)
             };
             if let Some((at, x)) = tamper {
                 let i = usize::from(at) % msg.len();
                 msg[i] ^= x.get();
             }
-            match (tamper, serve_noise(port, difficulty, &msg)) {
+            match (tamper, serve_noise(port, difficulty, &msg, input.answer)) {
                 (None, None) => panic!("a client's own first message was refused"),
                 (Some(_), Some(_)) => panic!("a first message with a byte changed was accepted"),
                 (Some(_), None) => {}
                 (None, Some((msgs, response, frame))) => {
                     assert!(frame == request, "the request decrypted differently");
+                    let Some(mut client) = client else { return };
                     let mut got = None;
                     for (i, m) in msgs.iter().enumerate() {
                         match client.read_message(m) {
@@ -267,4 +290,75 @@ pub fn noise(data: &[u8]) {
             }
         }
     }
+}
+
+/// The state of an NK initiator with a fixed ephemeral key right before
+/// it encrypts its first payload: the ephemeral public key, the cipher
+/// key after `es`, and the handshake hash (the payload's associated data).
+struct Sealer {
+    e_public: [u8; 32],
+    k: [u8; 32],
+    h: [u8; 32],
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut d = sha2::Sha256::new();
+    for p in parts {
+        d.update(p);
+    }
+    d.finalize().into()
+}
+
+fn sealer() -> &'static Sealer {
+    static S: OnceLock<Sealer> = OnceLock::new();
+    S.get_or_init(|| {
+        // The Noise spec's (rev. 34) HandshakeState for NK, initiator:
+        // a 32-byte protocol name is the initial h and ck as it is.
+        let mut h = [0u8; 32];
+        h.copy_from_slice(&NOISE_PARAMS.as_bytes()[..32]);
+        let ck = h;
+        h = sha256(&[&h, b""]); // MixHash(prologue), empty
+        h = sha256(&[&h, &server_key().public]); // <- s
+        let e = x25519_dalek::StaticSecret::from([9u8; 32]);
+        let e_public = x25519_dalek::PublicKey::from(&e).to_bytes();
+        h = sha256(&[&h, &e_public]); // -> e
+        let dh = e.diffie_hellman(&x25519_dalek::PublicKey::from(server_key().public));
+        let mut okm = [0u8; 64]; // es: MixKey(DH(e, rs))
+        if hkdf::Hkdf::<sha2::Sha256>::new(Some(&ck), dh.as_bytes())
+            .expand(&[], &mut okm)
+            .is_err()
+        {
+            unreachable!("64 bytes is a valid HKDF-SHA256 length");
+        }
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&okm[32..]);
+        Sealer { e_public, k, h }
+    })
+}
+
+/// A client's NK first message (`e, es` and the encrypted request)
+/// sealed by this harness rather than snow: the fixed ephemeral key's
+/// handshake state is computed once, so sealing costs one ChaCha20-Poly1305
+/// encryption. A second implementation of the first message: the server
+/// (snow) must read it back exactly.
+pub fn seal(request: &[u8]) -> Vec<u8> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let s = sealer();
+    let cipher = chacha20poly1305::ChaCha20Poly1305::new(&s.k.into());
+    let nonce = [0u8; 12]; // n = 0
+    let c = match cipher.encrypt(
+        &nonce.into(),
+        Payload {
+            msg: request,
+            aad: &s.h,
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("sealing a request within the limit: {e}"),
+    };
+    let mut out = Vec::with_capacity(32 + c.len());
+    out.extend_from_slice(&s.e_public);
+    out.extend_from_slice(&c);
+    out
 }
