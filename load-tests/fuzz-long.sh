@@ -4,9 +4,10 @@
 # (--runs N) or a fixed time (--seconds S), then one table of executions,
 # time, executions per second, crashes and corpus growth per target.
 #
-#   load-tests/fuzz-long.sh [--runs N | --seconds S] [--parallel 2] [--merge] [TARGET...]
+#   load-tests/fuzz-long.sh [--runs N] [--seconds S] [--parallel 2] [--merge] [TARGET...]
 #
-# Default: every target (record entry frame codec noise grpc), 60 s each,
+# With both --runs and --seconds, each target stops at whichever comes
+# first. Default: every target (record entry frame codec noise grpc), 60 s each,
 # one at a time, under `nice -n 19`. Works on the stable toolchain: the
 # targets are built with `cargo fuzz build --sanitizer none -a -O`
 # (coverage instrumentation and libFuzzer need no nightly flag; -a keeps
@@ -26,14 +27,14 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 runs=""
-seconds=60
+seconds=""
 parallel=1
 merge=0
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --runs) runs=$2; seconds=""; shift 2 ;;
-    --seconds) seconds=$2; runs=""; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
     --parallel) parallel=$2; shift 2 ;;
     --merge) merge=1; shift ;;
     -h|--help) sed -n 2,22p "$0"; exit 0 ;;
@@ -56,8 +57,10 @@ bin="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
 out="$root/load-tests/out/fuzz"
 mkdir -p "$out"
 
+[ -n "$runs" ] || [ -n "$seconds" ] || seconds=60
 limit=()
-if [ -n "$runs" ]; then limit=(-runs="$runs"); else limit=(-max_total_time="$seconds"); fi
+if [ -n "$runs" ]; then limit+=(-runs="$runs"); fi
+if [ -n "$seconds" ]; then limit+=(-max_total_time="$seconds"); fi
 
 run_one() {
   local t=$1
@@ -73,7 +76,7 @@ run_one() {
 
 pids=()
 for t in "${targets[@]}"; do
-  echo "== fuzzing $t (${runs:+$runs runs}${seconds:+$seconds s})"
+  echo "== fuzzing $t (${runs:+$runs runs }${seconds:+$seconds s})"
   run_one "$t" &
   pids+=($!)
   if [ ${#pids[@]} -ge "$parallel" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
