@@ -4,7 +4,7 @@
 # (--runs N) or a fixed time (--seconds S), then one table of executions,
 # time, executions per second, crashes and corpus growth per target.
 #
-#   load-tests/fuzz-long.sh [--runs N] [--seconds S] [--parallel 2] [--merge] [TARGET...]
+#   load-tests/fuzz-long.sh [--runs N] [--seconds S] [--parallel 2] [--merge] [--out DIR] [TARGET...]
 #
 # With both --runs and --seconds, each target stops at whichever comes
 # first. Default: every target (record entry frame codec noise grpc), 60 s each,
@@ -20,7 +20,8 @@
 # fuzz/corpus/<target> only the scratch inputs that reach new coverage
 # (libFuzzer -merge=1). A crash leaves its input in
 # fuzz/artifacts/<target>/ and counts in the table; the script exits 1
-# if any target crashed. Logs: out/fuzz/<target>.log.
+# if any target crashed. Logs: out/fuzz/<target>.log (--out DIR: DIR
+# instead of out/fuzz, for a second run of a target beside the first).
 # Build directory: $POZ_FUZZ_TARGET_DIR (default ~/.cache/poz-fuzz-target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ runs=""
 seconds=""
 parallel=1
 merge=0
+out="$root/load-tests/out/fuzz"
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,7 +39,8 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --parallel) parallel=$2; shift 2 ;;
     --merge) merge=1; shift ;;
-    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+    --out) out=$(realpath -m "$2"); shift 2 ;;
+    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -54,7 +57,6 @@ for t in "${targets[@]}"; do [ "$t" = grpc ] && features=(--features grpc); done
 echo "== building ${targets[*]} (commit $(git rev-parse --short HEAD))"
 (cd fuzz && nice -n 19 cargo fuzz build --sanitizer none -a -O "${features[@]}" >/dev/null)
 bin="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
-out="$root/load-tests/out/fuzz"
 mkdir -p "$out"
 
 [ -n "$runs" ] || [ -n "$seconds" ] || seconds=60
