@@ -52,10 +52,14 @@ fn rt<T: Codec>(data: &[u8]) -> bool {
     round_trip::<T>(data).is_some()
 }
 
+/// A decoder of the `codec` target: its name and what it runs, which
+/// says whether the input decoded.
+pub type Decoder = (&'static str, fn(&[u8]) -> bool);
+
 /// The structures the `codec` target chooses from by its first byte
 /// (modulo the count): each decodes the rest of the input, and says
 /// whether it decoded (the seed generator keeps only inputs that do).
-pub const CODECS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const CODECS: &[Decoder] = &[
     ("auth.challenge", rt::<poz::auth::Challenge>),
     ("auth.proof", rt::<poz::auth::Proof>),
     ("batch.proof", batch_proof),

@@ -188,16 +188,20 @@ impl NoiseInput {
     }
 }
 
+/// What a server sent on a Noise connection it answered.
+struct Served {
+    /// The Noise messages (none when not asked to write them).
+    msgs: Vec<Vec<u8>>,
+    /// The response frame inside them.
+    response: Vec<u8>,
+    /// The request frame the first message carried.
+    frame: Vec<u8>,
+}
+
 /// The server's side of one Noise connection, as the gateways run it:
 /// `None` when the connection is closed without an answer (not Noise, or
-/// not for this key); else the messages sent, the response frame inside
-/// them and the request frame the first message carried.
-fn serve_noise(
-    port: Port,
-    difficulty: u8,
-    msg: &[u8],
-    answer: bool,
-) -> Option<(Vec<Vec<u8>>, Vec<u8>, Vec<u8>)> {
+/// not for this key).
+fn serve_noise(port: Port, difficulty: u8, msg: &[u8], answer: bool) -> Option<Served> {
     let mut responder = match NkResponder::new(server_key()) {
         Ok(r) => r,
         Err(e) => panic!("a responder for a valid key: {e}"),
@@ -206,7 +210,11 @@ fn serve_noise(
     let mut gate = Gate::new(challenger(), 64);
     let response = sendable(&judge(&mut gate, port, &frame, difficulty));
     if !answer {
-        return Some((Vec::new(), response, frame));
+        return Some(Served {
+            msgs: Vec::new(),
+            response,
+            frame,
+        });
     }
     let msgs = match responder.write_response(&response) {
         Ok(m) => m,
@@ -216,7 +224,11 @@ fn serve_noise(
         assert!(m.len() <= MAX_MESSAGE, "a Noise message over the limit");
         assert!(split_message(&length_prefixed(m)) == Some((&m[..], m.len() + 2)));
     }
-    Some((msgs, response, frame))
+    Some(Served {
+        msgs,
+        response,
+        frame,
+    })
 }
 
 /// A Noise first message through the gate (structure-aware: see
@@ -267,7 +279,14 @@ pub fn noise(data: &[u8]) {
                 (None, None) => panic!("a client's own first message was refused"),
                 (Some(_), Some(_)) => panic!("a first message with a byte changed was accepted"),
                 (Some(_), None) => {}
-                (None, Some((msgs, response, frame))) => {
+                (
+                    None,
+                    Some(Served {
+                        msgs,
+                        response,
+                        frame,
+                    }),
+                ) => {
                     assert!(frame == request, "the request decrypted differently");
                     let Some(mut client) = client else { return };
                     let mut got = None;

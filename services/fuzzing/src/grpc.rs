@@ -23,6 +23,8 @@
 //!   policies.
 
 use crate::codecs::{entry, record, round_trip};
+use pb::signer_server::Signer;
+use pb::verifier_server::Verifier;
 use poz::handle::{check_handle, HandlePolicy};
 use poz_proto::v1 as pb;
 use poz_signer::audit::{AuditBackend, SignatureAuditLog};
@@ -126,67 +128,16 @@ fn handles<'a>(hs: impl IntoIterator<Item = &'a String>) {
     }
 }
 
-fn verify_record(d: &[u8]) {
-    use pb::verifier_server::Verifier;
-    if let Some(m) = proto_round_trip::<pb::VerifyRecordRequest>(d) {
-        let r = runtime().block_on(verifier().verify_record(Request::new(m)));
-        answered("VerifyRecord", r, VERIFIER_CODES);
-    }
-}
-
-fn verify_update(d: &[u8]) {
-    use pb::verifier_server::Verifier;
-    if let Some(m) = proto_round_trip::<pb::VerifyUpdateRequest>(d) {
-        let r = runtime().block_on(verifier().verify_update(Request::new(m)));
-        answered("VerifyUpdate", r, VERIFIER_CODES);
-    }
-}
-
-fn verify_entries(d: &[u8]) {
-    use pb::verifier_server::Verifier;
-    if let Some(m) = proto_round_trip::<pb::VerifyEntriesRequest>(d) {
-        let r = runtime().block_on(verifier().verify_entries(Request::new(m)));
-        answered("VerifyEntries", r, VERIFIER_CODES);
-    }
-}
-
-fn list_keys(d: &[u8]) {
-    use pb::signer_server::Signer;
-    if let Some(m) = proto_round_trip::<pb::ListKeysRequest>(d) {
-        let r = runtime().block_on(signer().list_keys(Request::new(m)));
-        answered("ListKeys", r, &[]);
-    }
-}
-
-fn sign_master_draft(d: &[u8]) {
-    use pb::signer_server::Signer;
-    if let Some(m) = proto_round_trip::<pb::SignMasterDraftRequest>(d) {
-        let r = runtime().block_on(signer().sign_master_draft(Request::new(m)));
-        answered("SignMasterDraft", r, SIGNER_CODES);
-    }
-}
-
-fn sign_entry(d: &[u8]) {
-    use pb::signer_server::Signer;
-    if let Some(m) = proto_round_trip::<pb::SignEntryRequest>(d) {
-        let r = runtime().block_on(signer().sign_entry(Request::new(m)));
-        answered("SignEntry", r, SIGNER_CODES);
-    }
-}
-
-fn sign_entries(d: &[u8]) {
-    use pb::signer_server::Signer;
-    if let Some(m) = proto_round_trip::<pb::SignEntriesRequest>(d) {
-        let r = runtime().block_on(signer().sign_entries(Request::new(m)));
-        answered("SignEntries", r, SIGNER_CODES);
-    }
-}
-
-fn sign_batch_root(d: &[u8]) {
-    use pb::signer_server::Signer;
-    if let Some(m) = proto_round_trip::<pb::SignBatchRootRequest>(d) {
-        let r = runtime().block_on(signer().sign_batch_root(Request::new(m)));
-        answered("SignBatchRoot", r, SIGNER_CODES);
+/// Decodes `d` as `M` and, when it decodes, hands it to a service's
+/// handler (`call`) on the runtime; the answer must be OK or one of
+/// `allowed`.
+fn serve<M, T, Fut>(rpc: &str, d: &[u8], allowed: &[Code], call: impl FnOnce(Request<M>) -> Fut)
+where
+    M: Message + Default + PartialEq,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    if let Some(m) = proto_round_trip::<M>(d) {
+        answered(rpc, runtime().block_on(call(Request::new(m))), allowed);
     }
 }
 
@@ -195,20 +146,50 @@ fn decode_only<M: Message + Default + PartialEq>(d: &[u8]) {
     let _ = proto_round_trip::<M>(d);
 }
 
+/// One request type of the `grpc` target: the service and RPC, and what
+/// the target does with its bytes.
+pub type Rpc = (&'static str, fn(&[u8]));
+
 /// Every request message the services decode, by service and RPC, with
 /// what the target does with it once decoded. The `grpc` target's first
 /// input byte (modulo the count) chooses one; the rest is its bytes.
-pub const REQUESTS: &[(&str, fn(&[u8]))] = &[
+pub const REQUESTS: &[Rpc] = &[
     // poz.v1.Verifier
-    ("Verifier.VerifyRecord", verify_record),
-    ("Verifier.VerifyUpdate", verify_update),
-    ("Verifier.VerifyEntries", verify_entries),
+    ("Verifier.VerifyRecord", |d| {
+        serve("VerifyRecord", d, VERIFIER_CODES, |r| {
+            verifier().verify_record(r)
+        })
+    }),
+    ("Verifier.VerifyUpdate", |d| {
+        serve("VerifyUpdate", d, VERIFIER_CODES, |r| {
+            verifier().verify_update(r)
+        })
+    }),
+    ("Verifier.VerifyEntries", |d| {
+        serve("VerifyEntries", d, VERIFIER_CODES, |r| {
+            verifier().verify_entries(r)
+        })
+    }),
     // poz.v1.Signer
-    ("Signer.ListKeys", list_keys),
-    ("Signer.SignMasterDraft", sign_master_draft),
-    ("Signer.SignEntry", sign_entry),
-    ("Signer.SignEntries", sign_entries),
-    ("Signer.SignBatchRoot", sign_batch_root),
+    ("Signer.ListKeys", |d| {
+        serve("ListKeys", d, &[], |r| signer().list_keys(r))
+    }),
+    ("Signer.SignMasterDraft", |d| {
+        serve("SignMasterDraft", d, SIGNER_CODES, |r| {
+            signer().sign_master_draft(r)
+        })
+    }),
+    ("Signer.SignEntry", |d| {
+        serve("SignEntry", d, SIGNER_CODES, |r| signer().sign_entry(r))
+    }),
+    ("Signer.SignEntries", |d| {
+        serve("SignEntries", d, SIGNER_CODES, |r| signer().sign_entries(r))
+    }),
+    ("Signer.SignBatchRoot", |d| {
+        serve("SignBatchRoot", d, SIGNER_CODES, |r| {
+            signer().sign_batch_root(r)
+        })
+    }),
     // poz.v1.StoreRead
     ("StoreRead.GetMaster", decode_only::<pb::GetMasterRequest>),
     ("StoreRead.GetHead", decode_only::<pb::GetHeadRequest>),

@@ -34,7 +34,7 @@ fn replay(name: &str) -> usize {
     let corpus = files(&fuzz_dir().join("corpus").join(name));
     let regressions = files(&fuzz_dir().join("regressions").join(name));
     for path in corpus.iter().chain(&regressions) {
-        let data = std::fs::read(path).unwrap();
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if let Err(e) = std::panic::catch_unwind(|| target(&data)) {
             let msg = e
                 .downcast_ref::<String>()
@@ -94,6 +94,7 @@ fn noise_corpus() {
     replay("noise");
 }
 
+#[cfg(feature = "grpc")]
 #[test]
 fn grpc_corpus() {
     replay("grpc");
