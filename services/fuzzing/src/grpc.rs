@@ -141,6 +141,14 @@ where
     }
 }
 
+/// A message with one handle: decoded, then the handle under both
+/// policies.
+fn one_handle<M: Message + Default + PartialEq>(d: &[u8], handle: fn(&M) -> &String) {
+    if let Some(m) = proto_round_trip::<M>(d) {
+        handles([handle(&m)]);
+    }
+}
+
 /// A message type with nothing beyond decoding to drive.
 fn decode_only<M: Message + Default + PartialEq>(d: &[u8]) {
     let _ = proto_round_trip::<M>(d);
@@ -194,9 +202,7 @@ pub const REQUESTS: &[Rpc] = &[
     ("StoreRead.GetMaster", decode_only::<pb::GetMasterRequest>),
     ("StoreRead.GetHead", decode_only::<pb::GetHeadRequest>),
     ("StoreRead.GetBinding", |d| {
-        if let Some(m) = proto_round_trip::<pb::GetBindingRequest>(d) {
-            handles([&m.handle]);
-        }
+        one_handle::<pb::GetBindingRequest>(d, |m| &m.handle)
     }),
     ("StoreRead.LookupBindings", |d| {
         if let Some(m) = proto_round_trip::<pb::LookupBindingsRequest>(d) {
@@ -272,20 +278,14 @@ pub const REQUESTS: &[Rpc] = &[
         }
     }),
     ("StoreWrite.FreeHandle", |d| {
-        if let Some(m) = proto_round_trip::<pb::FreeStoreHandleRequest>(d) {
-            handles([&m.handle]);
-        }
+        one_handle::<pb::FreeStoreHandleRequest>(d, |m| &m.handle)
     }),
     // poz.v1.ProviderApi
     ("ProviderApi.IssueBinding", |d| {
-        if let Some(m) = proto_round_trip::<pb::IssueBindingRequest>(d) {
-            handles([&m.handle]);
-        }
+        one_handle::<pb::IssueBindingRequest>(d, |m| &m.handle)
     }),
     ("ProviderApi.RevokeBinding", |d| {
-        if let Some(m) = proto_round_trip::<pb::RevokeBindingRequest>(d) {
-            handles([&m.handle]);
-        }
+        one_handle::<pb::RevokeBindingRequest>(d, |m| &m.handle)
     }),
     (
         "ProviderApi.GetBinding",
@@ -296,9 +296,7 @@ pub const REQUESTS: &[Rpc] = &[
         decode_only::<pb::ListBindingsRequest>,
     ),
     ("ProviderApi.FreeHandle", |d| {
-        if let Some(m) = proto_round_trip::<pb::FreeHandleRequest>(d) {
-            handles([&m.handle]);
-        }
+        one_handle::<pb::FreeHandleRequest>(d, |m| &m.handle)
     }),
     (
         "ProviderApi.GetProvider",
