@@ -171,6 +171,9 @@ bash deploy/test-chart.sh
 # Container image (issue 14): builds the poz-fleet image from the debug binaries and starts poz-verifier from it (runc, or chroot where namespaces are refused).
 bash deploy/test-image.sh
 
+# The fuzz targets' smoke run is one of these tests: poz-fuzzing's
+# tests/corpus.rs replays every file of fuzz/corpus/ and fuzz/regressions/
+# through the targets' functions, in this same build (docs/FUZZING.md).
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

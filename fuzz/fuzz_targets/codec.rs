@@ -1,0 +1,3 @@
+//! The `codec` target: [`poz_fuzzing::codecs::codec`] (its doc says what is checked).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| poz_fuzzing::codecs::codec(data));
