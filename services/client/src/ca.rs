@@ -173,20 +173,24 @@ pub trait RemoteCaKey: Send + Sync + 'static {
     fn sign(&self, message: &[u8]) -> Result<[u8; 64], String>;
 }
 
-/// rcgen's view of a [`RemoteCaKey`].
-struct Remote(Box<dyn RemoteCaKey>);
+/// rcgen's view of a [`RemoteCaKey`]. rcgen reports a remote signer's
+/// failure without its text, so the text is kept in `failed`.
+struct Remote {
+    ca: Box<dyn RemoteCaKey>,
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
 
 impl rcgen::RemoteKeyPair for Remote {
     fn public_key(&self) -> &[u8] {
-        self.0.public().bytes()
+        self.ca.public().bytes()
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.0
-            .sign(msg)
-            .map(|s| s.to_vec())
-            // rcgen has no variant for a signer's own failure; the text
-            // is kept by the caller (see `sign_host_cert`).
-            .map_err(|_| rcgen::Error::RemoteKeyError)
+        self.ca.sign(msg).map(|s| s.to_vec()).map_err(|why| {
+            if let Ok(mut f) = self.failed.lock() {
+                *f = Some(why);
+            }
+            rcgen::Error::RemoteKeyError
+        })
     }
     fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
         &rcgen::PKCS_ED25519
@@ -268,28 +272,11 @@ pub fn sign_host_cert(
 ) -> Result<SignedHostCert, IssueError> {
     let subject = SubjectKey::from_spki_der(subject_spki_der)?;
     let issuer = issuer_name(ca.public());
-    // rcgen reports a remote signer's failure without its text: keep it.
     let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-    struct Keeping {
-        ca: Box<dyn RemoteCaKey>,
-        failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    }
-    impl RemoteCaKey for Keeping {
-        fn public(&self) -> &PublicKey {
-            self.ca.public()
-        }
-        fn sign(&self, message: &[u8]) -> Result<[u8; 64], String> {
-            self.ca.sign(message).inspect_err(|e| {
-                if let Ok(mut f) = self.failed.lock() {
-                    *f = Some(e.clone());
-                }
-            })
-        }
-    }
-    let key = rcgen::KeyPair::from_remote(Box::new(Remote(Box::new(Keeping {
+    let key = rcgen::KeyPair::from_remote(Box::new(Remote {
         ca,
         failed: failed.clone(),
-    }))))
+    }))
     .map_err(|e| IssueError::Generate(e.to_string()))?;
     profile(&key, issuer, host, not_before, not_after, &subject, serial).map_err(|e| {
         match failed.lock().ok().and_then(|mut f| f.take()) {

@@ -195,6 +195,10 @@ pub fn failure(server: &str, url: &str, status: &tonic::Status) -> anyhow::Error
                 causes(status)
             )
         }
+        // Over TLS, a connection closed before any answer is also how a
+        // server rejecting this client's certificate can look: `unreached`
+        // says both.
+        _ if transport && url.starts_with("https://") => unreached(url, status),
         _ if transport => anyhow::anyhow!(
             "{url} did not answer as a gRPC server ({}): is this {server}'s gRPC port, not a POZ port?",
             causes(status)
