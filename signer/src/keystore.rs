@@ -15,6 +15,11 @@ pub enum KeyStoreError {
     Pkcs11(String),
     #[error("no token labelled {0:?} in the PKCS#11 module")]
     NoToken(String),
+    /// The token failed a call and could not be reopened, or failed again
+    /// after reopening (it went away: a network HSM restarting, a token
+    /// pulled); calls succeed again once it is back. UNAVAILABLE.
+    #[error("HSM unreachable: {0}")]
+    TokenUnreachable(String),
     #[error("the HSM returned a signature that does not verify under key {0}")]
     BadSignature(KeyId),
     #[error("key file {path}: {reason}")]

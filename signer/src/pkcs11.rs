@@ -29,6 +29,7 @@ use poz::Hash32;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// `CKA_EC_PARAMS` for Ed25519: the PrintableString "edwards25519"
@@ -95,13 +96,66 @@ pub fn module(path: &Path) -> Result<Pkcs11, KeyStoreError> {
 }
 
 /// A logged-in PKCS#11 token.
+///
+/// When the token goes away under the store (a network HSM restarting, a
+/// token pulled, the module answering `CKR_DEVICE_REMOVED`,
+/// `CKR_SESSION_HANDLE_INVALID`, `CKR_TOKEN_NOT_PRESENT`, ...), every
+/// session and object handle it held may be dead even once the token is
+/// back. A signing call that fails in the module therefore reopens the
+/// store once ([`Pkcs11KeyStore::reopen`]: find the token by label again,
+/// open fresh sessions, log in, find each held key again by its public
+/// key) and tries again; sessions of the old generation are closed as
+/// they come back. While the token stays away the call fails with
+/// [`KeyStoreError::TokenUnreachable`] (the service answers UNAVAILABLE),
+/// and reopening is tried at most every [`REOPEN_BACKOFF`].
 pub struct Pkcs11KeyStore {
-    sessions: Mutex<Vec<Session>>,
+    cfg: TokenConfig,
+    pool: Mutex<Pool>,
     session_free: Condvar,
     session_count: usize,
     keys: Vec<HeldKey>,
+    /// One reopen at a time; holds when the last failed one ended.
+    reopening: Mutex<Option<Instant>>,
+}
+
+/// The sessions not in use and the key handles valid in them.
+struct Pool {
+    /// Bumped by each reopen; a session of an older generation is
+    /// closed when it is given back.
+    generation: u64,
+    free: Vec<Session>,
+    /// The private key handles, in the order of `keys`.
     handles: Vec<ObjectHandle>,
 }
+
+/// A session taken from the pool, with what was valid when it was taken.
+struct Borrowed {
+    session: Session,
+    generation: u64,
+    handles: Vec<ObjectHandle>,
+}
+
+/// The shortest time between two attempts to reopen a token that was
+/// not there (ms): calls in between fail at once instead of rescanning
+/// the module's slots for each.
+pub const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Token reopens, by outcome (`poz_signer_token_reopens`).
+static REOPENS: std::sync::LazyLock<
+    prometheus_client::metrics::family::Family<
+        Vec<(&'static str, &'static str)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+> = std::sync::LazyLock::new(|| {
+    let f = prometheus_client::metrics::family::Family::default();
+    poz_kit::metrics::register(
+        "poz_signer_token_reopens",
+        "PKCS#11 token reopened after a failed call (sessions and handles renewed), by outcome",
+        None,
+        f.clone(),
+    );
+    f
+});
 
 /// How to reach a token. `Debug` shows the PIN as `<redacted>`; the PIN
 /// is wiped from memory when the configuration is dropped.
@@ -134,40 +188,131 @@ impl Pkcs11KeyStore {
     /// every Ed25519 private key with its public key. Several stores may
     /// be open at once in one process, on one token or several.
     pub fn open(cfg: &TokenConfig) -> Result<Self, KeyStoreError> {
-        let ctx = module(&cfg.module)?;
-        let slot = with_slot_list(|| -> Result<_, KeyStoreError> {
-            for s in ctx.get_slots_with_token()? {
-                if ctx.get_token_info(s)?.label().trim_end() == cfg.token_label {
-                    return Ok(Some(s));
-                }
-            }
-            Ok(None)
-        })?;
-        let slot = slot.ok_or_else(|| KeyStoreError::NoToken(cfg.token_label.clone()))?;
-        let mut sessions = Vec::new();
-        for _ in 0..cfg.sessions.max(1) {
-            sessions.push(ctx.open_rw_session(slot)?);
-        }
-        // A login holds for every session of the application (the
-        // process) with the token: another store of this process on the
-        // same token may have logged in already, and its login is ours.
-        let pin = AuthPin::new(String::clone(&cfg.pin));
-        match sessions[0].login(UserType::User, Some(&pin)) {
-            Ok(())
-            | Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::UserAlreadyLoggedIn,
-                _,
-            )) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let (keys, handles) = load_keys(&sessions[0])?;
-        Ok(Pkcs11KeyStore {
-            session_count: sessions.len(),
-            sessions: Mutex::new(sessions),
-            session_free: Condvar::new(),
+        let Connected {
+            sessions,
             keys,
             handles,
+        } = connect(cfg)?;
+        Ok(Pkcs11KeyStore {
+            cfg: cfg.clone(),
+            session_count: sessions.len(),
+            pool: Mutex::new(Pool {
+                generation: 0,
+                free: sessions,
+                handles,
+            }),
+            session_free: Condvar::new(),
+            keys,
+            reopening: Mutex::new(None),
         })
+    }
+
+    /// Renews the store after a call failed in the module: the token
+    /// found by label again, fresh sessions logged in, every held key
+    /// found again (by its public key; handles may differ), the pool
+    /// replaced. `seen` is the generation the failed call ran in: when
+    /// another call has reopened since, there is nothing to do.
+    ///
+    /// Errors: [`KeyStoreError::TokenUnreachable`] when the token is not
+    /// there, refuses the login, or lacks a held key, or when the last
+    /// attempt failed less than [`REOPEN_BACKOFF`] ago.
+    fn reopen(&self, seen: u64) -> Result<(), KeyStoreError> {
+        let mut last_failed = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        if self.lock_pool().generation != seen {
+            return Ok(());
+        }
+        if let Some(t) = *last_failed {
+            if t.elapsed() < REOPEN_BACKOFF {
+                return Err(KeyStoreError::TokenUnreachable(format!(
+                    "token {:?}: reopening failed {} ms ago",
+                    self.cfg.token_label,
+                    t.elapsed().as_millis()
+                )));
+            }
+        }
+        let renewed = connect(&self.cfg).and_then(|c| {
+            let Connected {
+                sessions,
+                keys,
+                handles,
+            } = c;
+            let mut ordered = Vec::with_capacity(self.keys.len());
+            for held in &self.keys {
+                let i = keys
+                    .iter()
+                    .position(|k| k.public == held.public)
+                    .ok_or_else(|| {
+                        KeyStoreError::Pkcs11(format!(
+                            "key {} ({}) is no longer in the token",
+                            held.public.id(),
+                            held.label
+                        ))
+                    })?;
+                ordered.push(handles[i]);
+            }
+            Ok((sessions, ordered))
+        });
+        match renewed {
+            Ok((sessions, handles)) => {
+                *last_failed = None;
+                let old = {
+                    let mut pool = self.lock_pool();
+                    pool.generation += 1;
+                    pool.handles = handles;
+                    std::mem::replace(&mut pool.free, sessions)
+                };
+                // Closed outside the pool's lock (C_CloseSession on a
+                // dead token may take the module's time).
+                drop(old);
+                self.session_free.notify_all();
+                REOPENS.get_or_create(&vec![("outcome", "reopened")]).inc();
+                tracing::warn!(token = %self.cfg.token_label, "PKCS#11 token reopened after a failed call");
+                Ok(())
+            }
+            Err(e) => {
+                *last_failed = Some(Instant::now());
+                REOPENS.get_or_create(&vec![("outcome", "failed")]).inc();
+                tracing::warn!(token = %self.cfg.token_label, error = %e, "PKCS#11 token could not be reopened");
+                Err(KeyStoreError::TokenUnreachable(format!(
+                    "token {:?}: {e}",
+                    self.cfg.token_label
+                )))
+            }
+        }
+    }
+
+    /// Runs `f` on a borrowed session; when it fails in the module, the
+    /// store is reopened and `f` runs once more on a fresh session.
+    fn with_recovery<T>(
+        &self,
+        f: impl Fn(&Session, &[ObjectHandle]) -> Result<T, cryptoki::error::Error>,
+    ) -> Result<T, KeyStoreError> {
+        let b = self.take_session();
+        let first = f(&b.session, &b.handles);
+        let seen = b.generation;
+        self.give_back(b);
+        match first {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                tracing::debug!(error = %e, "PKCS#11 call failed; reopening the token");
+                self.reopen(seen)?;
+                let b = self.take_session();
+                let again = f(&b.session, &b.handles);
+                self.give_back(b);
+                again.map_err(|e| {
+                    KeyStoreError::TokenUnreachable(format!(
+                        "token {:?} failed again after reopening: {e}",
+                        self.cfg.token_label
+                    ))
+                })
+            }
+        }
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        // A poisoned lock only means a thread panicked holding it; the
+        // pool is consistent after every statement.
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Generates an Ed25519 key pair inside the token: the private key is
@@ -194,58 +339,107 @@ impl Pkcs11KeyStore {
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.to_vec()),
         ];
-        let session = self.take_session();
-        let r = session.generate_key_pair(
-            &Mechanism::EccEdwardsKeyPairGen,
-            &public_template,
-            &private_template,
-        );
-        let out = r
-            .map_err(KeyStoreError::from)
-            .and_then(|(public, _)| public_key(&session, public))
-            .map(|public| HeldKey {
-                public,
+        self.with_session(|session| {
+            let (public, _) = session.generate_key_pair(
+                &Mechanism::EccEdwardsKeyPairGen,
+                &public_template,
+                &private_template,
+            )?;
+            Ok(HeldKey {
+                public: public_key(session, public)?,
                 label: label.to_string(),
-            });
-        self.give_back(session);
-        out
+            })
+        })
     }
 
-    fn take_session(&self) -> Session {
-        let mut free = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    fn take_session(&self) -> Borrowed {
+        let mut pool = self.lock_pool();
         loop {
-            if let Some(s) = free.pop() {
-                return s;
+            if let Some(session) = pool.free.pop() {
+                return Borrowed {
+                    session,
+                    generation: pool.generation,
+                    handles: pool.handles.clone(),
+                };
             }
-            free = self
+            pool = self
                 .session_free
-                .wait(free)
+                .wait(pool)
                 .unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    fn give_back(&self, s: Session) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(s);
-        self.session_free.notify_one();
+    /// Returns a session to the pool, or closes it when a reopen has
+    /// replaced its generation meanwhile.
+    fn give_back(&self, b: Borrowed) {
+        let mut pool = self.lock_pool();
+        if b.generation == pool.generation {
+            pool.free.push(b.session);
+            drop(pool);
+            self.session_free.notify_one();
+        } else {
+            drop(pool);
+            drop(b.session);
+        }
     }
 
     /// The object handle of a held key's private half (for tests that
     /// probe the token's protections).
     pub fn private_handle(&self, id: &KeyId) -> Option<ObjectHandle> {
         let i = self.keys.iter().position(|k| k.public.id() == *id)?;
-        Some(self.handles[i])
+        Some(self.lock_pool().handles[i])
     }
 
     /// Runs `f` with a session of this token (tests and admin commands).
     pub fn with_session<T>(&self, f: impl FnOnce(&Session) -> T) -> T {
-        let s = self.take_session();
-        let out = f(&s);
-        self.give_back(s);
+        let b = self.take_session();
+        let out = f(&b.session);
+        self.give_back(b);
         out
     }
+}
+
+/// A token reached: logged-in sessions and its Ed25519 keys with their
+/// private halves' handles (same order).
+struct Connected {
+    sessions: Vec<Session>,
+    keys: Vec<HeldKey>,
+    handles: Vec<ObjectHandle>,
+}
+
+/// Finds the token labelled `cfg.token_label`, opens `cfg.sessions`
+/// sessions and logs in, and loads every Ed25519 key pair.
+fn connect(cfg: &TokenConfig) -> Result<Connected, KeyStoreError> {
+    let ctx = module(&cfg.module)?;
+    let slot = with_slot_list(|| -> Result<_, KeyStoreError> {
+        for s in ctx.get_slots_with_token()? {
+            if ctx.get_token_info(s)?.label().trim_end() == cfg.token_label {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    })?;
+    let slot = slot.ok_or_else(|| KeyStoreError::NoToken(cfg.token_label.clone()))?;
+    let mut sessions = Vec::new();
+    for _ in 0..cfg.sessions.max(1) {
+        sessions.push(ctx.open_rw_session(slot)?);
+    }
+    // A login holds for every session of the application (the
+    // process) with the token: another store of this process on the
+    // same token may have logged in already, and its login is ours.
+    let pin = AuthPin::new(String::clone(&cfg.pin));
+    match sessions[0].login(UserType::User, Some(&pin)) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let (keys, handles) = load_keys(&sessions[0])?;
+    Ok(Connected {
+        sessions,
+        keys,
+        handles,
+    })
 }
 
 /// Every Ed25519 private key in the token, paired with its public key by
@@ -329,14 +523,14 @@ impl KeyStore for Pkcs11KeyStore {
     /// bad signature into the audit log or a binding.
     fn sign_many(&self, id: &KeyId, digests: &[Hash32]) -> Result<Vec<[u8; 64]>, KeyStoreError> {
         let i = self.position(id)?;
-        let session = self.take_session();
         let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-        let signed: Result<Vec<Vec<u8>>, _> = digests
-            .iter()
-            .map(|d| session.sign(&mech, self.handles[i], &d.0))
-            .collect();
-        self.give_back(session);
-        let sigs = signed?
+        let signed = self.with_recovery(|session, handles| {
+            digests
+                .iter()
+                .map(|d| session.sign(&mech, handles[i], &d.0))
+                .collect::<Result<Vec<Vec<u8>>, _>>()
+        })?;
+        let sigs = signed
             .into_iter()
             .map(|s| {
                 <[u8; 64]>::try_from(s.as_slice()).map_err(|_| KeyStoreError::BadSignature(*id))
@@ -360,11 +554,10 @@ impl KeyStore for Pkcs11KeyStore {
     /// pure Ed25519), checked under the key before it is returned.
     fn sign_message(&self, id: &KeyId, message: &[u8]) -> Result<[u8; 64], KeyStoreError> {
         let i = self.position(id)?;
-        let session = self.take_session();
         let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-        let signed = session.sign(&mech, self.handles[i], message);
-        self.give_back(session);
-        let sig = <[u8; 64]>::try_from(signed?.as_slice())
+        let signed =
+            self.with_recovery(|session, handles| session.sign(&mech, handles[i], message))?;
+        let sig = <[u8; 64]>::try_from(signed.as_slice())
             .map_err(|_| KeyStoreError::BadSignature(*id))?;
         let key = self.keys[i]
             .public

@@ -1227,3 +1227,52 @@ async fn a_certificate_is_signed_by_a_software_key_the_service_zone_names() {
     let rec = provider_with_hsm_ca_key(&key);
     certificates_are_signed_within_policy(&svc, &audit, &key, &rec).await;
 }
+
+/// The HSM lost under the store (issue 16): the token's key objects
+/// taken away (their files out of the token's directory) make every
+/// signing call fail in the module, and the store answers
+/// `TokenUnreachable` (UNAVAILABLE), never a wrong signature and never a
+/// hang; once they are back the same store signs again without a
+/// restart: it reopens its sessions, logs in and finds its key again
+/// (SoftHSM2 gives the returning object a new handle, so a store that
+/// kept its old handles would fail for good; `poz_testkit::softhsm` says
+/// why the objects, not the token, are taken away).
+#[test]
+fn a_lost_token_fails_calls_until_it_is_back_and_the_store_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fresh_token(dir.path());
+    let store = token_with_keys(&cfg, &["lost"]);
+    let key = store.keys()[0].public.id();
+    let digest = Hash32([9; 32]);
+    let good = store.sign(&key, &digest).unwrap();
+    let before = store.private_handle(&key).unwrap();
+
+    // Away means outside the token directory.
+    let tokens = softhsm_conf().parent().unwrap().join("tokens");
+    let home = poz_testkit::softhsm::token_dir(&tokens, &cfg.token_label);
+    let away = tokens.with_file_name(format!("away-{}", cfg.token_label));
+    let keys = poz_testkit::softhsm::KeysAway::take(&home, &away);
+    assert_eq!(keys.count(), 2, "the key pair's two objects");
+    let mut lost = Vec::new();
+    for _ in 0..3 {
+        match store.sign(&key, &digest) {
+            Err(e) => lost.push(e.to_string()),
+            Ok(sig) => panic!("signed with the key away: {}", hex(&sig)),
+        }
+        std::thread::sleep(poz_signer::pkcs11::REOPEN_BACKOFF);
+    }
+    assert!(
+        lost.iter().all(|e| e.starts_with("HSM unreachable")),
+        "{lost:?}"
+    );
+
+    keys.bring_back();
+    std::thread::sleep(poz_signer::pkcs11::REOPEN_BACKOFF);
+    let back = store
+        .sign(&key, &digest)
+        .expect("the store signs again once the key is back");
+    // Ed25519 is deterministic: the same key over the same digest.
+    assert_eq!(back, good);
+    assert_eq!(store.sign_many(&key, &[digest; 3]).unwrap(), vec![good; 3]);
+    assert_ne!(store.private_handle(&key).unwrap(), before, "a new handle");
+}

@@ -12,9 +12,8 @@
 //!   and their ratio.
 use anyhow::{bail, Context};
 use clap::Parser;
-use poz::sample::{self, T0};
-use poz::zone::ZoneType;
-use poz::{workflow, Codec, Hash32, Record};
+use poz::sample;
+use poz::Codec;
 use poz_proto::v1 as pb;
 use poz_signer::{KeyStore, Pkcs11KeyStore, TokenConfig};
 use std::io::Write;
@@ -55,35 +54,6 @@ struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// The provider: a software master key (the ceremony's offline key here)
-/// delegating the identity zone to the token's key and to a software
-/// device that signs the authority section.
-fn provider_record(hsm: &poz::PublicKey) -> anyhow::Result<(Record, Record)> {
-    let k = sample::provider_keys();
-    let genesis = sample::sole_owner_genesis(&k.master)?;
-    let mut rec = workflow::draft(&genesis, T0 + 1)?;
-    workflow::set_delegation_key(&mut rec, ZoneType::IDENTITY, hsm.clone(), 0, 100, 100)?;
-    workflow::set_delegation_key(
-        &mut rec,
-        ZoneType::IDENTITY,
-        k.device_a.public(),
-        0,
-        100,
-        100,
-    )?;
-    workflow::sign_draft(&mut rec, &k.master)?;
-    workflow::apply(&mut rec)?;
-    workflow::set_authority(
-        &mut rec,
-        ZoneType::IDENTITY,
-        "bench.example",
-        Hash32::ZERO,
-        T0 + 2,
-        &[&k.device_a],
-    )?;
-    Ok((genesis, rec))
 }
 
 fn request(i: u64) -> pb::IssueBindingRequest {
@@ -131,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(Pkcs11KeyStore::open(&token)?)
     };
     let hsm_key = hsm.keys()[0].public.clone();
-    let (genesis, rec) = provider_record(&hsm_key)?;
+    let (genesis, rec) = sample::provider_with_identity_key(&hsm_key, "bench.example")?;
     let store = poz_store::Store::open(&args.database_url, poz_store::StoreOptions::default())
         .await
         .context("opening the store")?;

@@ -1,5 +1,6 @@
 //! The split fleet across namespaces: Postgres and Redis in theirs, and
-//! poz-store, poz-verifier, poz-signer (software key), poz-provider-api,
+//! poz-store, poz-verifier, poz-signer (its identity key inside a SoftHSM2
+//! token of the run's own), poz-provider-api,
 //! two poz-query-gw and one poz-submit-gw each in its own, with mutual
 //! TLS between the services as in production (one throwaway CA, each
 //! certificate naming its service and carrying its namespace's address).
@@ -210,10 +211,75 @@ impl Drop for Redis {
 }
 
 /// One service: its host, its configuration file and its process.
+/// The signer's HSM: a SoftHSM2 token with a file object store in the
+/// run's directory (user PIN 1234), holding one Ed25519 identity key
+/// generated inside it.
+pub struct Hsm {
+    conf: PathBuf,
+    tokens: PathBuf,
+    away: PathBuf,
+    keys_away: Option<poz_testkit::softhsm::KeysAway>,
+    pub label: String,
+}
+
+impl Hsm {
+    /// Initialises the token (Debian's softhsm2-util).
+    fn new(dir: &Path) -> Hsm {
+        let root = dir.join("softhsm");
+        let tokens = root.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = root.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let label = "fleet-hsm".to_string();
+        let out = std::process::Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", &label])
+            .args(["--so-pin", "5678", "--pin", "1234"])
+            .output()
+            .expect("softhsm2-util (Debian's softhsm2; deploy/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Hsm {
+            away: root.join("away"),
+            keys_away: None,
+            conf,
+            tokens,
+            label,
+        }
+    }
+
+    /// The token's key objects taken away under the signer (every call
+    /// on them fails in the module; `poz_testkit::softhsm` says why the
+    /// objects and not the token).
+    pub fn lose(&mut self) {
+        let token = poz_testkit::softhsm::token_dir(&self.tokens, &self.label);
+        self.keys_away = Some(poz_testkit::softhsm::KeysAway::take(&token, &self.away));
+    }
+
+    /// The key objects back.
+    pub fn restore(&mut self) {
+        if let Some(k) = self.keys_away.take() {
+            k.bring_back();
+        }
+    }
+}
+
 pub struct Service {
     pub host: Host,
     bin: PathBuf,
     config: PathBuf,
+    /// Environment beyond the log level (the signer's SOFTHSM2_CONF).
+    env: Vec<(&'static str, PathBuf)>,
     pub process: Option<ServiceProcess>,
 }
 
@@ -224,6 +290,9 @@ impl Service {
         let mut cmd = self.host.command(&self.bin);
         cmd.arg("--config").arg(&self.config);
         cmd.env("RUST_LOG", "warn");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         self.process = Some(ServiceProcess::spawn(cmd));
     }
 
@@ -261,6 +330,7 @@ pub struct Endpoints {
 /// network last).
 pub struct Fleet {
     pub services: BTreeMap<&'static str, Service>,
+    pub hsm: Hsm,
     pub redis: Redis,
     pub pg: Postgres,
     pub provider_id: Hash32,
@@ -270,9 +340,6 @@ pub struct Fleet {
     _net: Net,
     _dir: tempfile::TempDir,
 }
-
-/// The passphrase of the provider's device key file.
-const PASSPHRASE: &str = "correct horse";
 
 impl Fleet {
     /// Builds the network, starts Postgres and Redis, loads the sample
@@ -292,9 +359,68 @@ impl Fleet {
             .map(|(s, o)| (*s, net.host(s, o)))
             .collect();
 
+        let bin_name = |s: &str| match s {
+            "store" => "poz-store",
+            "verifier" => "poz-verifier",
+            "signer" => "poz-signer",
+            "api" => "poz-provider-api",
+            "submit" => "poz-submit-gw",
+            _ => "poz-query-gw",
+        };
+        // The binaries are copied once: a restart runs the build the run
+        // began with, even if the target directory is rebuilt meanwhile
+        // (it is shared between checkouts on a development machine).
+        let bins = d.join("bin");
+        std::fs::create_dir_all(&bins).unwrap();
+        for s in SERVICES {
+            let bin = bins.join(bin_name(s));
+            if !bin.exists() {
+                std::fs::copy(poz_testkit::workspace_bin(bin_name(s)), &bin).unwrap();
+            }
+        }
+
+        // The signer's token and its identity key, generated inside it by
+        // the signer itself; the provider's IDENTITY zone names that key.
+        let hsm = Hsm::new(d);
+        let pin = d.join("pin");
+        std::fs::write(&pin, "1234\n").unwrap();
+        let token = format!(
+            "backend = \"pkcs11\"\npkcs11_module = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n",
+            hsm.label,
+            pin.display()
+        );
+        let keygen = d.join("keygen.toml");
+        // (The signer's configuration wants its audit log even to make a
+        // key, though making one signs nothing.)
+        std::fs::write(
+            &keygen,
+            format!("{token}audit_database_url = \"{}\"\n", pg.url()),
+        )
+        .unwrap();
+        let out = std::process::Command::new(bins.join("poz-signer"))
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .arg("--config")
+            .arg(&keygen)
+            .args(["--generate-key", "identity"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let public = printed
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .and_then(|b| poz::PublicKey::ed25519_from_bytes(&b))
+            .unwrap_or_else(|| panic!("no public key in {printed:?}"));
+
         // The records, loaded before the services start.
-        let (provider, _) = sample::chain_provider().unwrap();
-        let mut ppl = Vec::new();
+        let (_, provider) = sample::provider_with_identity_key(&public, PROVIDER_DOMAIN).unwrap();
         let store = poz_store::Store::open(&pg.url(), poz_store::StoreOptions::default())
             .await
             .unwrap();
@@ -302,16 +428,7 @@ impl Fleet {
             .import_record(&provider.to_bytes(), &[PROVIDER_DOMAIN.into()])
             .await
             .unwrap();
-        for n in 0..people {
-            let key = person_key(n);
-            let genesis = sample::sole_owner_genesis(&key).unwrap();
-            let domain = format!("p{n}.faults.example");
-            store
-                .create_record(&genesis.to_bytes(), std::slice::from_ref(&domain), "")
-                .await
-                .unwrap();
-            ppl.push(Person { genesis, domain });
-        }
+        let ppl = create_people(&store, people).await;
         store.close().await;
 
         // Mutual TLS: one CA, a certificate per service naming it.
@@ -351,29 +468,13 @@ impl Fleet {
                 ),
             ),
         );
-        let pass = d.join("passphrase");
-        std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
-        let key_file = d.join("device-a.key");
-        let file = poz::private::KeyFile::create(
-            &sample::provider_keys().device_a,
-            PASSPHRASE.as_bytes(),
-            poz::private::KdfParams {
-                m_cost_kib: 64,
-                t_cost: 1,
-                p_cost: 1,
-            },
-        )
-        .unwrap();
-        std::fs::write(&key_file, file.to_bytes()).unwrap();
         configs.insert(
             "signer",
             write(
                 "signer",
                 format!(
-                    "listen = \"{}\"\nbackend = \"software\"\nkey_files = [\"{}\"]\npassphrase_file = \"{}\"\naudit_database_url = \"{}\"\n{}",
+                    "listen = \"{}\"\n{token}audit_database_url = \"{}\"\n{}",
                     listen("signer"),
-                    key_file.display(),
-                    pass.display(),
                     pg.url(),
                     tls("signer", "poz-signer")
                 ),
@@ -442,29 +543,17 @@ impl Fleet {
                 ),
             ),
         );
-        let bin_name = |s: &str| match s {
-            "store" => "poz-store",
-            "verifier" => "poz-verifier",
-            "signer" => "poz-signer",
-            "api" => "poz-provider-api",
-            "submit" => "poz-submit-gw",
-            _ => "poz-query-gw",
-        };
-        // The binaries are copied once: a restart runs the build the run
-        // began with, even if the target directory is rebuilt meanwhile
-        // (it is shared between checkouts on a development machine).
-        let bins = d.join("bin");
-        std::fs::create_dir_all(&bins).unwrap();
         let mut services = BTreeMap::new();
         for s in SERVICES {
-            let bin = bins.join(bin_name(s));
-            if !bin.exists() {
-                std::fs::copy(poz_testkit::workspace_bin(bin_name(s)), &bin).unwrap();
-            }
+            let env = match s {
+                "signer" => vec![("SOFTHSM2_CONF", hsm.conf.clone())],
+                _ => Vec::new(),
+            };
             let mut svc = Service {
                 host: hosts[s].clone(),
-                bin,
+                bin: bins.join(bin_name(s)),
                 config: configs[s].clone(),
+                env,
                 process: None,
             };
             svc.start();
@@ -487,6 +576,7 @@ impl Fleet {
         };
         Fleet {
             services,
+            hsm,
             redis,
             pg,
             provider_id,
@@ -513,6 +603,96 @@ impl Fleet {
     /// Opens the store's database directly (the checks read it).
     pub async fn store(&self) -> poz_store::Store {
         poz_store::Store::open(&self.pg.url(), poz_store::StoreOptions::default())
+            .await
+            .unwrap()
+    }
+}
+
+/// `people` sole-owner records (person `n`'s key is [`person_key`]),
+/// created in `store` under the domains `p{n}.faults.example`.
+async fn create_people(store: &poz_store::Store, people: usize) -> Vec<Person> {
+    let mut ppl = Vec::new();
+    for n in 0..people {
+        let genesis = sample::sole_owner_genesis(&person_key(n)).unwrap();
+        let domain = format!("p{n}.faults.example");
+        store
+            .create_record(&genesis.to_bytes(), std::slice::from_ref(&domain), "")
+            .await
+            .unwrap();
+        ppl.push(Person { genesis, domain });
+    }
+    ppl
+}
+
+/// pozd, the whole fleet in one process on SQLite with software keys
+/// (the README's main job), serving [`PROVIDER_DOMAIN`] on loopback with
+/// the harness's people: for the soak. Its answer cache is off, as the
+/// split fleet's is, so that a lookup right after an acknowledged
+/// revision must show it.
+pub struct Pozd {
+    pub process: ServiceProcess,
+    pub provider_id: Hash32,
+    pub people: Vec<Person>,
+    pub endpoints: Endpoints,
+    store_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Pozd {
+    /// The first start makes the demo provider; the people's records are
+    /// then created in its database while it is stopped, and it starts
+    /// again on the same ports.
+    pub async fn start(people: usize) -> Pozd {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let bin = dir.path().join("pozd");
+        std::fs::copy(poz_testkit::workspace_bin("pozd"), &bin).unwrap();
+        let spawn = || {
+            let mut cmd = std::process::Command::new(&bin);
+            cmd.arg("--data")
+                .arg(&data)
+                .args(["--domain", PROVIDER_DOMAIN, "--cache-ttl-ms", "0"])
+                .args(["--plain", "127.0.0.1:0", "--noise", "127.0.0.1:0"])
+                .args(["--submit", "127.0.0.1:0"])
+                .env("RUST_LOG", "warn");
+            ServiceProcess::spawn_until(cmd, poz_testkit::START_TIMEOUT, |l| {
+                l.contains("--noise-key")
+            })
+        };
+        let mut first = spawn();
+        assert!(first.terminate().success(), "{}", first.stderr());
+        let store_url = format!("sqlite://{}?mode=rwc", data.join("store.db").display());
+        let store = poz_store::Store::open(&store_url, poz_store::StoreOptions::default())
+            .await
+            .unwrap();
+        let ppl = create_people(&store, people).await;
+        store.close().await;
+        let process = spawn();
+        let banner = poz_testkit::PozdBanner::parse(process.printed());
+        // The Provider API is plain gRPC on loopback; the channel builder
+        // wants certificate files all the same (unused for http://).
+        let ca = Authority::new(dir.path(), "unused-ca");
+        let endpoints = Endpoints {
+            query: vec![(banner.plain, banner.noise)],
+            query_key: banner.noise_key,
+            submit: banner.submit,
+            submit_key: banner.submit_key,
+            api: banner.api.clone(),
+            account: ca.issue(identity::ACCOUNT_SYSTEM, "account", ca.ca_file()),
+        };
+        Pozd {
+            process,
+            provider_id: Hash32::from_hex(&banner.record_id).unwrap(),
+            people: ppl,
+            endpoints,
+            store_url,
+            _dir: dir,
+        }
+    }
+
+    /// A store over its SQLite database (for the checks).
+    pub async fn store(&self) -> poz_store::Store {
+        poz_store::Store::open(&self.store_url, poz_store::StoreOptions::default())
             .await
             .unwrap()
     }

@@ -10,11 +10,13 @@
 //!
 //! The short form (`faults_short`) runs in the test command: each service
 //! SIGKILLed once under load and restarted, a partition between a query
-//! gateway and the store, a Postgres fast restart. The long form
+//! gateway and the store, a Postgres fast restart, the HSM token lost. The long form
 //! (`faults_long`, ignored here; `load-tests/faults.sh` runs it) adds
 //! Postgres immediate shutdown, Redis stopped, a partition between the
 //! Provider API and the signer, packet loss, latency where the kernel
-//! has netem, and pairs of faults.
+//! has netem, and pairs of faults. The signer's key is in a SoftHSM2
+//! token; both forms also take the token away under it during bulk
+//! issuance (the HSM session lost) and bring it back.
 //!
 //! Needs root and `ip netns` (Debian's iproute2); nftables for the
 //! partitions and loss (blackhole routes stand in for a partition where
@@ -47,6 +49,8 @@ enum Fault {
     Loss(&'static str, u8),
     /// Added latency on a service's link (ms).
     Delay(&'static str, u32),
+    /// The signer's HSM token lost (its files taken away), then back.
+    HsmLost,
     /// Two at once.
     Both(Box<Fault>, Box<Fault>),
 }
@@ -60,6 +64,7 @@ impl std::fmt::Display for Fault {
             Fault::Partition(a, b) => write!(f, "partition {a} | {}", b.join(",")),
             Fault::Loss(a, p) => write!(f, "loss {p}% at {a}"),
             Fault::Delay(a, ms) => write!(f, "delay {ms} ms at {a}"),
+            Fault::HsmLost => write!(f, "HSM token lost"),
             Fault::Both(a, b) => write!(f, "{a} + {b}"),
         }
     }
@@ -81,6 +86,7 @@ enum Held {
     Redis,
     Rules(Rules),
     Delay(Delay),
+    Hsm,
     /// Could not be made here (the words say why).
     Skipped(String),
     Both(Box<Held>, Box<Held>),
@@ -112,6 +118,10 @@ fn apply(fleet: &mut Fleet, fault: &Fault) -> Held {
             Ok(d) => Held::Delay(d),
             Err(e) => Held::Skipped(format!("no netem in this kernel: {e}")),
         },
+        Fault::HsmLost => {
+            fleet.hsm.lose();
+            Held::Hsm
+        }
         Fault::Both(a, b) => Held::Both(Box::new(apply(fleet, a)), Box::new(apply(fleet, b))),
     }
 }
@@ -123,6 +133,7 @@ fn heal(fleet: &mut Fleet, held: Held) -> Option<String> {
         Held::Redis => fleet.redis.start(),
         Held::Rules(r) => drop(r),
         Held::Delay(d) => drop(d),
+        Held::Hsm => fleet.hsm.restore(),
         Held::Skipped(why) => return Some(why),
         Held::Both(a, b) => {
             let x = heal(fleet, *a);
@@ -139,9 +150,8 @@ const CHECK_SAMPLE: usize = 500;
 
 /// The fleet's people as the driver holds them, and their records as
 /// the checks want them.
-fn people_of(fleet: &Fleet) -> (Vec<Who>, Vec<poz::Record>) {
-    let who = fleet
-        .people
+fn people_of(people: &[fleet::Person]) -> (Vec<Who>, Vec<poz::Record>) {
+    let who = people
         .iter()
         .enumerate()
         .map(|(i, p)| Who {
@@ -150,7 +160,7 @@ fn people_of(fleet: &Fleet) -> (Vec<Who>, Vec<poz::Record>) {
             domain: p.domain.clone(),
         })
         .collect();
-    let records = fleet.people.iter().map(|p| p.genesis.clone()).collect();
+    let records = people.iter().map(|p| p.genesis.clone()).collect();
     (who, records)
 }
 
@@ -188,7 +198,7 @@ struct Timing {
 
 async fn run(people: usize, pace: Pace, timing: Timing, faults: &[Fault]) -> Run {
     let mut fleet = Fleet::start(people).await;
-    let (who, records) = people_of(&fleet);
+    let (who, records) = people_of(&fleet.people);
     let driver = Driver::start(fleet.endpoints.clone(), who, pace);
     let store = fleet.store().await;
     tokio::time::sleep(timing.settle * 2).await;
@@ -408,6 +418,7 @@ async fn faults_short() {
     let mut faults = kills();
     faults.push(Fault::Partition("query1", &["store"]));
     faults.push(Fault::Postgres("fast"));
+    faults.push(Fault::HsmLost);
     let run = run(
         3,
         Pace {
@@ -447,6 +458,7 @@ async fn faults_long() {
         Fault::Partition("api", &["signer"]),
         Fault::Loss("store", 20),
         Fault::Delay("store", 100),
+        Fault::HsmLost,
     ]);
     let pair = |a: Fault, b: Fault| Fault::Both(Box::new(a), Box::new(b));
     faults.extend([
@@ -460,6 +472,7 @@ async fn faults_long() {
         pair(Fault::Partition("api", &["signer"]), Fault::Kill("store")),
         pair(Fault::Redis, Fault::Kill("query1")),
         pair(Fault::Loss("api", 20), Fault::Kill("signer")),
+        pair(Fault::HsmLost, Fault::Kill("api")),
     ]);
     // POZ_FAULTS_ONLY=WORDS: only the faults whose name holds WORDS.
     if let Ok(only) = std::env::var("POZ_FAULTS_ONLY") {
@@ -503,28 +516,42 @@ fn sample_process(pid: u32) -> (u64, usize) {
     (rss, fds)
 }
 
-/// The soak (issue 16; `load-tests/soak.sh` runs it): the split fleet
-/// across namespaces under the mixed load for `POZ_SOAK_SECS` (default
-/// 1800) with no fault, sampling each service's RSS and open descriptors
-/// and Postgres's connections every `POZ_SOAK_EVERY_SECS` (default 60).
-/// Prints one line per sample; fails on a lost write or a wrong answer,
-/// as the fault runs do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the soak: load-tests/soak.sh runs it"]
-async fn soak() {
-    if skip() {
-        return;
-    }
+/// The soak's length and sampling interval: `POZ_SOAK_SECS` (default
+/// 1800) and `POZ_SOAK_EVERY_SECS` (default 60).
+fn soak_timing() -> (Duration, Duration) {
     let secs = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let total = Duration::from_secs(secs("POZ_SOAK_SECS", 1800));
-    let every = Duration::from_secs(secs("POZ_SOAK_EVERY_SECS", 60).max(1));
-    let fleet = Fleet::start(6).await;
-    let (who, records) = people_of(&fleet);
+    (
+        Duration::from_secs(secs("POZ_SOAK_SECS", 1800)),
+        Duration::from_secs(secs("POZ_SOAK_EVERY_SECS", 60).max(1)),
+    )
+}
+
+/// What a soak drives and samples.
+struct Soaked<'a> {
+    endpoints: fleet::Endpoints,
+    provider_id: poz::Hash32,
+    people: &'a [fleet::Person],
+    /// Each process sampled, by name.
+    pids: Vec<(String, u32)>,
+    store: poz_store::Store,
+    /// Whether the store is Postgres (its client connections sampled).
+    postgres: bool,
+}
+
+/// The soak (issue 16; `load-tests/soak.sh` runs it): the mixed load for
+/// the length of [`soak_timing`] with no fault, sampling each process's
+/// RSS and open descriptors (and Postgres's client connections) at its
+/// interval. Prints one line per sample (and writes the table to
+/// `POZ_FAULTS_TABLE`); fails on a lost write, a wrong answer or an
+/// undocumented status, as the fault runs do.
+async fn soak_run(target: Soaked<'_>) {
+    let (total, every) = soak_timing();
+    let (who, records) = people_of(target.people);
     // Paced so that a record's history stays under the submit size for
     // the whole soak (one revision per person per 10 s).
     let pace = Pace {
@@ -536,33 +563,33 @@ async fn soak() {
         bulk_every: Duration::from_secs(2),
         cap: u64::MAX,
     };
-    let driver = Driver::start(fleet.endpoints.clone(), who, pace);
-    let store = fleet.store().await;
-    let pids: Vec<(&str, u32)> = fleet
-        .services
-        .iter()
-        .map(|(n, s)| (*n, s.process.as_ref().unwrap().id()))
-        .collect();
+    let driver = Driver::start(target.endpoints.clone(), who, pace);
+    let store = target.store;
     let mut header = String::from("| t (s) | acknowledged | pg connections |");
-    for (n, _) in &pids {
+    for (n, _) in &target.pids {
         header.push_str(&format!(" {n} RSS MiB / fds |"));
     }
     println!("{header}");
     let began = Instant::now();
     let mut lines = vec![header];
     loop {
-        let pg: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
-        )
-        .fetch_one(store.pool())
-        .await
-        .unwrap_or(-1);
+        let pg = if target.postgres {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+            )
+            .fetch_one(store.pool())
+            .await
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| format!("({e})"))
+        } else {
+            "-".to_string()
+        };
         let acked = {
             let g = driver.ledger.lock().unwrap();
             g.revisions.len() + g.bindings.len()
         };
         let mut line = format!("| {} | {acked} | {pg} |", began.elapsed().as_secs());
-        for (_, pid) in &pids {
+        for (_, pid) in &target.pids {
             let (rss, fds) = sample_process(*pid);
             line.push_str(&format!(" {:.1} / {fds} |", rss as f64 / 1024.0));
         }
@@ -587,7 +614,7 @@ async fn soak() {
     };
     let found = check::check(
         &store,
-        fleet.provider_id,
+        target.provider_id,
         &records,
         &snapshot,
         0,
@@ -609,4 +636,46 @@ async fn soak() {
         snapshot.wrong,
         snapshot.undocumented
     );
+}
+
+/// The soak of the split fleet across namespaces ([`soak_run`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the soak: load-tests/soak.sh runs it"]
+async fn soak() {
+    if skip() {
+        return;
+    }
+    let fleet = Fleet::start(6).await;
+    let pids = fleet
+        .services
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.process.as_ref().unwrap().id()))
+        .collect();
+    soak_run(Soaked {
+        endpoints: fleet.endpoints.clone(),
+        provider_id: fleet.provider_id,
+        people: &fleet.people,
+        pids,
+        store: fleet.store().await,
+        postgres: true,
+    })
+    .await;
+}
+
+/// The soak of pozd, the whole fleet in one process on SQLite, on
+/// loopback ([`soak_run`]; needs no root). Its edge keeps its default
+/// limits (50 requests/s per address), above the load's ~32/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the soak: load-tests/soak.sh runs it"]
+async fn soak_pozd() {
+    let pozd = fleet::Pozd::start(6).await;
+    soak_run(Soaked {
+        endpoints: pozd.endpoints.clone(),
+        provider_id: pozd.provider_id,
+        people: &pozd.people,
+        pids: vec![("pozd".to_string(), pozd.process.id())],
+        store: pozd.store().await,
+        postgres: false,
+    })
+    .await;
 }

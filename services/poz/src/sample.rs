@@ -322,6 +322,47 @@ pub fn chain_provider() -> Result<(Record, SignedEntry), Error> {
     Ok((rec, b))
 }
 
+/// A provider whose IDENTITY zone is delegated to `identity_key` (an
+/// HSM's key, say) and to device A, grant 100 each so that either signs a
+/// binding alone, its authority section naming `domain`: `(genesis, the
+/// record at serial 2)`. For benchmarks and tests that sign bindings
+/// inside a token.
+pub fn provider_with_identity_key(
+    identity_key: &crate::keys::PublicKey,
+    domain: &str,
+) -> Result<(Record, Record), Error> {
+    let k = provider_keys();
+    let genesis = sole_owner_genesis(&k.master)?;
+    let mut rec = workflow::draft(&genesis, T0 + 1)?;
+    workflow::set_delegation_key(
+        &mut rec,
+        ZoneType::IDENTITY,
+        identity_key.clone(),
+        0,
+        100,
+        100,
+    )?;
+    workflow::set_delegation_key(
+        &mut rec,
+        ZoneType::IDENTITY,
+        k.device_a.public(),
+        0,
+        100,
+        100,
+    )?;
+    workflow::sign_draft(&mut rec, &k.master)?;
+    workflow::apply(&mut rec)?;
+    workflow::set_authority(
+        &mut rec,
+        ZoneType::IDENTITY,
+        domain,
+        Hash32::ZERO,
+        T0 + 2,
+        &[&k.device_a],
+    )?;
+    Ok((genesis, rec))
+}
+
 /// The keys of `auth_holder()`'s trust groups: group 2 "devices" holds
 /// keys 70 (50), 71 (50) and 72 (40); group 3 "laptop" holds key 73
 /// (100). Key 72 is revoked in the Auth Zone.

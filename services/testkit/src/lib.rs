@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // test support: a panic is how a test fails
 
+pub mod softhsm;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
