@@ -218,7 +218,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT b.digest, b.entry, \
                (SELECT r.entry FROM entries r WHERE r.record_id = b.record_id \
-                AND r.zone_type = b.zone_type AND r.target = b.digest ORDER BY r.digest LIMIT 1) \
+                AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL ORDER BY r.digest LIMIT 1) \
              FROM entries b \
              WHERE b.record_id = $1 AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4 \
              AND b.digest > $5 ORDER BY b.digest LIMIT $6",

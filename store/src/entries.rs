@@ -197,8 +197,11 @@ impl Store {
                 11,
             );
             // Entries are immutable: a row with this key is this entry, so
-            // "insert if absent" (portable to Postgres and SQLite) suffices.
-            sql.push_str(" ON CONFLICT (record_id, zone_type, digest) DO NOTHING");
+            // "insert if absent" suffices. No conflict target: the key is
+            // (record_id, zone_type, digest) in one heap and holds the
+            // handle too when partitioned (partitions.rs); the entries
+            // table has no other unique index.
+            sql.push_str(" ON CONFLICT DO NOTHING");
             let mut q = sqlx::query(&sql);
             for row in chunk {
                 q = q
@@ -325,7 +328,7 @@ impl Store {
         // revocation naming it if there is one (any one revokes it).
         let r = sqlx::query(
             "SELECT b.entry, r.entry FROM entries b \
-             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
              WHERE b.record_id = $1 AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4 \
              ORDER BY b.issued_at DESC LIMIT 1",
         )
@@ -351,7 +354,7 @@ impl Store {
         let r = sqlx::query(
             "SELECT b.entry, r.entry FROM domains d \
              JOIN entries b ON b.record_id = d.record_id AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4 \
-             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
              WHERE d.domain = $1 \
              ORDER BY b.issued_at DESC LIMIT 1",
         )
@@ -403,7 +406,7 @@ impl Store {
                 Backend::Postgres => {
                     ") SELECT q.i, d.record_id, b.entry, \
                        (SELECT r.entry FROM entries r WHERE r.record_id = d.record_id AND r.zone_type = $1 \
-                        AND r.target = b.digest LIMIT 1) \
+                        AND r.target = b.digest AND r.handle IS NULL LIMIT 1) \
                      FROM q LEFT JOIN domains d ON d.domain = q.domain \
                      LEFT JOIN LATERAL (SELECT e.entry, e.digest FROM entries e \
                        WHERE e.record_id = d.record_id AND e.zone_type = $1 AND e.handle = q.handle \
@@ -418,7 +421,7 @@ impl Store {
                        FROM q LEFT JOIN domains d ON d.domain = q.domain) \
                      SELECT b.i, b.rid, e.entry, \
                        (SELECT r.entry FROM entries r WHERE r.record_id = b.rid AND r.zone_type = $1 \
-                        AND r.target = b.digest LIMIT 1) \
+                        AND r.target = b.digest AND r.handle IS NULL LIMIT 1) \
                      FROM b LEFT JOIN entries e ON e.record_id = b.rid AND e.zone_type = $1 AND e.digest = b.digest"
                 }
             });
@@ -485,7 +488,7 @@ impl Store {
         for chunk in handles.chunks(HANDLES_PER_QUERY) {
             let mut sql = String::from(
                 "SELECT b.handle, b.issued_at, b.entry, r.digest FROM entries b \
-                 LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+                 LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
                  WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle IN (",
             );
             for i in 0..chunk.len() {
@@ -531,7 +534,7 @@ impl Store {
     ) -> Result<Vec<(String, SignedEntry, bool)>, StoreError> {
         let rows = sqlx::query(
             "SELECT b.handle, b.entry, r.digest FROM entries b \
-             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
              WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 \
              AND b.handle IS NOT NULL AND b.handle > $4 ORDER BY b.handle, b.issued_at DESC LIMIT $5",
         )

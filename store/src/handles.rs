@@ -34,7 +34,7 @@ impl Store {
         for chunk in skeletons.chunks(HANDLES_PER_QUERY) {
             let mut sql = String::from(
                 "SELECT b.skeleton, b.digest, b.entry, r.entry, f.digest FROM entries b \
-                 LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+                 LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
                  LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
                  WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.skeleton IN (",
             );
@@ -162,7 +162,7 @@ impl Store {
             Box::pin(async move {
                 let rows = sqlx::query(
                     "SELECT DISTINCT b.digest FROM entries b \
-                     JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
+                     JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
                      LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
                      WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle = $4 \
                      AND f.digest IS NULL",

@@ -21,6 +21,7 @@ mod error;
 pub mod grpc;
 mod handles;
 pub mod metrics;
+mod partitions;
 mod records;
 mod replicas;
 mod sql;
@@ -31,6 +32,7 @@ pub use batches::{LoggedBatch, StoredPair};
 pub use domains::MAX_MIRRORS;
 pub use entries::{BindingAnswer, StoredBinding, LOOKUPS_PER_QUERY};
 pub use error::StoreError;
+pub use partitions::{EntriesLayout, PartitionReport, COPY_BATCH, DEFAULT_PARTITIONS};
 pub use replicas::{ReadFallback, ReadSource, ReplicaOptions, ReplicaState};
 pub use submissions::{Submission, EXPIRY_SWEEP};
 
@@ -76,6 +78,11 @@ pub struct StoreOptions {
     /// cluster, where a Job runs [`Store::migrate`] once before the
     /// store's pods start; the store then refuses a schema that is behind.
     pub migrate: bool,
+    /// Postgres: partitions of the entries table (hash on the handle;
+    /// partitions.rs). A fresh database is partitioned when it is
+    /// migrated; a database that already holds entries keeps one heap
+    /// until `poz-store partition-entries` moves it online. 0: never.
+    pub entries_partitions: u32,
 }
 
 impl StoreOptions {
@@ -100,6 +107,7 @@ impl Default for StoreOptions {
             pending_per_subject: 8,
             pending_ttl: Duration::from_secs(7 * 24 * 3600),
             migrate: true,
+            entries_partitions: partitions::DEFAULT_PARTITIONS,
         }
     }
 }
@@ -179,7 +187,7 @@ impl Store {
                 "filled the skeletons of bindings stored before 0005"
             );
         }
-        Ok(())
+        self.partition_if_fresh().await
     }
 
     /// Refuses a database whose schema lacks a migration this build

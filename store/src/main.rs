@@ -55,6 +55,10 @@ struct Config {
     /// Job runs `poz-store migrate` first; the store then refuses a
     /// schema that is behind.
     migrate: bool,
+    /// Postgres: hash partitions of the entries table made when a fresh
+    /// database is migrated (a database holding entries is partitioned
+    /// online by `poz-store partition-entries`); 0: one heap.
+    entries_partitions: u32,
     #[serde(flatten)]
     serve: ServeSettings,
 }
@@ -78,6 +82,7 @@ impl Default for Config {
             pending_per_subject: o.pending_per_subject,
             pending_ttl_ms: u64::try_from(o.pending_ttl.as_millis()).unwrap_or(u64::MAX),
             migrate: o.migrate,
+            entries_partitions: o.entries_partitions,
             serve: ServeSettings::default(),
         }
     }
@@ -107,6 +112,12 @@ impl ServiceConfig for Config {
         // 4 billion connections is allocated up front) or looping on a
         // setting Postgres refuses (statement_timeout is a 32-bit count
         // of ms).
+        if self.entries_partitions > 1024 {
+            return Err(format!(
+                "entries_partitions: {} is more than 1024",
+                self.entries_partitions
+            ));
+        }
         if !(1..=10_000).contains(&self.max_connections) {
             return Err("max_connections must be 1..=10000".into());
         }
@@ -197,6 +208,18 @@ enum Command {
         #[arg(long = "domain", value_name = "DOMAIN", required = true)]
         domains: Vec<String>,
     },
+    /// Postgres: partition the entries table online (hash on the handle;
+    /// docs/OPERATIONS.md "Partitioned entries") while stores keep
+    /// serving and writing: a partitioned copy filled by a trigger and by
+    /// batches of 10,000 rows, then swapped in one short transaction.
+    /// Prints progress and what it did; a table already partitioned is
+    /// left as it is. The same configuration as the store; serves
+    /// nothing.
+    PartitionEntries {
+        /// Hash partitions (1 to 1024).
+        #[arg(long, default_value_t = poz_store::DEFAULT_PARTITIONS)]
+        partitions: u32,
+    },
 }
 
 /// Who may call what, by certificate SAN (docs/OPERATIONS.md): the
@@ -235,6 +258,7 @@ fn options(c: &Config) -> StoreOptions {
         pending_per_subject: c.pending_per_subject,
         pending_ttl: Duration::from_millis(c.pending_ttl_ms),
         migrate: c.migrate,
+        entries_partitions: c.entries_partitions,
     }
 }
 
@@ -250,6 +274,34 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Migrate) => {
             let version = Store::migrate(&c.database_url, options).await?;
             println!("schema at migration {version}");
+            return Ok(());
+        }
+        Some(Command::PartitionEntries { partitions }) => {
+            let store = Store::open(&c.database_url, options).await?;
+            let began = std::time::Instant::now();
+            let mut shown = 0u64;
+            let report = store
+                .partition_entries(*partitions, poz_store::COPY_BATCH, |copied| {
+                    // A line per 100,000 rows (or every batch at first).
+                    if copied >= shown + 100_000 || shown == 0 {
+                        shown = copied;
+                        println!(
+                            "copied {copied} rows ({:.0} s)",
+                            began.elapsed().as_secs_f64()
+                        );
+                    }
+                })
+                .await;
+            store.close().await;
+            let r = report?;
+            println!(
+                "entries: {} rows in {} hash partitions ({} copied by batches) in {:.1} s; writers waited {} ms at the swap",
+                r.rows,
+                r.partitions,
+                r.copied,
+                r.took.as_secs_f64(),
+                r.swap.as_millis()
+            );
             return Ok(());
         }
         Some(Command::ImportRecord {
