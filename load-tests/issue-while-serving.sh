@@ -75,4 +75,9 @@ print(f"during the issue: {n / s:.0f} lookups/s over {s:.0f} s, "
 EOF
 "$bin/store-identity" --endpoint "http://$store" --domain bench.example --bindings "$BINDINGS" \
     --concurrency "$C" --seconds "$IDLE_SECS"
-psql -qAt -d "$DB" -c "SELECT 'entries ' || pg_size_pretty(pg_total_relation_size('entries')) || ', ' || round(pg_total_relation_size('entries') / greatest(count(*), 1)) || ' B/binding' FROM entries WHERE handle IS NOT NULL"
+# The entries table with its partitions (a partitioned table's own size
+# is 0: its rows and indexes are its partitions'; one heap has no tree).
+psql -qAt -d "$DB" -c "WITH t AS (SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('entries')), pg_total_relation_size('entries')) AS bytes),
+    n AS (SELECT count(*) AS rows FROM entries WHERE handle IS NOT NULL)
+  SELECT 'entries ' || pg_size_pretty(t.bytes) || ' (' || (SELECT greatest(count(*) - 1, 0) FROM pg_partition_tree('entries')) || ' partitions), '
+         || n.rows || ' bindings, ' || round(t.bytes / greatest(n.rows, 1)) || ' B/binding' FROM t, n"

@@ -33,4 +33,4 @@ addr=$(sed -n 's/^listening //p' "$log")
 echo "poz-store on $addr, database $DB; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 "$target/store-identity" --endpoint "http://$addr" --bindings "$BINDINGS" \
     --concurrency "$CONCURRENCY" --seconds "$SECONDS_" "$@"
-psql -qAt -d "$DB" -c "SELECT 'entries table ' || pg_size_pretty(pg_total_relation_size('entries')) || ', ' || count(*) || ' rows' FROM entries"
+psql -qAt -d "$DB" -c "SELECT 'entries table ' || pg_size_pretty(coalesce((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('entries')), pg_total_relation_size('entries'))) || ', ' || count(*) || ' rows' FROM entries"

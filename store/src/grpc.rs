@@ -241,9 +241,14 @@ impl pb::store_read_server::StoreRead for StoreReader {
         let r = req.get_ref();
         self.read(req.metadata(), |store| async move {
             let id = record_ref(&store, &r.record).await?;
-            let record = store.master_answer(&id).await?;
-            let (serial, _, _) = store.head(&id).await?;
-            Ok(pb::GetMasterResponse { record, serial })
+            // The serial from the record read, not a second read of the
+            // head: a revision landing in between would pair this record
+            // with the next serial.
+            let record = store.master_record(&id).await?;
+            Ok(pb::GetMasterResponse {
+                serial: record.master.serial,
+                record: record.to_bytes(),
+            })
         })
         .await
     }

@@ -374,16 +374,33 @@ impl Store {
     /// The whole record at its head: history from genesis and every entry
     /// of the zones in `zones` (all zones if empty).
     pub async fn record(&self, id: &Hash32, zones: &[ZoneType]) -> Result<Record, StoreError> {
+        // One snapshot for the head, the history and the entries: a revision
+        // moves the head and adds its history row and entries in one
+        // transaction, and three separate reads could straddle it (a head
+        // one serial behind entries signed under the next revision's keys,
+        // which would not verify).
+        let mut tx = self.snapshot().await?;
         let row = sqlx::query("SELECT head_record FROM records WHERE record_id = $1")
             .bind(id.0.to_vec())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("record {id}")))?;
         let mut rec = Record::from_bytes(&row.get::<Vec<u8>, _>(0))
             .map_err(|e| StoreError::Invalid(format!("stored head: {e}")))?;
-        let mut hist = self.history(id, 1).await?;
-        hist.retain(|m| m.serial < rec.master.serial);
-        rec.history = hist;
+        let rows = sqlx::query(
+            "SELECT master_zone FROM master_revisions WHERE record_id = $1 AND serial < $2 ORDER BY serial",
+        )
+        .bind(id.0.to_vec())
+        .bind(i64::from(rec.master.serial))
+        .fetch_all(&mut *tx)
+        .await?;
+        rec.history = rows
+            .iter()
+            .map(|r| {
+                MasterZone::from_bytes(&r.get::<Vec<u8>, _>(0))
+                    .map_err(|e| StoreError::Invalid(format!("stored revision: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
         // Only the zones asked for are read: a provider's Identity Zone can
         // hold millions of bindings, which MASTER never carries (reading
         // them all for every MASTER answer was seen to slow a bulk issue
@@ -395,8 +412,9 @@ impl Store {
         }
         let rows = sqlx::query(&sql)
             .bind(id.0.to_vec())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.rollback().await?;
         for r in rows {
             let z = ZoneType(r.get::<i32, _>(0) as u8);
             let e = SignedEntry::from_bytes(&r.get::<Vec<u8>, _>(1))
@@ -409,13 +427,19 @@ impl Store {
         Ok(rec)
     }
 
-    /// The MASTER answer: the record without Identity Zone entries.
-    pub async fn master_answer(&self, id: &Hash32) -> Result<Vec<u8>, StoreError> {
+    /// The record MASTER serves: every zone but the Identity Zone, read in
+    /// one snapshot (its `master.serial` is the head it was read at).
+    pub async fn master_record(&self, id: &Hash32) -> Result<Record, StoreError> {
         let zones: Vec<ZoneType> = ZoneType::ALL
             .into_iter()
             .filter(|z| *z != ZoneType::IDENTITY)
             .collect();
-        Ok(self.record(id, &zones).await?.to_bytes())
+        self.record(id, &zones).await
+    }
+
+    /// The MASTER answer: [`Store::master_record`]'s bytes.
+    pub async fn master_answer(&self, id: &Hash32) -> Result<Vec<u8>, StoreError> {
+        Ok(self.master_record(id).await?.to_bytes())
     }
 
     /// Everything served for one record, for in-memory serving (pozd's

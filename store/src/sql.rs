@@ -98,6 +98,21 @@ impl Store {
         }
     }
 
+    /// A read-only transaction whose reads all see one snapshot: Postgres
+    /// REPEATABLE READ (its default, READ COMMITTED, takes a new snapshot
+    /// per statement); SQLite's deferred transaction already reads one
+    /// snapshot in WAL mode. The caller rolls it back when done.
+    pub(crate) async fn snapshot(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin().await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        })
+    }
+
     /// Checks an idempotency key inside a transaction: `Some(response)`
     /// if this exact request was done before.
     pub(crate) async fn idempotent(
