@@ -2,10 +2,11 @@
 //! one live binding per handle, look-alikes by confusable skeleton,
 //! reservations after revocation, and an operator freeing a handle.
 
+use crate::batches::indexed_by;
 use crate::entries::decode_binding;
 use crate::error::StoreError;
 use crate::sql::now_ms;
-use crate::Store;
+use crate::{Backend, Store};
 use poz::entries::EntryBody;
 use poz::zone::{EntryKind, ZoneType};
 use poz::Hash32;
@@ -156,17 +157,11 @@ impl Store {
     /// bindings were freed; NotFound when the handle has no revoked
     /// binding not yet freed.
     pub async fn free_handle(&self, id: &Hash32, handle: &str) -> Result<u32, StoreError> {
-        let (id, handle) = (*id, handle.to_owned());
+        let (id, handle, backend) = (*id, handle.to_owned(), self.backend);
         self.tx(move |tx| {
             let handle = handle.clone();
             Box::pin(async move {
-                let rows = sqlx::query(
-                    "SELECT DISTINCT b.digest FROM entries b \
-                     JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
-                     LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
-                     WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle = $4 \
-                     AND f.digest IS NULL",
-                )
+                let rows = sqlx::query(&revoked_unfreed_sql(backend))
                 .bind(id.0.to_vec())
                 .bind(ZoneType::IDENTITY.0 as i32)
                 .bind(EntryKind::GRANT.0 as i32)
@@ -235,4 +230,21 @@ impl Store {
             .await?;
         }
     }
+}
+
+/// The revoked bindings of a handle not yet freed, for
+/// [`Store::free_handle`]: `$1` record, `$2` zone, `$3` kind, `$4` handle.
+/// Driven from the handle's bindings (on SQLite by naming the indexes,
+/// as [`crate::batches::handle_rows_sql`] says why); without that SQLite
+/// started from every revocation of the zone.
+pub(crate) fn revoked_unfreed_sql(backend: Backend) -> String {
+    format!(
+        "SELECT DISTINCT b.digest FROM entries b{b} \
+         JOIN entries r{r} ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
+         LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
+         WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle = $4 \
+         AND f.digest IS NULL",
+        b = indexed_by(backend, "entries_by_handle"),
+        r = indexed_by(backend, "entries_by_target"),
+    )
 }
