@@ -32,6 +32,7 @@
 //! half-way is taken up by the next (step 1 finds `entries_new` and
 //! starts again from an empty one).
 
+use crate::sql::no_timeout;
 use crate::{Backend, Store, StoreError};
 use sqlx::Row;
 use std::time::{Duration, Instant};
@@ -180,9 +181,12 @@ impl Store {
         progress: &mut impl FnMut(u64),
     ) -> Result<(u64, u64, Duration), StoreError> {
         if let EntriesLayout::Partitioned(_) = self.entries_layout().await? {
+            let mut tx = self.pool.begin().await?;
+            no_timeout(&mut tx).await?;
             let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM entries")
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
+            tx.commit().await?;
             return Ok((0, rows as u64, Duration::ZERO));
         }
         // 1 and 2: the new table, its indexes and the trigger, in one
@@ -271,19 +275,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        sqlx::query("ANALYZE entries").execute(&self.pool).await?;
+        self.analyze_entries().await?;
         Ok((copied, old as u64, swap))
     }
-}
-
-/// The store's `statement_timeout` (seconds, for requests) off for this
-/// transaction: a copy batch, a count under the swap's lock at a hundred
-/// million rows, may take longer.
-async fn no_timeout(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<(), StoreError> {
-    sqlx::query("SET LOCAL statement_timeout = 0")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// The partitioned table `entries_new` with its indexes (named
