@@ -187,3 +187,46 @@ async fn entries_are_partitioned_online_while_bindings_are_written() {
         EntriesLayout::Partitioned(4)
     );
 }
+
+/// Statements over a whole table (ANALYZE, a count of a zone) are not
+/// held to the request statement timeout: at ten million bindings both
+/// were cancelled at 5 s. Here the timeout is 10 ms and the zone a million
+/// rows, which no count reads in 10 ms (a plain count is shown to be
+/// cancelled first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_table_statements_outlive_the_request_timeout() {
+    let url = common::fresh_pg_url().await;
+    let s = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let (id, _) = provider(&s).await;
+    let mut tx = s.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO entries (record_id, zone_type, digest, kind, handle, skeleton, entry, stored_ms) \
+         SELECT $1, 1, sha256(int4send(i)), 1, 'filler' || i, 'filler' || i, '\\x00', 0 \
+         FROM generate_series(1, 1000000) AS i",
+    )
+    .bind(id.0.to_vec())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    s.close().await;
+    let options = StoreOptions {
+        statement_timeout: std::time::Duration::from_millis(10),
+        ..StoreOptions::default()
+    };
+    let s = Store::open(&url, options).await.unwrap();
+    let plain = sqlx::query("SELECT count(*) FROM entries WHERE handle IS NOT NULL")
+        .execute(s.pool())
+        .await;
+    assert!(
+        plain.is_err_and(|e| e.to_string().contains("statement timeout")),
+        "a plain count of a million rows was not cancelled at 10 ms: the test shows nothing"
+    );
+    assert_eq!(s.count_bindings(&id).await.unwrap(), 1_000_000);
+    s.analyze_entries().await.unwrap();
+    s.close().await;
+}
