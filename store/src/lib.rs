@@ -79,9 +79,12 @@ pub struct StoreOptions {
     /// store's pods start; the store then refuses a schema that is behind.
     pub migrate: bool,
     /// Postgres: partitions of the entries table (hash on the handle;
-    /// partitions.rs). A fresh database is partitioned when it is
-    /// migrated; a database that already holds entries keeps one heap
-    /// until `poz-store partition-entries` moves it online. 0: never.
+    /// partitions.rs) made when a fresh database is migrated; a database
+    /// that already holds entries keeps one heap until `poz-store
+    /// partition-entries` moves it online. 0 (the default): one heap.
+    /// Partitions cost bulk issuance: 1M bindings took 170.9 s with 16
+    /// against 69.2 s in one heap (docs/BENCHMARKS.md), because the
+    /// look-alike check probes every partition's skeleton index.
     pub entries_partitions: u32,
 }
 
@@ -107,7 +110,7 @@ impl Default for StoreOptions {
             pending_per_subject: 8,
             pending_ttl: Duration::from_secs(7 * 24 * 3600),
             migrate: true,
-            entries_partitions: partitions::DEFAULT_PARTITIONS,
+            entries_partitions: 0,
         }
     }
 }

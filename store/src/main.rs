@@ -57,7 +57,7 @@ struct Config {
     migrate: bool,
     /// Postgres: hash partitions of the entries table made when a fresh
     /// database is migrated (a database holding entries is partitioned
-    /// online by `poz-store partition-entries`); 0: one heap.
+    /// online by `poz-store partition-entries`); 0, the default: one heap.
     entries_partitions: u32,
     #[serde(flatten)]
     serve: ServeSettings,
@@ -277,6 +277,22 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::PartitionEntries { partitions }) => {
+            // Refused before anything is opened: opening migrates (a
+            // SQLite file would be created) and would partition an empty
+            // one-heap table into the configured count, not the one asked.
+            anyhow::ensure!(
+                (1..=1024).contains(partitions),
+                "--partitions: {partitions} is not in 1..=1024"
+            );
+            anyhow::ensure!(
+                c.database_url.starts_with("postgres://")
+                    || c.database_url.starts_with("postgresql://"),
+                "partition-entries needs a postgres:// database_url: SQLite keeps one table"
+            );
+            let options = poz_store::StoreOptions {
+                entries_partitions: 0,
+                ..options
+            };
             let store = Store::open(&c.database_url, options).await?;
             let began = std::time::Instant::now();
             let mut shown = 0u64;

@@ -37,8 +37,8 @@ use crate::{Backend, Store, StoreError};
 use sqlx::Row;
 use std::time::{Duration, Instant};
 
-/// Partitions of a fresh database, and the default of
-/// `poz-store partition-entries`.
+/// The default of `poz-store partition-entries` (a fresh database is one
+/// heap unless `entries_partitions` says otherwise).
 pub const DEFAULT_PARTITIONS: u32 = 16;
 
 /// Rows per copy transaction of the online path.
@@ -59,7 +59,8 @@ pub enum EntriesLayout {
 /// What one run of the online path did.
 #[derive(Clone, Debug)]
 pub struct PartitionReport {
-    /// Partitions of the new table.
+    /// Partitions of the table now (those it already had, when it was
+    /// partitioned before the run).
     pub partitions: u32,
     /// Rows copied by the batches (rows the trigger copied not counted).
     pub copied: u64,
@@ -76,11 +77,14 @@ impl Store {
     /// one that holds rows is left for `poz-store partition-entries`
     /// (said in the log).
     pub(crate) async fn partition_if_fresh(&self) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        if let EntriesLayout::Partitioned(_) = self.entries_layout().await? {
+            return self.repair_batch_index().await;
+        }
         let parts = self.options.entries_partitions;
-        if parts == 0
-            || self.backend != Backend::Postgres
-            || self.entries_layout().await? != EntriesLayout::OneHeap
-        {
+        if parts == 0 {
             return Ok(());
         }
         let any: Option<i32> = sqlx::query_scalar("SELECT 1 FROM entries LIMIT 1")
@@ -93,6 +97,38 @@ impl Store {
             return Ok(());
         }
         self.partition_entries(parts, COPY_BATCH, |_| {}).await?;
+        Ok(())
+    }
+
+    /// A table partitioned by the first release of the partitioned layout
+    /// got `entries_by_batch` on `(record_id, batch_root)`, without the
+    /// `digest` that migration 0008 added so that BATCH pages are read in
+    /// order: it is rebuilt with it (once; the index build holds a lock
+    /// that blocks writes to entries while it runs, seconds per million
+    /// batch-signed bindings). Serialised by a transaction advisory lock.
+    async fn repair_batch_index(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        no_timeout(&mut tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let def: Option<String> = sqlx::query_scalar(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() \
+             AND tablename = 'entries' AND indexname = 'entries_by_batch'",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if def.is_some_and(|d| !d.contains("digest")) {
+            tracing::info!("rebuilding entries_by_batch with digest (as migration 0008 has it)");
+            for sql in [
+                "DROP INDEX entries_by_batch",
+                "CREATE INDEX entries_by_batch ON entries (record_id, batch_root, digest) WHERE batch_root IS NOT NULL",
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -119,7 +155,8 @@ impl Store {
     /// Partitions the entries table online into `partitions` hash
     /// partitions on `handle` (the module docs give the steps), while the
     /// store keeps serving and writing. Postgres only; a table already
-    /// partitioned is left as it is (the report says 0 rows copied).
+    /// partitioned is left as it is, whatever `partitions` says (the
+    /// report gives its partitions and 0 rows copied).
     /// `batch` rows per copy transaction ([`COPY_BATCH`] is the tool's);
     /// `progress` is called after each copy batch with the rows copied
     /// so far (the trigger is in place by then).
@@ -164,7 +201,7 @@ impl Store {
             .bind(LOCK_KEY)
             .execute(&mut *lock)
             .await;
-        let (copied, rows, swap) = result?;
+        let (partitions, copied, rows, swap) = result?;
         Ok(PartitionReport {
             partitions,
             copied,
@@ -179,15 +216,15 @@ impl Store {
         partitions: u32,
         batch_rows: i64,
         progress: &mut impl FnMut(u64),
-    ) -> Result<(u64, u64, Duration), StoreError> {
-        if let EntriesLayout::Partitioned(_) = self.entries_layout().await? {
+    ) -> Result<(u32, u64, u64, Duration), StoreError> {
+        if let EntriesLayout::Partitioned(existing) = self.entries_layout().await? {
             let mut tx = self.pool.begin().await?;
             no_timeout(&mut tx).await?;
             let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM entries")
                 .fetch_one(&mut *tx)
                 .await?;
             tx.commit().await?;
-            return Ok((0, rows as u64, Duration::ZERO));
+            return Ok((existing, 0, rows as u64, Duration::ZERO));
         }
         // 1 and 2: the new table, its indexes and the trigger, in one
         // transaction (a run that died half-way left them: start again).
@@ -276,7 +313,7 @@ impl Store {
             .await?;
         tx.commit().await?;
         self.analyze_entries().await?;
-        Ok((copied, old as u64, swap))
+        Ok((partitions, copied, old as u64, swap))
     }
 }
 
@@ -303,7 +340,7 @@ fn new_table_sql(partitions: u32) -> Vec<String> {
             "CREATE UNIQUE INDEX entries_new_key ON entries_new (record_id, zone_type, digest, handle) NULLS NOT DISTINCT",
             "CREATE INDEX entries_new_by_handle ON entries_new (record_id, zone_type, handle, issued_at DESC) WHERE handle IS NOT NULL",
             "CREATE INDEX entries_new_by_target ON entries_new (record_id, zone_type, target) WHERE target IS NOT NULL",
-            "CREATE INDEX entries_new_by_batch ON entries_new (record_id, batch_root) WHERE batch_root IS NOT NULL",
+            "CREATE INDEX entries_new_by_batch ON entries_new (record_id, batch_root, digest) WHERE batch_root IS NOT NULL",
             "CREATE INDEX entries_new_by_skeleton ON entries_new (record_id, zone_type, skeleton) WHERE skeleton IS NOT NULL",
             "CREATE INDEX entries_new_without_skeleton ON entries_new (record_id) WHERE handle IS NOT NULL AND skeleton IS NULL",
             // An update (the skeleton fill; nothing else updates an

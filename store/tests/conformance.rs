@@ -14,8 +14,12 @@ use poz::Record;
 use poz_store::{Store, StoreError, StoreOptions};
 use std::sync::Arc;
 
-async fn pg_store() -> Store {
-    Store::open(&common::fresh_pg_url().await, StoreOptions::default())
+async fn pg_store(entries_partitions: u32) -> Store {
+    let options = StoreOptions {
+        entries_partitions,
+        ..StoreOptions::default()
+    };
+    Store::open(&common::fresh_pg_url().await, options)
         .await
         .unwrap()
 }
@@ -25,7 +29,8 @@ async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
     Store::open(&url, StoreOptions::default()).await.unwrap()
 }
 
-/// Runs `f` against both backends.
+/// Runs `f` against both backends, Postgres in both layouts of the
+/// entries table (one heap, the default, and hash partitions).
 macro_rules! both {
     ($name:ident, $body:expr) => {
         mod $name {
@@ -38,7 +43,12 @@ macro_rules! both {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let s = pg_store().await;
+                let s = pg_store(0).await;
+                ($body)(s).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_partitioned() {
+                let s = pg_store(poz_store::DEFAULT_PARTITIONS).await;
                 ($body)(s).await;
             }
         }

@@ -1,5 +1,6 @@
 //! The entries table partitioned on Postgres (issue 17): a fresh
-//! database is partitioned when migrated; a database that holds entries
+//! database is partitioned when migrated with `entries_partitions` set
+//! (one heap is the default); a database that holds entries
 //! is partitioned online while bindings keep being written, losing none;
 //! a lookup by handle reads one partition's index.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
@@ -44,8 +45,21 @@ fn bindings(rec: &Record, from: u64, n: u64) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_postgres_database_is_partitioned_and_sqlite_keeps_one_table() {
-    let s = Store::open(&common::fresh_pg_url().await, StoreOptions::default())
+async fn a_fresh_postgres_database_is_partitioned_when_asked_and_sqlite_keeps_one_table() {
+    let heap = Store::open(&common::fresh_pg_url().await, StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        heap.entries_layout().await.unwrap(),
+        EntriesLayout::OneHeap,
+        "one heap is the default"
+    );
+    heap.close().await;
+    let parted = StoreOptions {
+        entries_partitions: poz_store::DEFAULT_PARTITIONS,
+        ..StoreOptions::default()
+    };
+    let s = Store::open(&common::fresh_pg_url().await, parted)
         .await
         .unwrap();
     assert_eq!(
@@ -229,4 +243,63 @@ async fn whole_table_statements_outlive_the_request_timeout() {
     assert_eq!(s.count_bindings(&id).await.unwrap(), 1_000_000);
     s.analyze_entries().await.unwrap();
     s.close().await;
+}
+
+/// The indexes of `entries` on `url` as `name: columns and predicate`
+/// (the key left out: partitioning changes it, by design).
+async fn entries_indexes(url: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let defs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = 'public' \
+         AND tablename = 'entries' AND indexname NOT IN ('entries_pkey', 'entries_key') \
+         ORDER BY indexname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    defs.into_iter()
+        .map(|(name, def)| {
+            let cols = def.split_once(" USING ").map(|(_, c)| c.to_string());
+            format!("{name}: {}", cols.unwrap_or(def))
+        })
+        .collect()
+}
+
+/// The partitioned layout has the one heap's indexes, column for column
+/// (the first release of it had lost migration 0008's `digest` in the
+/// batch index, so BATCH pages walked the zone); a database partitioned
+/// with that index gets it rebuilt when migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partitioned_layout_keeps_every_index_of_the_one_heap() {
+    let heap = common::fresh_pg_url().await;
+    let one_heap = StoreOptions {
+        entries_partitions: 0,
+        ..StoreOptions::default()
+    };
+    Store::migrate(&heap, one_heap).await.unwrap();
+    let parted = common::fresh_pg_url().await;
+    let sixteen = StoreOptions {
+        entries_partitions: 16,
+        ..StoreOptions::default()
+    };
+    Store::migrate(&parted, sixteen.clone()).await.unwrap();
+    let (h, p) = (entries_indexes(&heap).await, entries_indexes(&parted).await);
+    assert_eq!(h.len(), 5, "{h:?}");
+    assert_eq!(h, p, "one heap vs partitioned");
+
+    // The first release's batch index, then a migrate (a store start).
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&parted).await.unwrap();
+        for sql in [
+            "DROP INDEX entries_by_batch",
+            "CREATE INDEX entries_by_batch ON entries (record_id, batch_root) WHERE batch_root IS NOT NULL",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+    assert_ne!(entries_indexes(&parted).await, h);
+    Store::migrate(&parted, sixteen).await.unwrap();
+    assert_eq!(entries_indexes(&parted).await, h);
 }

@@ -632,3 +632,70 @@ async fn postgres_over_verified_tls_and_the_cluster_steps() {
         assert_eq!(head.serial, 2, "{domain}");
     }
 }
+
+/// `poz-store partition-entries` refuses a bad count or a SQLite URL
+/// before it opens anything (opening migrates, and an empty one-heap
+/// table would be partitioned into the configured count), partitions an
+/// empty one-heap table into the count asked, and reports the partitions
+/// a partitioned table has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_entries_refuses_before_it_touches_the_database() {
+    let db = fresh_pg_url().await;
+    let store = |url: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_poz-store"))
+            .env_remove("RUST_BACKTRACE")
+            .env("POZ_STORE_DATABASE_URL", url)
+            .env("POZ_STORE_ENTRIES_PARTITIONS", "0")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let tables = || async {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&db).await.unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'entries%' AND relkind IN ('r', 'p')",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    };
+    for bad in ["0", "1025", "5000"] {
+        let out = store(&db, &["partition-entries", "--partitions", bad]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not in 1..=1024"), "{err}");
+        assert_eq!(tables().await, 0, "--partitions {bad} touched the database");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lite = format!("sqlite:{}?mode=rwc", dir.path().join("s.db").display());
+    let out = store(&lite, &["partition-entries"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SQLite keeps one table"));
+    assert!(
+        !dir.path().join("s.db").exists(),
+        "the SQLite file was created"
+    );
+
+    assert!(store(&db, &["migrate"]).status.success());
+    assert_eq!(tables().await, 1, "entries_partitions = 0 keeps one heap");
+    let out = store(&db, &["partition-entries", "--partitions", "4"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("entries: 0 rows in 4 hash partitions"),
+        "{said}"
+    );
+    assert_eq!(
+        tables().await,
+        1 + 4,
+        "the partitioned table and its 4 partitions"
+    );
+    let out = store(&db, &["partition-entries", "--partitions", "8"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("entries: 0 rows in 4 hash partitions (0 copied"),
+        "{said}"
+    );
+}

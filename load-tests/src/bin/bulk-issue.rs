@@ -54,6 +54,10 @@ struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Hash partitions of a fresh database's entries table (the store's
+    /// `entries_partitions`); 0, the store's default: one heap.
+    #[arg(long, default_value_t = 0)]
+    entries_partitions: u32,
 }
 
 fn request(i: u64) -> pb::IssueBindingRequest {
@@ -102,7 +106,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let hsm_key = hsm.keys()[0].public.clone();
     let (genesis, rec) = sample::provider_with_identity_key(&hsm_key, "bench.example")?;
-    let store = poz_store::Store::open(&args.database_url, poz_store::StoreOptions::default())
+    let options = poz_store::StoreOptions {
+        entries_partitions: args.entries_partitions,
+        ..poz_store::StoreOptions::default()
+    };
+    let store = poz_store::Store::open(&args.database_url, options)
         .await
         .context("opening the store")?;
     let id = store

@@ -365,7 +365,9 @@ fn format_row(r: &Row) -> String {
     };
     format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-        r.fault,
+        // A partition's name holds a `|`: escaped, the row stays one
+        // Markdown row.
+        r.fault.replace('|', "\\|"),
         r.acked,
         r.lost,
         r.forks,
