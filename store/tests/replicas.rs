@@ -133,6 +133,30 @@ async fn pause_replay(url: &str) {
     panic!("replay on {url} did not pause within 10 s");
 }
 
+/// Waits until the standby has replayed the primary's WAL as of now.
+async fn replayed_to_primary(primary: &str, standby: &str) {
+    use sqlx::Connection;
+    let mut p = sqlx::AnyConnection::connect(primary).await.unwrap();
+    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&mut p)
+        .await
+        .unwrap();
+    let mut s = sqlx::AnyConnection::connect(standby).await.unwrap();
+    for _ in 0..1000 {
+        let behind: i64 = sqlx::query_scalar(&format!(
+            "SELECT pg_wal_lsn_diff('{lsn}', pg_last_wal_replay_lsn())::bigint"
+        ))
+        .fetch_one(&mut s)
+        .await
+        .unwrap();
+        if behind <= 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the standby did not replay to {lsn} within 10 s");
+}
+
 /// A primary with one asynchronous standby, a store writing to the
 /// primary only, revisions 1..=`n` of the tour record and revision 1
 /// stored: (cluster, primary URL, standby URL, writer, revisions).
@@ -209,11 +233,15 @@ async fn a_paused_or_stopped_replica_never_serves_an_older_serial() {
     until_serial(&ra, 1, &mut floor_a).await;
     until_serial(&rb, 1, &mut floor_b).await;
 
-    // Replay paused: the standby stays at serial 1.
+    // Replay paused once the standby has everything the primary had
+    // after those reads (a read the primary answered left a mark at the
+    // primary's position, which a standby paused short of it could not
+    // serve): the standby stays at serial 1, at or past both marks.
+    replayed_to_primary(&primary, &standby).await;
     pause_replay(&standby).await;
     advance(&writer, &revs[1]).await;
     // A has seen nothing newer, so serial 1 from the standby is no step
-    // back: it may serve it.
+    // back: it serves it.
     let (s, _) = serial(&ra, None).await.unwrap();
     assert_eq!(s, 1);
     // A write through A (StoreWrite of the same store) raises its mark
