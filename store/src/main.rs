@@ -23,7 +23,7 @@ const LEASE: &str = "poz-store";
 struct Config {
     /// gRPC address.
     listen: String,
-    /// postgres://… for the fleet, sqlite://PATH?mode=rwc for one machine.
+    /// postgres://… for the fleet, sqlite:PATH?mode=rwc for one machine.
     database_url: String,
     /// postgres://… URLs of streaming replicas (hot standbys) of the
     /// primary that StoreRead may be served from; empty: every read goes
@@ -177,14 +177,15 @@ struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     common: poz_kit::GrpcArgs,
-    /// postgres://… (the fleet) or sqlite://PATH?mode=rwc (one machine).
-    #[arg(long)]
+    /// postgres://… (the fleet) or sqlite:PATH?mode=rwc (one machine).
+    /// Before or after a subcommand (`poz-store migrate --database-url …`).
+    #[arg(long, global = true)]
     database_url: Option<String>,
     /// Connections in the pool (1..=10000).
-    #[arg(long)]
+    #[arg(long, global = true)]
     max_connections: Option<u32>,
     /// Postgres statement_timeout, ms.
-    #[arg(long)]
+    #[arg(long, global = true)]
     statement_timeout_ms: Option<u64>,
 }
 

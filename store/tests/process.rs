@@ -698,4 +698,11 @@ async fn partition_entries_refuses_before_it_touches_the_database() {
         said.contains("entries: 0 rows in 4 hash partitions (0 copied"),
         "{said}"
     );
+    // The database flags go after the subcommand as well as before it.
+    let out = Command::new(env!("CARGO_BIN_EXE_poz-store"))
+        .env_remove("RUST_BACKTRACE")
+        .args(["migrate", "--database-url", &db, "--max-connections", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
