@@ -68,6 +68,10 @@ pub struct Ledger {
     pub bulk_resent: u64,
     /// Highest acknowledged serial per person.
     pub serials: BTreeMap<usize, u32>,
+    /// Tasks of each kind still running: a kind whose tasks have all
+    /// ended (the revisions, at their serial quota) is not waited for
+    /// after a fault.
+    pub running: BTreeMap<String, i64>,
 }
 
 pub type Shared = Arc<Mutex<Ledger>>;
@@ -386,6 +390,7 @@ async fn revisions(
     let mut cur = who.record.clone();
     let mut next = next_revision(&cur, &who.key);
     let mut n: u64 = 0;
+    *lock(&l).running.entry("revision".into()).or_default() += 1;
     while !stop.load(Ordering::Relaxed) && n < pace.cap && cur.master.serial < pace.revisions {
         n += 1;
         let started = Instant::now();
@@ -417,6 +422,7 @@ async fn revisions(
         }
         tokio::time::sleep(pace.retry).await;
     }
+    *lock(&l).running.entry("revision".into()).or_default() -= 1;
 }
 
 async fn requests(
