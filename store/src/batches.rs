@@ -2,7 +2,7 @@
 //! (SPEC §14.8; BATCHES, BATCH and HANDLE_HISTORY on the query ports).
 
 use crate::error::StoreError;
-use crate::sql::to_hash;
+use crate::sql::{indexed_by, to_hash};
 use crate::{Backend, Store};
 use poz::codec::Codec;
 use poz::entries::EntryBody;
@@ -256,15 +256,6 @@ pub(crate) fn handle_rows_sql(backend: Backend) -> String {
         b = indexed_by(backend, "entries_by_handle"),
         r = indexed_by(backend, "entries_by_target"),
     )
-}
-
-/// ` INDEXED BY index` on SQLite (a query the index cannot serve then
-/// fails to prepare instead of scanning), nothing on Postgres.
-pub(crate) fn indexed_by(backend: Backend, index: &str) -> String {
-    match backend {
-        Backend::Sqlite => format!(" INDEXED BY {index}"),
-        Backend::Postgres => String::new(),
-    }
 }
 
 /// Whether the stored binding `entry` was issued by record `id` (not a

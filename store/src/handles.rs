@@ -2,9 +2,9 @@
 //! one live binding per handle, look-alikes by confusable skeleton,
 //! reservations after revocation, and an operator freeing a handle.
 
-use crate::batches::indexed_by;
 use crate::entries::decode_binding;
 use crate::error::StoreError;
+use crate::sql::indexed_by;
 use crate::sql::now_ms;
 use crate::{Backend, Store};
 use poz::entries::EntryBody;

@@ -32,7 +32,9 @@ pub use batches::{LoggedBatch, StoredPair};
 pub use domains::MAX_MIRRORS;
 pub use entries::{BindingAnswer, StoredBinding, LOOKUPS_PER_QUERY};
 pub use error::StoreError;
-pub use partitions::{EntriesLayout, PartitionReport, COPY_BATCH, DEFAULT_PARTITIONS};
+pub use partitions::{
+    check_partitions, EntriesLayout, PartitionReport, COPY_BATCH, DEFAULT_PARTITIONS,
+};
 pub use replicas::{ReadFallback, ReadSource, ReplicaOptions, ReplicaState};
 pub use submissions::{Submission, EXPIRY_SWEEP};
 
@@ -47,6 +49,25 @@ use std::time::Duration;
 pub enum Backend {
     Postgres,
     Sqlite,
+}
+
+impl Backend {
+    /// The backend a database URL names by its scheme.
+    ///
+    /// Errors: [`StoreError::Invalid`] for any scheme but `postgres://`,
+    /// `postgresql://` and `sqlite:`.
+    pub fn of_url(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(StoreError::Invalid(format!(
+                "database URL must start with postgres:// or sqlite: (got {})",
+                poz_kit::shown(url)
+            )))
+        }
+    }
 }
 
 /// Pool and timeout settings (documented in docs/OPERATIONS.md).
@@ -227,16 +248,7 @@ impl Store {
 
     async fn connect(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            return Err(StoreError::Invalid(format!(
-                "database URL must start with postgres:// or sqlite: (got {})",
-                poz_kit::shown(url)
-            )));
-        };
+        let backend = Backend::of_url(url)?;
         let stmt_ms = options.statement_timeout.as_millis();
         let busy_ms = options.busy_timeout.as_millis();
         let mut pool = AnyPoolOptions::new()

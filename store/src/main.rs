@@ -281,13 +281,9 @@ async fn main() -> anyhow::Result<()> {
             // Refused before anything is opened: opening migrates (a
             // SQLite file would be created) and would partition an empty
             // one-heap table into the configured count, not the one asked.
+            poz_store::check_partitions(*partitions)?;
             anyhow::ensure!(
-                (1..=1024).contains(partitions),
-                "--partitions: {partitions} is not in 1..=1024"
-            );
-            anyhow::ensure!(
-                c.database_url.starts_with("postgres://")
-                    || c.database_url.starts_with("postgresql://"),
+                poz_store::Backend::of_url(&c.database_url)? == poz_store::Backend::Postgres,
                 "partition-entries needs a postgres:// database_url: SQLite keeps one table"
             );
             let options = poz_store::StoreOptions {

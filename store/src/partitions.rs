@@ -41,6 +41,20 @@ use std::time::{Duration, Instant};
 /// heap unless `entries_partitions` says otherwise).
 pub const DEFAULT_PARTITIONS: u32 = 16;
 
+/// Refuses a partition count outside 1..=1024 (what `poz-store
+/// partition-entries --partitions` and [`Store::partition_entries`] take).
+///
+/// Errors: [`StoreError::Invalid`].
+pub fn check_partitions(partitions: u32) -> Result<(), StoreError> {
+    if (1..=1024).contains(&partitions) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "partitions: {partitions} is not in 1..=1024"
+        )))
+    }
+}
+
 /// Rows per copy transaction of the online path.
 pub const COPY_BATCH: i64 = 10_000;
 
@@ -75,7 +89,8 @@ impl Store {
     /// After the migrations: a Postgres entries table that is one heap
     /// and empty is partitioned at once ([`StoreOptions::entries_partitions`](crate::StoreOptions));
     /// one that holds rows is left for `poz-store partition-entries`
-    /// (said in the log).
+    /// (said in the log). A table already partitioned gets its batch index
+    /// repaired if it is the first release's.
     pub(crate) async fn partition_if_fresh(&self) -> Result<(), StoreError> {
         if self.backend != Backend::Postgres {
             return Ok(());
@@ -107,19 +122,23 @@ impl Store {
     /// that blocks writes to entries while it runs, seconds per million
     /// batch-signed bindings). Serialised by a transaction advisory lock.
     async fn repair_batch_index(&self) -> Result<(), StoreError> {
+        const OLD: &str = "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() \
+             AND tablename = 'entries' AND indexname = 'entries_by_batch' \
+             AND indexdef NOT LIKE '%digest%'";
+        // Looked at before the lock: a start does not wait for a
+        // partition-entries run that holds it, unless there is work.
+        let old: i64 = sqlx::query_scalar(OLD).fetch_one(&self.pool).await?;
+        if old == 0 {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         no_timeout(&mut tx).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(LOCK_KEY)
             .execute(&mut *tx)
             .await?;
-        let def: Option<String> = sqlx::query_scalar(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() \
-             AND tablename = 'entries' AND indexname = 'entries_by_batch'",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if def.is_some_and(|d| !d.contains("digest")) {
+        let old: i64 = sqlx::query_scalar(OLD).fetch_one(&mut *tx).await?;
+        if old > 0 {
             tracing::info!("rebuilding entries_by_batch with digest (as migration 0008 has it)");
             for sql in [
                 "DROP INDEX entries_by_batch",
@@ -177,11 +196,7 @@ impl Store {
                 "partitioned entries are a Postgres layout; SQLite keeps one table".into(),
             ));
         }
-        if !(1..=1024).contains(&partitions) {
-            return Err(StoreError::Invalid(format!(
-                "partitions: {partitions} is not in 1..=1024"
-            )));
-        }
+        check_partitions(partitions)?;
         if batch < 1 {
             return Err(StoreError::Invalid(format!(
                 "copy batch: {batch} rows is not at least 1"

@@ -363,12 +363,7 @@ impl Store {
             .bind(i64::from(from))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                MasterZone::from_bytes(&r.get::<Vec<u8>, _>(0))
-                    .map_err(|e| StoreError::Invalid(format!("stored revision: {e}")))
-            })
-            .collect()
+        revisions(&rows)
     }
 
     /// The whole record at its head: history from genesis and every entry
@@ -394,13 +389,7 @@ impl Store {
         .bind(i64::from(rec.master.serial))
         .fetch_all(&mut *tx)
         .await?;
-        rec.history = rows
-            .iter()
-            .map(|r| {
-                MasterZone::from_bytes(&r.get::<Vec<u8>, _>(0))
-                    .map_err(|e| StoreError::Invalid(format!("stored revision: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
+        rec.history = revisions(&rows)?;
         // Only the zones asked for are read: a provider's Identity Zone can
         // hold millions of bindings, which MASTER never carries (reading
         // them all for every MASTER answer was seen to slow a bulk issue
@@ -447,4 +436,14 @@ impl Store {
     pub async fn served(&self, id: &Hash32) -> Result<ServedRecord, StoreError> {
         Ok(ServedRecord::new(self.record(id, &[]).await?, Vec::new()))
     }
+}
+
+/// Stored master zones (column 0 of `rows`), in the rows' order.
+fn revisions(rows: &[sqlx::any::AnyRow]) -> Result<Vec<MasterZone>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            MasterZone::from_bytes(&r.get::<Vec<u8>, _>(0))
+                .map_err(|e| StoreError::Invalid(format!("stored revision: {e}")))
+        })
+        .collect()
 }

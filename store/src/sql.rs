@@ -177,3 +177,15 @@ pub(crate) async fn no_timeout(tx: &mut Transaction<'static, Any>) -> Result<(),
         .await?;
     Ok(())
 }
+
+/// ` INDEXED BY index` on SQLite, nothing on Postgres. SQLite plans
+/// without statistics and can prefer walking a zone in key order to a
+/// selective index plus a sort; named, the index is used or the query
+/// fails to prepare (loudly) instead of scanning. Postgres plans from its
+/// statistics.
+pub(crate) fn indexed_by(backend: Backend, index: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!(" INDEXED BY {index}"),
+        Backend::Postgres => String::new(),
+    }
+}

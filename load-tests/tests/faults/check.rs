@@ -81,8 +81,9 @@ pub async fn check(
             prev = Some(m);
         }
         if let Some((serial, hash)) = head {
-            let at_head = history
-                .get((serial as usize).wrapping_sub(1))
+            let at_head = (serial as usize)
+                .checked_sub(1)
+                .and_then(|i| history.get(i))
                 .map(|m| (m.serial, m.current_master_hash));
             if at_head != Some((serial, hash)) {
                 f.forks.push(format!(
