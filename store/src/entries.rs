@@ -3,7 +3,7 @@
 //! pages).
 
 use crate::error::StoreError;
-use crate::handles::{HANDLES_PER_QUERY, LATERAL_REVOCATION};
+use crate::handles::HANDLES_PER_QUERY;
 use crate::sql::{db_time, multi_row_insert, no_timeout, now_ms, skeleton_clause, to_hash};
 use crate::{Backend, Store};
 use poz::codec::Codec;
@@ -701,10 +701,10 @@ pub(crate) fn lookup_bindings_sql(backend: Backend, pruning: bool, pairs: usize)
 /// handle and its skeleton). Rows: (handle, issued_at, binding, a
 /// revocation's digest or NULL).
 ///
-/// Partitioned on the skeleton: the pairs as a VALUES list, each probed
-/// by a LATERAL subquery (`OFFSET 0`, so that each probe reads the one
-/// partition its skeleton hashes to: [`crate::handles::held_by_skeleton_sql`]
-/// says why). Otherwise the IN list: one probe of the handle index per
+/// Partitioned on the skeleton: the pairs as a VALUES list joined by
+/// equality, so that each probe reads the one partition its skeleton
+/// hashes to (an IN list reads every partition holding any of them, for
+/// all of them). Otherwise the IN list: one probe of the handle index per
 /// handle.
 pub(crate) fn bindings_for_handles_sql(pruning: bool, n: usize) -> String {
     const REVOCATION: &str =
@@ -717,10 +717,9 @@ pub(crate) fn bindings_for_handles_sql(pruning: bool, n: usize) -> String {
         format!(
             "WITH q(handle, skeleton) AS (VALUES {}) \
              SELECT b.handle, b.issued_at, b.entry, r.digest FROM q \
-             CROSS JOIN LATERAL (SELECT b.record_id, b.handle, b.issued_at, b.entry, b.digest FROM entries b \
-               WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 \
-               AND b.handle = q.handle AND b.skeleton = q.skeleton OFFSET 0) b \
-             {LATERAL_REVOCATION}",
+             JOIN entries b ON b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 \
+               AND b.handle = q.handle AND b.skeleton = q.skeleton \
+             {REVOCATION}",
             pairs.join(", ")
         )
     } else {

@@ -228,52 +228,36 @@ impl Store {
 /// record, `$2` zone, `$3` kind, then the skeletons. Rows: (skeleton,
 /// digest, binding, a revocation or NULL, freed digest or NULL).
 ///
-/// Postgres: the skeletons as a VALUES list, each probed by a LATERAL
-/// subquery that the planner may not flatten (`OFFSET 0`), and so one
-/// probe of the skeleton index per skeleton; on a table partitioned on
-/// the skeleton each probe reads one partition (pruned at run time per
-/// row). Left to itself the planner costs a parameterized probe as if
-/// it read every partition, and at 200,000 bindings in 16 partitions it
-/// chose a hash join over parallel sequential scans of all of them
-/// (1,000,000 issued at 2,185/s against 5,850/s with the IN list on
-/// partitions by handle); an `IN (…)` list reads every partition holding
-/// any of the skeletons, for all of them. The revocations are probed the
-/// same way, the release by its key. SQLite: the IN list, whose plan (the skeleton index, one
-/// probe per value) it keeps.
+/// Postgres: the skeletons as a VALUES list joined by equality, one probe
+/// of the skeleton index each; on a table partitioned on the skeleton
+/// each probe reads one partition (pruned at run time per row), where
+/// `skeleton IN (…)` would read every partition that holds any of them,
+/// all of them in each. SQLite: the IN list, whose plan (the skeleton
+/// index, one probe per value) it keeps.
 pub(crate) fn held_by_skeleton_sql(postgres: bool, n: usize) -> String {
+    // A binding `b`'s revocation `r` (any one revokes it) and the
+    // operator's freeing of its handle `f`.
+    const JOINS: &str =
+        "LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type \
+         AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL \
+         LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest";
     let params: Vec<String> = (0..n).map(|i| format!("${}", i + 4)).collect();
     if postgres {
         format!(
             "WITH q(skeleton) AS (VALUES ({})) \
-             SELECT b.skeleton, b.digest, b.entry, r.entry, \
-               (SELECT f.digest FROM handle_releases f WHERE f.record_id = b.record_id AND f.digest = b.digest) \
-             FROM q \
-             CROSS JOIN LATERAL (SELECT b.record_id, b.skeleton, b.digest, b.entry FROM entries b \
-               WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.skeleton = q.skeleton \
-               OFFSET 0) b \
-             {LATERAL_REVOCATION}",
+             SELECT b.skeleton, b.digest, b.entry, r.entry, f.digest FROM q \
+             JOIN entries b ON b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.skeleton = q.skeleton \
+             {JOINS}",
             params.join("), (")
         )
     } else {
         format!(
-            "SELECT b.skeleton, b.digest, b.entry, r.entry, f.digest FROM entries b \
-             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type \
-               AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL \
-             LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
+            "SELECT b.skeleton, b.digest, b.entry, r.entry, f.digest FROM entries b {JOINS} \
              WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.skeleton IN ({})",
             params.join(", ")
         )
     }
 }
-
-/// Every revocation `r` (its `entry` and `digest`) naming binding `b` of
-/// the Identity Zone (`$2`), probed per binding by the target index
-/// (`OFFSET 0`: not flattened into a join the planner may hash; see
-/// [`held_by_skeleton_sql`]). Any one revokes it.
-pub(crate) const LATERAL_REVOCATION: &str =
-    "LEFT JOIN LATERAL (SELECT r.entry, r.digest FROM entries r \
-       WHERE r.record_id = b.record_id AND r.zone_type = $2 AND r.target = b.digest \
-       AND r.handle IS NULL AND r.skeleton IS NULL OFFSET 0) r ON true";
 
 /// The revoked bindings of a handle not yet freed, for
 /// [`Store::free_handle`]: `$1` record, `$2` zone, `$3` kind, `$4` handle,
