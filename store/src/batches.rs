@@ -2,7 +2,7 @@
 //! (SPEC §14.8; BATCHES, BATCH and HANDLE_HISTORY on the query ports).
 
 use crate::error::StoreError;
-use crate::sql::{indexed_by, skeleton_clause, to_hash};
+use crate::sql::{indexed_by, to_hash};
 use crate::{Backend, Store};
 use poz::codec::Codec;
 use poz::entries::EntryBody;
@@ -213,19 +213,15 @@ impl Store {
         after: &Hash32,
         n: usize,
     ) -> Result<Vec<(Hash32, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
-        let pruning = self.skeleton_pruning();
-        let sql = handle_rows_sql(self.backend, pruning);
-        let mut q = sqlx::query(&sql)
+        let rows = sqlx::query(&handle_rows_sql(self.backend))
             .bind(id.0.to_vec())
             .bind(ZoneType::IDENTITY.0 as i32)
             .bind(handle)
             .bind(EntryKind::GRANT.0 as i32)
             .bind(after.0.to_vec())
-            .bind(i64::try_from(n).unwrap_or(i64::MAX));
-        if pruning {
-            q = q.bind(poz::handle::skeleton(handle));
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -239,8 +235,7 @@ impl Store {
 }
 
 /// The query of [`Store::handle_rows`]: `$1` record, `$2` zone, `$3`
-/// handle, `$4` kind, `$5` digest to start after, `$6` rows, and with
-/// `pruning` `$7` the handle's skeleton ([`skeleton_clause`]).
+/// handle, `$4` kind, `$5` digest to start after, `$6` rows.
 ///
 /// The revocation by subquery, not a join: two revocations of one binding
 /// must not list it twice. On SQLite each table names its index: SQLite
@@ -250,16 +245,15 @@ impl Store {
 /// HANDLE_HISTORY, a public query, cost a read of every binding (358 ms
 /// at 110,000 bindings, seen in the pozd soak). Postgres has statistics
 /// and takes the handle index itself.
-pub(crate) fn handle_rows_sql(backend: Backend, pruning: bool) -> String {
+pub(crate) fn handle_rows_sql(backend: Backend) -> String {
     format!(
         "SELECT b.digest, b.entry, \
            (SELECT r.entry FROM entries r{r} WHERE r.record_id = b.record_id \
-            AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL ORDER BY r.digest LIMIT 1) \
+            AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL ORDER BY r.digest LIMIT 1) \
          FROM entries b{b} \
-         WHERE b.record_id = $1 AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4{sk} \
+         WHERE b.record_id = $1 AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4 \
          AND b.digest > $5 ORDER BY b.digest LIMIT $6",
         b = indexed_by(backend, "entries_by_handle"),
-        sk = skeleton_clause(pruning, "b", "$7"),
         r = indexed_by(backend, "entries_by_target"),
     )
 }
@@ -321,12 +315,8 @@ mod plans {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
         let store = Store::open(&url, StoreOptions::default()).await.unwrap();
         for (name, sql, binds) in [
-            ("handle_rows", handle_rows_sql(Backend::Sqlite, false), 6),
-            (
-                "revoked_unfreed",
-                revoked_unfreed_sql(Backend::Sqlite, false),
-                4,
-            ),
+            ("handle_rows", handle_rows_sql(Backend::Sqlite), 6),
+            ("revoked_unfreed", revoked_unfreed_sql(Backend::Sqlite), 4),
         ] {
             let plan = plan(&store, &sql, binds).await;
             let text = plan.join("\n");

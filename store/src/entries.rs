@@ -4,7 +4,7 @@
 
 use crate::error::StoreError;
 use crate::handles::HANDLES_PER_QUERY;
-use crate::sql::{db_time, multi_row_insert, no_timeout, now_ms, skeleton_clause, to_hash};
+use crate::sql::{db_time, multi_row_insert, no_timeout, now_ms, to_hash};
 use crate::{Backend, Store};
 use poz::codec::Codec;
 use poz::entries::EntryBody;
@@ -326,27 +326,19 @@ impl Store {
     ) -> Result<(SignedEntry, Option<SignedEntry>), StoreError> {
         // One round trip: the latest binding for the handle, and a
         // revocation naming it if there is one (any one revokes it).
-        let pruning = self.skeleton_pruning();
-        let sql = format!(
+        let r = sqlx::query(
             "SELECT b.entry, r.entry FROM entries b \
-             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
-               AND r.handle IS NULL AND r.skeleton IS NULL \
-             WHERE b.record_id = $1 AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4{sk} \
+             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
+             WHERE b.record_id = $1 AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4 \
              ORDER BY b.issued_at DESC LIMIT 1",
-            sk = skeleton_clause(pruning, "b", "$5"),
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(id.0.to_vec())
-            .bind(ZoneType::IDENTITY.0 as i32)
-            .bind(handle)
-            .bind(EntryKind::GRANT.0 as i32);
-        if pruning {
-            q = q.bind(poz::handle::skeleton(handle));
-        }
-        let r = q
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no binding for handle {handle:?}")))?;
+        )
+        .bind(id.0.to_vec())
+        .bind(ZoneType::IDENTITY.0 as i32)
+        .bind(handle)
+        .bind(EntryKind::GRANT.0 as i32)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no binding for handle {handle:?}")))?;
         decode_binding(&r.get::<Vec<u8>, _>(0), r.get(1))
     }
 
@@ -359,17 +351,19 @@ impl Store {
         domain: &str,
         handle: &str,
     ) -> Result<StoredBinding, StoreError> {
-        let pruning = self.skeleton_pruning();
-        let sql = binding_by_domain_sql(pruning);
-        let mut q = sqlx::query(&sql)
-            .bind(domain)
-            .bind(ZoneType::IDENTITY.0 as i32)
-            .bind(handle)
-            .bind(EntryKind::GRANT.0 as i32);
-        if pruning {
-            q = q.bind(poz::handle::skeleton(handle));
-        }
-        let r = q.fetch_optional(&self.pool).await?;
+        let r = sqlx::query(
+            "SELECT b.entry, r.entry FROM domains d \
+             JOIN entries b ON b.record_id = d.record_id AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4 \
+             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
+             WHERE d.domain = $1 \
+             ORDER BY b.issued_at DESC LIMIT 1",
+        )
+        .bind(domain)
+        .bind(ZoneType::IDENTITY.0 as i32)
+        .bind(handle)
+        .bind(EntryKind::GRANT.0 as i32)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(r) = r else {
             self.resolve(domain).await?;
             return Err(StoreError::NotFound(format!(
@@ -395,8 +389,42 @@ impl Store {
     ) -> Result<Vec<Result<StoredBinding, StoreError>>, StoreError> {
         let mut out: Vec<Result<StoredBinding, StoreError>> = Vec::with_capacity(asks.len());
         for (n, chunk) in asks.chunks(LOOKUPS_PER_QUERY).enumerate() {
-            let pruning = self.skeleton_pruning();
-            let sql = lookup_bindings_sql(self.backend, pruning, chunk.len());
+            // The pairs as a VALUES list (both backends accept it in a
+            // CTE), each joined to its record by domain.
+            let mut sql = String::from("WITH q(i, domain, handle) AS (VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let p = 3 + 3 * i;
+                sql.push_str(&format!("(${}, ${}, ${})", p, p + 1, p + 2));
+            }
+            sql.push_str(match self.backend {
+                // The newest binding straight from the handle index (one
+                // probe and its heap row), then a revocation naming it by
+                // the target index: two probes per pair.
+                Backend::Postgres => {
+                    ") SELECT q.i, d.record_id, b.entry, \
+                       (SELECT r.entry FROM entries r WHERE r.record_id = d.record_id AND r.zone_type = $1 \
+                        AND r.target = b.digest AND r.handle IS NULL LIMIT 1) \
+                     FROM q LEFT JOIN domains d ON d.domain = q.domain \
+                     LEFT JOIN LATERAL (SELECT e.entry, e.digest FROM entries e \
+                       WHERE e.record_id = d.record_id AND e.zone_type = $1 AND e.handle = q.handle \
+                       AND e.kind = $2 ORDER BY e.issued_at DESC LIMIT 1) b ON true"
+                }
+                // SQLite has no LATERAL: the newest binding's digest by
+                // the handle index, then the row by primary key.
+                Backend::Sqlite => {
+                    "), b AS (SELECT q.i, d.record_id AS rid, \
+                       (SELECT e.digest FROM entries e WHERE e.record_id = d.record_id AND e.zone_type = $1 \
+                        AND e.handle = q.handle AND e.kind = $2 ORDER BY e.issued_at DESC LIMIT 1) AS digest \
+                       FROM q LEFT JOIN domains d ON d.domain = q.domain) \
+                     SELECT b.i, b.rid, e.entry, \
+                       (SELECT r.entry FROM entries r WHERE r.record_id = b.rid AND r.zone_type = $1 \
+                        AND r.target = b.digest AND r.handle IS NULL LIMIT 1) \
+                     FROM b LEFT JOIN entries e ON e.record_id = b.rid AND e.zone_type = $1 AND e.digest = b.digest"
+                }
+            });
             let mut q = sqlx::query(&sql)
                 .bind(ZoneType::IDENTITY.0 as i32)
                 .bind(EntryKind::GRANT.0 as i32);
@@ -405,9 +433,6 @@ impl Store {
                     .bind(i64::try_from(i).unwrap_or(i64::MAX))
                     .bind(domain.to_ascii_lowercase())
                     .bind(handle.as_str());
-                if pruning {
-                    q = q.bind(poz::handle::skeleton(handle));
-                }
             }
             let rows = q.fetch_all(&self.pool).await?;
             let mut answers: Vec<Option<Result<StoredBinding, StoreError>>> =
@@ -460,18 +485,25 @@ impl Store {
     ) -> Result<Vec<(String, SignedEntry, bool)>, StoreError> {
         let mut newest: std::collections::HashMap<String, (i64, Vec<u8>, bool)> =
             std::collections::HashMap::new();
-        let pruning = self.skeleton_pruning();
         for chunk in handles.chunks(HANDLES_PER_QUERY) {
-            let sql = bindings_for_handles_sql(pruning, chunk.len());
+            let mut sql = String::from(
+                "SELECT b.handle, b.issued_at, b.entry, r.digest FROM entries b \
+                 LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
+                 WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle IN (",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 4));
+            }
+            sql.push(')');
             let mut q = sqlx::query(&sql)
                 .bind(id.0.to_vec())
                 .bind(ZoneType::IDENTITY.0 as i32)
                 .bind(EntryKind::GRANT.0 as i32);
             for h in chunk {
                 q = q.bind(h.clone());
-                if pruning {
-                    q = q.bind(poz::handle::skeleton(h));
-                }
             }
             for r in q.fetch_all(&self.pool).await? {
                 let handle: String = r.get(0);
@@ -502,7 +534,7 @@ impl Store {
     ) -> Result<Vec<(String, SignedEntry, bool)>, StoreError> {
         let rows = sqlx::query(
             "SELECT b.handle, b.entry, r.digest FROM entries b \
-             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL \
+             LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
              WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 \
              AND b.handle IS NOT NULL AND b.handle > $4 ORDER BY b.handle, b.issued_at DESC LIMIT $5",
         )
@@ -623,111 +655,5 @@ impl Store {
         sqlx::query("ANALYZE entries").execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
-    }
-}
-
-/// The query of [`Store::binding_by_domain`]: `$1` domain, `$2` zone,
-/// `$3` handle, `$4` kind, and with `pruning` `$5` the handle's skeleton
-/// ([`skeleton_clause`]). Two index probes: the handle's newest binding
-/// and a revocation naming it (on a table partitioned on the skeleton,
-/// each in one partition).
-pub(crate) fn binding_by_domain_sql(pruning: bool) -> String {
-    format!(
-        "SELECT b.entry, r.entry FROM domains d \
-         JOIN entries b ON b.record_id = d.record_id AND b.zone_type = $2 AND b.handle = $3 AND b.kind = $4{sk} \
-         LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest \
-           AND r.handle IS NULL AND r.skeleton IS NULL \
-         WHERE d.domain = $1 \
-         ORDER BY b.issued_at DESC LIMIT 1",
-        sk = skeleton_clause(pruning, "b", "$5"),
-    )
-}
-
-/// The query of [`Store::lookup_bindings`] for `pairs` (domain, handle)
-/// pairs: `$1` zone, `$2` kind, then per pair its index (from 0), domain
-/// and handle, and with `pruning` its handle's skeleton. Rows: (index,
-/// record ID or NULL, newest binding or NULL, a revocation or NULL).
-pub(crate) fn lookup_bindings_sql(backend: Backend, pruning: bool, pairs: usize) -> String {
-    // The pairs as a VALUES list (both backends accept it in a CTE), each
-    // joined to its record by domain. The skeleton goes with each pair
-    // only when the table is partitioned on it.
-    let columns = if pruning { 4 } else { 3 };
-    let values: Vec<String> = (0..pairs)
-        .map(|i| {
-            let p = 3 + columns * i;
-            let row: Vec<String> = (p..p + columns).map(|n| format!("${n}")).collect();
-            format!("({})", row.join(", "))
-        })
-        .collect();
-    let head = format!(
-        "WITH q(i, domain, handle{}) AS (VALUES {})",
-        if pruning { ", skeleton" } else { "" },
-        values.join(", ")
-    );
-    let tail = match backend {
-        // The newest binding straight from the handle index (one probe
-        // and its heap row), then a revocation naming it by the target
-        // index: two probes per pair. Partitioned on the skeleton, each
-        // probe reads the one partition its skeleton (or, for the
-        // revocation, NULL) hashes to: Postgres prunes at run time per
-        // outer row.
-        Backend::Postgres => format!(
-            " SELECT q.i, d.record_id, b.entry, \
-               (SELECT r.entry FROM entries r WHERE r.record_id = d.record_id AND r.zone_type = $1 \
-                AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL LIMIT 1) \
-             FROM q LEFT JOIN domains d ON d.domain = q.domain \
-             LEFT JOIN LATERAL (SELECT e.entry, e.digest FROM entries e \
-               WHERE e.record_id = d.record_id AND e.zone_type = $1 AND e.handle = q.handle{sk} \
-               AND e.kind = $2 ORDER BY e.issued_at DESC LIMIT 1) b ON true",
-            sk = skeleton_clause(pruning, "e", "q.skeleton"),
-        ),
-        // SQLite has no LATERAL: the newest binding's digest by the
-        // handle index, then the row by primary key.
-        Backend::Sqlite => ", b AS (SELECT q.i, d.record_id AS rid, \
-               (SELECT e.digest FROM entries e WHERE e.record_id = d.record_id AND e.zone_type = $1 \
-                AND e.handle = q.handle AND e.kind = $2 ORDER BY e.issued_at DESC LIMIT 1) AS digest \
-               FROM q LEFT JOIN domains d ON d.domain = q.domain) \
-             SELECT b.i, b.rid, e.entry, \
-               (SELECT r.entry FROM entries r WHERE r.record_id = b.rid AND r.zone_type = $1 \
-                AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL LIMIT 1) \
-             FROM b LEFT JOIN entries e ON e.record_id = b.rid AND e.zone_type = $1 AND e.digest = b.digest"
-            .to_string(),
-    };
-    head + &tail
-}
-
-/// The query of [`Store::bindings_for_handles`] for `n` handles: `$1`
-/// record, `$2` zone, `$3` kind, then each handle (with `pruning`, each
-/// handle and its skeleton). Rows: (handle, issued_at, binding, a
-/// revocation's digest or NULL).
-///
-/// Partitioned on the skeleton: the pairs as a VALUES list joined by
-/// equality, so that each probe reads the one partition its skeleton
-/// hashes to (an IN list reads every partition holding any of them, for
-/// all of them). Otherwise the IN list: one probe of the handle index per
-/// handle.
-pub(crate) fn bindings_for_handles_sql(pruning: bool, n: usize) -> String {
-    const REVOCATION: &str =
-        "LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type \
-         AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL";
-    if pruning {
-        let pairs: Vec<String> = (0..n)
-            .map(|i| format!("(${}, ${})", 4 + 2 * i, 5 + 2 * i))
-            .collect();
-        format!(
-            "WITH q(handle, skeleton) AS (VALUES {}) \
-             SELECT b.handle, b.issued_at, b.entry, r.digest FROM q \
-             JOIN entries b ON b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 \
-               AND b.handle = q.handle AND b.skeleton = q.skeleton \
-             {REVOCATION}",
-            pairs.join(", ")
-        )
-    } else {
-        let params: Vec<String> = (0..n).map(|i| format!("${}", i + 4)).collect();
-        format!(
-            "SELECT b.handle, b.issued_at, b.entry, r.digest FROM entries b {REVOCATION} \
-             WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle IN ({})",
-            params.join(", ")
-        )
     }
 }

@@ -4,7 +4,8 @@
 
 use crate::entries::decode_binding;
 use crate::error::StoreError;
-use crate::sql::{indexed_by, now_ms, skeleton_clause};
+use crate::sql::indexed_by;
+use crate::sql::now_ms;
 use crate::{Backend, Store};
 use poz::entries::EntryBody;
 use poz::zone::{EntryKind, ZoneType};
@@ -31,9 +32,20 @@ impl Store {
         skeletons: &[String],
     ) -> Result<HeldBySkeleton, StoreError> {
         let mut held: HeldBySkeleton = Default::default();
-        let postgres = conn.backend_name() == "PostgreSQL";
         for chunk in skeletons.chunks(HANDLES_PER_QUERY) {
-            let sql = held_by_skeleton_sql(postgres, chunk.len());
+            let mut sql = String::from(
+                "SELECT b.skeleton, b.digest, b.entry, r.entry, f.digest FROM entries b \
+                 LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
+                 LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
+                 WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.skeleton IN (",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 4));
+            }
+            sql.push(')');
             let mut q = sqlx::query(&sql)
                 .bind(id.0.to_vec())
                 .bind(ZoneType::IDENTITY.0 as i32)
@@ -146,20 +158,16 @@ impl Store {
     /// binding not yet freed.
     pub async fn free_handle(&self, id: &Hash32, handle: &str) -> Result<u32, StoreError> {
         let (id, handle, backend) = (*id, handle.to_owned(), self.backend);
-        let pruning = self.skeleton_pruning();
         self.tx(move |tx| {
             let handle = handle.clone();
             Box::pin(async move {
-                let sql = revoked_unfreed_sql(backend, pruning);
-                let mut q = sqlx::query(&sql)
-                    .bind(id.0.to_vec())
-                    .bind(ZoneType::IDENTITY.0 as i32)
-                    .bind(EntryKind::GRANT.0 as i32)
-                    .bind(handle.clone());
-                if pruning {
-                    q = q.bind(poz::handle::skeleton(&handle));
-                }
-                let rows = q.fetch_all(&mut **tx).await?;
+                let rows = sqlx::query(&revoked_unfreed_sql(backend))
+                .bind(id.0.to_vec())
+                .bind(ZoneType::IDENTITY.0 as i32)
+                .bind(EntryKind::GRANT.0 as i32)
+                .bind(handle.clone())
+                .fetch_all(&mut **tx)
+                .await?;
                 if rows.is_empty() {
                     return Err(StoreError::NotFound(format!(
                         "no revoked binding of {handle:?} to free"
@@ -224,56 +232,19 @@ impl Store {
     }
 }
 
-/// The query of [`Store::held_by_skeleton`] for `n` skeletons: `$1`
-/// record, `$2` zone, `$3` kind, then the skeletons. Rows: (skeleton,
-/// digest, binding, a revocation or NULL, freed digest or NULL).
-///
-/// Postgres: the skeletons as a VALUES list joined by equality, one probe
-/// of the skeleton index each; on a table partitioned on the skeleton
-/// each probe reads one partition (pruned at run time per row), where
-/// `skeleton IN (…)` would read every partition that holds any of them,
-/// all of them in each. SQLite: the IN list, whose plan (the skeleton
-/// index, one probe per value) it keeps.
-pub(crate) fn held_by_skeleton_sql(postgres: bool, n: usize) -> String {
-    // A binding `b`'s revocation `r` (any one revokes it) and the
-    // operator's freeing of its handle `f`.
-    const JOINS: &str =
-        "LEFT JOIN entries r ON r.record_id = b.record_id AND r.zone_type = b.zone_type \
-         AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL \
-         LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest";
-    let params: Vec<String> = (0..n).map(|i| format!("${}", i + 4)).collect();
-    if postgres {
-        format!(
-            "WITH q(skeleton) AS (VALUES ({})) \
-             SELECT b.skeleton, b.digest, b.entry, r.entry, f.digest FROM q \
-             JOIN entries b ON b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.skeleton = q.skeleton \
-             {JOINS}",
-            params.join("), (")
-        )
-    } else {
-        format!(
-            "SELECT b.skeleton, b.digest, b.entry, r.entry, f.digest FROM entries b {JOINS} \
-             WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.skeleton IN ({})",
-            params.join(", ")
-        )
-    }
-}
-
 /// The revoked bindings of a handle not yet freed, for
-/// [`Store::free_handle`]: `$1` record, `$2` zone, `$3` kind, `$4` handle,
-/// and with `pruning` `$5` its skeleton ([`skeleton_clause`]).
+/// [`Store::free_handle`]: `$1` record, `$2` zone, `$3` kind, `$4` handle.
 /// Driven from the handle's bindings (on SQLite by naming the indexes,
 /// as [`crate::batches::handle_rows_sql`] says why); without that SQLite
 /// started from every revocation of the zone.
-pub(crate) fn revoked_unfreed_sql(backend: Backend, pruning: bool) -> String {
+pub(crate) fn revoked_unfreed_sql(backend: Backend) -> String {
     format!(
         "SELECT DISTINCT b.digest FROM entries b{b} \
-         JOIN entries r{r} ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL AND r.skeleton IS NULL \
+         JOIN entries r{r} ON r.record_id = b.record_id AND r.zone_type = b.zone_type AND r.target = b.digest AND r.handle IS NULL \
          LEFT JOIN handle_releases f ON f.record_id = b.record_id AND f.digest = b.digest \
-         WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle = $4{sk} \
+         WHERE b.record_id = $1 AND b.zone_type = $2 AND b.kind = $3 AND b.handle = $4 \
          AND f.digest IS NULL",
         b = indexed_by(backend, "entries_by_handle"),
-        sk = skeleton_clause(pruning, "b", "$5"),
         r = indexed_by(backend, "entries_by_target"),
     )
 }

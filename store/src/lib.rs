@@ -99,12 +99,13 @@ pub struct StoreOptions {
     /// cluster, where a Job runs [`Store::migrate`] once before the
     /// store's pods start; the store then refuses a schema that is behind.
     pub migrate: bool,
-    /// Postgres: partitions of the entries table (hash on the handle's
-    /// skeleton; partitions.rs) made when a fresh database is migrated; a
-    /// database that already holds entries keeps one heap until
-    /// `poz-store partition-entries` moves it online. 0 (the default):
-    /// one heap (docs/OPERATIONS.md "Partitioned entries" says when to
-    /// partition, with figures).
+    /// Postgres: partitions of the entries table (hash on the handle;
+    /// partitions.rs) made when a fresh database is migrated; a database
+    /// that already holds entries keeps one heap until `poz-store
+    /// partition-entries` moves it online. 0 (the default): one heap.
+    /// Partitions cost bulk issuance: 1M bindings took 170.9 s with 16
+    /// against 69.2 s in one heap (docs/BENCHMARKS.md), because the
+    /// look-alike check probes every partition's skeleton index.
     pub entries_partitions: u32,
 }
 
@@ -148,12 +149,6 @@ pub struct Store {
     /// Streaming replicas StoreRead may be served from, and the read
     /// mark (replicas.rs); `None`: every read goes to `pool`.
     replicas: Option<std::sync::Arc<replicas::Replicas>>,
-    /// The entries table is hash-partitioned on the skeleton
-    /// (partitions.rs): a query by handle says `skeleton = …` too, so it
-    /// reads one partition. Learnt when the store opens and set by a
-    /// partition-entries run of this process; never needed for a right
-    /// answer, only for a one-partition plan.
-    skeleton_pruning: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The migrations, embedded at build time.
@@ -178,8 +173,6 @@ impl Store {
         } else {
             store.check_schema().await?;
         }
-        let layout = store.entries_layout().await?;
-        store.set_skeleton_pruning(matches!(layout, EntriesLayout::Partitioned(_)));
         Ok(store)
     }
 
@@ -299,7 +292,6 @@ impl Store {
             stored: Default::default(),
             next_analyze: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(FIRST_ANALYZE)),
             replicas: None,
-            skeleton_pruning: Default::default(),
         })
     }
 

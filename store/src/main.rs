@@ -209,16 +209,13 @@ enum Command {
         #[arg(long = "domain", value_name = "DOMAIN", required = true)]
         domains: Vec<String>,
     },
-    /// Postgres: partition the entries table online (hash on the
-    /// handle's skeleton; docs/OPERATIONS.md "Partitioned entries") while
-    /// stores keep serving and writing: a partitioned copy filled by a
-    /// trigger and by batches of 10,000 rows, then swapped in one short
-    /// transaction. From one heap, or from an earlier release's
-    /// partitions on the handle. Prints progress and what it did; a table
-    /// already partitioned on the skeleton is left as it is. Restart the
-    /// stores afterwards: a store asks by skeleton (one partition per
-    /// lookup) once it has opened on the new layout. The same
-    /// configuration as the store; serves nothing.
+    /// Postgres: partition the entries table online (hash on the handle;
+    /// docs/OPERATIONS.md "Partitioned entries") while stores keep
+    /// serving and writing: a partitioned copy filled by a trigger and by
+    /// batches of 10,000 rows, then swapped in one short transaction.
+    /// Prints progress and what it did; a table already partitioned is
+    /// left as it is. The same configuration as the store; serves
+    /// nothing.
     PartitionEntries {
         /// Hash partitions (1 to 1024).
         #[arg(long, default_value_t = poz_store::DEFAULT_PARTITIONS)]
@@ -311,7 +308,7 @@ async fn main() -> anyhow::Result<()> {
             store.close().await;
             let r = report?;
             println!(
-                "entries: {} rows in {} hash partitions on the skeleton ({} copied by batches) in {:.1} s; writers waited {} ms at the swap",
+                "entries: {} rows in {} hash partitions ({} copied by batches) in {:.1} s; writers waited {} ms at the swap",
                 r.rows,
                 r.partitions,
                 r.copied,

@@ -178,20 +178,6 @@ pub(crate) async fn no_timeout(tx: &mut Transaction<'static, Any>) -> Result<(),
     Ok(())
 }
 
-/// ` AND {alias}.skeleton = {value}` when `pruning` (the entries table
-/// is hash-partitioned on the skeleton, partitions.rs: the clause lets
-/// Postgres read the one partition the handle's skeleton hashes to), else
-/// nothing: on one heap, or on a table whose bindings may still lack
-/// their skeleton (stored before migration 0005 and not yet filled), the
-/// clause would only filter, or miss those.
-pub(crate) fn skeleton_clause(pruning: bool, alias: &str, value: &str) -> String {
-    if pruning {
-        format!(" AND {alias}.skeleton = {value}")
-    } else {
-        String::new()
-    }
-}
-
 /// ` INDEXED BY index` on SQLite, nothing on Postgres. SQLite plans
 /// without statistics and can prefer walking a zone in key order to a
 /// selective index plus a sort; named, the index is used or the query

@@ -29,7 +29,7 @@ async fn revoked_entry(
     let digest = e.identity_digest(&b.issuer);
     Ok(sqlx::query(
         "SELECT digest FROM entries WHERE record_id = $1 AND zone_type = $2 AND kind = $3 \
-         AND target = $4 AND handle IS NULL AND skeleton IS NULL LIMIT 1",
+         AND target = $4 AND handle IS NULL LIMIT 1",
     )
     .bind(b.issuer.0.to_vec())
     .bind(poz::zone::ZoneType::IDENTITY.0 as i32)

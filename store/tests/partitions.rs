@@ -2,9 +2,7 @@
 //! database is partitioned when migrated with `entries_partitions` set
 //! (one heap is the default); a database that holds entries
 //! is partitioned online while bindings keep being written, losing none;
-//! a lookup by handle reads one partition's index; a table the first
-//! release partitioned on the handle moves to the skeleton the same way;
-//! a binding without its skeleton stops the path before it starts.
+//! a lookup by handle reads one partition's index.
 #![allow(clippy::unwrap_used)] // a panic in a test is a failure with a backtrace
 
 mod common;
@@ -174,20 +172,18 @@ async fn entries_are_partitioned_online_while_bindings_are_written() {
         .unwrap();
     assert_eq!((stored, present), (0, 1));
 
-    // A lookup by handle and its skeleton plans one partition, by its
-    // handle index (the store's own queries: src/partitions.rs).
+    // The lookup by handle plans one partition, by its handle index.
     let plan: Vec<String> = sqlx::query_scalar(&format!(
         "EXPLAIN SELECT entry FROM entries WHERE record_id = '\\x{}' AND zone_type = 3 \
-         AND handle = 'user5' AND skeleton = '{}' ORDER BY issued_at DESC LIMIT 1",
-        id.to_hex(),
-        poz::handle::skeleton("user5")
+         AND handle = 'user5' ORDER BY issued_at DESC LIMIT 1",
+        id.to_hex()
     ))
     .fetch_all(s.pool())
     .await
     .unwrap();
     let plan = plan.join("\n");
-    // Each scanned partition appears as "… on entries_sN entries".
-    assert_eq!(plan.matches(" on entries_s").count(), 1, "{plan}");
+    // Each scanned partition appears as "… on entries_pN entries".
+    assert_eq!(plan.matches(" on entries_p").count(), 1, "{plan}");
     assert!(plan.contains("Index Scan"), "{plan}");
     // No leftovers of the path.
     let left: i64 = sqlx::query_scalar(
@@ -306,127 +302,4 @@ async fn the_partitioned_layout_keeps_every_index_of_the_one_heap() {
     assert_ne!(entries_indexes(&parted).await, h);
     Store::migrate(&parted, sixteen).await.unwrap();
     assert_eq!(entries_indexes(&parted).await, h);
-}
-
-/// The layout of the first release of partitioned entries, on `url`'s
-/// one heap: the same indexes under the same names, the table
-/// hash-partitioned on the handle into `entries_p0 … entries_p3`.
-async fn partition_on_handle_as_the_first_release(url: &str) {
-    use sqlx::Connection;
-    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
-    let mut sql = vec![
-        "CREATE TABLE entries_h (LIKE entries INCLUDING DEFAULTS) PARTITION BY HASH (handle)"
-            .to_string(),
-    ];
-    for i in 0..4 {
-        sql.push(format!(
-            "CREATE TABLE entries_p{i} PARTITION OF entries_h FOR VALUES WITH (MODULUS 4, REMAINDER {i})"
-        ));
-    }
-    sql.extend(
-        [
-            "INSERT INTO entries_h SELECT * FROM entries",
-            "DROP TABLE entries",
-            "ALTER TABLE entries_h RENAME TO entries",
-            "CREATE UNIQUE INDEX entries_key ON entries (record_id, zone_type, digest, handle) NULLS NOT DISTINCT",
-            "CREATE INDEX entries_by_handle ON entries (record_id, zone_type, handle, issued_at DESC) WHERE handle IS NOT NULL",
-            "CREATE INDEX entries_by_target ON entries (record_id, zone_type, target) WHERE target IS NOT NULL",
-            "CREATE INDEX entries_by_batch ON entries (record_id, batch_root, digest) WHERE batch_root IS NOT NULL",
-            "CREATE INDEX entries_by_skeleton ON entries (record_id, zone_type, skeleton) WHERE skeleton IS NOT NULL",
-            "CREATE INDEX entries_without_skeleton ON entries (record_id) WHERE handle IS NOT NULL AND skeleton IS NULL",
-        ]
-        .map(str::to_string),
-    );
-    for s in sql {
-        sqlx::query(&s).execute(&mut conn).await.unwrap();
-    }
-}
-
-/// A table partitioned on the handle (the first release) is served as it
-/// is, and `partition_entries` moves it to partitions on the skeleton
-/// online: every binding (and a revocation) served after, the old
-/// partitions gone, the indexes those of one heap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_partitioned_on_the_handle_moves_to_the_skeleton() {
-    let url = common::fresh_pg_url().await;
-    let s = Store::open(&url, StoreOptions::default()).await.unwrap();
-    let (id, rec) = provider(&s).await;
-    s.put_entries(&id, ZoneType::IDENTITY, &bindings(&rec, 0, 300), "")
-        .await
-        .unwrap();
-    let heap_indexes = entries_indexes(&url).await;
-    s.close().await;
-    partition_on_handle_as_the_first_release(&url).await;
-
-    let s = Store::open(&url, StoreOptions::default()).await.unwrap();
-    assert_eq!(
-        s.entries_layout().await.unwrap(),
-        EntriesLayout::PartitionedByHandle(4)
-    );
-    assert!(s.binding(&id, "user17").await.is_ok());
-    let report = s.partition_entries(8, 50, |_| {}).await.unwrap();
-    assert_eq!(report.partitions, 8);
-    assert_eq!((report.copied, report.rows), (300, 300));
-    assert_eq!(
-        s.entries_layout().await.unwrap(),
-        EntriesLayout::Partitioned(8)
-    );
-    for i in 0..300 {
-        let (b, rev) = s.binding(&id, &format!("user{i}")).await.unwrap();
-        assert!(rev.is_none());
-        assert_eq!(b.to_bytes(), bindings(&rec, i, 1)[0], "user{i}");
-    }
-    let left: Vec<String> = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_class WHERE relname LIKE 'entries_p%' \
-         OR relname LIKE 'entries_new%' OR relname LIKE 'entries_old%'",
-    )
-    .fetch_all(s.pool())
-    .await
-    .unwrap();
-    assert!(left.is_empty(), "{left:?}");
-    assert_eq!(entries_indexes(&url).await, heap_indexes);
-    // A store opened now asks by skeleton and finds them all too.
-    s.close().await;
-    let s = Store::open(&url, StoreOptions::default()).await.unwrap();
-    let handles: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
-    assert_eq!(
-        s.bindings_for_handles(&id, &handles).await.unwrap().len(),
-        300
-    );
-    s.close().await;
-}
-
-/// A binding without its skeleton (stored before migration 0005 and not
-/// yet filled) would sit where no lookup by skeleton looks: the path
-/// refuses before it starts, leaving the table as it was.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_binding_without_its_skeleton_stops_the_path() {
-    let url = common::fresh_pg_url().await;
-    let s = Store::open(&url, StoreOptions::default()).await.unwrap();
-    let (id, rec) = provider(&s).await;
-    s.put_entries(&id, ZoneType::IDENTITY, &bindings(&rec, 0, 20), "")
-        .await
-        .unwrap();
-    sqlx::query("UPDATE entries SET skeleton = NULL WHERE handle IN ('user3', 'user4')")
-        .execute(s.pool())
-        .await
-        .unwrap();
-    let err = s.partition_entries(4, 100, |_| {}).await.unwrap_err();
-    assert!(
-        matches!(&err, poz_store::StoreError::Invalid(m) if m.contains("2 stored binding(s) have no skeleton")),
-        "{err}"
-    );
-    assert_eq!(s.entries_layout().await.unwrap(), EntriesLayout::OneHeap);
-    let left: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 'entries_new%'")
-            .fetch_one(s.pool())
-            .await
-            .unwrap();
-    assert_eq!(left, 0);
-    // A store start fills them; then the path runs.
-    s.close().await;
-    let s = Store::open(&url, StoreOptions::default()).await.unwrap();
-    assert_eq!(s.partition_entries(4, 100, |_| {}).await.unwrap().rows, 20);
-    assert!(s.binding(&id, "user3").await.is_ok());
-    s.close().await;
 }

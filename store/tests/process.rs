@@ -683,7 +683,7 @@ async fn partition_entries_refuses_before_it_touches_the_database() {
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains("entries: 0 rows in 4 hash partitions on the skeleton"),
+        said.contains("entries: 0 rows in 4 hash partitions"),
         "{said}"
     );
     assert_eq!(
@@ -695,7 +695,7 @@ async fn partition_entries_refuses_before_it_touches_the_database() {
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains("entries: 0 rows in 4 hash partitions on the skeleton (0 copied"),
+        said.contains("entries: 0 rows in 4 hash partitions (0 copied"),
         "{said}"
     );
     // The database flags go after the subcommand as well as before it.
